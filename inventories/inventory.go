@@ -1,0 +1,73 @@
+// Package inventories reads HCL inventories — hosts, groups, vars — and
+// selects hosts with Ansible-style patterns. The stock inventories live beside
+// this file as data: prod.hcl and lab.hcl.
+package inventories
+
+import (
+	"time"
+
+	"github.com/zclconf/go-cty/cty"
+)
+
+// DefaultBackupRoot is where runs are recorded on a host unless the inventory
+// says otherwise.
+const DefaultBackupRoot = "/var/backups/iklim"
+
+// Host is one machine and how to reach it, after defaults and group settings
+// are folded in.
+type Host struct {
+	Name    string
+	Address string // defaults to Name
+	Port    int    // defaults to 22
+	User    string
+	// Key is a private key file; empty means ssh-agent and ~/.ssh/config.
+	Key string
+	// KnownHosts is the known_hosts file used to verify the host key;
+	// empty means ~/.ssh/known_hosts.
+	KnownHosts string
+	// TrustOnFirstUse records an unknown host key instead of refusing it.
+	TrustOnFirstUse bool
+	// ProxyJump is "user@host:port[,…]" as in ssh_config.
+	ProxyJump string
+	// Become runs commands through sudo as BecomeUser (default root).
+	Become     bool
+	BecomeUser string
+	BackupRoot string
+	// ConnectTimeout bounds dial plus handshake.
+	ConnectTimeout time.Duration
+	// Local makes the host the control machine itself: no SSH.
+	Local bool
+
+	Labels map[string]string
+	// Vars are the host's variables: defaults, then groups (parents before
+	// children, then by name), then the host's own.
+	Vars   map[string]cty.Value
+	Groups []string // every group the host is in, directly or through children
+}
+
+// Group is a named set of hosts and child groups.
+type Group struct {
+	Name     string
+	Hosts    []string
+	Children []string
+	Vars     map[string]cty.Value
+}
+
+// Inventory is a parsed inventory.
+type Inventory struct {
+	// Hosts in file order.
+	Hosts  []*Host
+	Groups map[string]*Group
+	// File is where the inventory was read from, for run metadata.
+	File string
+}
+
+// Host finds a host by name.
+func (inv *Inventory) Host(name string) (*Host, bool) {
+	for _, h := range inv.Hosts {
+		if h.Name == name {
+			return h, true
+		}
+	}
+	return nil, false
+}

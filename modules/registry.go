@@ -1,0 +1,117 @@
+package modules
+
+import (
+	"fmt"
+	"reflect"
+	"sort"
+	"strings"
+	"sync"
+)
+
+// Info describes a registered module.
+type Info struct {
+	Name string
+	Doc  string // one line
+	New  func() Module
+}
+
+// Arg is one argument of a module, read from its struct tags.
+type Arg struct {
+	Name      string
+	Type      string
+	Required  bool
+	Sensitive bool
+	Doc       string
+}
+
+var (
+	regMu    sync.RWMutex
+	registry = map[string]Info{}
+)
+
+// Register adds a module under name. Built-ins register in init; embedding
+// programs may register their own. It panics on a duplicate name, since that
+// is a programming error.
+func Register(name, doc string, newFn func() Module) {
+	regMu.Lock()
+	defer regMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic(fmt.Sprintf("modules: %q registered twice", name))
+	}
+	registry[name] = Info{Name: name, Doc: doc, New: newFn}
+}
+
+// Lookup finds a registered module.
+func Lookup(name string) (Info, bool) {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	i, ok := registry[name]
+	return i, ok
+}
+
+// All lists registered modules by name.
+func All() []Info {
+	regMu.RLock()
+	defer regMu.RUnlock()
+	out := make([]Info, 0, len(registry))
+	for _, i := range registry {
+		out = append(out, i)
+	}
+	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
+	return out
+}
+
+// Names lists registered module names, sorted; for "did you mean" hints.
+func Names() []string {
+	var names []string
+	for _, i := range All() {
+		names = append(names, i.Name)
+	}
+	return names
+}
+
+// Args lists a module's arguments from its `hcl`, `doc` and `sensitive` tags.
+func (i Info) Args() []Arg {
+	t := reflect.TypeOf(i.New())
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	var args []Arg
+	for f := range t.Fields() {
+		tag := f.Tag.Get("hcl")
+		if tag == "" || tag == "-" {
+			continue
+		}
+		name, opts, _ := strings.Cut(tag, ",")
+		if opts == "remain" || opts == "block" || opts == "label" {
+			continue
+		}
+		args = append(args, Arg{
+			Name:      name,
+			Type:      typeName(f.Type),
+			Required:  opts == "",
+			Sensitive: f.Tag.Get("sensitive") == "true",
+			Doc:       f.Tag.Get("doc"),
+		})
+	}
+	return args
+}
+
+func typeName(t reflect.Type) string {
+	switch t.Kind() {
+	case reflect.Pointer:
+		return typeName(t.Elem())
+	case reflect.String:
+		return "string"
+	case reflect.Bool:
+		return "bool"
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint32, reflect.Float64:
+		return "number"
+	case reflect.Slice:
+		return "list(" + typeName(t.Elem()) + ")"
+	case reflect.Map:
+		return "map(" + typeName(t.Elem()) + ")"
+	default:
+		return t.String()
+	}
+}

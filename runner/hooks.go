@@ -1,0 +1,63 @@
+package runner
+
+import (
+	"context"
+	"time"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+)
+
+// Connector opens Conns to hosts. One Connector serves one run and keeps one
+// connection per host for all of it.
+type Connector interface {
+	Connect(ctx context.Context, h *inventories.Host) (modules.Conn, error)
+	Close() error
+}
+
+// ChangeRecord is what the runner records on a host before it applies a
+// change, so that an interrupted run can still be rolled back.
+type ChangeRecord struct {
+	RunID  string          `json:"run_id"`
+	Seq    int             `json:"seq"` // order of changes on this host within the run
+	Host   string          `json:"host"`
+	Play   string          `json:"play"`
+	Step   string          `json:"step"`
+	Module string          `json:"module"`
+	Source string          `json:"source"` // playbook file:line
+	Time   time.Time       `json:"time"`
+	Change *modules.Change `json:"change"`
+	// Delegated changes ran on the control machine in the host's name.
+	Delegated bool `json:"delegated,omitempty"`
+}
+
+// RunInfo describes a run for the records every host keeps.
+type RunInfo struct {
+	ID        string    `json:"id"`
+	User      string    `json:"user"`
+	Started   time.Time `json:"started"`
+	Playbook  string    `json:"playbook"`
+	Inventory string    `json:"inventory"`
+	GitCommit string    `json:"git_commit,omitempty"`
+	Check     bool      `json:"check"`
+}
+
+// Recorder keeps the backup records of a run. The runner calls Before ahead
+// of every Apply; a run that dies after Before still leaves a usable record.
+type Recorder interface {
+	// Before durably records rec on the host behind conn and snapshots every
+	// file in rec.Change.Files.
+	Before(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord) error
+	// After records how the change ended (applyErr nil means applied).
+	After(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, applyErr error) error
+	// Finish records the host's final result for the run. It is called only
+	// for hosts on which at least one change was recorded.
+	Finish(ctx context.Context, conn modules.Conn, h *inventories.Host, res HostRecap) error
+}
+
+// Locker holds a playbook's deploy lock for the length of a run.
+type Locker interface {
+	// Acquire takes the lock (waiting up to spec.Wait) and returns a release
+	// function; it keeps the lock heartbeating until released.
+	Acquire(ctx context.Context, conn modules.Conn, spec LockSpec, run RunInfo) (release func(context.Context) error, err error)
+}
