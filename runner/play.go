@@ -50,6 +50,9 @@ type Step struct {
 	Timeout  time.Duration
 	// IgnoreErrors lets the host go on after this step fails.
 	IgnoreErrors bool
+	// Barrier makes every host of the batch finish the steps before this one
+	// first; for steps that read other hosts' results. RunOnce implies it.
+	Barrier bool
 	// Source is "file:line" of the step's definition, for errors and records.
 	Source string
 }
