@@ -1,0 +1,853 @@
+package inventories
+
+import (
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/agext/levenshtein"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/function"
+	"github.com/zclconf/go-cty/cty/function/stdlib"
+)
+
+// AllGroup is the implicit group every host belongs to. It cannot be
+// declared in a file.
+const AllGroup = "all"
+
+// Load reads and parses the inventory file at path. See Parse.
+func Load(path string) (*Inventory, hcl.Diagnostics) {
+	return LoadWith(hclparse.NewParser(), path)
+}
+
+// LoadWith is Load with a caller-supplied parser, so that the caller can
+// render diagnostics with source snippets from p.Files().
+func LoadWith(p *hclparse.Parser, path string) (*Inventory, hcl.Diagnostics) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return nil, hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Failed to read inventory",
+			Detail:   fmt.Sprintf("Cannot read inventory file %s: %s.", path, err),
+		}}
+	}
+	return ParseWith(p, src, path)
+}
+
+// Parse parses an HCL inventory. filename is used in diagnostics and stored
+// in Inventory.File. Every problem in the file is reported, each with its
+// file:line. The inventory is nil exactly when the diagnostics have errors;
+// warnings may come with a usable inventory.
+func Parse(src []byte, filename string) (*Inventory, hcl.Diagnostics) {
+	return ParseWith(hclparse.NewParser(), src, filename)
+}
+
+// ParseWith is Parse with a caller-supplied parser, so that the caller can
+// render diagnostics with source snippets from p.Files(). The parser caches
+// files by name: parsing the same filename twice returns the first result.
+func ParseWith(p *hclparse.Parser, src []byte, filename string) (*Inventory, hcl.Diagnostics) {
+	f, diags := p.ParseHCL(src, filename)
+	if diags.HasErrors() || f == nil {
+		return nil, diags
+	}
+	ps := &parser{src: f.Bytes, ctx: &hcl.EvalContext{Functions: Functions()}}
+	inv := ps.parse(f.Body, filename)
+	diags = append(diags, ps.diags...)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return inv, diags
+}
+
+// Functions returns the functions an inventory expression may call: the
+// go-cty standard library under the names Terraform and Nomad use, plus
+// env("NAME"), which is the empty string when NAME is unset.
+func Functions() map[string]function.Function {
+	return map[string]function.Function{
+		"abs":             stdlib.AbsoluteFunc,
+		"ceil":            stdlib.CeilFunc,
+		"chomp":           stdlib.ChompFunc,
+		"chunklist":       stdlib.ChunklistFunc,
+		"coalesce":        stdlib.CoalesceFunc,
+		"coalescelist":    stdlib.CoalesceListFunc,
+		"compact":         stdlib.CompactFunc,
+		"concat":          stdlib.ConcatFunc,
+		"contains":        stdlib.ContainsFunc,
+		"csvdecode":       stdlib.CSVDecodeFunc,
+		"distinct":        stdlib.DistinctFunc,
+		"element":         stdlib.ElementFunc,
+		"env":             envFunc,
+		"flatten":         stdlib.FlattenFunc,
+		"floor":           stdlib.FloorFunc,
+		"format":          stdlib.FormatFunc,
+		"formatdate":      stdlib.FormatDateFunc,
+		"formatlist":      stdlib.FormatListFunc,
+		"indent":          stdlib.IndentFunc,
+		"index":           stdlib.IndexFunc,
+		"join":            stdlib.JoinFunc,
+		"jsondecode":      stdlib.JSONDecodeFunc,
+		"jsonencode":      stdlib.JSONEncodeFunc,
+		"keys":            stdlib.KeysFunc,
+		"length":          stdlib.LengthFunc,
+		"log":             stdlib.LogFunc,
+		"lookup":          stdlib.LookupFunc,
+		"lower":           stdlib.LowerFunc,
+		"max":             stdlib.MaxFunc,
+		"merge":           stdlib.MergeFunc,
+		"min":             stdlib.MinFunc,
+		"parseint":        stdlib.ParseIntFunc,
+		"pow":             stdlib.PowFunc,
+		"range":           stdlib.RangeFunc,
+		"regex":           stdlib.RegexFunc,
+		"regexall":        stdlib.RegexAllFunc,
+		"regex_replace":   stdlib.RegexReplaceFunc,
+		"replace":         stdlib.ReplaceFunc,
+		"reverse":         stdlib.ReverseListFunc,
+		"setintersection": stdlib.SetIntersectionFunc,
+		"setproduct":      stdlib.SetProductFunc,
+		"setsubtract":     stdlib.SetSubtractFunc,
+		"setunion":        stdlib.SetUnionFunc,
+		"signum":          stdlib.SignumFunc,
+		"slice":           stdlib.SliceFunc,
+		"sort":            stdlib.SortFunc,
+		"split":           stdlib.SplitFunc,
+		"strlen":          stdlib.StrlenFunc,
+		"strrev":          stdlib.ReverseFunc,
+		"substr":          stdlib.SubstrFunc,
+		"timeadd":         stdlib.TimeAddFunc,
+		"title":           stdlib.TitleFunc,
+		"trim":            stdlib.TrimFunc,
+		"trimprefix":      stdlib.TrimPrefixFunc,
+		"trimspace":       stdlib.TrimSpaceFunc,
+		"trimsuffix":      stdlib.TrimSuffixFunc,
+		"upper":           stdlib.UpperFunc,
+		"values":          stdlib.ValuesFunc,
+		"zipmap":          stdlib.ZipmapFunc,
+	}
+}
+
+var envFunc = function.New(&function.Spec{
+	Description: "Returns the value of an environment variable of the control machine, or the empty string.",
+	Params:      []function.Parameter{{Name: "name", Type: cty.String}},
+	Type:        function.StaticReturnType(cty.String),
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		return cty.StringVal(os.Getenv(args[0].AsString())), nil
+	},
+})
+
+// Attribute names shared by defaults, group and host blocks.
+var connAttrs = []hcl.AttributeSchema{
+	{Name: "user"},
+	{Name: "port"},
+	{Name: "key"},
+	{Name: "known_hosts"},
+	{Name: "trust_on_first_use"},
+	{Name: "proxy_jump"},
+	{Name: "become"},
+	{Name: "become_user"},
+	{Name: "backup_root"},
+	{Name: "connect_timeout"},
+	{Name: "vars"},
+	{Name: "labels"},
+}
+
+func withAttrs(extra ...string) *hcl.BodySchema {
+	s := &hcl.BodySchema{Attributes: append([]hcl.AttributeSchema(nil), connAttrs...)}
+	for _, n := range extra {
+		s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: n})
+	}
+	return s
+}
+
+var (
+	topSchema = &hcl.BodySchema{Blocks: []hcl.BlockHeaderSchema{
+		{Type: "defaults"},
+		{Type: "host", LabelNames: []string{"name"}},
+		{Type: "group", LabelNames: []string{"name"}},
+	}}
+	defaultsSchema = withAttrs()
+	hostSchema     = withAttrs("address", "local")
+	groupSchema    = withAttrs("hosts", "children")
+)
+
+// settings are the attributes one block sets; nil means not set.
+type settings struct {
+	user, key, knownHosts, proxyJump, becomeUser, backupRoot, address *string
+	port                                                             *int
+	tofu, become, local                                              *bool
+	timeout                                                          *time.Duration
+	labels                                                           map[string]string
+	vars                                                             map[string]cty.Value
+}
+
+// apply folds s over h: attributes s sets replace h's; labels and vars are
+// merged key by key.
+func (s *settings) apply(h *Host) {
+	setStr := func(dst *string, v *string) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setBool := func(dst *bool, v *bool) {
+		if v != nil {
+			*dst = *v
+		}
+	}
+	setStr(&h.User, s.user)
+	setStr(&h.Key, s.key)
+	setStr(&h.KnownHosts, s.knownHosts)
+	setStr(&h.ProxyJump, s.proxyJump)
+	setStr(&h.BecomeUser, s.becomeUser)
+	setStr(&h.BackupRoot, s.backupRoot)
+	setStr(&h.Address, s.address)
+	if s.port != nil {
+		h.Port = *s.port
+	}
+	setBool(&h.TrustOnFirstUse, s.tofu)
+	setBool(&h.Become, s.become)
+	setBool(&h.Local, s.local)
+	if s.timeout != nil {
+		h.ConnectTimeout = *s.timeout
+	}
+	for k, v := range s.labels {
+		h.Labels[k] = v
+	}
+	for k, v := range s.vars {
+		h.Vars[k] = v
+	}
+}
+
+type ref struct {
+	name string
+	rng  hcl.Range
+}
+
+type hostDecl struct {
+	name string
+	def  hcl.Range
+	s    settings
+}
+
+type groupDecl struct {
+	name     string
+	def      hcl.Range
+	s        settings
+	hosts    []ref
+	children []ref
+}
+
+type parser struct {
+	src   []byte
+	ctx   *hcl.EvalContext
+	diags hcl.Diagnostics
+}
+
+func (p *parser) errorf(subject hcl.Range, summary, format string, args ...any) {
+	p.diags = append(p.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(format, args...),
+		Subject:  subject.Ptr(),
+	})
+}
+
+func at(r hcl.Range) string { return fmt.Sprintf("%s:%d", r.Filename, r.Start.Line) }
+
+func (p *parser) parse(body hcl.Body, filename string) *Inventory {
+	content, d := body.Content(topSchema)
+	p.diags = append(p.diags, d...)
+
+	var defaults *hclDefaults
+	var hosts []*hostDecl
+	hostByName := map[string]*hostDecl{}
+	var groups []*groupDecl
+	groupByName := map[string]*groupDecl{}
+
+	for _, b := range content.Blocks {
+		switch b.Type {
+		case "defaults":
+			if defaults != nil {
+				p.errorf(b.DefRange, "Duplicate defaults block",
+					"Only one defaults block is allowed; previous definition was at %s.", at(defaults.def))
+				continue
+			}
+			c, d := b.Body.Content(defaultsSchema)
+			p.diags = append(p.diags, d...)
+			defaults = &hclDefaults{def: b.DefRange, s: p.settings(c)}
+		case "host":
+			name := b.Labels[0]
+			p.checkName("host", name, b.LabelRanges[0])
+			c, d := b.Body.Content(hostSchema)
+			p.diags = append(p.diags, d...)
+			h := &hostDecl{name: name, def: b.DefRange, s: p.settings(c)}
+			if prev, dup := hostByName[name]; dup {
+				p.errorf(b.LabelRanges[0], fmt.Sprintf("Duplicate host %q", name),
+					"previous definition was at %s", at(prev.def))
+				continue
+			}
+			hostByName[name] = h
+			hosts = append(hosts, h)
+		case "group":
+			name := b.Labels[0]
+			p.checkName("group", name, b.LabelRanges[0])
+			c, d := b.Body.Content(groupSchema)
+			p.diags = append(p.diags, d...)
+			g := &groupDecl{name: name, def: b.DefRange, s: p.settings(c)}
+			if a, ok := c.Attributes["hosts"]; ok {
+				g.hosts = p.names(a)
+			}
+			if a, ok := c.Attributes["children"]; ok {
+				g.children = p.names(a)
+			}
+			if prev, dup := groupByName[name]; dup {
+				p.errorf(b.LabelRanges[0], fmt.Sprintf("Duplicate group %q", name),
+					"previous definition was at %s", at(prev.def))
+				continue
+			}
+			groupByName[name] = g
+			groups = append(groups, g)
+		}
+	}
+
+	// A name that is both a host and a group selects both in a pattern.
+	for _, g := range groups {
+		if h, ok := hostByName[g.name]; ok {
+			p.diags = append(p.diags, &hcl.Diagnostic{
+				Severity: hcl.DiagWarning,
+				Summary:  "Group and host share a name",
+				Detail: fmt.Sprintf("Group %q has the name of the host defined at %s; the pattern %q selects both.",
+					g.name, at(h.def), g.name),
+				Subject: g.def.Ptr(),
+			})
+		}
+	}
+
+	// References: drop unknown names (reported) and duplicates.
+	hostNames := make([]string, 0, len(hosts))
+	for _, h := range hosts {
+		hostNames = append(hostNames, h.name)
+	}
+	groupNames := make([]string, 0, len(groups))
+	for _, g := range groups {
+		groupNames = append(groupNames, g.name)
+	}
+	for _, g := range groups {
+		g.hosts = p.resolveRefs(g, g.hosts, "host", hostNames, func(n string) bool { _, ok := hostByName[n]; return ok })
+		g.children = p.resolveRefs(g, g.children, "group", groupNames, func(n string) bool { _, ok := groupByName[n]; return ok })
+	}
+	p.checkCycles(groups, groupByName)
+
+	inv := &Inventory{Groups: map[string]*Group{}, File: filename}
+	for _, g := range groups {
+		grp := &Group{Name: g.name, Vars: map[string]cty.Value{}}
+		for _, h := range g.hosts {
+			grp.Hosts = append(grp.Hosts, h.name)
+		}
+		for _, c := range g.children {
+			grp.Children = append(grp.Children, c.name)
+		}
+		for k, v := range g.s.vars {
+			grp.Vars[k] = v
+		}
+		inv.Groups[g.name] = grp
+	}
+	gr := newGraph(inv.Groups)
+	direct := map[string][]string{} // host -> groups listing it
+	for _, g := range groups {
+		for _, h := range g.hosts {
+			direct[h.name] = append(direct[h.name], g.name)
+		}
+	}
+	for _, hd := range hosts {
+		order := gr.groupsOf(direct[hd.name])
+		h := &Host{Name: hd.name, Labels: map[string]string{}, Vars: map[string]cty.Value{}}
+		if defaults != nil {
+			defaults.s.apply(h)
+		}
+		for _, n := range order {
+			groupByName[n].s.apply(h)
+		}
+		hd.s.apply(h)
+		h.Groups = append([]string{AllGroup}, order...)
+		fillDefaults(h)
+		inv.Hosts = append(inv.Hosts, h)
+	}
+	return inv
+}
+
+// graph is the children relation of an inventory's groups, upside down.
+type graph struct {
+	parents map[string][]string
+	depth   map[string]int
+}
+
+func newGraph(groups map[string]*Group) *graph {
+	g := &graph{parents: map[string][]string{}, depth: map[string]int{}}
+	for _, grp := range groups {
+		for _, c := range grp.Children {
+			g.parents[c] = append(g.parents[c], grp.Name)
+		}
+	}
+	return g
+}
+
+// depthOf is one more than the depth of the deepest parent, so ancestors
+// always sort before descendants. A cycle (reported elsewhere) is cut.
+func (g *graph) depthOf(n string, seen map[string]bool) int {
+	if d, ok := g.depth[n]; ok {
+		return d
+	}
+	if seen[n] {
+		return 0
+	}
+	seen[n] = true
+	d := 0
+	for _, par := range g.parents[n] {
+		d = max(d, g.depthOf(par, seen)+1)
+	}
+	delete(seen, n)
+	g.depth[n] = d
+	return d
+}
+
+// groupsOf returns the groups in direct and all their ancestors, in
+// precedence order: ancestors before descendants, then by name.
+func (g *graph) groupsOf(direct []string) []string {
+	member := map[string]bool{}
+	queue := append([]string(nil), direct...)
+	for len(queue) > 0 {
+		n := queue[0]
+		queue = queue[1:]
+		if member[n] || n == AllGroup {
+			continue
+		}
+		member[n] = true
+		queue = append(queue, g.parents[n]...)
+	}
+	order := make([]string, 0, len(member))
+	for n := range member {
+		order = append(order, n)
+		g.depthOf(n, map[string]bool{})
+	}
+	sort.Slice(order, func(i, j int) bool {
+		if di, dj := g.depth[order[i]], g.depth[order[j]]; di != dj {
+			return di < dj
+		}
+		return order[i] < order[j]
+	})
+	return order
+}
+
+// New returns an empty inventory for building in code with Add.
+func New() *Inventory {
+	return &Inventory{Groups: map[string]*Group{}}
+}
+
+// Add appends h to the inventory, for Go callers that build inventories in
+// code. It fills h the way a file would (address, port 22, become user root,
+// DefaultBackupRoot, ~ in key paths), creates the groups named in h.Groups
+// that do not exist yet and makes h a direct member of them, then sets
+// h.Groups to "all" plus every group h is in, directly or through children,
+// in precedence order. Group vars and labels are not folded into h: set
+// h's own fields. It refuses a nil host, an invalid name and a duplicate.
+func (inv *Inventory) Add(h *Host) error {
+	if h == nil {
+		return fmt.Errorf("add host: nil host")
+	}
+	if msg := nameError("host", h.Name); msg != "" {
+		return fmt.Errorf("add host %q: %s", h.Name, strings.TrimSuffix(lowerFirst(msg), "."))
+	}
+	if _, dup := inv.Host(h.Name); dup {
+		return fmt.Errorf("add host %q: duplicate host", h.Name)
+	}
+	for _, g := range h.Groups {
+		if g == AllGroup {
+			continue
+		}
+		if msg := nameError("group", g); msg != "" {
+			return fmt.Errorf("add host %q: %s", h.Name, strings.TrimSuffix(lowerFirst(msg), "."))
+		}
+	}
+	if inv.Groups == nil {
+		inv.Groups = map[string]*Group{}
+	}
+	for _, g := range h.Groups {
+		if g == AllGroup {
+			continue
+		}
+		grp, ok := inv.Groups[g]
+		if !ok {
+			grp = &Group{Name: g, Vars: map[string]cty.Value{}}
+			inv.Groups[g] = grp
+		}
+		if !slices.Contains(grp.Hosts, h.Name) {
+			grp.Hosts = append(grp.Hosts, h.Name)
+		}
+	}
+	var direct []string
+	for _, grp := range inv.Groups {
+		if slices.Contains(grp.Hosts, h.Name) {
+			direct = append(direct, grp.Name)
+		}
+	}
+	h.Groups = append([]string{AllGroup}, newGraph(inv.Groups).groupsOf(direct)...)
+	fillDefaults(h)
+	inv.Hosts = append(inv.Hosts, h)
+	return nil
+}
+
+func lowerFirst(s string) string {
+	if s == "" {
+		return s
+	}
+	return strings.ToLower(s[:1]) + s[1:]
+}
+
+type hclDefaults struct {
+	def hcl.Range
+	s   settings
+}
+
+// fillDefaults sets what neither the file nor the caller did: the address,
+// port, become user and backup root, and expands ~ in local paths.
+func fillDefaults(h *Host) {
+	if h.Address == "" {
+		h.Address = h.Name
+	}
+	if h.Port == 0 {
+		h.Port = 22
+	}
+	if h.BecomeUser == "" {
+		h.BecomeUser = "root"
+	}
+	if h.BackupRoot == "" {
+		h.BackupRoot = DefaultBackupRoot
+	}
+	if h.Labels == nil {
+		h.Labels = map[string]string{}
+	}
+	if h.Vars == nil {
+		h.Vars = map[string]cty.Value{}
+	}
+	h.Key = expandHome(h.Key)
+	h.KnownHosts = expandHome(h.KnownHosts)
+}
+
+// expandHome replaces a leading ~ or ~/ with the current user's home
+// directory. ~user is left alone.
+func expandHome(p string) string {
+	if p != "~" && !strings.HasPrefix(p, "~/") {
+		return p
+	}
+	home, err := os.UserHomeDir()
+	if err != nil || home == "" {
+		return p
+	}
+	return filepath.Join(home, p[1:])
+}
+
+// badNameChars have a meaning in host patterns.
+const badNameChars = ":,&!*?[]"
+
+func nameError(kind, name string) string {
+	switch {
+	case name == "":
+		return fmt.Sprintf("A %s name may not be empty.", kind)
+	case name == AllGroup:
+		return fmt.Sprintf("%q is the implicit group of every host and cannot name a %s.", name, kind)
+	case strings.ContainsAny(name, badNameChars) || strings.ContainsFunc(name, isSpace):
+		return fmt.Sprintf("The %s name %q may not contain whitespace or any of %s: they have a meaning in host patterns.",
+			kind, name, strings.Join(strings.Split(badNameChars, ""), " "))
+	}
+	return ""
+}
+
+func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f' }
+
+func (p *parser) checkName(kind, name string, rng hcl.Range) {
+	if msg := nameError(kind, name); msg != "" {
+		p.errorf(rng, fmt.Sprintf("Invalid %s name", kind), "%s", msg)
+	}
+}
+
+func (p *parser) resolveRefs(g *groupDecl, refs []ref, kind string, known []string, exists func(string) bool) []ref {
+	var out []ref
+	seen := map[string]bool{}
+	for _, r := range refs {
+		if !exists(r.name) {
+			detail := fmt.Sprintf("Group %q lists %s %q, which is not defined in this inventory.", g.name, kind, r.name)
+			if s := suggest(r.name, known); s != "" {
+				detail += fmt.Sprintf(" Did you mean %q?", s)
+			}
+			p.errorf(r.rng, fmt.Sprintf("Unknown %s", kind), "%s", detail)
+			continue
+		}
+		if seen[r.name] {
+			continue
+		}
+		seen[r.name] = true
+		out = append(out, r)
+	}
+	return out
+}
+
+// suggest returns the known name closest to name, if it is close enough to
+// be a likely typo.
+func suggest(name string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if d := levenshtein.Distance(name, k, nil); d < bestD {
+			best, bestD = k, d
+		}
+	}
+	return best
+}
+
+// checkCycles reports every back edge in the children graph once, with the
+// cycle spelled out and the closing child reference as the subject.
+func (p *parser) checkCycles(groups []*groupDecl, byName map[string]*groupDecl) {
+	const (
+		white = iota
+		grey
+		black
+	)
+	color := map[string]int{}
+	var stack []string
+	var visit func(g *groupDecl)
+	visit = func(g *groupDecl) {
+		color[g.name] = grey
+		stack = append(stack, g.name)
+		for _, c := range g.children {
+			switch color[c.name] {
+			case white:
+				visit(byName[c.name])
+			case grey:
+				i := len(stack) - 1
+				for stack[i] != c.name {
+					i--
+				}
+				path := append(append([]string(nil), stack[i:]...), c.name)
+				p.errorf(c.rng, "Group cycle", "Group %q is its own descendant: %s.", c.name, strings.Join(path, " -> "))
+			}
+		}
+		stack = stack[:len(stack)-1]
+		color[g.name] = black
+	}
+	for _, g := range groups {
+		if color[g.name] == white {
+			visit(g)
+		}
+	}
+}
+
+// value evaluates expr with functions but no variables; every reference is
+// reported.
+func (p *parser) value(expr hcl.Expression) (cty.Value, bool) {
+	if vars := expr.Variables(); len(vars) > 0 {
+		for _, tr := range vars {
+			rng := tr.SourceRange()
+			text := tr.RootName()
+			if rng.End.Byte <= len(p.src) && rng.Start.Byte < rng.End.Byte {
+				text = string(p.src[rng.Start.Byte:rng.End.Byte])
+			}
+			p.diags = append(p.diags, &hcl.Diagnostic{
+				Severity:   hcl.DiagError,
+				Summary:    "Variables not allowed",
+				Detail:     fmt.Sprintf("An inventory may use literals and function calls only; %q is a reference to a variable.", text),
+				Subject:    rng.Ptr(),
+				Expression: expr,
+			})
+		}
+		return cty.DynamicVal, false
+	}
+	v, d := expr.Value(p.ctx)
+	p.diags = append(p.diags, d...)
+	if d.HasErrors() || !v.IsWhollyKnown() {
+		return cty.DynamicVal, false
+	}
+	return v, true
+}
+
+func (p *parser) typeError(a *hcl.Attribute, want string) {
+	p.diags = append(p.diags, &hcl.Diagnostic{
+		Severity:   hcl.DiagError,
+		Summary:    "Incorrect attribute value type",
+		Detail:     fmt.Sprintf("Inappropriate value for attribute %q: %s required.", a.Name, want),
+		Subject:    a.Expr.Range().Ptr(),
+		Expression: a.Expr,
+	})
+}
+
+// convertAttr evaluates a and converts it to ty. Null counts as not set.
+func (p *parser) convertAttr(a *hcl.Attribute, ty cty.Type, want string) (cty.Value, bool) {
+	v, ok := p.value(a.Expr)
+	if !ok || v.IsNull() {
+		return cty.NilVal, false
+	}
+	cv, err := convert.Convert(v, ty)
+	if err != nil {
+		p.typeError(a, want)
+		return cty.NilVal, false
+	}
+	return cv, true
+}
+
+func (p *parser) str(a *hcl.Attribute) *string {
+	v, ok := p.convertAttr(a, cty.String, "string")
+	if !ok {
+		return nil
+	}
+	s := v.AsString()
+	return &s
+}
+
+func (p *parser) boolean(a *hcl.Attribute) *bool {
+	v, ok := p.convertAttr(a, cty.Bool, "bool")
+	if !ok {
+		return nil
+	}
+	b := v.True()
+	return &b
+}
+
+func (p *parser) settings(c *hcl.BodyContent) settings {
+	var s settings
+	attrs := make([]*hcl.Attribute, 0, len(c.Attributes))
+	for _, a := range c.Attributes {
+		attrs = append(attrs, a)
+	}
+	sort.Slice(attrs, func(i, j int) bool { return attrs[i].Range.Start.Byte < attrs[j].Range.Start.Byte })
+	for _, a := range attrs {
+		switch a.Name {
+		case "user":
+			s.user = p.str(a)
+		case "key":
+			s.key = p.str(a)
+		case "known_hosts":
+			s.knownHosts = p.str(a)
+		case "proxy_jump":
+			s.proxyJump = p.str(a)
+		case "become_user":
+			s.becomeUser = p.str(a)
+		case "address":
+			s.address = p.str(a)
+		case "backup_root":
+			if v := p.str(a); v != nil {
+				if !path.IsAbs(*v) {
+					p.errorf(a.Expr.Range(), "Invalid backup_root",
+						"backup_root must be an absolute path on the host; got %q.", *v)
+				} else {
+					s.backupRoot = v
+				}
+			}
+		case "trust_on_first_use":
+			s.tofu = p.boolean(a)
+		case "become":
+			s.become = p.boolean(a)
+		case "local":
+			s.local = p.boolean(a)
+		case "port":
+			v, ok := p.convertAttr(a, cty.Number, "number")
+			if !ok {
+				continue
+			}
+			bf := v.AsBigFloat()
+			n, acc := bf.Int64()
+			if !bf.IsInt() || acc != 0 || n < 1 || n > 65535 {
+				p.errorf(a.Expr.Range(), "Invalid port",
+					"port must be a whole number from 1 to 65535; got %s.", bf.Text('g', -1))
+				continue
+			}
+			port := int(n)
+			s.port = &port
+		case "connect_timeout":
+			v := p.str(a)
+			if v == nil {
+				continue
+			}
+			d, err := time.ParseDuration(*v)
+			if err != nil || d <= 0 {
+				p.errorf(a.Expr.Range(), "Invalid duration",
+					"connect_timeout must be a positive duration such as \"15s\" or \"1m30s\"; got %q.", *v)
+				continue
+			}
+			s.timeout = &d
+		case "labels":
+			v, ok := p.convertAttr(a, cty.Map(cty.String), "map of string")
+			if !ok {
+				continue
+			}
+			s.labels = map[string]string{}
+			for k, e := range v.AsValueMap() {
+				if e.IsNull() {
+					p.typeError(a, "map of string")
+					s.labels = nil
+					break
+				}
+				s.labels[k] = e.AsString()
+			}
+		case "vars":
+			v, ok := p.value(a.Expr)
+			if !ok || v.IsNull() {
+				continue
+			}
+			if ty := v.Type(); !ty.IsObjectType() && !ty.IsMapType() {
+				p.typeError(a, "object")
+				continue
+			}
+			s.vars = map[string]cty.Value{}
+			for it := v.ElementIterator(); it.Next(); {
+				k, e := it.Element()
+				s.vars[k.AsString()] = e
+			}
+		}
+	}
+	return s
+}
+
+// names reads a list of host or group names. Each element of a literal list
+// keeps its own range, so that errors point at the offending name.
+func (p *parser) names(a *hcl.Attribute) []ref {
+	var out []ref
+	if exprs, d := hcl.ExprList(a.Expr); !d.HasErrors() {
+		for _, e := range exprs {
+			v, ok := p.value(e)
+			if !ok {
+				continue
+			}
+			sv, err := convert.Convert(v, cty.String)
+			if err != nil || sv.IsNull() {
+				p.diags = append(p.diags, &hcl.Diagnostic{
+					Severity:   hcl.DiagError,
+					Summary:    "Incorrect attribute value type",
+					Detail:     fmt.Sprintf("Inappropriate value for an element of %q: string required.", a.Name),
+					Subject:    e.Range().Ptr(),
+					Expression: e,
+				})
+				continue
+			}
+			out = append(out, ref{name: sv.AsString(), rng: e.Range()})
+		}
+		return out
+	}
+	v, ok := p.convertAttr(a, cty.List(cty.String), "list of string")
+	if !ok {
+		return nil
+	}
+	for _, e := range v.AsValueSlice() {
+		if e.IsNull() {
+			p.typeError(a, "list of string")
+			return nil
+		}
+		out = append(out, ref{name: e.AsString(), rng: a.Expr.Range()})
+	}
+	return out
+}
