@@ -1,0 +1,403 @@
+package modules
+
+// Shared helpers for the generic modules: shell quoting, a stat probe that
+// answers in one round trip, octal modes, owners, content diffs and the
+// atomic write that copy, template and line share.
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// shellQuote quotes s for /bin/sh as one word.
+func shellQuote(s string) string {
+	if s != "" && strings.IndexFunc(s, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
+	}) < 0 {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// shellJoin quotes every word of argv for /bin/sh.
+func shellJoin(argv []string) string {
+	q := make([]string, len(argv))
+	for i, a := range argv {
+		q[i] = shellQuote(a)
+	}
+	return strings.Join(q, " ")
+}
+
+// statFunc defines _st, a sh function printing exactly three lines about
+// path $1 without following a final symlink:
+//
+//	rawmode(hex):perm(octal):uid:gid:owner:group:size   or "absent"
+//	link target                                          or empty
+//	sha256 of a regular file when $2 is 1                or empty
+//
+// It also leaves st_type (absent|file|dir|link|other), st_size and st_sum
+// set for the rest of the script. A path it cannot stat or read makes the
+// script exit 3 with the error on stderr.
+const statFunc = `_st() {
+st_type=absent st_size=0 st_sum=
+if [ -e "$1" ] || [ -L "$1" ]; then
+st_line=$(stat -c '%f:%a:%u:%g:%U:%G:%s' -- "$1") || exit 3
+printf '%s\n' "$st_line"
+st_size=${st_line##*:}
+st_type=other
+if [ -L "$1" ]; then st_type=link; printf '%s\n' "$(readlink -- "$1")"; else echo; fi
+if [ "$st_type" = other ] && [ -f "$1" ]; then
+st_type=file
+if [ "$2" = 1 ]; then st_sum=$(sha256sum < "$1") || exit 3; st_sum=${st_sum%% *}; fi
+elif [ "$st_type" = other ] && [ -d "$1" ]; then st_type=dir
+fi
+printf '%s\n' "$st_sum"
+else
+printf 'absent\n\n\n'
+fi
+}
+`
+
+// statCall is the script line that runs _st on p.
+func statCall(p string, withSum bool) string {
+	sum := "0"
+	if withSum {
+		sum = "1"
+	}
+	return "_st " + shellQuote(p) + " " + sum + "\n"
+}
+
+// fileStat is what _st reports about one path.
+type fileStat struct {
+	Exists     bool   `json:"exists"`
+	Type       string `json:"type,omitempty"` // file, directory, link or other
+	Mode       uint32 `json:"mode,omitempty"` // permission and setuid/setgid/sticky bits
+	UID        int    `json:"uid,omitempty"`
+	GID        int    `json:"gid,omitempty"`
+	Owner      string `json:"owner,omitempty"`
+	Group      string `json:"group,omitempty"`
+	Size       int64  `json:"size,omitempty"`
+	SHA256     string `json:"sha256,omitempty"`
+	LinkTarget string `json:"link_target,omitempty"`
+}
+
+// ModeString is the mode as four octal digits, "0644".
+func (s fileStat) ModeString() string { return fmt.Sprintf("%04o", s.Mode) }
+
+// parseStat reads the three lines _st printed at the start of out and
+// returns the rest of out.
+func parseStat(out string) (fileStat, string, error) {
+	var lines [3]string
+	rest := out
+	for i := range lines {
+		line, after, ok := strings.Cut(rest, "\n")
+		if !ok {
+			return fileStat{}, "", fmt.Errorf("short stat output %q", out)
+		}
+		lines[i], rest = line, after
+	}
+	if lines[0] == "absent" {
+		return fileStat{}, rest, nil
+	}
+	f := strings.Split(lines[0], ":")
+	if len(f) != 7 {
+		return fileStat{}, "", fmt.Errorf("bad stat output %q", lines[0])
+	}
+	raw, err1 := strconv.ParseUint(f[0], 16, 32)
+	perm, err2 := strconv.ParseUint(f[1], 8, 32)
+	uid, err3 := strconv.Atoi(f[2])
+	gid, err4 := strconv.Atoi(f[3])
+	size, err5 := strconv.ParseInt(f[6], 10, 64)
+	if err := errors.Join(err1, err2, err3, err4, err5); err != nil {
+		return fileStat{}, "", fmt.Errorf("bad stat output %q: %w", lines[0], err)
+	}
+	st := fileStat{Exists: true, Mode: uint32(perm), UID: uid, GID: gid, Size: size, SHA256: lines[2]}
+	if f[4] != "UNKNOWN" {
+		st.Owner = f[4]
+	}
+	if f[5] != "UNKNOWN" {
+		st.Group = f[5]
+	}
+	switch raw & 0o170000 {
+	case 0o100000:
+		st.Type = "file"
+	case 0o040000:
+		st.Type = "directory"
+	case 0o120000:
+		st.Type = "link"
+		st.LinkTarget = lines[1]
+	default:
+		st.Type = "other"
+	}
+	return st, rest, nil
+}
+
+// runStat runs script (which may call _st) in one round trip and parses the
+// first _st report; the rest of stdout is returned for the caller.
+func runStat(ctx context.Context, c Conn, p, script string) (fileStat, string, error) {
+	res, err := c.Run(ctx, statFunc+script)
+	if err != nil {
+		return fileStat{}, "", fmt.Errorf("stat %s: %w", p, err)
+	}
+	if err := res.Err("stat " + p); err != nil {
+		return fileStat{}, "", err
+	}
+	st, rest, err := parseStat(res.Stdout)
+	if err != nil {
+		return fileStat{}, "", fmt.Errorf("stat %s: %w", p, err)
+	}
+	return st, rest, nil
+}
+
+// parseMode reads an octal mode argument such as "0644" or "2775".
+func parseMode(s string) (uint32, error) {
+	m, err := strconv.ParseUint(s, 8, 32)
+	if err != nil || m > 0o7777 || s == "" {
+		return 0, fmt.Errorf("mode %q is not an octal mode such as \"0644\"", s)
+	}
+	return uint32(m), nil
+}
+
+// validMode checks an optional mode argument.
+func validMode(s string) error {
+	if s == "" {
+		return nil
+	}
+	_, err := parseMode(s)
+	return err
+}
+
+// fileMode turns Unix mode bits into an fs.FileMode for Conn.Upload.
+func fileMode(m uint32) fs.FileMode {
+	fm := fs.FileMode(m & 0o777)
+	if m&0o4000 != 0 {
+		fm |= fs.ModeSetuid
+	}
+	if m&0o2000 != 0 {
+		fm |= fs.ModeSetgid
+	}
+	if m&0o1000 != 0 {
+		fm |= fs.ModeSticky
+	}
+	return fm
+}
+
+// idMatches reports whether want (a name or a numeric id) names id/name.
+// An empty want matches anything.
+func idMatches(want string, id int, name string) bool {
+	return want == "" || want == name || want == strconv.Itoa(id)
+}
+
+// attrs are the mode and ownership a module wants; empty fields are left
+// alone.
+type attrs struct {
+	Mode  string
+	Owner string
+	Group string
+}
+
+func (a attrs) validate() error { return validMode(a.Mode) }
+
+// drift lists what differs between an existing path's st and a, as
+// "mode 0644" parts (the wanted values).
+func (a attrs) drift(st fileStat) []string {
+	var out []string
+	if m, err := parseMode(a.Mode); err == nil && m != st.Mode {
+		out = append(out, fmt.Sprintf("mode %04o", m))
+	}
+	if !idMatches(a.Owner, st.UID, st.Owner) {
+		out = append(out, "owner "+a.Owner)
+	}
+	if !idMatches(a.Group, st.GID, st.Group) {
+		out = append(out, "group "+a.Group)
+	}
+	return out
+}
+
+// String lists the wanted attributes: "mode 0644, owner root".
+func (a attrs) String() string {
+	var out []string
+	if m, err := parseMode(a.Mode); err == nil {
+		out = append(out, fmt.Sprintf("mode %04o", m))
+	}
+	if a.Owner != "" {
+		out = append(out, "owner "+a.Owner)
+	}
+	if a.Group != "" {
+		out = append(out, "group "+a.Group)
+	}
+	return strings.Join(out, ", ")
+}
+
+// script is the sh command that sets a on p: chown before chmod, because
+// chown clears setuid/setgid bits. noDeref changes a symlink itself; recurse
+// walks a directory. It returns "" when a asks for nothing.
+func (a attrs) script(p string, recurse, noDeref bool) string {
+	var cmds []string
+	flags := ""
+	if recurse {
+		flags += " -R"
+	}
+	if own := chownArg(a.Owner, a.Group); own != "" {
+		f := flags
+		if noDeref {
+			f += " -h"
+		}
+		cmds = append(cmds, "chown"+f+" -- "+shellQuote(own)+" "+shellQuote(p))
+	}
+	if a.Mode != "" {
+		m, _ := parseMode(a.Mode)
+		cmds = append(cmds, fmt.Sprintf("chmod%s -- %04o %s", flags, m, shellQuote(p)))
+	}
+	return strings.Join(cmds, " && ")
+}
+
+// chownArg is chown's OWNER[:GROUP] argument, or "" for neither.
+func chownArg(owner, group string) string {
+	switch {
+	case owner != "" && group != "":
+		return owner + ":" + group
+	case group != "":
+		return ":" + group
+	default:
+		return owner
+	}
+}
+
+// attrDiff renders the state lines a diff shows for a file's metadata.
+func attrDiff(state string, st fileStat, a attrs) (before, after string) {
+	var b, f strings.Builder
+	if !st.Exists {
+		b.WriteString("state: absent\n")
+	} else {
+		fmt.Fprintf(&b, "state: %s\n", st.Type)
+	}
+	fmt.Fprintf(&f, "state: %s\n", state)
+	if a.Mode != "" {
+		m, _ := parseMode(a.Mode)
+		if st.Exists {
+			fmt.Fprintf(&b, "mode: %s\n", st.ModeString())
+		}
+		fmt.Fprintf(&f, "mode: %04o\n", m)
+	}
+	if a.Owner != "" {
+		if st.Exists {
+			fmt.Fprintf(&b, "owner: %s\n", nameOrID(st.Owner, st.UID))
+		}
+		fmt.Fprintf(&f, "owner: %s\n", a.Owner)
+	}
+	if a.Group != "" {
+		if st.Exists {
+			fmt.Fprintf(&b, "group: %s\n", nameOrID(st.Group, st.GID))
+		}
+		fmt.Fprintf(&f, "group: %s\n", a.Group)
+	}
+	return b.String(), f.String()
+}
+
+func nameOrID(name string, id int) string {
+	if name != "" {
+		return name
+	}
+	return strconv.Itoa(id)
+}
+
+// maxDiff is the largest content diff mode shows as text.
+const maxDiff = 64 << 10
+
+// sensitiveContent stands for content that must not appear in a diff.
+const sensitiveContent = "(sensitive content)\n"
+
+// isText reports whether b is small UTF-8 text without NUL bytes, fit to
+// show in a diff.
+func isText(b []byte) bool {
+	return len(b) <= maxDiff && utf8.Valid(b) && bytes.IndexByte(b, 0) < 0
+}
+
+func sha256Hex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+// contentDiff is the diff of a file whose content changes from old (nil
+// when unknown or absent) to new.
+func contentDiff(p string, st fileStat, old, new []byte) *Diff {
+	d := &Diff{Label: p}
+	oldText := old != nil && isText(old)
+	if (st.Exists && !oldText) || !isText(new) {
+		before := "(absent)"
+		if st.Exists {
+			before = "sha256 " + orUnknown(st.SHA256)
+		}
+		line := fmt.Sprintf("(binary or large: %s → sha256 %s)\n", before, sha256Hex(new))
+		d.Before, d.After = line, line
+		return d
+	}
+	d.Before, d.After = string(old), string(new)
+	return d
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "unknown"
+	}
+	return s
+}
+
+// writeFile uploads content to p atomically with mode, then sets owner and
+// group (and mode again, since chown clears setuid bits) in one command when
+// any are given: Upload plus at most one round trip.
+func writeFile(ctx context.Context, c Conn, p string, content []byte, mode uint32, owner, group string) error {
+	if err := c.Upload(ctx, p, bytes.NewReader(content), fileMode(mode)); err != nil {
+		return fmt.Errorf("write %s: %w", p, err)
+	}
+	if owner == "" && group == "" {
+		return nil
+	}
+	a := attrs{Owner: owner, Group: group, Mode: fmt.Sprintf("%04o", mode)}
+	return runScript(ctx, c, "set owner of "+p, a.script(p, false, false))
+}
+
+// runScript runs cmd and turns a failure into an error named what.
+func runScript(ctx context.Context, c Conn, what, cmd string) error {
+	res, err := c.Run(ctx, cmd)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return res.Err(what)
+}
+
+// readLocal reads a file on the control machine.
+func readLocal(p string) ([]byte, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return nil, fmt.Errorf("read local %s: %w", p, err)
+	}
+	return b, nil
+}
+
+// absPath checks that a remote path argument is absolute.
+func absPath(arg, p string) error {
+	if p == "" {
+		return fmt.Errorf("%s is required", arg)
+	}
+	if !path.IsAbs(p) {
+		return fmt.Errorf("%s %q must be an absolute path", arg, p)
+	}
+	return nil
+}
+
+// changedOutput is the small Output of the file-type modules.
+func changedOutput(p string, changed bool) map[string]any {
+	return map[string]any{"path": p, "changed": changed}
+}

@@ -1,0 +1,59 @@
+package modules
+
+import (
+	"context"
+	"errors"
+	"strings"
+)
+
+func init() {
+	Register("shell", "Run a command line with /bin/sh (pipes, redirection, variables)",
+		func() Module { return &Shell{} })
+}
+
+// Shell runs a command line with /bin/sh on the host. Like Ansible's shell
+// module it reports a change every time, unless creates/removes say the work
+// is done or changed = false declares it read-only.
+type Shell struct {
+	Cmd     string            `hcl:"cmd" doc:"command line run by /bin/sh"`
+	Chdir   string            `hcl:"chdir,optional" doc:"directory to run in"`
+	Env     map[string]string `hcl:"env,optional" doc:"environment variables for the command"`
+	Creates string            `hcl:"creates,optional" doc:"skip the command when this remote path exists"`
+	Removes string            `hcl:"removes,optional" doc:"skip the command unless this remote path exists"`
+	Changed *bool             `hcl:"changed,optional" doc:"false declares the command read-only: it then runs during check (also in check mode), the step reports ok and its output can be registered; default true"`
+	Stdin   string            `hcl:"stdin,optional" doc:"text fed to the command's standard input"`
+
+	exec execStep
+}
+
+// Validate implements Validator.
+func (m *Shell) Validate() error {
+	if strings.TrimSpace(m.Cmd) == "" {
+		return errors.New("shell: cmd is empty")
+	}
+	return m.step().validate("shell")
+}
+
+func (m *Shell) step() *execStep {
+	if m.exec.body == "" {
+		m.exec = execStep{
+			body: m.Cmd, label: m.Cmd,
+			chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
+			changed: m.Changed == nil || *m.Changed, stdin: m.Stdin,
+		}
+	}
+	return &m.exec
+}
+
+// Check implements Module.
+func (m *Shell) Check(ctx context.Context, c Conn) (*Change, error) {
+	return m.step().check(ctx, c)
+}
+
+// Apply implements Module.
+func (m *Shell) Apply(ctx context.Context, c Conn, _ *Change) error {
+	return m.step().apply(ctx, c)
+}
+
+// Output implements Outputter: stdout, stderr, rc and stdout_lines.
+func (m *Shell) Output() map[string]any { return m.step().output() }
