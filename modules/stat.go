@@ -1,0 +1,63 @@
+package modules
+
+import (
+	"context"
+	"fmt"
+)
+
+func init() {
+	Register("stat", "Read a path's type, mode, owner, size and sha256 (read-only; register it)",
+		func() Module { return &Stat{} })
+}
+
+// Stat reads facts about a path in one round trip and never changes the
+// host. A final symlink is not followed (see is_link and link_target).
+type Stat struct {
+	Path     string `hcl:"path" doc:"absolute remote path"`
+	Checksum *bool  `hcl:"checksum,optional" doc:"compute the sha256 of a regular file; default true (set false for huge files)"`
+
+	st fileStat
+}
+
+// Validate implements Validator.
+func (m *Stat) Validate() error {
+	if err := absPath("path", m.Path); err != nil {
+		return fmt.Errorf("stat: %w", err)
+	}
+	return nil
+}
+
+// Check implements Module: one round trip; it always returns nil.
+func (m *Stat) Check(ctx context.Context, c Conn) (*Change, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	st, _, err := runStat(ctx, c, m.Path, statCall(m.Path, m.Checksum == nil || *m.Checksum))
+	if err != nil {
+		return nil, fmt.Errorf("stat: %w", err)
+	}
+	m.st = st
+	return nil, nil
+}
+
+// Apply implements Module; stat never changes anything.
+func (m *Stat) Apply(context.Context, Conn, *Change) error { return nil }
+
+// Output implements Outputter. Every key is present; when exists is false
+// the others hold zero values.
+func (m *Stat) Output() map[string]any {
+	st := m.st
+	out := map[string]any{
+		"exists": st.Exists, "path": m.Path,
+		"mode": "", "uid": st.UID, "gid": st.GID, "owner": "", "group": "",
+		"size": st.Size, "sha256": st.SHA256,
+		"is_dir": st.Type == "directory", "is_file": st.Type == "file", "is_link": st.Type == "link",
+		"link_target": st.LinkTarget,
+	}
+	if st.Exists {
+		out["mode"] = st.ModeString()
+		out["owner"] = nameOrID(st.Owner, st.UID)
+		out["group"] = nameOrID(st.Group, st.GID)
+	}
+	return out
+}
