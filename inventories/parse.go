@@ -60,11 +60,27 @@ func ParseWith(p *hclparse.Parser, src []byte, filename string) (*Inventory, hcl
 	}
 	ps := &parser{src: f.Bytes, ctx: &hcl.EvalContext{Functions: Functions()}}
 	inv := ps.parse(f.Body, filename)
-	diags = append(diags, ps.diags...)
+	diags = append(diags, sortDiags(ps.diags)...)
 	if diags.HasErrors() {
 		return nil, diags
 	}
 	return inv, diags
+}
+
+// sortDiags orders diagnostics by position in the file, those without a
+// subject first, so that they read top to bottom.
+func sortDiags(diags hcl.Diagnostics) hcl.Diagnostics {
+	sort.SliceStable(diags, func(i, j int) bool {
+		a, b := diags[i].Subject, diags[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		}
+		return a.Start.Byte < b.Start.Byte
+	})
+	return diags
 }
 
 // Functions returns the functions an inventory expression may call: the
@@ -181,11 +197,11 @@ var (
 // settings are the attributes one block sets; nil means not set.
 type settings struct {
 	user, key, knownHosts, proxyJump, becomeUser, backupRoot, address *string
-	port                                                             *int
-	tofu, become, local                                              *bool
-	timeout                                                          *time.Duration
-	labels                                                           map[string]string
-	vars                                                             map[string]cty.Value
+	port                                                              *int
+	tofu, become, local                                               *bool
+	timeout                                                           *time.Duration
+	labels                                                            map[string]string
+	vars                                                              map[string]cty.Value
 }
 
 // apply folds s over h: attributes s sets replace h's; labels and vars are
@@ -319,7 +335,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 
 	// A name that is both a host and a group selects both in a pattern.
 	for _, g := range groups {
-		if h, ok := hostByName[g.name]; ok {
+		if h, ok := hostByName[g.name]; ok && nameError("group", g.name) == "" {
 			p.diags = append(p.diags, &hcl.Diagnostic{
 				Severity: hcl.DiagWarning,
 				Summary:  "Group and host share a name",
@@ -570,7 +586,9 @@ func nameError(kind, name string) string {
 	return ""
 }
 
-func isSpace(r rune) bool { return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f' }
+func isSpace(r rune) bool {
+	return r == ' ' || r == '\t' || r == '\n' || r == '\r' || r == '\v' || r == '\f'
+}
 
 func (p *parser) checkName(kind, name string, rng hcl.Range) {
 	if msg := nameError(kind, name); msg != "" {
