@@ -175,7 +175,14 @@ func findManager(ctx context.Context, self Conn, selfInfo *swarmInfo, prefer str
 		}
 		return c, prefer, nil
 	}
-	if selfInfo != nil && selfInfo.Control {
+	if selfInfo == nil {
+		si, err := probeSwarm(ctx, self)
+		if err != nil {
+			return nil, "", err
+		}
+		selfInfo = &si
+	}
+	if selfInfo.Control {
 		return self, self.Host(), nil
 	}
 	if p == nil {
@@ -183,7 +190,7 @@ func findManager(ctx context.Context, self Conn, selfInfo *swarmInfo, prefer str
 	}
 	var errs []error
 	for _, h := range p.Hosts() {
-		if h == self.Host() && selfInfo != nil {
+		if h == self.Host() {
 			continue
 		}
 		c, ok, err := try(h)
