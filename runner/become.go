@@ -1,0 +1,153 @@
+package runner
+
+import (
+	"fmt"
+	"io/fs"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// ShellQuote quotes s as one word for a POSIX shell. Words made only of
+// characters the shell never interprets are returned as they are; anything
+// else is put in single quotes, where each single quote of s becomes
+// quote, backslash, quote, quote (close, escaped quote, reopen).
+func ShellQuote(s string) string {
+	if s == "" {
+		return "''"
+	}
+	safe := true
+	for i := 0; i < len(s); i++ {
+		if !isShellSafe(s[i]) {
+			safe = false
+			break
+		}
+	}
+	if safe {
+		return s
+	}
+	var b strings.Builder
+	b.Grow(len(s) + 2 + 3*strings.Count(s, "'"))
+	b.WriteByte('\'')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			b.WriteString(`'\''`)
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
+
+func isShellSafe(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '_', '-', '.', '/', ',', ':', '@', '%', '+', '=':
+		return true
+	}
+	return false
+}
+
+// validEnvName reports whether k can be a shell variable name.
+func validEnvName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9' {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// writeEnv writes "export K='v' …" and a newline for env, keys sorted so the
+// same step produces the same command on every host.
+//
+// export, rather than the "K=v cmd" prefix form, is deliberate: a prefix
+// applies only to the first simple command of cmd ("a && b", "if …", loops)
+// and is not visible to expansions in that same command (K=1 echo "$K"
+// prints nothing), which is what step authors almost always expect.
+func writeEnv(b *strings.Builder, env map[string]string) error {
+	keys := make([]string, 0, len(env))
+	for k, v := range env {
+		if !validEnvName(k) {
+			return fmt.Errorf("invalid environment variable name %q", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("environment variable %s contains a NUL byte", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b.WriteString("export")
+	for _, k := range keys {
+		b.WriteByte(' ')
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(ShellQuote(env[k]))
+	}
+	b.WriteByte('\n')
+	return nil
+}
+
+// buildCommand is the exact command line sent to the host's login shell:
+// cmd with env exported in front of it, and wrapped in sudo when become.
+// With neither it returns cmd unchanged, without allocating.
+func buildCommand(cmd string, env map[string]string, become bool, becomeUser string) (string, error) {
+	if len(env) == 0 && !become {
+		return cmd, nil
+	}
+	var inner strings.Builder
+	if len(env) > 0 {
+		inner.Grow(len(cmd) + 32*len(env))
+		if err := writeEnv(&inner, env); err != nil {
+			return "", err
+		}
+	}
+	inner.WriteString(cmd)
+	if !become {
+		return inner.String(), nil
+	}
+	return becomeWrap(inner.String(), becomeUser), nil
+}
+
+// becomeWrap runs script as user (root when empty) through sudo. -n makes
+// sudo fail at once instead of waiting for a password nobody will type.
+func becomeWrap(script, user string) string {
+	if user == "" {
+		user = "root"
+	}
+	return "sudo -n -u " + ShellQuote(user) + " -- /bin/sh -c " + ShellQuote(script)
+}
+
+// octalMode renders mode as chmod(1) understands it, special bits included.
+func octalMode(mode fs.FileMode) string {
+	m := uint32(mode.Perm())
+	if mode&fs.ModeSetuid != 0 {
+		m |= 0o4000
+	}
+	if mode&fs.ModeSetgid != 0 {
+		m |= 0o2000
+	}
+	if mode&fs.ModeSticky != 0 {
+		m |= 0o1000
+	}
+	return "0" + strconv.FormatUint(uint64(m), 8)
+}
+
+// becomeUploadScript reads the file from stdin into a temp name inside the
+// destination directory, sets its mode, and renames it over dest, so the
+// replacement is atomic and the content never sits in a shared place such
+// as /tmp. umask 077 keeps the half-written file private until chmod.
+func becomeUploadScript(dest, tmpName string, mode fs.FileMode) string {
+	t := ShellQuote(tmpName)
+	return "umask 077; t=" + t + "; cat > \"$t\" && chmod " + octalMode(mode) + " \"$t\" && mv -f \"$t\" " +
+		ShellQuote(dest) + " || { rc=$?; rm -f \"$t\"; exit $rc; }"
+}

@@ -1,0 +1,479 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"os"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pkg/sftp"
+	"golang.org/x/crypto/ssh"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+)
+
+// cancelGrace is how long a cancelled command has, after SIGINT, to end
+// before its session is closed under it.
+const cancelGrace = 500 * time.Millisecond
+
+// sessionRefusedLimit bounds how long Run keeps retrying a session the server
+// refuses ("open failed") before it gives up.
+const sessionRefusedLimit = time.Minute
+
+// SSHConn is a modules.Conn over one SSH connection, kept for the whole run.
+// Commands run in sessions of their own, at most MaxSessions-1 at once (one
+// is kept for sftp); Upload and Download share one sftp client.
+type SSHConn struct {
+	name       string
+	become     bool
+	becomeUser string
+	client     *ssh.Client
+	sem        chan struct{}
+	secrets    *modules.Secrets
+	dead       chan struct{} // closed when the connection ends
+
+	sftpMu sync.Mutex
+	sftp   *sftp.Client
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+var _ modules.Conn = (*SSHConn)(nil)
+
+// newSSHConn wraps an established client for h.
+func newSSHConn(h *inventories.Host, client *ssh.Client, maxSessions int, secrets *modules.Secrets) *SSHConn {
+	n := maxSessions - 1
+	if n < 1 {
+		n = 1
+	}
+	c := &SSHConn{
+		name:       h.Name,
+		become:     h.Become,
+		becomeUser: h.BecomeUser,
+		client:     client,
+		sem:        make(chan struct{}, n),
+		secrets:    secrets,
+		dead:       make(chan struct{}),
+	}
+	go func() {
+		_ = client.Wait()
+		close(c.dead)
+	}()
+	return c
+}
+
+// Host implements modules.Conn.
+func (c *SSHConn) Host() string { return c.name }
+
+// Close ends the sftp client and the connection.
+func (c *SSHConn) Close() error {
+	c.closeOnce.Do(func() {
+		c.sftpMu.Lock()
+		if c.sftp != nil {
+			_ = c.sftp.Close()
+			c.sftp = nil
+		}
+		c.sftpMu.Unlock()
+		c.closeErr = c.client.Close()
+		if errors.Is(c.closeErr, net.ErrClosed) {
+			c.closeErr = nil
+		}
+	})
+	return c.closeErr
+}
+
+// alive reports whether the connection is still up.
+func (c *SSHConn) alive() bool {
+	select {
+	case <-c.dead:
+		return false
+	default:
+		return true
+	}
+}
+
+// Run implements modules.Conn: one session, one exec. On cancel the remote
+// command's process group gets SIGINT; if it has not ended within half a
+// second the session is closed and Run returns ctx.Err() at once.
+func (c *SSHConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
+	o := modules.ApplyRunOptions(opts)
+	var stdout, stderr bytes.Buffer
+	code, complete, err := c.exec(ctx, cmd, o.Env, c.become && !o.NoBecome, o.Stdin, &stdout, &stderr)
+	if err != nil && err != ctx.Err() {
+		err = c.cmdErr(cmd, err)
+	}
+	if !complete {
+		// The session may still write into the buffers; leave them be.
+		return modules.Result{ExitCode: -1}, err
+	}
+	return modules.Result{Stdout: stdout.String(), Stderr: stderr.String(), ExitCode: code}, err
+}
+
+// exec runs cmd in a new session. complete is false when exec returned
+// before the session ended (cancelled command that ignored SIGINT): stdout
+// and stderr may still be written to afterwards. A cancelled exec returns
+// ctx.Err() itself; other errors are returned bare, for the caller to wrap.
+func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, become bool,
+	stdin io.Reader, stdout, stderr io.Writer) (code int, complete bool, err error) {
+	full, err := buildCommand(cmd, env, become, c.becomeUser)
+	if err != nil {
+		return -1, true, err
+	}
+	if err := ctx.Err(); err != nil {
+		return -1, true, err
+	}
+	sess, err := c.session(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return -1, true, ctx.Err()
+		}
+		return -1, true, err
+	}
+	released := false
+	defer func() {
+		if !released {
+			c.release(sess)
+		}
+	}()
+	if stdin != nil {
+		sess.Stdin = readerWithContext(ctx, stdin)
+	}
+	sess.Stdout, sess.Stderr = stdout, stderr
+	if err := sess.Start(full); err != nil {
+		return -1, true, err
+	}
+
+	if ctx.Done() == nil {
+		err = sess.Wait()
+	} else {
+		done := make(chan error, 1)
+		go func() { done <- sess.Wait() }()
+		select {
+		case err = <-done:
+		case <-ctx.Done():
+			_ = sess.Signal(ssh.SIGINT)
+			t := time.NewTimer(cancelGrace)
+			defer t.Stop()
+			select {
+			case <-done:
+				return -1, true, ctx.Err()
+			case <-t.C:
+				// sshd keeps a session until its command exits; do not
+				// wait for that, but keep the slot taken until it has.
+				_ = sess.Close()
+				released = true
+				go func() {
+					<-done
+					c.release(sess)
+				}()
+				return -1, false, ctx.Err()
+			}
+		}
+	}
+	if err == nil {
+		return 0, true, nil
+	}
+	var exitErr *ssh.ExitError
+	var missing *ssh.ExitMissingError
+	switch {
+	case errors.As(err, &exitErr):
+		return exitErr.ExitStatus(), true, nil
+	case errors.As(err, &missing):
+		if !c.alive() {
+			return -1, true, errors.New("connection lost before the command ended")
+		}
+		return -1, true, errors.New("the command ended without an exit status")
+	}
+	return -1, true, err
+}
+
+// cmdErr wraps err with the host and a short, redacted form of cmd.
+func (c *SSHConn) cmdErr(cmd string, err error) error {
+	const max = 80
+	if i := strings.IndexByte(cmd, '\n'); i >= 0 {
+		cmd = cmd[:i] + " …"
+	}
+	if len(cmd) > max {
+		cmd = cmd[:max] + "…"
+	}
+	return fmt.Errorf("%s: run %q: %w", c.name, c.secrets.Redact(cmd), err)
+}
+
+// session opens a session within the session cap. A refusal by the server
+// ("open failed", administratively prohibited: its MaxSessions is reached,
+// often because it has not yet freed a session we just closed) is
+// backpressure: wait and try again.
+func (c *SSHConn) session(ctx context.Context) (*ssh.Session, error) {
+	select {
+	case c.sem <- struct{}{}:
+	default:
+		select {
+		case c.sem <- struct{}{}:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.dead:
+			return nil, errors.New("connection closed")
+		}
+	}
+	s, err := c.retryRefused(ctx, c.client.NewSession)
+	if err != nil {
+		<-c.sem
+		return nil, err
+	}
+	return s, nil
+}
+
+func (c *SSHConn) release(s *ssh.Session) {
+	_ = s.Close()
+	<-c.sem
+}
+
+// retryRefused calls open until it succeeds, fails for another reason than
+// a refused channel, ctx ends, or the server has refused for too long.
+func (c *SSHConn) retryRefused(ctx context.Context, open func() (*ssh.Session, error)) (*ssh.Session, error) {
+	var start time.Time
+	backoff := 2 * time.Millisecond
+	for {
+		s, err := open()
+		if err == nil || !isChannelRefused(err) {
+			return s, err
+		}
+		if start.IsZero() {
+			start = time.Now()
+		} else if time.Since(start) > sessionRefusedLimit {
+			return nil, fmt.Errorf("server kept refusing new sessions for %s (is its MaxSessions below the connector's?): %w", sessionRefusedLimit, err)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, ctx.Err()
+		case <-c.dead:
+			t.Stop()
+			return nil, err
+		}
+		if backoff < 200*time.Millisecond {
+			backoff *= 2
+		}
+	}
+}
+
+func isChannelRefused(err error) bool {
+	var oe *ssh.OpenChannelError
+	if errors.As(err, &oe) {
+		return oe.Reason == ssh.Prohibited || oe.Reason == ssh.ResourceShortage || strings.Contains(oe.Message, "open failed")
+	}
+	return strings.Contains(err.Error(), "open failed") || strings.Contains(err.Error(), "administratively prohibited")
+}
+
+// sftpClient returns the connection's sftp client, opening it on first use.
+// It uses the one session kept out of the command cap.
+func (c *SSHConn) sftpClient(ctx context.Context) (*sftp.Client, error) {
+	c.sftpMu.Lock()
+	defer c.sftpMu.Unlock()
+	if c.sftp != nil {
+		return c.sftp, nil
+	}
+	var sc *sftp.Client
+	_, err := c.retryRefused(ctx, func() (*ssh.Session, error) {
+		var err error
+		sc, err = sftp.NewClient(c.client, sftp.UseConcurrentWrites(true))
+		return nil, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: open sftp: %w", c.name, err)
+	}
+	c.sftp = sc
+	return sc, nil
+}
+
+// dropSFTP forgets a broken sftp client so that the next transfer opens one.
+func (c *SSHConn) dropSFTP(sc *sftp.Client, err error) {
+	if !errors.Is(err, sftp.ErrSSHFxConnectionLost) {
+		return
+	}
+	c.sftpMu.Lock()
+	if c.sftp == sc {
+		_ = sc.Close()
+		c.sftp = nil
+	}
+	c.sftpMu.Unlock()
+}
+
+// Upload implements modules.Conn. The data goes to <dir>/.iklim-<random>,
+// which gets mode and is then renamed over path. With become, the bytes are
+// streamed through sudo's stdin into that temp name instead (sftp runs as
+// the login user): one round trip, nothing left in /tmp, and it works for a
+// BecomeUser that could not read the login user's files.
+func (c *SSHConn) Upload(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
+	tmp := path.Join(path.Dir(p), ".iklim-"+randomHex())
+	if c.become {
+		var stderr bytes.Buffer
+		code, _, err := c.exec(ctx, becomeUploadScript(p, tmp, mode), nil, true, r, io.Discard, &stderr)
+		if err != nil {
+			if err == ctx.Err() {
+				return err
+			}
+			return fmt.Errorf("%s: upload %s: %w", c.name, p, err)
+		}
+		if code != 0 {
+			return fmt.Errorf("%s: upload %s: exit %d: %s", c.name, p, code, strings.TrimSpace(stderr.String()))
+		}
+		return nil
+	}
+	sc, err := c.sftpClient(ctx)
+	if err != nil {
+		return err
+	}
+	if err := c.sftpUpload(ctx, sc, p, tmp, r, mode); err != nil {
+		c.dropSFTP(sc, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s: upload %s: %w", c.name, p, err)
+	}
+	return nil
+}
+
+func (c *SSHConn) sftpUpload(ctx context.Context, sc *sftp.Client, p, tmp string, r io.Reader, mode fs.FileMode) (err error) {
+	f, err := sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = sc.Remove(tmp)
+		}
+	}()
+	// Mode first, so a secret is never readable by others, even half-written.
+	if err := f.Chmod(mode); err != nil {
+		return err
+	}
+	if _, err := f.ReadFrom(uploadReader(ctx, r)); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := sc.PosixRename(tmp, p); err != nil {
+		var se *sftp.StatusError
+		if !errors.As(err, &se) || se.FxCode() != sftp.ErrSSHFxOpUnsupported {
+			return err
+		}
+		// No posix-rename@openssh.com: plain rename refuses to replace.
+		_ = sc.Remove(p)
+		return sc.Rename(tmp, p)
+	}
+	return nil
+}
+
+// Download implements modules.Conn. With become the file is read with
+// `sudo cat`; without, over sftp.
+func (c *SSHConn) Download(ctx context.Context, p string, w io.Writer) error {
+	if c.become {
+		gw := &gatedWriter{w: w}
+		var stderr bytes.Buffer
+		code, complete, err := c.exec(ctx, "cat -- "+ShellQuote(p), nil, true, nil, gw, &stderr)
+		if !complete {
+			gw.shut()
+		}
+		if err != nil {
+			if err == ctx.Err() {
+				return err
+			}
+			return fmt.Errorf("%s: download %s: %w", c.name, p, err)
+		}
+		if code != 0 {
+			return fmt.Errorf("%s: download %s: exit %d: %s", c.name, p, code, strings.TrimSpace(stderr.String()))
+		}
+		return nil
+	}
+	sc, err := c.sftpClient(ctx)
+	if err != nil {
+		return err
+	}
+	f, err := sc.Open(p)
+	if err != nil {
+		c.dropSFTP(sc, err)
+		return fmt.Errorf("%s: download %s: %w", c.name, p, err)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = f.Close() })
+	_, err = f.WriteTo(w)
+	if stop() {
+		_ = f.Close()
+	}
+	if err != nil {
+		c.dropSFTP(sc, err)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("%s: download %s: %w", c.name, p, err)
+	}
+	return nil
+}
+
+// gatedWriter stops passing writes on once shut, so a session that outlives
+// Download cannot write into the caller's writer afterwards.
+type gatedWriter struct {
+	mu     sync.Mutex
+	w      io.Writer
+	closed bool
+}
+
+func (g *gatedWriter) Write(p []byte) (int, error) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		return 0, io.ErrClosedPipe
+	}
+	return g.w.Write(p)
+}
+
+func (g *gatedWriter) shut() {
+	g.mu.Lock()
+	g.closed = true
+	g.mu.Unlock()
+}
+
+// sizedCtxReader stops between reads once ctx ends and tells sftp the size
+// when the wrapped reader knows it (-1 otherwise), so that sftp's concurrent
+// writes stay on.
+type sizedCtxReader struct {
+	ctxReader
+	size int64
+}
+
+func (s sizedCtxReader) Size() int64 { return s.size }
+
+func uploadReader(ctx context.Context, r io.Reader) io.Reader {
+	size := int64(-1)
+	switch v := r.(type) {
+	case interface{ Len() int }:
+		size = int64(v.Len())
+	case interface{ Size() int64 }:
+		size = v.Size()
+	case *io.LimitedReader:
+		size = v.N
+	}
+	return sizedCtxReader{ctxReader: ctxReader{ctx: ctx, r: r}, size: size}
+}
+
+func randomHex() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
