@@ -1,0 +1,810 @@
+package playbooks
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/runner"
+	"github.com/zclconf/go-cty/cty"
+	"github.com/zclconf/go-cty/cty/convert"
+	"github.com/zclconf/go-cty/cty/function"
+)
+
+// EnvPrefix prefixes the environment variables that set playbook variables:
+// IKLIM_VAR_redis_password sets var.redis_password. -e settings win over
+// them, and they win over defaults.
+const EnvPrefix = "IKLIM_VAR_"
+
+// Options are what Compile needs besides the playbook.
+type Options struct {
+	// Inventory provides the hosts of each play, which Compile validates one
+	// by one, and the host and hosts objects. Without one, steps are checked
+	// against an unknown host, and at run time hosts holds only the current
+	// host.
+	Inventory *inventories.Inventory
+	// ExtraVars are the -e key=value settings. A value is read as an HCL
+	// literal (number, bool, list, object, quoted string) when it is one,
+	// else as a string, then converted to the variable's type.
+	ExtraVars map[string]string
+	// Secrets receives every sensitive value: sensitive variables, module
+	// arguments computed from them, and fields tagged `sensitive:"true"`.
+	// It also redacts diagnostics. Nil means a private set.
+	Secrets *modules.Secrets
+}
+
+// metaArgs are the step attributes that configure the step rather than its
+// module.
+var metaArgs = []string{"when", "register", "run_once", "delegate", "barrier", "tags", "timeout", "ignore_errors"}
+
+// EvalError is a step whose arguments failed to evaluate at run time. Its
+// text names file:line and is redacted.
+type EvalError struct {
+	Diags hcl.Diagnostics
+	text  string
+}
+
+func (e *EvalError) Error() string { return e.text }
+
+// Unwrap returns the diagnostics.
+func (e *EvalError) Unwrap() error { return e.Diags }
+
+type hostEntry struct {
+	host *inventories.Host
+	val  cty.Value
+}
+
+// compiler holds what one Compile learnt. Once Compile returns it is only
+// read, by the Build and When closures, from many goroutines.
+type compiler struct {
+	file    *File
+	inv     *inventories.Inventory
+	secrets *modules.Secrets
+	funcs   map[string]function.Function
+
+	vars       map[string]*Variable
+	varVal     cty.Value
+	locals     map[string]*Local
+	localOrder []*Local
+	badLocals  map[string]bool
+
+	hosts     map[string]hostEntry
+	hostNames []string
+	hostsVal  cty.Value
+
+	// validation only
+	diags       hcl.Diagnostics
+	validateCtx map[string]*hcl.EvalContext
+	localDiags  *hostDiags
+	localHosts  map[string]bool
+}
+
+// Compile evaluates a parsed playbook into a runner.Playbook and validates
+// all of it before any host is touched: modules and their arguments (names,
+// required ones, types, the module's own Validate), references, variables,
+// host patterns and durations. Every step is evaluated for every host of its
+// play, with the results of earlier steps unknown. All problems are
+// reported, each with file:line; the playbook is nil when there are errors.
+func Compile(f *File, opts Options) (*runner.Playbook, hcl.Diagnostics) {
+	if f == nil {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "No playbook", Detail: "Compile was given a nil File."}}
+	}
+	c := &compiler{
+		file:        f,
+		inv:         opts.Inventory,
+		secrets:     opts.Secrets,
+		funcs:       Functions(f.Dir),
+		vars:        map[string]*Variable{},
+		locals:      map[string]*Local{},
+		badLocals:   map[string]bool{},
+		hosts:       map[string]hostEntry{},
+		validateCtx: map[string]*hcl.EvalContext{},
+		localDiags:  newHostDiags(0),
+		localHosts:  map[string]bool{},
+	}
+	if c.secrets == nil {
+		c.secrets = modules.NewSecrets()
+	}
+	c.indexHosts()
+	c.compileVariables(opts.ExtraVars)
+	c.orderLocals()
+
+	pb := &runner.Playbook{File: f.Path, Lock: c.compileLock()}
+	regs := &registers{names: map[string]int{}}
+	for i, p := range f.Plays {
+		regs.play = i
+		pb.Plays = append(pb.Plays, c.compilePlay(p, regs))
+	}
+	c.localDiags.total = len(c.localHosts)
+	c.diags = append(c.diags, c.localDiags.flush()...)
+
+	diags := c.finish(c.diags)
+	if diags.HasErrors() {
+		return nil, diags
+	}
+	return pb, diags
+}
+
+// finish redacts and orders diagnostics by position.
+func (c *compiler) finish(diags hcl.Diagnostics) hcl.Diagnostics {
+	out := make(hcl.Diagnostics, len(diags))
+	for i, d := range diags {
+		nd := *d
+		nd.Summary = c.secrets.Redact(d.Summary)
+		nd.Detail = c.secrets.Redact(d.Detail)
+		out[i] = &nd
+	}
+	sort.SliceStable(out, func(i, j int) bool {
+		a, b := out[i].Subject, out[j].Subject
+		switch {
+		case a == nil || b == nil:
+			return a == nil && b != nil
+		case a.Filename != b.Filename:
+			return a.Filename < b.Filename
+		default:
+			return a.Start.Byte < b.Start.Byte
+		}
+	})
+	return out
+}
+
+func (c *compiler) errorf(rng hcl.Range, summary, format string, args ...any) {
+	c.diags = append(c.diags, &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  summary,
+		Detail:   fmt.Sprintf(format, args...),
+		Subject:  rng.Ptr(),
+	})
+}
+
+func (c *compiler) indexHosts() {
+	if c.inv == nil {
+		c.hostsVal = cty.DynamicVal
+		return
+	}
+	all := map[string]cty.Value{}
+	for _, h := range c.inv.Hosts {
+		v := hostValue(h)
+		c.hosts[h.Name] = hostEntry{host: h, val: v}
+		c.hostNames = append(c.hostNames, h.Name)
+		all[h.Name] = v
+	}
+	c.hostsVal = cty.ObjectVal(all)
+}
+
+func (c *compiler) knownHost(name string) bool {
+	if c.inv == nil {
+		return true
+	}
+	_, ok := c.hosts[name]
+	return ok
+}
+
+func (c *compiler) varNames() []string {
+	out := make([]string, 0, len(c.vars))
+	for n := range c.vars {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+func (c *compiler) localNames() []string {
+	out := make([]string, 0, len(c.locals))
+	for n := range c.locals {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// compileVariables settles every variable: -e, then IKLIM_VAR_*, then the
+// default; sensitive values are marked and added to the secrets.
+func (c *compiler) compileVariables(extra map[string]string) {
+	vals := map[string]cty.Value{}
+	constCtx := &hcl.EvalContext{Functions: c.funcs}
+	for _, v := range c.file.Variables {
+		c.vars[v.Name] = v
+		var def cty.Value
+		if v.Default != nil {
+			if refs := v.Default.Variables(); len(refs) > 0 {
+				c.errorf(refs[0].SourceRange(), "Variables not allowed", "A variable's default must be a constant; set it with -e or %s%s instead.", EnvPrefix, v.Name)
+				def = cty.DynamicVal
+			} else {
+				var d hcl.Diagnostics
+				def, d = v.Default.Value(constCtx)
+				c.diags = append(c.diags, d...)
+			}
+		}
+
+		val := cty.DynamicVal
+		var from string
+		raw, set := extra[v.Name]
+		if set {
+			from = fmt.Sprintf("-e %s=…", v.Name)
+		} else if raw, set = os.LookupEnv(EnvPrefix + v.Name); set {
+			from = "$" + EnvPrefix + v.Name
+		}
+		subject := v.DeclRange
+		switch {
+		case set:
+			val = extraValue(raw, v, def)
+		case v.Default != nil:
+			val = def
+			subject = v.Default.Range()
+			from = "the default"
+		default:
+			c.errorf(v.DeclRange, "Missing required variable",
+				"Variable %q has no default; set it with -e %s=VALUE or the environment variable %s%s.", v.Name, v.Name, EnvPrefix, v.Name)
+		}
+		if v.TypeSet && val.IsWhollyKnown() {
+			cv, err := convert.Convert(val, v.Type)
+			if err != nil {
+				c.errorf(subject, "Invalid value for variable", "The value of variable %q from %s is not a %s: %s.", v.Name, from, v.Type.FriendlyName(), err)
+				cv = cty.UnknownVal(v.Type)
+			}
+			val = cv
+		}
+		if v.Sensitive {
+			c.secrets.Add(primitiveStrings(val)...)
+			val = val.Mark(SensitiveMark)
+		}
+		vals[v.Name] = val
+	}
+	names := make([]string, 0, len(extra))
+	for k := range extra {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if _, ok := c.vars[k]; !ok {
+			c.diags = append(c.diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Undeclared variable",
+				Detail:   fmt.Sprintf("-e sets %q, but the playbook %s declares no variable %q.%s", k, c.file.Path, k, suggestion(k, c.varNames())),
+			})
+		}
+	}
+	c.varVal = cty.ObjectVal(vals)
+}
+
+// extraValue reads a -e or environment value. A variable of type string (or
+// with a string default and no type) takes it verbatim; otherwise an HCL
+// literal is taken as such and anything else is a string.
+func extraValue(raw string, v *Variable, def cty.Value) cty.Value {
+	if v.TypeSet && v.Type == cty.String || !v.TypeSet && def != cty.NilVal && def.Type() == cty.String {
+		return cty.StringVal(raw)
+	}
+	expr, diags := hclsyntax.ParseExpression([]byte(raw), "-e", hcl.InitialPos)
+	if diags.HasErrors() || len(expr.Variables()) > 0 || !isLiteral(expr) {
+		return cty.StringVal(raw)
+	}
+	val, diags := expr.Value(nil)
+	if diags.HasErrors() || val.IsNull() || !val.IsWhollyKnown() {
+		return cty.StringVal(raw)
+	}
+	return val
+}
+
+// isLiteral reports whether expr is written as a literal (not arithmetic:
+// 2026-11-21 stays a string).
+func isLiteral(expr hclsyntax.Expression) bool {
+	switch e := expr.(type) {
+	case *hclsyntax.LiteralValueExpr, *hclsyntax.TupleConsExpr, *hclsyntax.ObjectConsExpr:
+		return true
+	case *hclsyntax.TemplateExpr:
+		return e.IsStringLiteral()
+	case *hclsyntax.UnaryOpExpr:
+		_, ok := e.Val.(*hclsyntax.LiteralValueExpr)
+		return ok && e.Op == hclsyntax.OpNegate
+	}
+	return false
+}
+
+// orderLocals checks the locals' references and orders them so that each
+// comes after the locals it reads.
+func (c *compiler) orderLocals() {
+	deps := map[string][]string{}
+	for _, l := range c.file.Locals {
+		c.locals[l.Name] = l
+	}
+	for _, l := range c.file.Locals {
+		rc := c.checkRefs(l.Expr, scopeLocal, &registers{}, fmt.Sprintf("Local value %q", l.Name))
+		c.diags = append(c.diags, rc.diags...)
+		if rc.diags.HasErrors() {
+			c.badLocals[l.Name] = true
+		}
+		for _, t := range l.Expr.Variables() {
+			if t.RootName() != rootLocal {
+				continue
+			}
+			if n, ok := staticKey(t[1:], 0); ok && c.locals[n] != nil {
+				deps[l.Name] = append(deps[l.Name], n)
+			}
+		}
+	}
+	const visiting, done = 1, 2
+	state := map[string]int{}
+	var visit func(n string, path []string)
+	visit = func(n string, path []string) {
+		switch state[n] {
+		case done:
+			return
+		case visiting:
+			l := c.locals[n]
+			c.errorf(l.Range, "Circular reference", "Local value %q refers to itself: %s.", n, strings.Join(append(path, n), " → "))
+			c.badLocals[n] = true
+			return
+		}
+		state[n] = visiting
+		for _, d := range deps[n] {
+			visit(d, append(path, n))
+		}
+		state[n] = done
+		c.localOrder = append(c.localOrder, c.locals[n])
+	}
+	for _, l := range c.file.Locals {
+		visit(l.Name, nil)
+	}
+}
+
+// evalContext is the context of one host and step. h nil means an unknown
+// host (no inventory, or validation of a step no host runs).
+func (c *compiler) evalContext(h *inventories.Host, results, self, check cty.Value) (*hcl.EvalContext, hcl.Diagnostics) {
+	hv, hosts := cty.DynamicVal, c.hostsVal
+	if h != nil {
+		if e, ok := c.hosts[h.Name]; ok && e.host == h {
+			hv = e.val
+		} else {
+			hv = hostValue(h)
+		}
+		if c.inv == nil {
+			hosts = cty.ObjectVal(map[string]cty.Value{h.Name: hv})
+		}
+	}
+	ctx := &hcl.EvalContext{
+		Variables: map[string]cty.Value{
+			rootVar:    c.varVal,
+			rootHost:   hv,
+			rootHosts:  hosts,
+			rootResult: results,
+			rootSelf:   self,
+			rootRun:    cty.ObjectVal(map[string]cty.Value{"check": check}),
+			rootLocal:  cty.EmptyObjectVal,
+		},
+		Functions: c.funcs,
+	}
+	var diags hcl.Diagnostics
+	if len(c.localOrder) > 0 {
+		vals := map[string]cty.Value{}
+		for _, l := range c.localOrder {
+			ctx.Variables[rootLocal] = cty.ObjectVal(vals)
+			if c.badLocals[l.Name] {
+				vals[l.Name] = cty.DynamicVal
+				continue
+			}
+			v, d := l.Expr.Value(ctx)
+			diags = append(diags, d...)
+			if d.HasErrors() {
+				v = cty.DynamicVal
+			}
+			vals[l.Name] = v
+		}
+		ctx.Variables[rootLocal] = cty.ObjectVal(vals)
+	}
+	return ctx, diags
+}
+
+// validationContext is the context a host's steps are validated in: results
+// and check mode unknown. Locals are checked once per host.
+func (c *compiler) validationContext(h *inventories.Host) *hcl.EvalContext {
+	name := ""
+	if h != nil {
+		name = h.Name
+	}
+	if ctx, ok := c.validateCtx[name]; ok {
+		return ctx
+	}
+	ctx, diags := c.evalContext(h, cty.DynamicVal, cty.DynamicVal, cty.UnknownVal(cty.Bool))
+	c.localDiags.add(name, diags)
+	if name != "" {
+		c.localHosts[name] = true
+	}
+	c.validateCtx[name] = ctx
+	return ctx
+}
+
+// runtimeContext is the context of a step on a host at run time.
+func (c *compiler) runtimeContext(sc *runner.StepContext) (*hcl.EvalContext, hcl.Diagnostics) {
+	results := resultsValue(c.hostNames, sc.Results)
+	self := cty.EmptyObjectVal
+	if sc.Host != nil && results.Type().HasAttribute(sc.Host.Name) {
+		self = results.GetAttr(sc.Host.Name)
+	}
+	return c.evalContext(sc.Host, results, self, cty.BoolVal(sc.Check))
+}
+
+func (c *compiler) evalError(diags hcl.Diagnostics) error {
+	return &EvalError{Diags: diags, text: c.secrets.Redact(diags.Error())}
+}
+
+// static evaluates a play, lock or meta-argument expression, which may read
+// only var.*, and converts it to ty.
+func (c *compiler) static(expr hcl.Expression, what string, ty cty.Type) (cty.Value, bool) {
+	rc := c.checkRefs(expr, scopeStatic, nil, what)
+	c.diags = append(c.diags, rc.diags...)
+	if rc.diags.HasErrors() {
+		return cty.NilVal, false
+	}
+	v, d := expr.Value(&hcl.EvalContext{Variables: map[string]cty.Value{rootVar: c.varVal}, Functions: c.funcs})
+	c.diags = append(c.diags, d...)
+	if d.HasErrors() {
+		return cty.NilVal, false
+	}
+	v, _ = v.UnmarkDeep()
+	if !v.IsWhollyKnown() {
+		return cty.NilVal, false // a variable already reported as missing
+	}
+	if v.IsNull() {
+		c.errorf(expr.Range(), "Invalid value", "%s must not be null.", what)
+		return cty.NilVal, false
+	}
+	cv, err := convert.Convert(v, ty)
+	if err != nil {
+		c.errorf(expr.Range(), "Incorrect value type", "%s must be a %s: %s.", what, ty.FriendlyName(), err)
+		return cty.NilVal, false
+	}
+	return cv, true
+}
+
+func (c *compiler) staticString(expr hcl.Expression, what string) (string, bool) {
+	v, ok := c.static(expr, what, cty.String)
+	if !ok {
+		return "", false
+	}
+	return v.AsString(), true
+}
+
+func (c *compiler) staticBool(expr hcl.Expression, what string) bool {
+	v, ok := c.static(expr, what, cty.Bool)
+	return ok && v.True()
+}
+
+func (c *compiler) staticInt(expr hcl.Expression, what string) (int, bool) {
+	v, ok := c.static(expr, what, cty.Number)
+	if !ok {
+		return 0, false
+	}
+	bf := v.AsBigFloat()
+	i, acc := bf.Int64()
+	if !bf.IsInt() || acc != 0 || i < 0 || i > 1<<31 {
+		c.errorf(expr.Range(), "Invalid number", "%s must be a whole number, 0 or more.", what)
+		return 0, false
+	}
+	return int(i), true
+}
+
+func (c *compiler) staticDuration(expr hcl.Expression, what string) (time.Duration, bool) {
+	s, ok := c.staticString(expr, what)
+	if !ok {
+		return 0, false
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		c.errorf(expr.Range(), "Invalid duration", "%s must be a duration such as \"30s\", \"5m\" or \"1h30m\"; %q is not.", what, s)
+		return 0, false
+	}
+	if d < 0 {
+		c.errorf(expr.Range(), "Invalid duration", "%s must not be negative.", what)
+		return 0, false
+	}
+	return d, true
+}
+
+func (c *compiler) staticStrings(expr hcl.Expression, what string) []string {
+	v, ok := c.static(expr, what, cty.List(cty.String))
+	if !ok {
+		return nil
+	}
+	var out []string
+	for _, e := range v.AsValueSlice() {
+		if e.IsNull() {
+			c.errorf(expr.Range(), "Invalid value", "%s must not contain null.", what)
+			return nil
+		}
+		out = append(out, e.AsString())
+	}
+	return out
+}
+
+func (c *compiler) compileLock() *runner.LockSpec {
+	l := c.file.Lock
+	if l == nil {
+		return nil
+	}
+	spec := &runner.LockSpec{Name: l.Name}
+	if l.Host != nil {
+		if h, ok := c.staticString(l.Host, "The lock host"); ok {
+			spec.Host = h
+			if !c.knownHost(h) {
+				c.errorf(l.Host.Range(), "Unknown host", "The lock host %q is not in the inventory.%s", h, suggestion(h, c.hostNames))
+			}
+		}
+	}
+	if l.Wait != nil {
+		spec.Wait, _ = c.staticDuration(l.Wait, "The lock wait")
+	}
+	if l.TTL != nil {
+		spec.TTL, _ = c.staticDuration(l.TTL, "The lock ttl")
+	}
+	if l.TakeOverStale != nil {
+		spec.TakeOverStale = c.staticBool(l.TakeOverStale, "take_over_stale")
+	}
+	return spec
+}
+
+func (c *compiler) compilePlay(p *Play, regs *registers) runner.Play {
+	rp := runner.Play{Name: p.Name}
+	var hosts []*inventories.Host
+	if p.Hosts != nil {
+		if pattern, ok := c.staticString(p.Hosts, "The hosts pattern"); ok {
+			rp.Hosts = pattern
+			if _, err := inventories.ParsePattern(pattern); err != nil {
+				c.errorf(p.Hosts.Range(), "Invalid host pattern", "%s.", err)
+			} else if c.inv != nil {
+				sel, err := c.inv.Select(pattern)
+				switch {
+				case err != nil:
+					c.errorf(p.Hosts.Range(), "Invalid host pattern", "%s (inventory %s).", err, c.inv.File)
+				case len(sel) == 0:
+					c.errorf(p.Hosts.Range(), "No hosts selected", "The pattern %q selects no host of the inventory %s.", pattern, c.inv.File)
+				}
+				hosts = sel
+			}
+		}
+	}
+	if p.Serial != nil {
+		rp.Serial, _ = c.staticInt(p.Serial, "serial")
+	}
+	if len(hosts) == 0 {
+		hosts = []*inventories.Host{nil} // check against an unknown host
+	}
+	for _, s := range p.Steps {
+		rp.Steps = append(rp.Steps, c.compileStep(s, hosts, regs))
+	}
+	return rp
+}
+
+// metaSchema is the step meta-arguments, less those the module itself takes.
+func metaSchema(info modules.Info, known bool) *hcl.BodySchema {
+	taken := map[string]bool{}
+	if known {
+		if m := info.New(); m != nil {
+			func() {
+				defer func() { _ = recover() }() // not a gohcl struct: decodeModule reports it
+				schema, _ := gohcl.ImpliedBodySchema(m)
+				for _, a := range schema.Attributes {
+					taken[a.Name] = true
+				}
+				for _, b := range schema.Blocks {
+					taken[b.Type] = true
+				}
+			}()
+		}
+	}
+	s := &hcl.BodySchema{}
+	for _, name := range metaArgs {
+		if !taken[name] {
+			s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: name})
+		}
+	}
+	return s
+}
+
+func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registers) runner.Step {
+	rs := runner.Step{Name: s.Name, Module: s.Module, Source: rangeLine(s.DeclRange)}
+	info, known := modules.Lookup(s.Module)
+	if s.Module != "" && !known {
+		c.errorf(s.ModuleRange, "Unknown module", "There is no module named %q.%s", s.Module, suggestion(s.Module, modules.Names()))
+	}
+	content, args, d := s.Body.PartialContent(metaSchema(info, known))
+	c.diags = append(c.diags, d...)
+	attrs := content.Attributes
+	if a, ok := attrs["register"]; ok {
+		if name, ok := c.staticString(a.Expr, "register"); ok {
+			if !hclsyntax.ValidIdentifier(name) {
+				c.errorf(a.Expr.Range(), "Invalid register name", "%q cannot be read as self.NAME: use letters, digits, underscores and dashes, starting with a letter.", name)
+			}
+			rs.Register = name
+		}
+	}
+	if a, ok := attrs["run_once"]; ok {
+		rs.RunOnce = c.staticBool(a.Expr, "run_once")
+	}
+	if a, ok := attrs["delegate"]; ok {
+		rs.Delegate = c.staticBool(a.Expr, "delegate")
+	}
+	if a, ok := attrs["barrier"]; ok {
+		rs.Barrier = c.staticBool(a.Expr, "barrier")
+	}
+	if a, ok := attrs["ignore_errors"]; ok {
+		rs.IgnoreErrors = c.staticBool(a.Expr, "ignore_errors")
+	}
+	if a, ok := attrs["tags"]; ok {
+		rs.Tags = c.staticStrings(a.Expr, "tags")
+	}
+	if a, ok := attrs["timeout"]; ok {
+		rs.Timeout, _ = c.staticDuration(a.Expr, "The step timeout")
+	}
+	var when hcl.Expression
+	if a, ok := attrs["when"]; ok {
+		when = a.Expr
+	}
+
+	whenRefs := c.checkRefs(when, scopeStep, regs, "when")
+	c.diags = append(c.diags, whenRefs.diags...)
+	readsPeers := whenRefs.readsPeers
+	checked := map[hcl.Expression]bool{}
+	precheck := func(expr hcl.Expression) bool {
+		ok, seen := checked[expr]
+		if !seen {
+			rc := c.checkRefs(expr, scopeStep, regs, "This argument")
+			c.diags = append(c.diags, rc.diags...)
+			readsPeers = readsPeers || rc.readsPeers
+			ok = !rc.diags.HasErrors()
+			checked[expr] = ok
+		}
+		return ok
+	}
+
+	collected := newHostDiags(len(hosts))
+	validated := 0
+	for _, h := range hosts {
+		ctx := c.validationContext(h)
+		name := ""
+		if h != nil {
+			name = h.Name
+		}
+		if when != nil && !whenRefs.diags.HasErrors() {
+			run, whenKnown, d := evalWhen(when, ctx)
+			collected.add(name, d)
+			if !d.HasErrors() && whenKnown && !run {
+				continue // skipped on this host: its arguments need not make sense here
+			}
+		}
+		validated++
+		if known {
+			collected.add(name, c.validateArgs(s, info, args, ctx, precheck))
+		}
+	}
+	if validated == 0 && known {
+		// No host runs the step as far as Compile can tell; still check its
+		// arguments against an unknown host.
+		ctx, _ := c.evalContext(nil, cty.DynamicVal, cty.DynamicVal, cty.UnknownVal(cty.Bool))
+		collected.add("", c.validateArgs(s, info, args, ctx, precheck))
+	}
+	c.diags = append(c.diags, collected.flush()...)
+	rs.Barrier = rs.Barrier || readsPeers
+
+	if rs.Register != "" {
+		if _, dup := regs.names[rs.Register]; !dup {
+			regs.names[rs.Register] = regs.play
+		}
+	}
+	if known {
+		rs.Build = func(sc *runner.StepContext) (modules.Module, error) {
+			return c.build(s, info, args, sc)
+		}
+	}
+	if when != nil {
+		rs.When = func(sc *runner.StepContext) (bool, error) {
+			ctx, diags := c.runtimeContext(sc)
+			if diags.HasErrors() {
+				return false, c.evalError(diags)
+			}
+			run, whenKnown, diags := evalWhen(when, ctx)
+			if !diags.HasErrors() && !whenKnown {
+				diags = append(diags, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Condition not known",
+					Detail:   "The when condition has no value yet.",
+					Subject:  when.Range().Ptr(),
+				})
+			}
+			if diags.HasErrors() {
+				return false, c.evalError(diags)
+			}
+			return run, nil
+		}
+	}
+	return rs
+}
+
+// evalWhen evaluates a when condition; known is false when it depends on
+// values not known yet.
+func evalWhen(expr hcl.Expression, ctx *hcl.EvalContext) (run, known bool, diags hcl.Diagnostics) {
+	v, diags := expr.Value(ctx)
+	if diags.HasErrors() {
+		return false, false, diags
+	}
+	v, _ = v.UnmarkDeep()
+	if !v.IsKnown() {
+		if _, err := convert.Convert(v, cty.Bool); err != nil {
+			return false, false, whenDiag(expr, ctx, fmt.Sprintf("The when condition must be a bool: %s.", err))
+		}
+		return false, false, nil
+	}
+	if v.IsNull() {
+		return false, false, whenDiag(expr, ctx, "The when condition must be true or false, not null.")
+	}
+	b, err := convert.Convert(v, cty.Bool)
+	if err != nil {
+		return false, false, whenDiag(expr, ctx, fmt.Sprintf("The when condition must be a bool: %s.", err))
+	}
+	return b.True(), true, nil
+}
+
+func whenDiag(expr hcl.Expression, ctx *hcl.EvalContext, detail string) hcl.Diagnostics {
+	return hcl.Diagnostics{{
+		Severity:    hcl.DiagError,
+		Summary:     "Invalid when condition",
+		Detail:      detail,
+		Subject:     expr.Range().Ptr(),
+		Expression:  expr,
+		EvalContext: ctx,
+	}}
+}
+
+// validateArgs decodes a step's module arguments for one host, with results
+// unknown, and runs the module's Validate when every argument is known.
+func (c *compiler) validateArgs(s *Step, info modules.Info, args hcl.Body, ctx *hcl.EvalContext, precheck func(hcl.Expression) bool) hcl.Diagnostics {
+	st := &evalState{validate: true, precheck: precheck}
+	m, diags := decodeModule(info, args, ctx, st)
+	c.secrets.Add(st.sensitive...)
+	if diags.HasErrors() || m == nil {
+		return diags
+	}
+	c.secrets.Add(sensitiveFields(m)...)
+	if st.unknown {
+		return diags
+	}
+	if v, ok := m.(modules.Validator); ok {
+		if err := v.Validate(); err != nil {
+			diags = append(diags, &hcl.Diagnostic{
+				Severity: hcl.DiagError,
+				Summary:  "Invalid module arguments",
+				Detail:   fmt.Sprintf("Module %s: %s.", info.Name, strings.TrimSuffix(err.Error(), ".")),
+				Subject:  s.DeclRange.Ptr(),
+			})
+		}
+	}
+	return diags
+}
+
+// build makes the module of a step for one host at run time.
+func (c *compiler) build(s *Step, info modules.Info, args hcl.Body, sc *runner.StepContext) (modules.Module, error) {
+	ctx, diags := c.runtimeContext(sc)
+	if diags.HasErrors() {
+		return nil, c.evalError(diags)
+	}
+	st := &evalState{}
+	m, diags := decodeModule(info, args, ctx, st)
+	c.secrets.Add(st.sensitive...)
+	if diags.HasErrors() {
+		return nil, c.evalError(diags)
+	}
+	c.secrets.Add(sensitiveFields(m)...)
+	if v, ok := m.(modules.Validator); ok {
+		if err := v.Validate(); err != nil {
+			return nil, fmt.Errorf("%s: module %s: %w", rangeLine(s.DeclRange), info.Name, err)
+		}
+	}
+	return m, nil
+}
