@@ -1,0 +1,574 @@
+package backup
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/runner"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// KeepVar is the host variable that overrides how many runs the host keeps:
+// vars { backup_keep = 10 } on a host or group.
+const KeepVar = "backup_keep"
+
+// RecorderOptions configure a Recorder.
+type RecorderOptions struct {
+	// Info describes the run; Info.ID names its directories.
+	Info runner.RunInfo
+	// Keep is how many runs each host keeps after a successful run: 0 means
+	// DefaultKeep, negative never prunes. The host variable backup_keep
+	// overrides it per host or group.
+	Keep int
+	// StateDir holds the backup key; empty means StateDir().
+	StateDir string
+	// Secrets redact records when ctx carries none (runner.Run puts the
+	// run's Secrets on ctx, so the CLI needs not set this).
+	Secrets *modules.Secrets
+}
+
+// Recorder implements runner.Recorder: it writes each change record and the
+// snapshot of the files it replaces into <backup_root>/<run-id>/ on the
+// recording host (the control machine for delegated steps), finishes run.json
+// and prunes old runs.
+type Recorder struct {
+	opts    RecorderOptions
+	control string // this machine's hostname
+	pid     int
+
+	mu      sync.Mutex
+	sites   map[string]*siteState
+	secrets *modules.Secrets // the run's, learnt from the first ctx
+	key     []byte
+}
+
+// siteState is what the recorder knows of one recording host.
+type siteState struct {
+	mu          sync.Mutex
+	initialized bool // run.json written
+	changes     int
+	rollbackOf  string
+}
+
+var (
+	activeMu sync.Mutex
+	active   = map[string]*Recorder{} // run id → recorder, for WriteJournal
+)
+
+// NewRecorder returns a Recorder for one run and starts the run's journal on
+// the control machine (best effort: the journal is informational).
+func NewRecorder(opts RecorderOptions) *Recorder {
+	if opts.StateDir == "" {
+		opts.StateDir = StateDir()
+	}
+	if opts.Keep == 0 {
+		opts.Keep = DefaultKeep
+	}
+	host, _ := os.Hostname()
+	r := &Recorder{opts: opts, control: host, pid: os.Getpid(), sites: map[string]*siteState{}, secrets: opts.Secrets}
+	activeMu.Lock()
+	active[opts.Info.ID] = r
+	activeMu.Unlock()
+	_ = startJournal(opts.Info)
+	return r
+}
+
+var _ runner.Recorder = (*Recorder)(nil)
+
+func (r *Recorder) site(h *inventories.Host) *siteState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sites[h.Name]
+	if !ok {
+		s = &siteState{}
+		r.sites[h.Name] = s
+	}
+	return s
+}
+
+func (r *Recorder) secretsFor(ctx context.Context) *modules.Secrets {
+	if s := modules.SecretsFrom(ctx); s != nil {
+		r.mu.Lock()
+		if r.secrets == nil {
+			r.secrets = s
+		}
+		r.mu.Unlock()
+		return s
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.secrets
+}
+
+func (r *Recorder) sealKey() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.key == nil {
+		k, err := loadKey(r.opts.StateDir, true)
+		if err != nil {
+			return nil, err
+		}
+		r.key = k
+	}
+	return r.key, nil
+}
+
+func (r *Recorder) runRecord(h *inventories.Host, st *siteState, status string) RunRecord {
+	return RunRecord{
+		RunInfo: r.opts.Info, Host: h.Name, Control: r.control, PID: r.pid,
+		Status: status, Changes: st.changes, RollbackOf: st.rollbackOf,
+	}
+}
+
+// Before implements runner.Recorder. In one remote command it snapshots
+// every file of the change (content, mode, owner, or absence) and then writes
+// the change record, so that a record that parses always has its snapshots.
+// Changes that touch secrets take one more round trip: their files are read
+// through the Conn and stored sealed with the control machine's key.
+func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord) error {
+	if rec == nil || rec.Change == nil {
+		return errors.New("backup: empty change record")
+	}
+	st := r.site(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+
+	sec := r.secretsFor(ctx)
+	full, err := marshal(rec)
+	if err != nil {
+		return fmt.Errorf("backup: encode change record: %w", err)
+	}
+	red, redacted, err := redactJSON(full, sec)
+	if err != nil {
+		return fmt.Errorf("backup: redact change record: %w", err)
+	}
+	sensitive := redacted || diffHasSecret(rec.Change.Diff, sec) || moduleSensitive(rec.Module)
+
+	seq := seqName(rec.Seq)
+	root := hostRoot(h)
+	dir := runDir(root, r.opts.Info.ID)
+	tw := newTarBuf()
+
+	rollbackOf := ""
+	if rec.Module == RollbackModule {
+		var b rollbackBefore
+		if json.Unmarshal(rec.Change.Before, &b) == nil && ValidRunID(b.Run) {
+			rollbackOf = b.Run
+			// Rolling back sealed snapshots puts secrets back on the host:
+			// what is there now is as sensitive.
+			sensitive = sensitive || b.Sensitive
+		}
+	}
+	if !st.initialized {
+		rr := r.runRecord(h, st, StatusRunning)
+		if rollbackOf != "" {
+			rr.RollbackOf = rollbackOf
+		}
+		b, _ := marshal(rr)
+		tw.add("run.json", b)
+	}
+	tw.add("changes/."+seq+".json.tmp", red)
+	var key []byte
+	if sensitive {
+		if key, err = r.sealKey(); err != nil {
+			return fmt.Errorf("backup: %w", err)
+		}
+	}
+	if redacted {
+		enc, err := seal(key, full)
+		if err != nil {
+			return fmt.Errorf("backup: seal change record: %w", err)
+		}
+		tw.add("changes/"+seq+".json.enc", enc)
+	}
+
+	// Regular files of a sensitive change are read here and stored sealed.
+	sealed := map[int]bool{}
+	if sensitive && len(rec.Change.Files) > 0 {
+		got, err := readRegularFiles(ctx, conn, rec.Change.Files)
+		if err != nil {
+			return fmt.Errorf("backup: read files to seal: %w", err)
+		}
+		for i, f := range got {
+			sum := sha256.Sum256(f.data)
+			f.meta.SHA256 = hex.EncodeToString(sum[:])
+			f.meta.Encrypted = true
+			enc, err := seal(key, f.data)
+			if err != nil {
+				return fmt.Errorf("backup: seal %s: %w", f.meta.Path, err)
+			}
+			mb, _ := marshal(f.meta)
+			n := strconv.Itoa(i)
+			tw.add("files/"+seq+"/"+n+".meta.json", mb)
+			tw.add("files/"+seq+"/"+n+".path", []byte(f.meta.Path))
+			tw.add("files/"+seq+"/"+n+".data.enc", enc)
+			sealed[i] = true
+		}
+	}
+	payload, err := tw.bytes()
+	if err != nil {
+		return fmt.Errorf("backup: %w", err)
+	}
+
+	var sb strings.Builder
+	sb.WriteString(shPrelude)
+	fmt.Fprintf(&sb, "R=%s; D=%s; F=\"$D/files/%s\"\n", shq(root), shq(dir), seq)
+	sb.WriteString("[ -d \"$R\" ] || mkdir -p \"$R\" || exit 1\n")
+	sb.WriteString("mkdir -p \"$D/changes\" \"$F\" && tar -xf - -C \"$D\" || exit 1\n")
+	for i, p := range rec.Change.Files {
+		n := i + 1
+		if sealed[n] {
+			continue
+		}
+		if sensitive {
+			// It was not a regular file a moment ago; never store one in clear.
+			fmt.Fprintf(&sb, "if [ -f %s ] && [ ! -L %s ]; then echo %s >&2; exit 1; fi\n",
+				shq(p), shq(p), shq(p+" changed while being recorded"))
+		}
+		fmt.Fprintf(&sb, "iklim_snap %s %s \"$F\" %d || { echo %s >&2; exit 1; }\n",
+			jsq(p), shq(p), n, shq("snapshot "+p+" failed"))
+	}
+	if rollbackOf != "" {
+		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || exit 1\n", shq(rollbackOf))
+	}
+	fmt.Fprintf(&sb, "mv -f \"$D/changes/.%s.json.tmp\" \"$D/changes/%s.json\"\n", seq, seq)
+
+	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(payload)))
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", dir, err)
+	}
+	if err := res.Err("backup " + dir); err != nil {
+		return err
+	}
+	st.initialized = true
+	st.changes++
+	if rollbackOf != "" {
+		st.rollbackOf = rollbackOf
+	}
+	return nil
+}
+
+type readFile struct {
+	meta FileMeta
+	data []byte
+}
+
+// readRegularFiles reads the paths that are regular files, in one command:
+// their FileMeta and content, keyed by 1-based index.
+func readRegularFiles(ctx context.Context, conn modules.Conn, paths []string) (map[int]readFile, error) {
+	var sb strings.Builder
+	sb.WriteString(shPrelude)
+	for i, p := range paths {
+		fmt.Fprintf(&sb, "if [ -f %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\\n' \"$s\"; iklim_frame %d %s; fi\n",
+			shq(p), shq(p), jsq(p), shq(p), i+1, i+1, shq(p))
+	}
+	res, err := conn.Run(ctx, sb.String())
+	if err != nil {
+		return nil, err
+	}
+	if err := res.Err("read files"); err != nil {
+		return nil, err
+	}
+	frames, err := parseFrames(res.Stdout)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]readFile{}
+	for _, f := range frames {
+		n, err := strconv.Atoi(f.Name)
+		if err != nil || n < 1 || n > len(paths) {
+			return nil, fmt.Errorf("unexpected output %q", f.Name)
+		}
+		rf := out[n]
+		switch f.Kind {
+		case "C":
+			if err := json.Unmarshal(f.Data, &rf.meta); err != nil {
+				return nil, fmt.Errorf("stat %s: %w", paths[n-1], err)
+			}
+		case "F":
+			rf.data = f.Data
+		}
+		out[n] = rf
+	}
+	return out, nil
+}
+
+// After implements runner.Recorder: it writes changes/<seq>.after.json with
+// the outcome and the state of the change's files right after Apply.
+func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord, applyErr error) error {
+	if rec == nil || rec.Change == nil {
+		return errors.New("backup: empty change record")
+	}
+	sec := r.secretsFor(ctx)
+	ar := AfterRecord{Seq: rec.Seq, Outcome: "applied", Time: time.Now().UTC(), Files: []FileMeta{}}
+	if applyErr != nil {
+		ar.Outcome = "failed"
+		ar.Error = sec.Redact(applyErr.Error())
+	}
+	head, err := marshal(ar)
+	if err != nil {
+		return err
+	}
+	// The script splices the files' states into the empty list.
+	prefix := strings.TrimSpace(string(head))
+	i := strings.LastIndex(prefix, "[]")
+	if i < 0 {
+		return errors.New("backup: after record: unexpected encoding")
+	}
+	pre, post := prefix[:i+1], prefix[i+1:]
+
+	dir := runDir(hostRoot(h), r.opts.Info.ID)
+	seq := seqName(rec.Seq)
+	var sb strings.Builder
+	sb.WriteString(shPrelude)
+	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", shq(dir+"/changes/"+seq+".after.json"), shq(pre))
+	for i, p := range rec.Change.Files {
+		if i > 0 {
+			sb.WriteString("printf ,\n")
+		}
+		fmt.Fprintf(&sb, "iklim_st %s %s || exit 1\n", jsq(p), shq(p))
+	}
+	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A.tmp\" && mv -f \"$A.tmp\" \"$A\"\n", shq(post))
+	res, err := conn.Run(ctx, sb.String())
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", dir, err)
+	}
+	return res.Err("backup " + dir)
+}
+
+// Finish implements runner.Recorder: it writes the host's final run.json
+// and, when the run succeeded on the host, prunes the host's old runs (see
+// pruneSet for what is kept).
+func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories.Host, res runner.HostRecap) error {
+	st := r.site(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	sec := r.secretsFor(ctx)
+
+	status := StatusOK
+	switch {
+	case res.Error == "interrupted" || ctx.Err() != nil:
+		status = StatusInterrupted
+	case res.Failed > 0 || res.Unreachable > 0:
+		status = StatusFailed
+	}
+	now := time.Now().UTC()
+	rr := r.runRecord(h, st, status)
+	rr.Finished = &now
+	res.Error = sec.Redact(res.Error)
+	rr.Result = &res
+	body, err := marshal(rr)
+	if err != nil {
+		return err
+	}
+	keep := r.keepFor(h)
+	prune := status == StatusOK && keep > 0
+
+	root := hostRoot(h)
+	dir := runDir(root, r.opts.Info.ID)
+	var sb strings.Builder
+	sb.WriteString(shPrelude)
+	fmt.Fprintf(&sb, "R=%s; D=%s\n", shq(root), shq(dir))
+	sb.WriteString("mkdir -p \"$D\" && cat > \"$D/.run.json.tmp\" && mv -f \"$D/.run.json.tmp\" \"$D/run.json\" || exit 1\n")
+	if prune {
+		sb.WriteString("iklim_list \"$R\"\n")
+	}
+	out, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(body)))
+	if err != nil {
+		return fmt.Errorf("backup %s: %w", dir, err)
+	}
+	if err := out.Err("backup " + dir); err != nil {
+		return err
+	}
+	if !prune {
+		return nil
+	}
+	runs, err := parseRunList(out.Stdout)
+	if err != nil {
+		return fmt.Errorf("backup %s: list runs: %w", root, err)
+	}
+	gone := pruneSet(runs, r.opts.Info.ID, keep)
+	if len(gone) == 0 {
+		return nil
+	}
+	var rm strings.Builder
+	fmt.Fprintf(&rm, "cd %s && rm -rf --", shq(root))
+	for _, id := range gone {
+		rm.WriteString(" " + shq(id))
+	}
+	out, err = conn.Run(ctx, rm.String())
+	if err != nil {
+		return fmt.Errorf("backup %s: prune: %w", root, err)
+	}
+	return out.Err("backup " + root + ": prune")
+}
+
+// keepFor is how many runs h keeps.
+func (r *Recorder) keepFor(h *inventories.Host) int {
+	if v, ok := h.Vars[KeepVar]; ok && v.IsKnown() && !v.IsNull() {
+		switch v.Type() {
+		case cty.Number:
+			if n, acc := v.AsBigFloat().Int64(); acc == big.Exact {
+				if n == 0 {
+					return DefaultKeep
+				}
+				return int(n)
+			}
+		case cty.String:
+			if n, err := strconv.Atoi(v.AsString()); err == nil {
+				return n
+			}
+		}
+	}
+	return r.opts.Keep
+}
+
+// runEntry is one run directory as iklim_list shows it.
+type runEntry struct {
+	ID         string
+	Rec        *RunRecord // nil when run.json is missing or unreadable
+	RollbackOf string
+	RolledBack bool
+	Changes    int
+}
+
+func (e runEntry) finished() bool {
+	return e.RolledBack || (e.Rec != nil && e.Rec.Status != StatusRunning)
+}
+
+func parseRunList(out string) ([]runEntry, error) {
+	frames, err := parseFrames(out)
+	if err != nil {
+		return nil, err
+	}
+	var runs []runEntry
+	for _, f := range frames {
+		if f.Kind == "R" {
+			runs = append(runs, runEntry{ID: f.Name})
+			continue
+		}
+		if len(runs) == 0 {
+			continue
+		}
+		e := &runs[len(runs)-1]
+		switch {
+		case f.Kind == "N":
+			e.Changes, _ = strconv.Atoi(f.Name)
+		case f.Kind == "F" && f.Name == "run.json":
+			var rr RunRecord
+			if json.Unmarshal(f.Data, &rr) == nil {
+				e.Rec = &rr
+			}
+		case f.Kind == "F" && f.Name == "rollback_of":
+			e.RollbackOf = strings.TrimSpace(string(f.Data))
+		case f.Kind == "F" && f.Name == "rolled_back":
+			e.RolledBack = true
+		}
+	}
+	valid := runs[:0]
+	for _, e := range runs {
+		if ValidRunID(e.ID) {
+			if e.RollbackOf == "" && e.Rec != nil {
+				e.RollbackOf = e.Rec.RollbackOf
+			}
+			valid = append(valid, e)
+		}
+	}
+	return valid, nil
+}
+
+// pruneSet decides which runs of one host to delete after run current
+// succeeded there:
+//   - only finished runs (final status, or rolled back) count and go; a run
+//     still "running" is in progress or was interrupted, and is the one most
+//     likely to need a rollback, so it stays until it is rolled back;
+//   - the newest keep finished runs stay, current among them;
+//   - a run that a remaining run rolls back (rollback_of) stays, and so on
+//     down the chain, so a rollback target never disappears under it.
+func pruneSet(runs []runEntry, current string, keep int) []string {
+	var done []runEntry
+	stay := map[string]bool{current: true}
+	for _, e := range runs {
+		if e.ID == current || !e.finished() {
+			stay[e.ID] = true
+			continue
+		}
+		done = append(done, e)
+	}
+	sort.Slice(done, func(i, j int) bool { return CompareRunIDs(done[i].ID, done[j].ID) > 0 })
+	room := keep - 1 // current is kept
+	for _, e := range done {
+		if room > 0 {
+			stay[e.ID] = true
+			room--
+		}
+	}
+	byID := map[string]runEntry{}
+	for _, e := range runs {
+		byID[e.ID] = e
+	}
+	for changed := true; changed; {
+		changed = false
+		for id := range stay {
+			if t := byID[id].RollbackOf; t != "" && !stay[t] {
+				if _, ok := byID[t]; ok {
+					stay[t] = true
+					changed = true
+				}
+			}
+		}
+	}
+	var gone []string
+	for _, e := range done {
+		if !stay[e.ID] {
+			gone = append(gone, e.ID)
+		}
+	}
+	sort.Slice(gone, func(i, j int) bool { return CompareRunIDs(gone[i], gone[j]) < 0 })
+	return gone
+}
+
+// tarBuf builds the tar stream a script unpacks into a run directory.
+type tarBuf struct {
+	buf bytes.Buffer
+	tw  *tar.Writer
+	err error
+}
+
+func newTarBuf() *tarBuf {
+	t := &tarBuf{}
+	t.tw = tar.NewWriter(&t.buf)
+	return t
+}
+
+func (t *tarBuf) add(name string, data []byte) {
+	if t.err != nil {
+		return
+	}
+	hdr := &tar.Header{Name: name, Mode: 0o600, Size: int64(len(data)), ModTime: time.Now().Truncate(time.Second), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
+	if t.err = t.tw.WriteHeader(hdr); t.err == nil {
+		_, t.err = t.tw.Write(data)
+	}
+}
+
+func (t *tarBuf) bytes() ([]byte, error) {
+	if t.err == nil {
+		t.err = t.tw.Close()
+	}
+	return t.buf.Bytes(), t.err
+}
