@@ -37,6 +37,7 @@ type serviceState struct {
 	Desired   int        `json:"desired"`
 	Update    string     `json:"update,omitempty"` // UpdateStatus.State
 	UpdateMsg string     `json:"update_message,omitempty"`
+	StartedAt time.Time  `json:"-"` // UpdateStatus.StartedAt
 	Tasks     []taskInfo `json:"-"`
 }
 
@@ -136,8 +137,9 @@ func parseServiceProbe(out string) (map[string]*serviceState, error) {
 	type upd struct {
 		Name   string `json:"name"`
 		Update *struct {
-			State   string `json:"State"`
-			Message string `json:"Message"`
+			State     string    `json:"State"`
+			Message   string    `json:"Message"`
+			StartedAt time.Time `json:"StartedAt"`
 		} `json:"update"`
 	}
 	ups, err := jsonLines[upd](parts[1])
@@ -146,7 +148,7 @@ func parseServiceProbe(out string) (map[string]*serviceState, error) {
 	}
 	for _, u := range ups {
 		if s, ok := states[u.Name]; ok && u.Update != nil {
-			s.Update, s.UpdateMsg = u.Update.State, u.Update.Message
+			s.Update, s.UpdateMsg, s.StartedAt = u.Update.State, u.Update.Message, u.Update.StartedAt
 		}
 	}
 	tasks, err := jsonLines[taskInfo](parts[2])
@@ -209,10 +211,27 @@ func (s *serviceState) String() string {
 	return str
 }
 
+// waitOpts tune waitConverged.
+type waitOpts struct {
+	// baseline holds task ids that existed before the change: only newer
+	// failed tasks count towards failing fast.
+	baseline map[string]bool
+	// fresh maps services just updated to their UpdatedAt before the update:
+	// until an update that started later shows, an old "completed" status or
+	// the old tasks must not count as converged. After updateGrace without
+	// one, the change needed no task update (replicas or service labels).
+	fresh    map[string]time.Time
+	timeout  time.Duration
+	interval time.Duration
+}
+
+const updateGrace = 8 * time.Second
+
 // waitConverged polls until every service in names converged, one fails, or
-// timeout passes. A missing service is waited for.
-func waitConverged(ctx context.Context, c Conn, lsFilter string, names []string, baseline map[string]bool, timeout, interval time.Duration) (map[string]*serviceState, error) {
-	deadline := time.Now().Add(timeout)
+// the timeout passes. A missing service is waited for.
+func waitConverged(ctx context.Context, c Conn, lsFilter string, names []string, o waitOpts) (map[string]*serviceState, error) {
+	start := time.Now()
+	deadline := start.Add(o.timeout)
 	for {
 		states, err := probeServices(ctx, c, lsFilter)
 		if err != nil {
@@ -225,12 +244,16 @@ func waitConverged(ctx context.Context, c Conn, lsFilter string, names []string,
 				pending = append(pending, n+" (missing)")
 				continue
 			}
-			done, failure := s.verdict(baseline)
+			if before, ok := o.fresh[n]; ok && !s.StartedAt.After(before) && time.Since(start) < updateGrace {
+				pending = append(pending, s.Name+" (update not started)")
+				continue
+			}
+			done, failure := s.verdict(o.baseline)
 			switch {
 			case failure != "":
 				failures = append(failures, failure)
 			case !done:
-				pending = append(pending, s.String()+s.taskError(baseline))
+				pending = append(pending, s.String()+s.taskError(o.baseline))
 			}
 		}
 		if len(failures) > 0 {
@@ -241,9 +264,9 @@ func waitConverged(ctx context.Context, c Conn, lsFilter string, names []string,
 			return states, nil
 		}
 		if time.Now().After(deadline) {
-			return states, fmt.Errorf("not converged after %s: %s", timeout, strings.Join(pending, "; "))
+			return states, fmt.Errorf("not converged after %s: %s", o.timeout, strings.Join(pending, "; "))
 		}
-		if err := sleepCtx(ctx, interval); err != nil {
+		if err := sleepCtx(ctx, o.interval); err != nil {
 			return states, err
 		}
 	}
@@ -294,7 +317,7 @@ func (m *ServiceWait) Apply(ctx context.Context, c Conn, _ *Change) error {
 	timeout, _ := parseDuration("timeout", m.Timeout, 300*time.Second)
 	interval, _ := parseDuration("interval", m.Interval, 2*time.Second)
 	start := time.Now()
-	states, err := waitConverged(ctx, c, nameFilter(m.Services), m.Services, nil, timeout, interval)
+	states, err := waitConverged(ctx, c, nameFilter(m.Services), m.Services, waitOpts{timeout: timeout, interval: interval})
 	m.waited = time.Since(start).Round(time.Millisecond)
 	m.states = nil
 	for _, n := range m.Services {

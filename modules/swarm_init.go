@@ -40,10 +40,10 @@ type SwarmInit struct {
 	JoinTimeout   string   `hcl:"join_timeout,optional" doc:"how long to wait for the leader to become an active manager and for a join to finish (default 60s)"`
 
 	// learnt by Check for Apply and Output
-	self     HostInfo
-	role     string // wanted: manager or worker
-	info     swarmInfo
-	leader   swarmInfo
+	self      HostInfo
+	role      string // wanted: manager or worker
+	info      swarmInfo
+	leader    swarmInfo
 	clusterID string // cluster id the host ended in
 }
 
