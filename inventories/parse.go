@@ -44,8 +44,36 @@ func LoadWith(p *hclparse.Parser, path string) (*Inventory, hcl.Diagnostics) {
 
 // Parse parses an HCL inventory. filename is used in diagnostics and stored
 // in Inventory.File. Every problem in the file is reported, each with its
-// file:line. The inventory is nil exactly when the diagnostics have errors;
-// warnings may come with a usable inventory.
+// file:line, in file order. The inventory is nil exactly when the
+// diagnostics have errors; warnings may come with a usable inventory.
+//
+// The file holds at most one defaults block and any number of host "NAME"
+// and group "NAME" blocks:
+//
+//	defaults {                      # connection attributes, vars, labels
+//	  user = "iklim"  port = 22  key = "~/.ssh/id_ed25519"  known_hosts = "..."
+//	  trust_on_first_use = false  proxy_jump = "bastion"  become = true
+//	  become_user = "root"  backup_root = "/var/backups/iklim"
+//	  connect_timeout = "15s"  vars = { ... }  labels = { ... }
+//	}
+//	host "iklim-app-01" {           # the same, plus address and local
+//	  address = "192.0.2.11"  local = false
+//	}
+//	group "app" {                   # the same, plus hosts and children
+//	  hosts = ["iklim-app-01"]  children = ["other-group"]
+//	}
+//
+// Expressions are literals and calls to Functions; references to variables
+// are errors. A null attribute counts as unset. labels is a map of strings,
+// vars an object of any values.
+//
+// Each host is resolved at parse time: defaults, then every group it is in
+// (ancestors before descendants, groups of equal depth by name), then the
+// host itself; a later setting wins, and vars and labels merge by top-level
+// key. Then the address defaults to the name, the port to 22, become_user to
+// root and backup_root to DefaultBackupRoot, and a leading ~ in key and
+// known_hosts becomes the home directory. Host.Groups is "all" followed by
+// the host's groups in that precedence order.
 func Parse(src []byte, filename string) (*Inventory, hcl.Diagnostics) {
 	return ParseWith(hclparse.NewParser(), src, filename)
 }
@@ -284,7 +312,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	var defaults *hclDefaults
 	var hosts []*hostDecl
 	hostByName := map[string]*hostDecl{}
-	var groups []*groupDecl
+	var groups, dupGroups []*groupDecl
 	groupByName := map[string]*groupDecl{}
 
 	for _, b := range content.Blocks {
@@ -326,6 +354,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 			if prev, dup := groupByName[name]; dup {
 				p.errorf(b.LabelRanges[0], fmt.Sprintf("Duplicate group %q", name),
 					"previous definition was at %s", at(prev.def))
+				dupGroups = append(dupGroups, g) // still checked below
 				continue
 			}
 			groupByName[name] = g
@@ -355,7 +384,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	for _, g := range groups {
 		groupNames = append(groupNames, g.name)
 	}
-	for _, g := range groups {
+	for _, g := range append(groups, dupGroups...) {
 		g.hosts = p.resolveRefs(g, g.hosts, "host", hostNames, func(n string) bool { _, ok := hostByName[n]; return ok })
 		g.children = p.resolveRefs(g, g.children, "group", groupNames, func(n string) bool { _, ok := groupByName[n]; return ok })
 	}

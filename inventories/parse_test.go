@@ -502,7 +502,9 @@ group "g" {
   hosts    = ["a", "b"]
   children = ["g"]
 }
-group "g" {}
+group "g" {
+  hosts = ["zzz"]
+}
 `,
 			want: []string{
 				"t.hcl:2,10: error: Invalid port",
@@ -511,6 +513,7 @@ group "g" {}
 				"t.hcl:9,20: error: Unknown host",
 				"t.hcl:10,15: error: Group cycle",
 				"t.hcl:12,7: error: Duplicate group \"g\"",
+				"t.hcl:13,12: error: Unknown host",
 			},
 		},
 	}

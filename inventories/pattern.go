@@ -15,7 +15,9 @@ import (
 // intersects, one prefixed with "!" excludes. As in Ansible, the plain terms
 // are united first, then the intersections apply, then the exclusions,
 // whatever their order in the pattern; a pattern of only "&" and "!" terms
-// starts from all hosts.
+// starts from all hosts. "all" is matched as a word only: a glob such as "a*"
+// does not select the implicit group. Regular expressions ("~…") and
+// subscripts ("app[0]") are not supported: "[…]" is a glob class.
 type Pattern struct {
 	src   string
 	terms []term
