@@ -93,7 +93,7 @@ func (m *Copy) Check(ctx context.Context, c Conn) (*Change, error) {
 		}
 		m.data = b
 	}
-	want := sha256Hex(m.data)
+	want := sha256String(string(m.data))
 	script := statCall(m.Dest, true)
 	if !m.sensitive() {
 		script += `if [ "$st_type" = file ] && [ "$st_sum" != ` + want + ` ] && [ "$st_size" -le ` +

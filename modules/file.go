@@ -335,7 +335,7 @@ func withAttrs(summary string, a attrs) string {
 // tempBeside is a temporary name in p's directory, for atomic renames.
 func tempBeside(p, what string) string {
 	dir := p[:strings.LastIndexByte(p, '/')+1]
-	return dir + ".iklim-" + what + "-" + sha256Hex([]byte(p))[:12]
+	return dir + ".iklim-" + what + "-" + sha256String(p)[:12]
 }
 
 // joinCmds joins non-empty sh commands with &&.

@@ -110,7 +110,7 @@ func (m *Line) Check(ctx context.Context, c Conn) (*Change, error) {
 		target = m.Path
 	}
 	if st.Exists {
-		st.SHA256 = sha256Hex([]byte(old))
+		st.SHA256 = sha256String(old)
 	}
 	m.target, m.st = target, st
 	if st.Exists && st.Type != "file" {

@@ -7,8 +7,6 @@ package modules
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -324,11 +322,6 @@ func isText(b []byte) bool {
 	return len(b) <= maxDiff && utf8.Valid(b) && bytes.IndexByte(b, 0) < 0
 }
 
-func sha256Hex(b []byte) string {
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:])
-}
-
 // contentDiff is the diff of a file whose content changes from old (nil
 // when unknown or absent) to new.
 func contentDiff(p string, st fileStat, old, new []byte) *Diff {
@@ -339,7 +332,7 @@ func contentDiff(p string, st fileStat, old, new []byte) *Diff {
 		if st.Exists {
 			before = "sha256 " + orUnknown(st.SHA256)
 		}
-		line := fmt.Sprintf("(binary or large: %s → sha256 %s)\n", before, sha256Hex(new))
+		line := fmt.Sprintf("(binary or large: %s → sha256 %s)\n", before, sha256String(string(new)))
 		d.Before, d.After = line, line
 		return d
 	}

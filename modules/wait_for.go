@@ -37,21 +37,13 @@ var hostArg = regexp.MustCompile(`^[A-Za-z0-9._:-]+$`)
 const timeoutExit = 124
 
 func (m *WaitFor) durations() (timeout, interval time.Duration, err error) {
-	parse := func(name, s, def string) (time.Duration, error) {
-		if s == "" {
-			s = def
-		}
-		d, err := time.ParseDuration(s)
-		if err != nil || d <= 0 {
-			return 0, fmt.Errorf("wait_for: %s %q is not a positive duration such as %q", name, s, def)
-		}
-		return d, nil
+	if timeout, err = parseDuration("timeout", m.Timeout, time.Minute); err != nil {
+		return 0, 0, fmt.Errorf("wait_for: %w", err)
 	}
-	if timeout, err = parse("timeout", m.Timeout, "60s"); err != nil {
-		return 0, 0, err
+	if interval, err = parseDuration("interval", m.Interval, time.Second); err != nil {
+		return 0, 0, fmt.Errorf("wait_for: %w", err)
 	}
-	interval, err = parse("interval", m.Interval, "1s")
-	return timeout, interval, err
+	return timeout, interval, nil
 }
 
 func (m *WaitFor) host() string {
