@@ -50,7 +50,7 @@ func Functions(baseDir string) map[string]function.Function {
 		"jsondecode":      stdlib.JSONDecodeFunc,
 		"jsonencode":      stdlib.JSONEncodeFunc,
 		"keys":            stdlib.KeysFunc,
-		"length":          stdlib.LengthFunc,
+		"length":          lengthFunc,
 		"log":             stdlib.LogFunc,
 		"lookup":          stdlib.LookupFunc,
 		"lower":           stdlib.LowerFunc,
@@ -136,6 +136,44 @@ func stringPredicate(f func(s, sub string) bool) function.Function {
 		},
 	})
 }
+
+// lengthFunc is stdlib's length that also counts an object's attributes
+// (results and host vars are objects) and a string's characters, as
+// Terraform's does.
+var lengthFunc = function.New(&function.Spec{
+	Params: []function.Parameter{{
+		Name:             "value",
+		Type:             cty.DynamicPseudoType,
+		AllowDynamicType: true,
+		AllowUnknown:     true,
+		AllowMarked:      true,
+	}},
+	Type: func(args []cty.Value) (cty.Type, error) {
+		ty := args[0].Type()
+		switch {
+		case ty == cty.DynamicPseudoType, ty == cty.String, ty.IsObjectType():
+			return cty.Number, nil
+		default:
+			return stdlib.LengthFunc.ReturnType([]cty.Type{ty})
+		}
+	},
+	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+		v, marks := args[0].Unmark()
+		ty := v.Type()
+		switch {
+		case ty == cty.DynamicPseudoType || !v.IsKnown():
+			return cty.UnknownVal(cty.Number).WithMarks(marks), nil
+		case ty.IsObjectType():
+			return cty.NumberIntVal(int64(len(ty.AttributeTypes()))).WithMarks(marks), nil
+		case ty == cty.String:
+			n, err := stdlib.Strlen(v)
+			return n.WithMarks(marks), err
+		default:
+			n, err := stdlib.Length(v)
+			return n.WithMarks(marks), err
+		}
+	},
+})
 
 var base64EncodeFunc = function.New(&function.Spec{
 	Params: []function.Parameter{stringArg("str")},

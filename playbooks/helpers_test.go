@@ -27,7 +27,7 @@ type echo struct {
 }
 
 func (e *echo) Check(context.Context, modules.Conn) (*modules.Change, error) { return nil, nil }
-func (e *echo) Apply(context.Context, modules.Conn, *modules.Change) error  { return nil }
+func (e *echo) Apply(context.Context, modules.Conn, *modules.Change) error   { return nil }
 
 func (e *echo) Validate() error {
 	if e.Mode != "" && e.Mode != "fast" && e.Mode != "slow" {
@@ -43,7 +43,7 @@ type waiter struct {
 }
 
 func (w *waiter) Check(context.Context, modules.Conn) (*modules.Change, error) { return nil, nil }
-func (w *waiter) Apply(context.Context, modules.Conn, *modules.Change) error  { return nil }
+func (w *waiter) Apply(context.Context, modules.Conn, *modules.Change) error   { return nil }
 
 func init() {
 	modules.Register("test_echo", "echo for tests", func() modules.Module { return &echo{} })
