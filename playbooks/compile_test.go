@@ -197,7 +197,7 @@ play "p" {
 func TestExtraVars(t *testing.T) {
 	tests := []struct {
 		name, decl, raw, want string // want: jsonencode of var.v
-		env                         bool
+		env                   bool
 	}{
 		{"number", `variable "v" {}`, "3", `3`, false},
 		{"negative number", `variable "v" {}`, "-2.5", `-2.5`, false},
