@@ -48,6 +48,7 @@ type HostRecap struct {
 	Failed      int    `json:"failed"`
 	Skipped     int    `json:"skipped"`
 	Unreachable int    `json:"unreachable"`
+	Ignored     int    `json:"ignored"` // failures of steps with ignore_errors
 	// Error is the first failure on the host, if any.
 	Error string `json:"error,omitempty"`
 }

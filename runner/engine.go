@@ -1,0 +1,549 @@
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/sourcegraph/conc/pool"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// DefaultForks caps how many hosts run at once unless Options.Forks is set.
+const DefaultForks = 100
+
+// Options configure one run.
+type Options struct {
+	Inventory *inventories.Inventory
+	// Connector reaches hosts; required.
+	Connector Connector
+	// Recorder keeps backup records; nil runs without them (library use only:
+	// the CLI always records).
+	Recorder Recorder
+	// Locker holds the playbook's lock; required when the playbook has one.
+	Locker Locker
+	Run    RunInfo
+	// Control is the control machine, for delegated steps and their records.
+	// Nil means a local host named "localhost" with the default backup root.
+	Control *inventories.Host
+
+	Check    bool
+	Diff     bool
+	Forks    int
+	Limit    string   // host pattern intersected with every play's hosts
+	Tags     []string // run only steps with one of these tags ("always" always runs)
+	SkipTags []string
+	Verbose  bool // include module output in events
+	// Events receives every event, one at a time.
+	Events  func(Event)
+	Secrets *modules.Secrets
+}
+
+// Run executes a playbook and returns its recap. The error is non-nil only
+// when the run could not start or was interrupted; failed hosts show in the
+// recap.
+func Run(ctx context.Context, pb *Playbook, opts Options) (*Recap, error) {
+	e, err := newEngine(pb, opts)
+	if err != nil {
+		return nil, err
+	}
+	return e.run(ctx)
+}
+
+type engine struct {
+	pb      *Playbook
+	opts    Options
+	control *inventories.Host
+	local   *LocalConn
+	emitMu  sync.Mutex
+	plays   [][]*inventories.Host // hosts of each play, resolved before any connection
+
+	mu       sync.Mutex
+	recaps   map[string]*HostRecap
+	order    []string                        // hosts in first-seen order, for the recap
+	results  map[string]map[string]cty.Value // host → register name → value
+	seq      map[string]int                  // host → number of changes recorded
+	dead     map[string]bool                 // hosts that failed or were unreachable
+	recorded map[string]*inventories.Host    // hosts (and control) with records
+}
+
+func newEngine(pb *Playbook, opts Options) (*engine, error) {
+	if opts.Inventory == nil {
+		return nil, errors.New("no inventory")
+	}
+	if opts.Connector == nil {
+		return nil, errors.New("no connector")
+	}
+	if opts.Forks <= 0 {
+		opts.Forks = DefaultForks
+	}
+	if opts.Secrets == nil {
+		opts.Secrets = modules.NewSecrets()
+	}
+	if opts.Run.ID == "" {
+		opts.Run.ID = time.Now().UTC().Format("2006-01-02T15-04-05Z")
+	}
+	if opts.Run.Started.IsZero() {
+		opts.Run.Started = time.Now().UTC()
+	}
+	control := opts.Control
+	if control == nil {
+		control = &inventories.Host{Name: "localhost", Address: "localhost", Local: true, BackupRoot: inventories.DefaultBackupRoot}
+	}
+	e := &engine{
+		pb: pb, opts: opts, control: control, local: NewLocalConn(control.Name),
+		recaps: map[string]*HostRecap{}, results: map[string]map[string]cty.Value{},
+		seq: map[string]int{}, dead: map[string]bool{}, recorded: map[string]*inventories.Host{},
+	}
+	// Resolve every play's hosts first: a bad pattern must fail the run
+	// before any host is touched.
+	for _, p := range pb.Plays {
+		hosts, err := opts.Inventory.Select(p.Hosts)
+		if err != nil {
+			return nil, fmt.Errorf("play %q: %w", p.Name, err)
+		}
+		if hosts, err = opts.Inventory.Limit(hosts, opts.Limit); err != nil {
+			return nil, fmt.Errorf("--limit: %w", err)
+		}
+		e.plays = append(e.plays, hosts)
+	}
+	if pb.Lock != nil {
+		if opts.Locker == nil {
+			return nil, fmt.Errorf("playbook declares lock %q but no locker is set", pb.Lock.Name)
+		}
+		if _, ok := opts.Inventory.Host(pb.Lock.Host); !ok {
+			return nil, fmt.Errorf("lock %q: host %q is not in the inventory", pb.Lock.Name, pb.Lock.Host)
+		}
+	}
+	return e, nil
+}
+
+func (e *engine) run(ctx context.Context) (*Recap, error) {
+	ctx = modules.WithSecrets(ctx, e.opts.Secrets)
+	start := time.Now()
+	e.emit(Event{Type: EventRunStart, Extra: map[string]string{"playbook": e.pb.File}})
+
+	var runErr error
+	if e.pb.Lock != nil {
+		release, err := e.acquireLock(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			// Release even when ctx was cancelled: a lock left behind blocks
+			// every later deploy until it goes stale.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			if err := release(rctx); err != nil {
+				fmt.Fprintf(os.Stderr, "warning: release lock %q: %v\n", e.pb.Lock.Name, err)
+			}
+		}()
+	}
+
+	for i, p := range e.pb.Plays {
+		if err := e.runPlay(ctx, p, e.plays[i]); err != nil {
+			runErr = err
+			break
+		}
+	}
+	e.finishRecords(ctx)
+
+	recap := e.recap(time.Since(start))
+	e.emit(Event{Type: EventRecap, Recap: recap})
+	if runErr == nil {
+		runErr = ctx.Err()
+	}
+	return recap, runErr
+}
+
+func (e *engine) acquireLock(ctx context.Context) (func(context.Context) error, error) {
+	spec := *e.pb.Lock
+	h, _ := e.opts.Inventory.Host(spec.Host)
+	conn, err := e.opts.Connector.Connect(ctx, h)
+	if err != nil {
+		return nil, fmt.Errorf("lock %q: %w", spec.Name, err)
+	}
+	return e.opts.Locker.Acquire(ctx, conn, spec, e.opts.Run)
+}
+
+// runPlay runs a play batch by batch (serial), and within a batch segment by
+// segment: a segment is a run of steps that hosts may go through at their own
+// pace; barrier and run_once steps start a new segment.
+func (e *engine) runPlay(ctx context.Context, p Play, hosts []*inventories.Host) error {
+	names := make([]string, len(hosts))
+	for i, h := range hosts {
+		names[i] = h.Name
+		e.recapFor(h.Name)
+	}
+	e.emit(Event{Type: EventPlayStart, Play: p.Name, Hosts: names})
+	steps := e.selectSteps(p.Steps)
+	if len(hosts) == 0 || len(steps) == 0 {
+		return nil
+	}
+	size := p.Serial
+	if size <= 0 || size > len(hosts) {
+		size = len(hosts)
+	}
+	for lo := 0; lo < len(hosts); lo += size {
+		batch := hosts[lo:min(lo+size, len(hosts))]
+		for _, seg := range segments(steps) {
+			if err := ctx.Err(); err != nil {
+				return err
+			}
+			live := e.live(batch)
+			if len(live) == 0 {
+				break
+			}
+			if seg[0].RunOnce {
+				e.runOnce(ctx, p, seg[0], live)
+				continue
+			}
+			e.runSegment(ctx, p, seg, live)
+		}
+		// Ansible stops a serial rollout when a whole batch failed.
+		if len(e.live(batch)) == 0 {
+			break
+		}
+	}
+	return ctx.Err()
+}
+
+// segments splits steps at barriers; a run_once step is a segment of its own.
+func segments(steps []Step) [][]Step {
+	var out [][]Step
+	var cur []Step
+	for _, s := range steps {
+		if (s.Barrier || s.RunOnce) && len(cur) > 0 {
+			out = append(out, cur)
+			cur = nil
+		}
+		cur = append(cur, s)
+		if s.RunOnce {
+			out = append(out, cur)
+			cur = nil
+		}
+	}
+	if len(cur) > 0 {
+		out = append(out, cur)
+	}
+	return out
+}
+
+func (e *engine) runSegment(ctx context.Context, p Play, seg []Step, hosts []*inventories.Host) {
+	wp := pool.New().WithMaxGoroutines(min(e.opts.Forks, len(hosts)))
+	for _, h := range hosts {
+		wp.Go(func() {
+			for _, s := range seg {
+				if ctx.Err() != nil || e.isDead(h.Name) {
+					return
+				}
+				e.runStep(ctx, p, s, h, h.Name)
+			}
+		})
+	}
+	wp.Wait()
+}
+
+// runOnce runs the step on the first live host and registers its result
+// for every host of the batch, as Ansible's run_once does.
+func (e *engine) runOnce(ctx context.Context, p Play, s Step, hosts []*inventories.Host) {
+	first := hosts[0]
+	status := e.runStep(ctx, p, s, first, first.Name)
+	if s.Register == "" || status == StatusFailed || status == StatusUnreachable {
+		return
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v := e.results[first.Name][s.Register]
+	for _, h := range hosts[1:] {
+		e.register(h.Name, s.Register, v)
+	}
+}
+
+// runStep runs one step on one host and returns how it ended.
+func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Host, name string) Status {
+	begin := time.Now()
+	ev := Event{Type: EventHostResult, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name}
+	finish := func(st Status, summary string, err error) Status {
+		ev.Status, ev.Summary, ev.Duration = st, summary, time.Since(begin)
+		if err != nil {
+			ev.Error = err.Error()
+		}
+		e.count(name, st, ev.Error, s.IgnoreErrors)
+		e.emit(ev)
+		return st
+	}
+
+	sc := &StepContext{Host: h, Results: e.snapshotResults(), Check: e.opts.Check}
+	if s.When != nil {
+		ok, err := s.When(sc)
+		if err != nil {
+			return finish(StatusFailed, "", fmt.Errorf("when: %w", err))
+		}
+		if !ok {
+			e.registerValue(name, s.Register, cty.ObjectVal(map[string]cty.Value{"skipped": cty.True, "changed": cty.False}))
+			return finish(StatusSkipped, "", nil)
+		}
+	}
+	m, err := s.Build(sc)
+	if err != nil {
+		return finish(StatusFailed, "", err)
+	}
+
+	target, recHost := h, h
+	if s.Delegate {
+		target, recHost = e.control, e.control
+	}
+	conn, err := e.connect(ctx, target)
+	if err != nil {
+		return finish(StatusUnreachable, "", err)
+	}
+
+	sctx := modules.WithPeers(ctx, &peers{e: e, self: h, play: e.playHosts(p)})
+	if s.Timeout > 0 {
+		var cancel context.CancelFunc
+		sctx, cancel = context.WithTimeout(sctx, s.Timeout)
+		defer cancel()
+	}
+	ch, err := m.Check(sctx, conn)
+	if err != nil {
+		return finish(StatusFailed, "", stepError(sctx, s, err))
+	}
+	if ch == nil {
+		e.registerOutput(name, s.Register, m, false)
+		e.attachOutput(&ev, m)
+		return finish(StatusOK, "", nil)
+	}
+	if e.opts.Diff || e.opts.Check {
+		ev.Diff = e.redactDiff(ch.Diff)
+	}
+	if e.opts.Check {
+		e.registerOutput(name, s.Register, m, true)
+		return finish(StatusChanged, ch.Summary, nil)
+	}
+
+	rec := e.newRecord(p, s, name, recHost.Name, ch)
+	if e.opts.Recorder != nil {
+		if err := e.opts.Recorder.Before(sctx, conn, recHost, rec); err != nil {
+			// Never change a host without a record that can undo it.
+			return finish(StatusFailed, ch.Summary, fmt.Errorf("record change before applying: %w", err))
+		}
+		e.markRecorded(recHost)
+	}
+	applyErr := m.Apply(sctx, conn, ch)
+	if e.opts.Recorder != nil {
+		// Record the outcome even when the step timed out or the run was
+		// interrupted; rollback needs to know how far the change got.
+		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := e.opts.Recorder.After(actx, conn, recHost, rec, applyErr)
+		cancel()
+		if err != nil && applyErr == nil {
+			applyErr = fmt.Errorf("record outcome: %w", err)
+		}
+	}
+	if applyErr != nil {
+		return finish(StatusFailed, ch.Summary, stepError(sctx, s, applyErr))
+	}
+	e.registerOutput(name, s.Register, m, true)
+	e.attachOutput(&ev, m)
+	return finish(StatusChanged, ch.Summary, nil)
+}
+
+func stepError(ctx context.Context, s Step, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && s.Timeout > 0 {
+		return fmt.Errorf("timed out after %s: %w", s.Timeout, err)
+	}
+	return err
+}
+
+func (e *engine) connect(ctx context.Context, h *inventories.Host) (modules.Conn, error) {
+	if h.Local {
+		if h == e.control {
+			return e.local, nil
+		}
+		return NewLocalConn(h.Name), nil
+	}
+	return e.opts.Connector.Connect(ctx, h)
+}
+
+// newRecord numbers changes per recording host: delegated changes of many
+// hosts share the control machine's sequence.
+func (e *engine) newRecord(p Play, s Step, host, recHost string, ch *modules.Change) *ChangeRecord {
+	e.mu.Lock()
+	e.seq[recHost]++
+	n := e.seq[recHost]
+	e.mu.Unlock()
+	return &ChangeRecord{
+		RunID: e.opts.Run.ID, Seq: n, Host: host, Play: p.Name, Step: s.Name,
+		Module: s.Module, Source: s.Source, Time: time.Now().UTC(), Change: ch, Delegated: s.Delegate,
+	}
+}
+
+func (e *engine) markRecorded(h *inventories.Host) {
+	e.mu.Lock()
+	e.recorded[h.Name] = h
+	e.mu.Unlock()
+}
+
+// finishRecords writes every recorded host's final result, after the plays,
+// even when the run was interrupted.
+func (e *engine) finishRecords(ctx context.Context) {
+	if e.opts.Recorder == nil {
+		return
+	}
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	e.mu.Lock()
+	hosts := make([]*inventories.Host, 0, len(e.recorded))
+	for _, h := range e.recorded {
+		hosts = append(hosts, h)
+	}
+	e.mu.Unlock()
+	wp := pool.New().WithMaxGoroutines(e.opts.Forks)
+	for _, h := range hosts {
+		wp.Go(func() {
+			conn, err := e.connect(fctx, h)
+			if err != nil {
+				return
+			}
+			res := e.hostRecap(h.Name)
+			if h == e.control {
+				res = e.controlRecap()
+			}
+			if ctx.Err() != nil && res.Error == "" {
+				res.Error = "interrupted"
+			}
+			if err := e.opts.Recorder.Finish(fctx, conn, h, res); err != nil {
+				fmt.Fprintf(os.Stderr, "warning: %s: finish backup record: %v\n", h.Name, err)
+			}
+		})
+	}
+	wp.Wait()
+}
+
+func (e *engine) selectSteps(steps []Step) []Step {
+	if len(e.opts.Tags) == 0 && len(e.opts.SkipTags) == 0 {
+		return steps
+	}
+	var out []Step
+	for _, s := range steps {
+		if anyTag(s.Tags, e.opts.SkipTags) {
+			continue
+		}
+		if len(e.opts.Tags) > 0 && !anyTag(s.Tags, e.opts.Tags) && !slices.Contains(s.Tags, "always") {
+			continue
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func anyTag(have, want []string) bool {
+	for _, t := range have {
+		if slices.Contains(want, t) {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *engine) live(hosts []*inventories.Host) []*inventories.Host {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var out []*inventories.Host
+	for _, h := range hosts {
+		if !e.dead[h.Name] {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+func (e *engine) isDead(host string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.dead[host]
+}
+
+func (e *engine) playHosts(p Play) []string {
+	for i, q := range e.pb.Plays {
+		if q.Name == p.Name {
+			names := make([]string, len(e.plays[i]))
+			for j, h := range e.plays[i] {
+				names[j] = h.Name
+			}
+			return names
+		}
+	}
+	return nil
+}
+
+func (e *engine) emit(ev Event) {
+	if e.opts.Events == nil {
+		return
+	}
+	ev.Time = time.Now().UTC()
+	ev.RunID = e.opts.Run.ID
+	sec := e.opts.Secrets
+	ev.Summary, ev.Error = sec.Redact(ev.Summary), sec.Redact(ev.Error)
+	e.emitMu.Lock()
+	defer e.emitMu.Unlock()
+	e.opts.Events(ev)
+}
+
+func (e *engine) redactDiff(d *modules.Diff) *modules.Diff {
+	if d == nil {
+		return nil
+	}
+	sec := e.opts.Secrets
+	return &modules.Diff{Label: d.Label, Before: sec.Redact(d.Before), After: sec.Redact(d.After)}
+}
+
+func (e *engine) attachOutput(ev *Event, m modules.Module) {
+	if !e.opts.Verbose {
+		return
+	}
+	if o, ok := m.(modules.Outputter); ok {
+		ev.Output = redactValue(e.opts.Secrets, o.Output()).(map[string]any)
+	}
+}
+
+// redactValue redacts every string inside a module's output.
+func redactValue(sec *modules.Secrets, v any) any {
+	switch t := v.(type) {
+	case string:
+		return sec.Redact(t)
+	case []string:
+		out := make([]any, len(t))
+		for i, s := range t {
+			out[i] = sec.Redact(s)
+		}
+		return out
+	case []any:
+		out := make([]any, len(t))
+		for i, x := range t {
+			out[i] = redactValue(sec, x)
+		}
+		return out
+	case map[string]any:
+		out := make(map[string]any, len(t))
+		for k, x := range t {
+			out[k] = redactValue(sec, x)
+		}
+		return out
+	case map[string]string:
+		out := make(map[string]any, len(t))
+		for k, x := range t {
+			out[k] = sec.Redact(x)
+		}
+		return out
+	default:
+		return v
+	}
+}
