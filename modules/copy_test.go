@@ -22,8 +22,10 @@ func TestCopyConverges(t *testing.T) {
 		uid     uint32
 	}{
 		{
-			name:    "new file with mode and owner",
-			m:       func(_, dest string) *modules.Copy { return &modules.Copy{Dest: dest, Content: strp("hello\n"), Mode: "0600", Owner: "nobody", Group: "nogroup"} },
+			name: "new file with mode and owner",
+			m: func(_, dest string) *modules.Copy {
+				return &modules.Copy{Dest: dest, Content: strp("hello\n"), Mode: "0600", Owner: "nobody", Group: "nogroup"}
+			},
 			summary: "create", content: "hello\n", mode: 0o600, uid: nobody,
 		},
 		{
@@ -41,9 +43,11 @@ func TestCopyConverges(t *testing.T) {
 			summary: "update", content: "new\n", mode: 0o640, uid: nobody,
 		},
 		{
-			name:    "only mode and owner",
-			setup:   func(t *testing.T, dest string) { writeFile(t, dest, "same\n", 0o644) },
-			m:       func(_, dest string) *modules.Copy { return &modules.Copy{Dest: dest, Content: strp("same\n"), Mode: "0400", Owner: "65534"} },
+			name:  "only mode and owner",
+			setup: func(t *testing.T, dest string) { writeFile(t, dest, "same\n", 0o644) },
+			m: func(_, dest string) *modules.Copy {
+				return &modules.Copy{Dest: dest, Content: strp("same\n"), Mode: "0400", Owner: "65534"}
+			},
 			summary: "set", content: "same\n", mode: 0o400, uid: nobody,
 		},
 		{
