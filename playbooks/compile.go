@@ -3,6 +3,7 @@ package playbooks
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -71,6 +72,7 @@ type compiler struct {
 
 	vars       map[string]*Variable
 	varVal     cty.Value
+	pathVal    cty.Value
 	locals     map[string]*Local
 	localOrder []*Local
 	badLocals  map[string]bool
@@ -112,6 +114,11 @@ func Compile(f *File, opts Options) (*runner.Playbook, hcl.Diagnostics) {
 	if c.secrets == nil {
 		c.secrets = modules.NewSecrets()
 	}
+	dir, err := filepath.Abs(f.Dir)
+	if err != nil {
+		dir = f.Dir
+	}
+	c.pathVal = cty.ObjectVal(map[string]cty.Value{"dir": cty.StringVal(dir), "file": cty.StringVal(f.Path)})
 	c.indexHosts()
 	c.compileVariables(opts.ExtraVars)
 	c.orderLocals()
@@ -372,6 +379,7 @@ func (c *compiler) evalContext(h *inventories.Host, results, self, check cty.Val
 	ctx := &hcl.EvalContext{
 		Variables: map[string]cty.Value{
 			rootVar:    c.varVal,
+			rootPath:   c.pathVal,
 			rootHost:   hv,
 			rootHosts:  hosts,
 			rootResult: results,
@@ -443,7 +451,7 @@ func (c *compiler) static(expr hcl.Expression, what string, ty cty.Type) (cty.Va
 	if rc.diags.HasErrors() {
 		return cty.NilVal, false
 	}
-	v, d := expr.Value(&hcl.EvalContext{Variables: map[string]cty.Value{rootVar: c.varVal}, Functions: c.funcs})
+	v, d := expr.Value(&hcl.EvalContext{Variables: map[string]cty.Value{rootVar: c.varVal, rootPath: c.pathVal}, Functions: c.funcs})
 	c.diags = append(c.diags, d...)
 	if d.HasErrors() {
 		return cty.NilVal, false

@@ -28,6 +28,7 @@ const (
 	rootResult = "result"
 	rootSelf   = "self"
 	rootRun    = "run"
+	rootPath   = "path"
 )
 
 // hostAttrs are the attributes of a host object, as host.* reads them.

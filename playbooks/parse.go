@@ -25,6 +25,14 @@
 //	  }
 //	}
 //
+// Expressions read var.NAME, local.NAME, path.dir (the playbook's directory,
+// absolute) and path.file; per host also host (name, address, port, user,
+// labels, vars, groups), hosts["NAME"] (every inventory host), self.REG (this
+// host's registered results), result["HOST"].REG (any host's) and run.check.
+// Play, lock and meta-arguments are decided once for all hosts and read only
+// var and path; locals cannot read results. A step's arguments are checked
+// on every host its when condition does not rule out at compile time.
+//
 // The step meta-arguments are module, when, register, run_once, delegate,
 // barrier, tags, timeout and ignore_errors; every other attribute or block of
 // a step is an argument of its module, decoded into the module's struct. When

@@ -34,11 +34,11 @@ const (
 func (s scope) roots() []string {
 	switch s {
 	case scopeStatic:
-		return []string{rootVar}
+		return []string{rootVar, rootPath}
 	case scopeLocal:
-		return []string{rootVar, rootLocal, rootHost, rootHosts, rootRun}
+		return []string{rootVar, rootPath, rootLocal, rootHost, rootHosts, rootRun}
 	default:
-		return []string{rootVar, rootLocal, rootHost, rootHosts, rootResult, rootSelf, rootRun}
+		return []string{rootVar, rootPath, rootLocal, rootHost, rootHosts, rootResult, rootSelf, rootRun}
 	}
 }
 
@@ -81,7 +81,7 @@ func (c *compiler) checkRefs(expr hcl.Expression, sc scope, regs *registers, wha
 		if !contains(allowed, root) {
 			switch {
 			case contains(scopeStep.roots(), root) && sc == scopeStatic:
-				errf(t, "Invalid reference", "%s cannot read %s: it is decided once for all hosts, before any host is chosen. Only var.* can be used here.", what, root)
+				errf(t, "Invalid reference", "%s cannot read %s: it is decided once for all hosts, before any host is chosen. Only var.* and path.* can be used here.", what, root)
 			case contains(scopeStep.roots(), root):
 				errf(t, "Invalid reference", "%s cannot read %s: locals are evaluated per host before any step has run. Read results in the step itself.", what, root)
 			default:
@@ -141,6 +141,10 @@ func (c *compiler) checkRefs(expr hcl.Expression, sc scope, regs *registers, wha
 		case rootRun:
 			if attr, ok := staticKey(rest, 0); ok && attr != "check" {
 				errf(t, "Unsupported attribute", "run has no attribute %q; it has check.", attr)
+			}
+		case rootPath:
+			if attr, ok := staticKey(rest, 0); ok && attr != "dir" && attr != "file" {
+				errf(t, "Unsupported attribute", "path has no attribute %q; it has dir and file.%s", attr, suggestion(attr, []string{"dir", "file"}))
 			}
 		}
 	}
