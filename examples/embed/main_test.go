@@ -1,0 +1,40 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/iklimco/iklim/internal/sshtest"
+	"github.com/stretchr/testify/require"
+)
+
+// TestEmbedRunsAgainstRealSSHD runs the example program twice against a real
+// sshd: the first run creates the files, the second changes nothing.
+func TestEmbedRunsAgainstRealSSHD(t *testing.T) {
+	srv := sshtest.Start(t)
+	inv := srv.WriteInventory(t, 3)
+	// The test sshd's login user is not root: give it a directory it may write.
+	base, err := os.MkdirTemp("", "iklim-embed-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(base) })
+	require.NoError(t, os.Chmod(base, 0o777))
+	dir := filepath.Join(base, "managed")
+
+	var out bytes.Buffer
+	require.NoError(t, run(context.Background(), []string{"-i", inv, "-dir", dir, "-hosts", "h001"}, &out), out.String())
+	require.Contains(t, out.String(), "changed=2")
+	var got []byte
+	got, err = os.ReadFile(filepath.Join(dir, "motd"))
+	require.NoError(t, err)
+	require.Equal(t, "managed by iklim for h001\n", string(got))
+	require.Contains(t, out.String(), fmt.Sprintf("size=%d", len(got)))
+
+	out.Reset()
+	require.NoError(t, run(context.Background(), []string{"-i", inv, "-dir", dir, "-hosts", "h001"}, &out), out.String())
+	require.Contains(t, out.String(), "changed=0")
+	require.NotContains(t, out.String(), "changed=1")
+}
