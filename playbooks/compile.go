@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -242,7 +243,7 @@ func (c *compiler) compileVariables(extra map[string]string) {
 		subject := v.DeclRange
 		switch {
 		case set:
-			val = extraValue(raw, v, def)
+			val = extraValue(raw, v, v.Default != nil && def.Type() == cty.String)
 		case v.Default != nil:
 			val = def
 			subject = v.Default.Range()
@@ -250,6 +251,7 @@ func (c *compiler) compileVariables(extra map[string]string) {
 		default:
 			c.errorf(v.DeclRange, "Missing required variable",
 				"Variable %q has no default; set it with -e %s=VALUE or the environment variable %s%s.", v.Name, v.Name, EnvPrefix, v.Name)
+			val = cty.UnknownVal(v.Type) // its uses are still type-checked
 		}
 		if v.TypeSet && val.IsWhollyKnown() {
 			cv, err := convert.Convert(val, v.Type)
@@ -285,8 +287,8 @@ func (c *compiler) compileVariables(extra map[string]string) {
 // extraValue reads a -e or environment value. A variable of type string (or
 // with a string default and no type) takes it verbatim; otherwise an HCL
 // literal is taken as such and anything else is a string.
-func extraValue(raw string, v *Variable, def cty.Value) cty.Value {
-	if v.TypeSet && v.Type == cty.String || !v.TypeSet && def != cty.NilVal && def.Type() == cty.String {
+func extraValue(raw string, v *Variable, stringDefault bool) cty.Value {
+	if v.TypeSet && v.Type == cty.String || !v.TypeSet && stringDefault {
 		return cty.StringVal(raw)
 	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), "-e", hcl.InitialPos)
@@ -702,9 +704,7 @@ func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registe
 	rs.Barrier = rs.Barrier || readsPeers
 
 	if rs.Register != "" {
-		if _, dup := regs.names[rs.Register]; !dup {
-			regs.names[rs.Register] = regs.play
-		}
+		regs.names[rs.Register] = regs.play // the latest registration counts
 	}
 	if known {
 		rs.Build = func(sc *runner.StepContext) (modules.Module, error) {
@@ -776,6 +776,7 @@ func (c *compiler) validateArgs(s *Step, info modules.Info, args hcl.Body, ctx *
 	st := &evalState{validate: true, precheck: precheck}
 	m, diags := decodeModule(info, args, ctx, st)
 	c.secrets.Add(st.sensitive...)
+	suggestMetaArgs(diags)
 	if diags.HasErrors() || m == nil {
 		return diags
 	}
@@ -815,4 +816,24 @@ func (c *compiler) build(s *Step, info modules.Info, args hcl.Body, sc *runner.S
 		}
 	}
 	return m, nil
+}
+
+var unsupportedArg = regexp.MustCompile(`^An argument named "([^"]+)" is not expected here\.$`)
+
+// suggestMetaArgs adds a hint to "Unsupported argument" errors that look
+// like a misspelt step meta-argument; hclsyntax only suggests the module's
+// own arguments.
+func suggestMetaArgs(diags hcl.Diagnostics) {
+	for _, d := range diags {
+		if d.Summary != "Unsupported argument" {
+			continue
+		}
+		m := unsupportedArg.FindStringSubmatch(d.Detail)
+		if m == nil {
+			continue
+		}
+		if hint := suggestion(m[1], metaArgs); hint != "" {
+			d.Detail += hint + " (a step meta-argument)"
+		}
+	}
 }

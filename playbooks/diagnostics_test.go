@@ -47,6 +47,18 @@ func TestCompileDiagnostics(t *testing.T) {
 			want: []wantDiag{{`messag =`, `Unsupported argument`}, {`step "s"`, `Missing required argument`}},
 		},
 		{
+			name: "misspelt meta-argument",
+			src: `play "p" {
+  hosts = "all"
+  step "s" {
+    module  = "test_echo"
+    message = "hi"
+    regster = "x"
+  }
+}`,
+			want: []wantDiag{{`regster`, `Unsupported argument; An argument named "regster" is not expected here. Did you mean "register"? (a step meta-argument)`}},
+		},
+		{
 			name: "missing required argument",
 			src: `play "p" {
   hosts = "all"
