@@ -62,8 +62,10 @@ func TestFileConverges(t *testing.T) {
 			verify:  func(t *testing.T, dir string) { require.NoDirExists(t, dir+"/gone") },
 		},
 		{
-			name:    "link",
-			m:       func(dir string) *modules.File { return &modules.File{Path: dir + "/l", State: "link", Src: "/etc/hostname"} },
+			name: "link",
+			m: func(dir string) *modules.File {
+				return &modules.File{Path: dir + "/l", State: "link", Src: "/etc/hostname"}
+			},
 			summary: "link",
 			verify: func(t *testing.T, dir string) {
 				target, err := os.Readlink(dir + "/l")
@@ -72,9 +74,11 @@ func TestFileConverges(t *testing.T) {
 			},
 		},
 		{
-			name:    "relink",
-			setup:   func(t *testing.T, dir string) { require.NoError(t, os.Symlink("/old", dir+"/l")) },
-			m:       func(dir string) *modules.File { return &modules.File{Path: dir + "/l", State: "link", Src: "new target"} },
+			name:  "relink",
+			setup: func(t *testing.T, dir string) { require.NoError(t, os.Symlink("/old", dir+"/l")) },
+			m: func(dir string) *modules.File {
+				return &modules.File{Path: dir + "/l", State: "link", Src: "new target"}
+			},
 			summary: "relink",
 			verify: func(t *testing.T, dir string) {
 				target, err := os.Readlink(dir + "/l")

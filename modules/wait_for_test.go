@@ -1,0 +1,170 @@
+package modules_test
+
+import (
+	"context"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/iklimco/iklim/modules"
+	"github.com/stretchr/testify/require"
+)
+
+// freePort returns a loopback port nothing listens on.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	return port
+}
+
+func TestWaitForSucceeds(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	open := l.Addr().(*net.TCPAddr).Port
+	dir := t.TempDir()
+	present := filepath.Join(dir, "present")
+	writeFile(t, present, "", 0o644)
+
+	tests := []struct {
+		name string
+		m    *modules.WaitFor
+	}{
+		{"open port", &modules.WaitFor{Port: open, Timeout: "5s"}},
+		{"open port on a host", &modules.WaitFor{Port: open, Host: "127.0.0.1", Timeout: "5s"}},
+		{"closed port, state absent", &modules.WaitFor{Port: freePort(t), State: "absent", Timeout: "5s"}},
+		{"path present", &modules.WaitFor{Path: present, Timeout: "5s"}},
+		{"path absent", &modules.WaitFor{Path: filepath.Join(dir, "nope"), State: "absent", Timeout: "5s"}},
+		{"cmd", &modules.WaitFor{Cmd: "test -d " + dir, Timeout: "5s"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, tc.m.Validate())
+			c := newCountConn()
+			ch, err := tc.m.Check(context.Background(), c)
+			require.NoError(t, err)
+			require.Nil(t, ch, "wait_for never changes anything")
+			require.Equal(t, 1, c.trips())
+			require.Less(t, tc.m.Output()["elapsed"].(float64), 2.0)
+		})
+	}
+}
+
+func TestWaitForPathAppears(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "ready")
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		_ = os.WriteFile(p, nil, 0o644)
+	}()
+	m := &modules.WaitFor{Path: p, Timeout: "10s", Interval: "50ms"}
+	c := newCountConn()
+	start := time.Now()
+	ch, err := m.Check(context.Background(), c)
+	require.NoError(t, err)
+	require.Nil(t, ch)
+	took := time.Since(start)
+	require.GreaterOrEqual(t, took, 300*time.Millisecond)
+	require.Less(t, took, 3*time.Second)
+	require.Equal(t, 1, c.trips(), "polling happens on the host, not per round trip")
+}
+
+func TestWaitForPortOpensLater(t *testing.T) {
+	port := freePort(t)
+	listening := make(chan net.Listener, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		l, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err != nil {
+			t.Error(err)
+		}
+		listening <- l
+	}()
+	m := &modules.WaitFor{Port: port, Timeout: "10s", Interval: "100ms"}
+	_, err := m.Check(context.Background(), newCountConn())
+	require.NoError(t, err)
+	if l := <-listening; l != nil {
+		l.Close()
+	}
+}
+
+func TestWaitForTimeout(t *testing.T) {
+	dir := t.TempDir()
+	port := freePort(t)
+	tests := []struct {
+		name string
+		m    *modules.WaitFor
+		err  string
+	}{
+		{"port", &modules.WaitFor{Port: port, Timeout: "500ms", Interval: "100ms"},
+			"timed out after 500ms waiting for port " + strconv.Itoa(port) + " on 127.0.0.1"},
+		{"path", &modules.WaitFor{Path: dir + "/never", Timeout: "400ms", Interval: "100ms"},
+			"timed out after 400ms waiting for " + dir + "/never"},
+		{"path absent", &modules.WaitFor{Path: dir, State: "absent", Timeout: "300ms"},
+			"timed out after 300ms waiting for " + dir + " to be removed"},
+		{"cmd with its last output", &modules.WaitFor{Cmd: "echo not yet; exit 1", Timeout: "300ms", Interval: "100ms"},
+			`timed out after 300ms waiting for cmd "echo not yet; exit 1" to succeed; last output: not yet`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := tc.m.Check(context.Background(), newCountConn())
+			require.EqualError(t, err, "wait_for: "+tc.err)
+			require.Less(t, time.Since(start), 3*time.Second)
+		})
+	}
+}
+
+func TestWaitForCancel(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	m := &modules.WaitFor{Path: "/no/such/path", Timeout: "60s"}
+	_, err := m.Check(ctx, newCountConn())
+	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.Less(t, time.Since(start), 3*time.Second, "cancel stops the remote loop")
+}
+
+func TestWaitForValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		m    modules.WaitFor
+		err  string
+	}{
+		{"ok", modules.WaitFor{Port: 80}, ""},
+		{"nothing", modules.WaitFor{}, "exactly one of port, path or cmd"},
+		{"two", modules.WaitFor{Port: 80, Path: "/x"}, "exactly one"},
+		{"port range", modules.WaitFor{Port: 70000}, "out of range"},
+		{"host without port", modules.WaitFor{Path: "/x", Host: "db"}, "host is only for port"},
+		{"bad host", modules.WaitFor{Port: 80, Host: "a b;rm"}, "not a host name"},
+		{"bad state", modules.WaitFor{Path: "/x", State: "started"}, `state "started"`},
+		{"state with cmd", modules.WaitFor{Cmd: "true", State: "absent"}, "state is not for cmd"},
+		{"relative path", modules.WaitFor{Path: "x"}, "absolute path"},
+		{"bad timeout", modules.WaitFor{Port: 80, Timeout: "soon"}, `timeout "soon"`},
+		{"bad interval", modules.WaitFor{Port: 80, Interval: "-1s"}, `interval "-1s"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.m.Validate()
+			if tc.err == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
+}
