@@ -38,6 +38,17 @@
 // a step is an argument of its module, decoded into the module's struct. When
 // a module itself declares an argument with a meta-argument's name (say
 // wait_for's timeout), the module gets it.
+//
+// A step that reads another host's result registered in the same play gets
+// a barrier by itself.
+//
+// Functions are the go-cty standard library under Terraform's names (upper,
+// format, join, merge, lookup, jsonencode, regex, tolist, …), can and try,
+// md5/sha1/sha256/sha512, base64encode/decode, startswith/endswith/
+// strcontains, env(name), and file(path) and templatefile(path, vars) with
+// paths relative to the playbook. Values of sensitive variables carry the
+// "sensitive" mark; every module argument computed from one, and every
+// module field tagged `sensitive:"true"`, goes into the run's Secrets.
 package playbooks
 
 import (
