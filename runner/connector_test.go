@@ -157,15 +157,19 @@ func TestConnectorUnreachable(t *testing.T) {
 func TestConnectorEncryptedKey(t *testing.T) {
 	s := sshtest.Start(t)
 	t.Setenv("SSH_AUTH_SOCK", "")
-	_, priv, err := ed25519.GenerateKey(rand.Reader)
-	require.NoError(t, err)
-	block, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("secret"))
-	require.NoError(t, err)
 	p := filepath.Join(t.TempDir(), "enc")
-	require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(block), 0o600))
+	// ssh-keygen with one KDF round is much faster than x/crypto's default.
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-a", "1", "-N", "secret", "-f", p).CombinedOutput(); err != nil {
+		t.Logf("ssh-keygen: %v: %s; using x/crypto", err, out)
+		_, priv, err := ed25519.GenerateKey(rand.Reader)
+		require.NoError(t, err)
+		block, err := ssh.MarshalPrivateKeyWithPassphrase(priv, "", []byte("secret"))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(p, pem.EncodeToMemory(block), 0o600))
+	}
 	h := s.Hosts(1)[0]
 	h.Key = p
-	_, err = testConnector(t, SSHOptions{}).Connect(context.Background(), h)
+	_, err := testConnector(t, SSHOptions{}).Connect(context.Background(), h)
 	require.ErrorContains(t, err, "key "+p+" is encrypted with a passphrase")
 	require.ErrorContains(t, err, "ssh-agent")
 }

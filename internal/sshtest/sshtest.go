@@ -59,10 +59,10 @@ type Server struct {
 	// ClientSigner is the signer for KeyPath.
 	ClientSigner ssh.Signer
 
-	hashed bool
-	cmd    *exec.Cmd
-	exited chan struct{}
-	log    *syncBuffer
+	hashed  bool
+	cmd     *exec.Cmd
+	exited  chan struct{}
+	logPath string
 
 	mu    sync.Mutex
 	known map[string]bool
@@ -367,9 +367,16 @@ func sshdAtLeast(major, minor int) bool {
 
 // run starts sshd on port and waits until it accepts connections.
 func (s *Server) run(port int) error {
-	s.log = &syncBuffer{}
+	// A file, not a pipe: sshd's processes write straight into it, so a
+	// line logged before a login completes is readable once it has.
+	s.logPath = filepath.Join(s.Dir, "sshd.log")
+	logFile, err := os.OpenFile(s.logPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o600)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
 	cmd := exec.Command(SSHDPath, "-D", "-e", "-f", s.ConfigPath)
-	cmd.Stdout, cmd.Stderr = s.log, s.log
+	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		return err
 	}
@@ -383,7 +390,7 @@ func (s *Server) run(port int) error {
 	for {
 		select {
 		case <-exited:
-			return fmt.Errorf("sshd exited: %s", s.log.String())
+			return fmt.Errorf("sshd exited: %s", s.Log())
 		default:
 		}
 		c, err := net.DialTimeout("tcp", addr, time.Second)
@@ -395,7 +402,7 @@ func (s *Server) run(port int) error {
 		if time.Now().After(deadline) {
 			_ = cmd.Process.Kill()
 			<-exited
-			return fmt.Errorf("sshd did not listen on %s within 10s: %s", addr, s.log.String())
+			return fmt.Errorf("sshd did not listen on %s within 10s: %s", addr, s.Log())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -415,8 +422,12 @@ func (s *Server) stop() {
 	}
 }
 
-// Log returns what sshd has logged so far.
-func (s *Server) Log() string { return s.log.String() }
+// Log returns what sshd has logged so far (LogLevel INFO: one "Accepted
+// publickey" line per login, for instance).
+func (s *Server) Log() string {
+	b, _ := os.ReadFile(s.logPath)
+	return string(b)
+}
 
 // Addr is "127.0.0.1:Port".
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
@@ -504,21 +515,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
