@@ -1,0 +1,33 @@
+# Undo a recorded run on every host it changed:
+#
+#   iklim play playbooks/rollback.hcl -e run=2026-11-21T10-15-04Z [-l PATTERN]
+#
+# The same as `iklim rollback --run ID`. Each host restores the files the run
+# replaced (byte-exact, with mode and owner; files the run created are
+# deleted) and undoes module changes from their records, newest first. A host
+# that changed since the run is refused and its drift listed; -e force=true
+# rolls back anyway. Hosts without records of the run report ok. The rollback
+# is recorded as a run of its own, so it can be rolled back in turn.
+#
+# Runs are listed with `iklim backups list`.
+
+variable "run" {
+  type        = string
+  description = "id of the run to undo, e.g. 2026-11-21T10-15-04Z"
+}
+
+variable "force" {
+  type        = bool
+  default     = false
+  description = "roll back even when a host changed since that run"
+}
+
+play "rollback" {
+  hosts = "all"
+
+  step "roll back run" {
+    module = "rollback"
+    run    = var.run
+    force  = var.force
+  }
+}
