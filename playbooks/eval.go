@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"reflect"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/gohcl"
@@ -266,7 +267,7 @@ func typesOf(t reflect.Type) *schemaTypes {
 		if !ok {
 			continue
 		}
-		name, kind := tagParts(tag)
+		name, kind, _ := strings.Cut(tag, ",")
 		switch kind {
 		case "", "optional", "attr":
 			switch {
@@ -288,15 +289,6 @@ func typesOf(t reflect.Type) *schemaTypes {
 		}
 	}
 	return s
-}
-
-func tagParts(tag string) (name, kind string) {
-	for i := 0; i < len(tag); i++ {
-		if tag[i] == ',' {
-			return tag[:i], tag[i+1:]
-		}
-	}
-	return tag, ""
 }
 
 // placeholder is a known value of type ty, standing in for one not known

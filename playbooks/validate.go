@@ -3,6 +3,7 @@ package playbooks
 import (
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 
@@ -78,11 +79,11 @@ func (c *compiler) checkRefs(expr hcl.Expression, sc scope, regs *registers, wha
 	for _, t := range expr.Variables() {
 		root := t.RootName()
 		rest := t[1:]
-		if !contains(allowed, root) {
+		if !slices.Contains(allowed, root) {
 			switch {
-			case contains(scopeStep.roots(), root) && sc == scopeStatic:
+			case slices.Contains(scopeStep.roots(), root) && sc == scopeStatic:
 				errf(t, "Invalid reference", "%s cannot read %s: it is decided once for all hosts, before any host is chosen. Only var.* and path.* can be used here.", what, root)
-			case contains(scopeStep.roots(), root):
+			case slices.Contains(scopeStep.roots(), root):
 				errf(t, "Invalid reference", "%s cannot read %s: locals are evaluated per host before any step has run. Read results in the step itself.", what, root)
 			default:
 				errf(t, "Unknown variable", "There is no variable named %q.%s", root, suggestion(root, allowed))
@@ -103,7 +104,7 @@ func (c *compiler) checkRefs(expr hcl.Expression, sc scope, regs *registers, wha
 				}
 			}
 		case rootHost:
-			if attr, ok := staticKey(rest, 0); ok && !contains(hostAttrs, attr) {
+			if attr, ok := staticKey(rest, 0); ok && !slices.Contains(hostAttrs, attr) {
 				errf(t, "Unsupported attribute", "A host has no attribute %q; it has %s.%s", attr, strings.Join(hostAttrs, ", "), suggestion(attr, hostAttrs))
 			}
 		case rootHosts:
@@ -111,7 +112,7 @@ func (c *compiler) checkRefs(expr hcl.Expression, sc scope, regs *registers, wha
 				errf(t, "Unknown host", "There is no host %q in the inventory.%s", name, suggestion(name, c.hostNames))
 				continue
 			}
-			if attr, ok := staticKey(rest, 1); ok && !contains(hostAttrs, attr) {
+			if attr, ok := staticKey(rest, 1); ok && !slices.Contains(hostAttrs, attr) {
 				errf(t, "Unsupported attribute", "A host has no attribute %q; it has %s.%s", attr, strings.Join(hostAttrs, ", "), suggestion(attr, hostAttrs))
 			}
 		case rootResult:
@@ -177,15 +178,6 @@ func (r *registers) list() []string {
 	return out
 }
 
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
-}
-
 // suggestion is ` Did you mean "x"?` when a known name is close to given,
 // else "".
 func suggestion(given string, known []string) string {
@@ -233,7 +225,7 @@ func (hd *hostDiags) add(host string, diags hcl.Diagnostics) {
 			hd.entries[key] = e
 			hd.order = append(hd.order, key)
 		}
-		if host != "" && !contains(e.hosts, host) {
+		if host != "" && !slices.Contains(e.hosts, host) {
 			e.hosts = append(e.hosts, host)
 		}
 	}
