@@ -1,0 +1,109 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/iklimco/iklim/runner"
+	"github.com/urfave/cli/v2"
+)
+
+var inventoryFlag = &cli.StringFlag{
+	Name: "inventory", Aliases: []string{"i"}, EnvVars: []string{"IKLIM_INVENTORY"},
+	Usage: "inventory `FILE` (HCL)", Value: "inventory.hcl",
+}
+
+var limitFlag = &cli.StringFlag{
+	Name: "limit", Aliases: []string{"l"}, Usage: "only hosts matching `PATTERN` (a:b, a:&b, a:!b, globs)",
+}
+
+var playCommand = &cli.Command{
+	Name:      "play",
+	Usage:     "run a playbook",
+	ArgsUsage: "PLAYBOOK",
+	Flags: []cli.Flag{
+		inventoryFlag,
+		limitFlag,
+		&cli.StringSliceFlag{Name: "tags", Aliases: []string{"t"}, Usage: "only steps with one of these `TAGS`"},
+		&cli.StringSliceFlag{Name: "skip-tags", Usage: "skip steps with one of these `TAGS`"},
+		&cli.BoolFlag{Name: "check", Aliases: []string{"C"}, Usage: "report what would change, change nothing"},
+		&cli.BoolFlag{Name: "diff", Aliases: []string{"D"}, Usage: "show before/after of changes"},
+		&cli.StringSliceFlag{Name: "extra-vars", Aliases: []string{"e"}, Usage: "set playbook variable `KEY=VALUE` (repeatable)"},
+		&cli.IntFlag{Name: "forks", Aliases: []string{"f"}, Value: runner.DefaultForks, Usage: "hosts at once"},
+		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "show module output and skipped steps"},
+		&cli.StringFlag{Name: "output", Value: "text", Usage: "text or json (one event per line)"},
+		&cli.IntFlag{Name: "keep", Value: 5, Usage: "backup runs kept per host"},
+	},
+	Action: func(c *cli.Context) error {
+		if c.NArg() != 1 {
+			return cli.Exit("usage: iklim play [options] PLAYBOOK", exitInvalid)
+		}
+		extra, err := parseExtraVars(c.StringSlice("extra-vars"))
+		if err != nil {
+			return cli.Exit(err.Error(), exitInvalid)
+		}
+		s, err := newSession(c)
+		if err != nil {
+			return err
+		}
+		defer s.close()
+		pb, err := s.compile(c.Args().First(), extra)
+		if err != nil {
+			return err
+		}
+		return s.run(c, pb)
+	},
+}
+
+func parseExtraVars(kvs []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("-e %q: want KEY=VALUE", kv)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// printDiags prints diagnostics with file:line and a source snippet and
+// returns the exit error for bad input.
+func printDiags(diags hcl.Diagnostics, sources map[string]*hcl.File) error {
+	wr := hcl.NewDiagnosticTextWriter(os.Stderr, sources, 100, isTerminal(os.Stderr))
+	_ = wr.WriteDiagnostics(diags)
+	n := len(diags.Errs())
+	return cli.Exit(fmt.Sprintf("iklim: %d error(s); no host was contacted", n), exitInvalid)
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0 && os.Getenv("NO_COLOR") == ""
+}
+
+// resultError maps a recap to the process exit status.
+func resultError(recap *runner.Recap, runErr error) error {
+	if errors.Is(runErr, errInterrupted) {
+		return cli.Exit("iklim: interrupted", exitInterrupted)
+	}
+	if recap == nil {
+		return runErr
+	}
+	failed, unreachable := 0, 0
+	for _, h := range recap.Hosts {
+		failed += h.Failed
+		unreachable += h.Unreachable
+	}
+	switch {
+	case runErr != nil:
+		return cli.Exit("iklim: "+runErr.Error(), exitFailed)
+	case failed > 0:
+		return cli.Exit("", exitFailed)
+	case unreachable > 0:
+		return cli.Exit("", exitUnreachable)
+	}
+	return nil
+}
