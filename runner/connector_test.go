@@ -62,7 +62,9 @@ func TestConnectorSharesOneDialPerHost(t *testing.T) {
 	require.NoError(t, conns[0].(*SSHConn).Close())
 	require.Eventually(t, func() bool { return !conns[0].(*SSHConn).alive() }, time.Second, 10*time.Millisecond)
 	_, err := conns[0].Run(context.Background(), "true")
-	require.Error(t, err)
+	var lost *UnreachableError
+	require.ErrorAs(t, err, &lost, "a command on a dead connection reports the host unreachable")
+	require.Equal(t, "h001", lost.Host)
 	fresh, err := c.Connect(context.Background(), h)
 	require.NoError(t, err)
 	require.NotSame(t, conns[0], fresh)

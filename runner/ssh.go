@@ -106,7 +106,8 @@ func (c *SSHConn) alive() bool {
 
 // Run implements modules.Conn: one session, one exec. On cancel the remote
 // command's process group gets SIGINT; if it has not ended within half a
-// second the session is closed and Run returns ctx.Err() at once.
+// second the session is closed and Run returns ctx.Err() at once. If the
+// connection has died the error is an *UnreachableError.
 func (c *SSHConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
 	o := modules.ApplyRunOptions(opts)
 	var stdout, stderr bytes.Buffer
@@ -199,7 +200,9 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 	return -1, true, err
 }
 
-// cmdErr wraps err with the host and a short, redacted form of cmd.
+// cmdErr wraps err with the host and a short, redacted form of cmd. When
+// the connection has died it is an *UnreachableError, so that the engine
+// can tell a lost host from a failed command.
 func (c *SSHConn) cmdErr(cmd string, err error) error {
 	const max = 80
 	if i := strings.IndexByte(cmd, '\n'); i >= 0 {
@@ -208,7 +211,16 @@ func (c *SSHConn) cmdErr(cmd string, err error) error {
 	if len(cmd) > max {
 		cmd = cmd[:max] + "…"
 	}
-	return fmt.Errorf("%s: run %q: %w", c.name, c.secrets.Redact(cmd), err)
+	return c.lostOr(fmt.Errorf("run %q: %w", c.secrets.Redact(cmd), err))
+}
+
+// lostOr returns err as an *UnreachableError when the connection is gone,
+// else err prefixed with the host name.
+func (c *SSHConn) lostOr(err error) error {
+	if !c.alive() {
+		return &UnreachableError{Host: c.name, Err: fmt.Errorf("connection lost: %w", err)}
+	}
+	return fmt.Errorf("%s: %w", c.name, err)
 }
 
 // session opens a session within the session cap. A refusal by the server
@@ -294,7 +306,7 @@ func (c *SSHConn) sftpClient(ctx context.Context) (*sftp.Client, error) {
 		return nil, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: open sftp: %w", c.name, err)
+		return nil, c.lostOr(fmt.Errorf("open sftp: %w", err))
 	}
 	c.sftp = sc
 	return sc, nil
@@ -327,7 +339,7 @@ func (c *SSHConn) Upload(ctx context.Context, p string, r io.Reader, mode fs.Fil
 			if err == ctx.Err() {
 				return err
 			}
-			return fmt.Errorf("%s: upload %s: %w", c.name, p, err)
+			return c.lostOr(fmt.Errorf("upload %s: %w", p, err))
 		}
 		if code != 0 {
 			return fmt.Errorf("%s: upload %s: exit %d: %s", c.name, p, code, strings.TrimSpace(stderr.String()))
@@ -343,7 +355,7 @@ func (c *SSHConn) Upload(ctx context.Context, p string, r io.Reader, mode fs.Fil
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%s: upload %s: %w", c.name, p, err)
+		return c.lostOr(fmt.Errorf("upload %s: %w", p, err))
 	}
 	return nil
 }
@@ -395,7 +407,7 @@ func (c *SSHConn) Download(ctx context.Context, p string, w io.Writer) error {
 			if err == ctx.Err() {
 				return err
 			}
-			return fmt.Errorf("%s: download %s: %w", c.name, p, err)
+			return c.lostOr(fmt.Errorf("download %s: %w", p, err))
 		}
 		if code != 0 {
 			return fmt.Errorf("%s: download %s: exit %d: %s", c.name, p, code, strings.TrimSpace(stderr.String()))
@@ -409,7 +421,7 @@ func (c *SSHConn) Download(ctx context.Context, p string, w io.Writer) error {
 	f, err := sc.Open(p)
 	if err != nil {
 		c.dropSFTP(sc, err)
-		return fmt.Errorf("%s: download %s: %w", c.name, p, err)
+		return c.lostOr(fmt.Errorf("download %s: %w", p, err))
 	}
 	stop := context.AfterFunc(ctx, func() { _ = f.Close() })
 	_, err = f.WriteTo(w)
@@ -421,7 +433,7 @@ func (c *SSHConn) Download(ctx context.Context, p string, w io.Writer) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		return fmt.Errorf("%s: download %s: %w", c.name, p, err)
+		return c.lostOr(fmt.Errorf("download %s: %w", p, err))
 	}
 	return nil
 }
