@@ -74,7 +74,13 @@ func parseExtraVars(kvs []string) (map[string]string, error) {
 // returns the exit error for bad input.
 func printDiags(diags hcl.Diagnostics, sources map[string]*hcl.File) error {
 	wr := hcl.NewDiagnosticTextWriter(os.Stderr, sources, 100, isTerminal(os.Stderr))
-	_ = wr.WriteDiagnostics(diags)
+	for _, d := range diags {
+		// A compiler-style "file:line:col:" first, for editors and grep.
+		if d.Subject != nil {
+			fmt.Fprintf(os.Stderr, "%s:%d:%d: ", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
+		}
+		_ = wr.WriteDiagnostic(d)
+	}
 	n := len(diags.Errs())
 	return cli.Exit(fmt.Sprintf("iklim: %d error(s); no host was contacted", n), exitInvalid)
 }

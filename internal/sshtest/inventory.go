@@ -14,7 +14,21 @@ import (
 // its path. Groups "odd" and "even" split the hosts for pattern tests.
 func (s *Server) WriteInventory(t testing.TB, n int) string {
 	t.Helper()
-	dir := t.TempDir()
+	// Not t.TempDir: its parent is 0700 and the login user is not root.
+	dir, err := os.MkdirTemp("", "sshtest-inventory-")
+	if err != nil {
+		t.Fatalf("sshtest: %v", err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.MkdirAll(filepath.Join(dir, "backups"), 0o777); err != nil {
+		t.Fatalf("sshtest: %v", err)
+	}
+	if err := os.Chmod(filepath.Join(dir, "backups"), 0o777); err != nil {
+		t.Fatalf("sshtest: %v", err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatalf("sshtest: %v", err)
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "defaults {\n  user = %q\n  port = %d\n  key = %q\n  known_hosts = %q\n}\n",
 		s.User, s.Port, s.KeyPath, s.KnownHostsPath)
