@@ -420,4 +420,3 @@ func (e *env) sites() []backup.Site {
 	}
 	return append(s, backup.Site{Host: e.control.Name, Root: e.control.BackupRoot, Conn: runner.NewLocalConn("localhost")})
 }
-
