@@ -18,7 +18,7 @@ const DefaultBackupRoot = "/var/backups/iklim"
 type Host struct {
 	Name    string
 	Address string // defaults to Name
-	Port    int    // defaults to 22
+	Port    int    // 0: ~/.ssh/config's Port, else 22
 	User    string
 	// Key is a private key file; empty means ssh-agent and ~/.ssh/config.
 	Key string

@@ -562,13 +562,11 @@ type hclDefaults struct {
 }
 
 // fillDefaults sets what neither the file nor the caller did: the address,
-// port, become user and backup root, and expands ~ in local paths.
+// become user and backup root, and expands ~ in local paths. Port stays 0
+// when unset, so that ~/.ssh/config's Port can still apply (then 22).
 func fillDefaults(h *Host) {
 	if h.Address == "" {
 		h.Address = h.Name
-	}
-	if h.Port == 0 {
-		h.Port = 22
 	}
 	if h.BecomeUser == "" {
 		h.BecomeUser = "root"

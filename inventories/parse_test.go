@@ -140,7 +140,7 @@ host "tilde" {
 	require.Empty(t, diags)
 	bare := inv.Hosts[0]
 	require.Equal(t, &Host{
-		Name: "bare", Address: "bare", Port: 22, BecomeUser: "root", BackupRoot: DefaultBackupRoot,
+		Name: "bare", Address: "bare", BecomeUser: "root", BackupRoot: DefaultBackupRoot,
 		Labels: map[string]string{}, Vars: map[string]cty.Value{}, Groups: []string{"all"},
 	}, bare)
 	tilde := inv.Hosts[1]
@@ -642,7 +642,7 @@ func TestAdd(t *testing.T) {
 	h := &Host{Name: "web-1", Key: "~/.ssh/k", Groups: []string{"web"}}
 	require.NoError(t, inv.Add(h))
 	require.Equal(t, &Host{
-		Name: "web-1", Address: "web-1", Port: 22, Key: "/home/op/.ssh/k", BecomeUser: "root",
+		Name: "web-1", Address: "web-1", Key: "/home/op/.ssh/k", BecomeUser: "root",
 		BackupRoot: DefaultBackupRoot, Labels: map[string]string{}, Vars: map[string]cty.Value{},
 		Groups: []string{"all", "web"},
 	}, h)
