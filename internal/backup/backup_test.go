@@ -263,12 +263,21 @@ func TestSecretsNeverInRecords(t *testing.T) {
 	p := e.path(h, "env.secrets")
 	writeFile(t, p, []byte("PASSWORD="+oldSecret+"\n"), 0o600, 0, 0)
 	orig := stateOf(t, p)
+	vault := e.path(h, "vault")
+	writeFile(t, filepath.Join(vault, "keys", "unseal"), []byte("key: "+oldSecret+"\n"), 0o600, 0, 0)
+	origVault := tree(t, vault)
 
-	id, recap, err := e.play(runner.Step{Name: "secret", Module: "test_secret", Build: func(sc *runner.StepContext) (modules.Module, error) {
-		return &secretMod{Path: p, Value: newSecret}, nil
-	}})
+	id, recap, err := e.play(
+		runner.Step{Name: "secret", Module: "test_secret", Build: func(sc *runner.StepContext) (modules.Module, error) {
+			return &secretMod{Path: p, Value: newSecret}, nil
+		}},
+		runner.Step{Name: "rm vault", Module: "test_secret_rmtree", Build: func(sc *runner.StepContext) (modules.Module, error) {
+			return &secretRmTree{Path: vault}, nil
+		}},
+	)
 	requireOK(t, recap, err)
 	require.Equal(t, "PASSWORD="+newSecret+"\n", stateOf(t, p).Content)
+	require.NoDirExists(t, vault)
 
 	roots := []string{h.BackupRoot, e.control.BackupRoot, backup.StateDir()}
 	require.Empty(t, grepTree(t, newSecret, roots...))
@@ -289,9 +298,13 @@ func TestSecretsNeverInRecords(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 
+	require.FileExists(t, filepath.Join(dir, "files", "0002", "1.tar.enc"))
+	require.NoFileExists(t, filepath.Join(dir, "files", "0002", "1.tar"))
+
 	r1, recap, err := e.rollback(id, false)
 	requireOK(t, recap, err)
 	require.Equal(t, orig, stateOf(t, p))
+	require.Equal(t, origVault, tree(t, vault))
 	require.Empty(t, grepTree(t, newSecret, roots...), "the rollback's own snapshot is sealed too")
 	require.Empty(t, grepTree(t, oldSecret, roots...))
 
@@ -507,4 +520,87 @@ func TestRunIDs(t *testing.T) {
 	require.False(t, backup.ValidRunID("../etc"))
 	require.False(t, backup.ValidRunID("2026-11-21T09-15-04Z-0"))
 	require.Equal(t, "2026-11-21T09-15-04Z-12", backup.NewRunID(now))
+}
+
+// tree captures a directory tree: every entry's type, mode, owner and
+// content or link target.
+func tree(t *testing.T, root string) map[string]fileState {
+	t.Helper()
+	out := map[string]fileState{}
+	_ = filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		if err == nil {
+			rel, _ := filepath.Rel(root, p)
+			out[rel] = stateOf(t, p)
+		}
+		return nil
+	})
+	return out
+}
+
+// TestRestoreWithFileModule: the generic file module lists deleted
+// directories, created directories and links in Change.Files and undoes
+// retargeted links itself; rollback restores a deleted tree (nested files,
+// modes, owners, symlinks), removes what was created and relinks.
+func TestRestoreWithFileModule(t *testing.T) {
+	e := newEnv(t, 2)
+	nuid, ngid := nobody(t)
+	for _, h := range e.hosts {
+		d := e.path(h, "tree")
+		writeFile(t, filepath.Join(d, "x"), []byte("x\x00x"), 0o600, nuid, ngid)
+		writeFile(t, filepath.Join(d, "sub", "y"), []byte("why\n"), 0o4755, 0, 0)
+		require.NoError(t, os.Chmod(d, 0o750))
+		require.NoError(t, os.Chown(filepath.Join(d, "sub"), nuid, 0))
+		require.NoError(t, os.Symlink("x", filepath.Join(d, "link")))
+		require.NoError(t, os.Symlink("target1", e.path(h, "lnk")))
+		writeFile(t, e.path(h, "plain.conf"), []byte("plain\n"), 0o644, 0, 0)
+	}
+	snapshot := func() map[string]map[string]fileState {
+		out := map[string]map[string]fileState{}
+		for _, h := range e.hosts {
+			out[h.Name] = tree(t, e.path(h, ""))
+		}
+		return out
+	}
+	orig := snapshot()
+
+	file := func(name string, mk func(h *inventories.Host) *modules.File) runner.Step {
+		return runner.Step{Name: name, Module: "file", Build: func(sc *runner.StepContext) (modules.Module, error) {
+			return mk(sc.Host), nil
+		}}
+	}
+	id, recap, err := e.play(
+		file("rm tree", func(h *inventories.Host) *modules.File {
+			return &modules.File{Path: e.path(h, "tree"), State: "absent"}
+		}),
+		file("relink", func(h *inventories.Host) *modules.File {
+			return &modules.File{Path: e.path(h, "lnk"), State: "link", Src: "target2"}
+		}),
+		file("mkdir", func(h *inventories.Host) *modules.File {
+			return &modules.File{Path: e.path(h, "newdir/deeper"), State: "directory", Mode: "0700"}
+		}),
+		file("rm plain", func(h *inventories.Host) *modules.File {
+			return &modules.File{Path: e.path(h, "plain.conf"), State: "absent"}
+		}),
+		file("new link", func(h *inventories.Host) *modules.File {
+			return &modules.File{Path: e.path(h, "newlink"), State: "link", Src: "/etc/hostname"}
+		}),
+	)
+	requireOK(t, recap, err)
+	require.Equal(t, 10, recap.Changed())
+	require.FileExists(t, filepath.Join(e.hosts[0].BackupRoot, id, "files", "0001", "1.tar"))
+	for _, h := range e.hosts {
+		require.NoDirExists(t, e.path(h, "tree"))
+		require.Equal(t, "target2", stateOf(t, e.path(h, "lnk")).Content)
+		require.DirExists(t, e.path(h, "newdir/deeper"))
+	}
+
+	_, recap, err = e.rollback(id, false)
+	requireOK(t, recap, err)
+	got := snapshot()
+	for _, h := range e.hosts {
+		// mkdir -p made newdir too; only newdir/deeper was recorded, so
+		// the empty parent stays (the file module lists only its path).
+		delete(got[h.Name], "newdir")
+		require.Equal(t, orig[h.Name], got[h.Name], h.Name)
+	}
 }

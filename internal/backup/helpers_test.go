@@ -31,6 +31,7 @@ func init() {
 	modules.Register("test_rm", "test: delete a file", func() modules.Module { return &rmMod{} })
 	modules.Register("test_secret", "test: write a secret into a file", func() modules.Module { return &secretMod{} })
 	modules.Register("test_kv", "test: set a value kept outside Change.Files (Rollbacker, Drifter)", func() modules.Module { return &kvMod{} })
+	modules.Register("test_secret_rmtree", "test: remove a tree, with a sensitive argument", func() modules.Module { return &secretRmTree{} })
 	modules.Register("test_slow", "test: write a file, then hang", func() modules.Module { return &slowMod{} })
 }
 
@@ -118,6 +119,25 @@ func (m *secretMod) Apply(ctx context.Context, c modules.Conn, _ *modules.Change
 		return err
 	}
 	return put.Apply(ctx, c, nil)
+}
+
+// secretRmTree removes a directory tree; its Token argument is sensitive,
+// so everything it replaces is sealed.
+type secretRmTree struct {
+	Path  string `hcl:"path"`
+	Token string `hcl:"token,optional" sensitive:"true"`
+}
+
+func (m *secretRmTree) Check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
+	return &modules.Change{Summary: "remove " + m.Path, Files: []string{m.Path}}, nil
+}
+
+func (m *secretRmTree) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) error {
+	res, err := c.Run(ctx, "rm -rf -- "+q(m.Path))
+	if err != nil {
+		return err
+	}
+	return res.Err("rm")
 }
 
 // kvMod sets the value in File, which it does NOT list in Change.Files:

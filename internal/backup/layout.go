@@ -118,7 +118,9 @@ func jsq(s string) string {
 //
 // iklim_st JSONPATH PATH [CONTENT] prints PATH's FileMeta as one JSON line;
 // CONTENT is a copy of a regular file to hash instead of PATH.
-// iklim_snap JSONPATH PATH DIR N snapshots PATH into DIR/N.{path,data,meta.json}.
+// iklim_snap JSONPATH PATH DIR N snapshots PATH into DIR/N.{path,data,meta.json};
+// a directory's whole tree goes into DIR/N.tar (numeric owners, modes).
+// iklim_tar PATH writes a tar of PATH's tree to stdout.
 // iklim_list ROOT prints every run directory under ROOT, framed.
 const shPrelude = `umask 077
 iklim_st() {
@@ -146,8 +148,12 @@ iklim_snap() {
   printf '%s' "$2" > "$3/$4.path" || return 1
   if [ -L "$2" ]; then readlink -- "$2" > "$3/$4.data" || return 1
   elif [ -f "$2" ]; then cat -- "$2" > "$3/$4.data" || return 1
+  elif [ -d "$2" ]; then iklim_tar "$2" > "$3/$4.tar" || return 1
   fi
   iklim_st "$1" "$2" "$3/$4.data" > "$3/$4.meta.json" || return 1
+}
+iklim_tar() {
+  tar -C "$(dirname -- "$1")" --numeric-owner -cpf - -- "$(basename -- "$1")"
 }
 iklim_frame() {
   printf 'F %s %s\n' "$1" "$(wc -c < "$2" | tr -d ' ')"; cat -- "$2"; echo

@@ -197,7 +197,8 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 		tw.add("changes/"+seq+".json.enc", enc)
 	}
 
-	// Regular files of a sensitive change are read here and stored sealed.
+	// Regular files and directory trees of a sensitive change are read here
+	// and stored sealed.
 	sealed := map[int]bool{}
 	if sensitive && len(rec.Change.Files) > 0 {
 		got, err := readRegularFiles(ctx, conn, rec.Change.Files)
@@ -205,8 +206,12 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 			return fmt.Errorf("backup: read files to seal: %w", err)
 		}
 		for i, f := range got {
-			sum := sha256.Sum256(f.data)
-			f.meta.SHA256 = hex.EncodeToString(sum[:])
+			ext := ".tar.enc"
+			if f.meta.Type == "file" {
+				sum := sha256.Sum256(f.data)
+				f.meta.SHA256 = hex.EncodeToString(sum[:])
+				ext = ".data.enc"
+			}
 			f.meta.Encrypted = true
 			enc, err := seal(key, f.data)
 			if err != nil {
@@ -216,7 +221,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 			n := strconv.Itoa(i)
 			tw.add("files/"+seq+"/"+n+".meta.json", mb)
 			tw.add("files/"+seq+"/"+n+".path", []byte(f.meta.Path))
-			tw.add("files/"+seq+"/"+n+".data.enc", enc)
+			tw.add("files/"+seq+"/"+n+ext, enc)
 			sealed[i] = true
 		}
 	}
@@ -237,8 +242,8 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 		}
 		if sensitive {
 			// It was not a regular file a moment ago; never store one in clear.
-			fmt.Fprintf(&sb, "if [ -f %s ] && [ ! -L %s ]; then echo %s >&2; exit 1; fi\n",
-				shq(p), shq(p), shq(p+" changed while being recorded"))
+			fmt.Fprintf(&sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then echo %s >&2; exit 1; fi\n",
+				shq(p), shq(p), shq(p), shq(p+" changed while being recorded"))
 		}
 		fmt.Fprintf(&sb, "iklim_snap %s %s \"$F\" %d || { echo %s >&2; exit 1; }\n",
 			jsq(p), shq(p), n, shq("snapshot "+p+" failed"))
@@ -268,14 +273,19 @@ type readFile struct {
 	data []byte
 }
 
-// readRegularFiles reads the paths that are regular files, in one command:
-// their FileMeta and content, keyed by 1-based index.
+// readRegularFiles reads the paths that are regular files or directories,
+// in one command: their FileMeta and content (a tar for a directory), keyed
+// by 1-based index.
 func readRegularFiles(ctx context.Context, conn modules.Conn, paths []string) (map[int]readFile, error) {
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
 	for i, p := range paths {
-		fmt.Fprintf(&sb, "if [ -f %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\\n' \"$s\"; iklim_frame %d %s; fi\n",
-			shq(p), shq(p), jsq(p), shq(p), i+1, i+1, shq(p))
+		q := shq(p)
+		fmt.Fprintf(&sb, `if [ -f %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"; iklim_frame %d %s
+elif [ -d %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"
+  T=$(mktemp) && iklim_tar %s > "$T" && iklim_frame %d "$T" || { rm -f "$T"; exit 1; }; rm -f "$T"
+fi
+`, q, q, jsq(p), q, i+1, i+1, q, q, q, jsq(p), q, i+1, q, i+1)
 	}
 	res, err := conn.Run(ctx, sb.String())
 	if err != nil {

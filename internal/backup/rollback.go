@@ -347,7 +347,7 @@ func readRun(ctx context.Context, c modules.Conn, root, id string) (*rbSite, err
 	fmt.Fprintf(&sb, "D=%s\n", shq(dir))
 	sb.WriteString(`[ -d "$D" ] || { echo NORUN; exit 0; }
 cd "$D" || exit 1
-for f in run.json changes/*.json changes/*.json.enc files/*/*.meta.json files/*/*.data.enc; do
+for f in run.json changes/*.json changes/*.json.enc files/*/*.meta.json files/*/*.data.enc files/*/*.tar.enc; do
   [ -f "$f" ] && iklim_frame "$f" "$f"
 done
 for f in files/*/*.path; do
@@ -426,7 +426,7 @@ exit 0
 				if err := json.Unmarshal(f.Data, &fm); err == nil {
 					e.metas[n] = &fm
 				}
-			case "data.enc":
+			case "data.enc", "tar.enc":
 				e.enc[n] = f.Data
 			}
 		case f.Kind == "C":
@@ -699,8 +699,12 @@ func restoreScript(dir string, seq, n int, meta *FileMeta) string {
 		return fmt.Sprintf("if [ -d %s ] && [ ! -L %s ]; then rmdir -- %s 2>/dev/null || printf 'KEPT %%s\\n' %s; else rm -f -- %s || %s; fi\n",
 			p, p, p, p, p, fail)
 	case meta.Type == "dir":
-		return fmt.Sprintf("if [ -L %s ] || { [ -e %s ] && [ ! -d %s ]; }; then rm -f -- %s || %s; fi\nmkdir -p -- %s && chown %s %s && chmod %s %s || %s\n",
-			p, p, p, p, fail, p, owner, p, mode, p, fail)
+		// The tree comes back from its tar; a directory in the way is
+		// merged into, never removed.
+		tarball := shq(fmt.Sprintf("%s/files/%s/%d.tar", dir, seqName(seq), n))
+		return fmt.Sprintf("if [ -L %s ] || { [ -e %s ] && [ ! -d %s ]; }; then rm -f -- %s || %s; fi\n", p, p, p, p, fail) +
+			parent + fmt.Sprintf("if [ -f %s ]; then tar -C \"$(dirname -- %s)\" --numeric-owner -xpf %s || %s; fi\n", tarball, p, tarball, fail) +
+			fmt.Sprintf("mkdir -p -- %s && chown %s %s && chmod %s %s || %s\n", p, owner, p, mode, p, fail)
 	case meta.Type == "symlink":
 		return parent + clearDir + fmt.Sprintf("rm -f -- %s && ln -s -- \"$(cat %s)\" %s && chown -h %s %s || %s\n",
 			p, data, p, owner, p, fail)
@@ -725,6 +729,18 @@ func restoreSealed(ctx context.Context, e *rbEntry, n int, meta *FileMeta, key [
 	}
 	c := e.site.conn
 	p := shq(meta.Path)
+	if meta.Type == "dir" {
+		script := fmt.Sprintf("umask 077\nif [ -L %s ] || { [ -e %s ] && [ ! -d %s ]; }; then rm -f -- %s || exit 1; fi\nmkdir -p -- \"$(dirname -- %s)\" && tar -C \"$(dirname -- %s)\" --numeric-owner -xpf - && chown %d:%d %s && chmod %04o %s",
+			p, p, p, p, p, p, meta.UID, meta.GID, p, meta.Perm(), p)
+		res, err := c.Run(ctx, script, modules.WithStdin(bytes.NewReader(plain)))
+		if err == nil {
+			err = res.Err("untar")
+		}
+		if err != nil {
+			return fmt.Errorf("restore %s: %w", meta.Path, err)
+		}
+		return nil
+	}
 	res, err := c.Run(ctx, fmt.Sprintf("mkdir -p -- \"$(dirname -- %s)\"", p))
 	if err == nil {
 		err = res.Err("mkdir")

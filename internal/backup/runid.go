@@ -16,7 +16,8 @@
 //	<root>/<run-id>/files/0001/<n>.meta.json FileMeta of Change.Files[n-1] before the change
 //	<root>/<run-id>/files/0001/<n>.path      the path, raw (for remote scripts)
 //	<root>/<run-id>/files/0001/<n>.data      old content (regular file) or link target
-//	<root>/<run-id>/files/0001/<n>.data.enc  old content, encrypted (sensitive changes)
+//	<root>/<run-id>/files/0001/<n>.tar       old tree of a directory the change replaces or deletes
+//	<root>/<run-id>/files/0001/<n>.data.enc  old content, sealed (sensitive changes); .tar.enc likewise
 //
 // The control machine keeps a journal of each run it started under
 // $IKLIM_STATE_DIR/runs/<run-id>/run.json (see WriteJournal).
