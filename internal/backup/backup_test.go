@@ -604,3 +604,48 @@ func TestRestoreWithFileModule(t *testing.T) {
 		require.Equal(t, orig[h.Name], got[h.Name], h.Name)
 	}
 }
+
+// TestRollbackCheckMode: `iklim rollback --check --diff` shows what would be
+// restored and touches nothing.
+func TestRollbackCheckMode(t *testing.T) {
+	e := newEnv(t, 2)
+	a := func(h *inventories.Host) string { return e.path(h, "app.conf") }
+	n := func(h *inventories.Host) string { return e.path(h, "new.conf") }
+	for _, h := range e.hosts {
+		writeFile(t, a(h), []byte("v1\n"), 0o644, 0, 0)
+	}
+	id, recap, err := e.play(putStep("config", a, []byte("v2\n"), 0o644, "root"), putStep("new", n, []byte("n\n"), 0o644, "root"))
+	requireOK(t, recap, err)
+
+	var diffs []string
+	ctx := backup.WithRoots(context.Background(), e.inv, e.control)
+	recap, err = runner.Run(ctx, backup.RollbackPlaybook(id, false), runner.Options{
+		Inventory: e.inv, Connector: e.connector, Control: e.control, Check: true, Diff: true,
+		Run: runner.RunInfo{ID: "2026-11-21T10-15-04Z"},
+		Events: func(ev runner.Event) {
+			if ev.Diff != nil {
+				diffs = append(diffs, ev.Host+"\n"+ev.Diff.After)
+			}
+		},
+	})
+	requireOK(t, recap, err)
+	require.Equal(t, 2, recap.Changed())
+	require.Len(t, diffs, 2)
+	for _, d := range diffs {
+		require.Contains(t, d, "restore ")
+		require.Contains(t, d, "app.conf (file 0644 0:0 sha256:")
+		require.Contains(t, d, "new.conf (created by the run)")
+	}
+	for _, h := range e.hosts {
+		require.Equal(t, "v2\n", stateOf(t, a(h)).Content)
+		require.True(t, stateOf(t, n(h)).Exists)
+	}
+
+	// `iklim backups list` through SSH: the check run recorded nothing.
+	runs, err := backup.ListHosts(context.Background(), e.connector, e.hosts, e.control)
+	require.NoError(t, err)
+	require.Len(t, runs, 1)
+	require.Equal(t, id, runs[0].ID)
+	require.Equal(t, 4, runs[0].Changes)
+	require.False(t, runs[0].RolledBack)
+}

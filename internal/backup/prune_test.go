@@ -1,0 +1,69 @@
+package backup
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestPruneSet(t *testing.T) {
+	done := func(id string) runEntry { return runEntry{ID: id, Rec: &RunRecord{Status: StatusOK}} }
+	running := func(id string) runEntry { return runEntry{ID: id, Rec: &RunRecord{Status: StatusRunning}} }
+	rollback := func(id, of string) runEntry { e := done(id); e.RollbackOf = of; return e }
+	id := func(n string) string { return "2026-11-21T10-15-" + n + "Z" }
+
+	tests := []struct {
+		name string
+		runs []runEntry
+		keep int
+		want []string
+	}{
+		{"keeps the newest", []runEntry{done(id("01")), done(id("02")), done(id("03")), done(id("04"))}, 2, []string{id("01"), id("02")}},
+		{"collision suffixes sort numerically", []runEntry{done(id("01") + "-10"), done(id("01") + "-9"), done(id("01") + "-2"), done(id("02"))}, 2, []string{id("01") + "-2", id("01") + "-9"}},
+		{"running and interrupted stay and do not count", []runEntry{running(id("01")), done(id("02")), running(id("03")), done(id("04"))}, 2, nil},
+		{"a rolled-back interrupted run may go", []runEntry{{ID: id("01"), Rec: &RunRecord{Status: StatusRunning}, RolledBack: true}, done(id("02")), done(id("03"))}, 2, []string{id("01")}},
+		{"rollback targets stay, down the chain", []runEntry{done(id("01")), rollback(id("02"), id("01")), rollback(id("03"), id("02")), done(id("04")), done(id("05"))}, 3, nil},
+		{"the target of a pruned rollback goes too", []runEntry{done(id("01")), rollback(id("02"), id("01")), done(id("03")), done(id("04")), done(id("05"))}, 3, []string{id("01"), id("02")}},
+		{"a dir without run.json stays", []runEntry{{ID: id("01")}, done(id("02")), done(id("03"))}, 1, []string{id("02")}},
+		{"the current run is always kept", []runEntry{done(id("09")), done(id("05"))}, 1, []string{id("09")}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			current := tt.runs[len(tt.runs)-1].ID
+			require.Equal(t, tt.want, pruneSet(tt.runs, current, tt.keep))
+		})
+	}
+}
+
+func TestParseFrames(t *testing.T) {
+	out := "R 2026-11-21T10-15-04Z\nF run.json 5\na\nb\nc\nN 3\nC files/0001/1.path {\"exists\":false}\nNORUN\n"
+	frames, err := parseFrames(out)
+	require.NoError(t, err)
+	require.Equal(t, []frame{
+		{Kind: "R", Name: "2026-11-21T10-15-04Z"},
+		{Kind: "F", Name: "run.json", Data: []byte("a\nb\nc")},
+		{Kind: "N", Name: "3"},
+		{Kind: "C", Name: "files/0001/1.path", Data: []byte(`{"exists":false}`)},
+		{Kind: "NORUN"},
+	}, frames)
+	_, err = parseFrames("F x 100\nshort\n")
+	require.Error(t, err)
+}
+
+func TestSealRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	k1, err := loadKey(dir, true)
+	require.NoError(t, err)
+	k2, err := loadKey(dir, false)
+	require.NoError(t, err)
+	require.Equal(t, k1, k2)
+	s, err := seal(k1, []byte("hello"))
+	require.NoError(t, err)
+	require.NotContains(t, string(s), "hello")
+	p, err := unseal(k2, s)
+	require.NoError(t, err)
+	require.Equal(t, "hello", string(p))
+	other, _ := loadKey(t.TempDir(), true)
+	_, err = unseal(other, s)
+	require.ErrorContains(t, err, "backup key")
+}
