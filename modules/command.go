@@ -43,7 +43,8 @@ func (m *Command) Validate() error {
 	if _, err := m.argv(); err != nil {
 		return fmt.Errorf("command: %w", err)
 	}
-	return m.step().validate("command")
+	e := m.newExec()
+	return e.validate("command")
 }
 
 func (m *Command) argv() ([]string, error) {
@@ -53,16 +54,13 @@ func (m *Command) argv() ([]string, error) {
 	return splitArgs(m.Cmd)
 }
 
-func (m *Command) step() *execStep {
-	if m.exec.body == "" {
-		argv, _ := m.argv()
-		m.exec = execStep{
-			body: "exec " + shellJoin(argv), label: shellJoin(argv),
-			chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
-			changed: m.Changed == nil || *m.Changed, stdin: m.Stdin,
-		}
+func (m *Command) newExec() execStep {
+	argv, _ := m.argv()
+	return execStep{
+		body: "exec " + shellJoin(argv), label: shellJoin(argv),
+		chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
+		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin,
 	}
-	return &m.exec
 }
 
 // Check implements Module.
@@ -70,16 +68,17 @@ func (m *Command) Check(ctx context.Context, c Conn) (*Change, error) {
 	if _, err := m.argv(); err != nil {
 		return nil, fmt.Errorf("command: %w", err)
 	}
-	return m.step().check(ctx, c)
+	m.exec = m.newExec()
+	return m.exec.check(ctx, c)
 }
 
 // Apply implements Module.
 func (m *Command) Apply(ctx context.Context, c Conn, _ *Change) error {
-	return m.step().apply(ctx, c)
+	return m.exec.apply(ctx, c)
 }
 
 // Output implements Outputter: stdout, stderr, rc and stdout_lines.
-func (m *Command) Output() map[string]any { return m.step().output() }
+func (m *Command) Output() map[string]any { return m.exec.output() }
 
 // execStep is what command and shell share: guards, the changed = false
 // mode, running and the output.

@@ -94,7 +94,8 @@ func (m *Copy) Check(ctx context.Context, c Conn) (*Change, error) {
 		m.data = b
 	}
 	want := sha256String(string(m.data))
-	script := statCall(m.Dest, true)
+	a := m.attrs()
+	script := a.probe() + statCall(m.Dest, true)
 	if !m.sensitive() {
 		script += `if [ "$st_type" = file ] && [ "$st_sum" != ` + want + ` ] && [ "$st_size" -le ` +
 			strconv.Itoa(maxDiff) + ` ]; then cat -- ` + shellQuote(m.Dest) + " || exit 3; fi\n"
@@ -108,7 +109,6 @@ func (m *Copy) Check(ctx context.Context, c Conn) (*Change, error) {
 	case "directory", "other":
 		return nil, fmt.Errorf("%s %s: exists as a %s, not a file", m.name(), m.Dest, st.Type)
 	}
-	a := m.attrs()
 	m.contentChange = st.Type != "file" || st.SHA256 != want
 	var drift []string
 	if st.Exists {

@@ -194,6 +194,10 @@ func TestCopyErrors(t *testing.T) {
 		{"bad mode", &modules.Copy{Dest: "/x", Content: strp("a"), Mode: "644x"}, "octal mode"},
 		{"dest is a directory", &modules.Copy{Dest: dir, Content: strp("a")}, "not a file"},
 		{"missing parent", &modules.Copy{Dest: dir + "/no/such/f", Content: strp("a")}, dir + "/no/such/f"},
+		{"unknown owner fails the check", &modules.Copy{Dest: dir + "/new", Content: strp("a"), Owner: "no-such-user-xyz"},
+			"no user no-such-user-xyz on the host"},
+		{"unknown group fails the check", &modules.Copy{Dest: dir + "/new", Content: strp("a"), Group: "no-such-group-xyz"},
+			"no group no-such-group-xyz on the host"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -205,4 +209,5 @@ func TestCopyErrors(t *testing.T) {
 			require.ErrorContains(t, err, tc.err)
 		})
 	}
+	require.NoFileExists(t, dir+"/new", "a bad owner is caught before anything is written")
 }

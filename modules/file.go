@@ -104,10 +104,10 @@ func (m *File) Check(ctx context.Context, c Conn) (*Change, error) {
 	}
 	a := m.attrs()
 	recurse := m.Recurse && (a.Mode != "" || a.Owner != "" || a.Group != "")
-	script := statCall(m.Path, false)
-	if recurse {
-		script += `if [ "$st_type" = dir ]; then find ` + shellQuote(m.Path) + ` -mindepth 1 \( ` + findDrift(a) +
-			` \) -printf '%y %m %U %G %p\n' | head -n ` + strconv.Itoa(maxRecordedAttrs+1) + "\nfi\n"
+	script := a.probe() + statCall(m.Path, false)
+	if recurse { // "!failed" tells a failing find from one cut short by head
+		script += `if [ "$st_type" = dir ]; then { find ` + shellQuote(m.Path) + ` -mindepth 1 \( ` + findDrift(a) +
+			` \) -printf '%y %m %U %G %p\n' || echo '!failed'; } | head -n ` + strconv.Itoa(maxRecordedAttrs+1) + "\nfi\n"
 	}
 	st, rest, err := runStat(ctx, c, m.Path, script)
 	if err != nil {
@@ -305,6 +305,9 @@ func parseFindDrift(out string) (attrs []fileAttr, more bool, err error) {
 		line = strings.TrimSuffix(line, "\n")
 		if line == "" {
 			continue
+		}
+		if line == "!failed" {
+			return nil, false, errors.New("cannot list the entries under it")
 		}
 		if len(attrs) == maxRecordedAttrs {
 			return attrs, true, nil

@@ -226,7 +226,9 @@ func TestFileErrors(t *testing.T) {
 		{"directory over a file", &modules.File{Path: dir + "/f", State: "directory"}, "not a directory"},
 		{"link over a file without force", &modules.File{Path: dir + "/f", State: "link", Src: "/x"}, "force = true"},
 		{"link over a directory", &modules.File{Path: dir + "/d", State: "link", Src: "/x", Force: true}, "is a directory"},
-		{"unknown owner", &modules.File{Path: dir + "/f", Owner: "no-such-user-xyz"}, "no-such-user-xyz"},
+		{"unknown owner", &modules.File{Path: dir + "/f", Owner: "no-such-user-xyz"}, "no user no-such-user-xyz"},
+		{"unknown group, recursive", &modules.File{Path: dir + "/d", State: "directory", Recurse: true, Group: "no-such-group-xyz"},
+			"no group no-such-group-xyz"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

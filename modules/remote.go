@@ -147,7 +147,7 @@ func runStat(ctx context.Context, c Conn, p, script string) (fileStat, string, e
 	if err != nil {
 		return fileStat{}, "", fmt.Errorf("stat %s: %w", p, err)
 	}
-	if err := res.Err("stat " + p); err != nil {
+	if err := res.Err("check " + p); err != nil {
 		return fileStat{}, "", err
 	}
 	st, rest, err := parseStat(res.Stdout)
@@ -258,6 +258,28 @@ func (a attrs) script(p string, recurse, noDeref bool) string {
 		cmds = append(cmds, fmt.Sprintf("chmod%s -- %04o %s", flags, m, shellQuote(p)))
 	}
 	return strings.Join(cmds, " && ")
+}
+
+// probe is a check-script fragment that fails (exit 3, message on stderr)
+// when the wanted owner or group has no entry on the host, so that a bad
+// name is reported by Check rather than half-way through Apply. Numeric ids
+// need no entry.
+func (a attrs) probe() string {
+	var b strings.Builder
+	if a.Owner != "" && !isNumeric(a.Owner) {
+		fmt.Fprintf(&b, "id -u -- %s >/dev/null 2>&1 || { echo 'no user %s on the host' >&2; exit 3; }\n",
+			shellQuote(a.Owner), strings.ReplaceAll(a.Owner, "'", ""))
+	}
+	if a.Group != "" && !isNumeric(a.Group) {
+		fmt.Fprintf(&b, "getent group -- %s >/dev/null 2>&1 || { echo 'no group %s on the host' >&2; exit 3; }\n",
+			shellQuote(a.Group), strings.ReplaceAll(a.Group, "'", ""))
+	}
+	return b.String()
+}
+
+func isNumeric(s string) bool {
+	_, err := strconv.ParseUint(s, 10, 32)
+	return err == nil
 }
 
 // chownArg is chown's OWNER[:GROUP] argument, or "" for neither.

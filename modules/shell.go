@@ -31,29 +31,28 @@ func (m *Shell) Validate() error {
 	if strings.TrimSpace(m.Cmd) == "" {
 		return errors.New("shell: cmd is empty")
 	}
-	return m.step().validate("shell")
+	e := m.newExec()
+	return e.validate("shell")
 }
 
-func (m *Shell) step() *execStep {
-	if m.exec.body == "" {
-		m.exec = execStep{
-			body: m.Cmd, label: m.Cmd,
-			chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
-			changed: m.Changed == nil || *m.Changed, stdin: m.Stdin,
-		}
+func (m *Shell) newExec() execStep {
+	return execStep{
+		body: m.Cmd, label: m.Cmd,
+		chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
+		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin,
 	}
-	return &m.exec
 }
 
 // Check implements Module.
 func (m *Shell) Check(ctx context.Context, c Conn) (*Change, error) {
-	return m.step().check(ctx, c)
+	m.exec = m.newExec()
+	return m.exec.check(ctx, c)
 }
 
 // Apply implements Module.
 func (m *Shell) Apply(ctx context.Context, c Conn, _ *Change) error {
-	return m.step().apply(ctx, c)
+	return m.exec.apply(ctx, c)
 }
 
 // Output implements Outputter: stdout, stderr, rc and stdout_lines.
-func (m *Shell) Output() map[string]any { return m.step().output() }
+func (m *Shell) Output() map[string]any { return m.exec.output() }
