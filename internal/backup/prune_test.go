@@ -1,7 +1,14 @@
 package backup
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"testing"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/runner"
 
 	"github.com/stretchr/testify/require"
 )
@@ -66,4 +73,26 @@ func TestSealRoundTrip(t *testing.T) {
 	other, _ := loadKey(t.TempDir(), true)
 	_, err = unseal(other, s)
 	require.ErrorContains(t, err, "backup key")
+}
+
+// TestRunDirClaimedOnce: two control machines that picked the same run id
+// cannot write into one run directory.
+func TestRunDirClaimedOnce(t *testing.T) {
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	ctx := context.Background()
+	h := &inventories.Host{Name: "h", BackupRoot: filepath.Join(t.TempDir(), "backups")}
+	conn := runner.NewLocalConn("h")
+	info := runner.RunInfo{ID: "2026-11-21T10-15-04Z"}
+	rec := func(seq int) *runner.ChangeRecord {
+		return &runner.ChangeRecord{RunID: info.ID, Seq: seq, Host: "h", Module: "x", Change: modules.Changef("change %d", seq)}
+	}
+	a, b := NewRecorder(RecorderOptions{Info: info}), NewRecorder(RecorderOptions{Info: info})
+	require.NoError(t, a.Before(ctx, conn, h, rec(1)))
+	require.ErrorContains(t, b.Before(ctx, conn, h, rec(1)), "belongs to another run")
+	require.NoError(t, a.Before(ctx, conn, h, rec(2)))
+	require.NoError(t, a.Finish(ctx, conn, h, runner.HostRecap{Host: "h", Changed: 2}))
+	rr, err := os.ReadFile(filepath.Join(h.BackupRoot, info.ID, "run.json"))
+	require.NoError(t, err)
+	require.Contains(t, string(rr), `"changes": 2`)
+	require.Contains(t, string(rr), `"status": "ok"`)
 }

@@ -4,6 +4,7 @@ import (
 	"archive/tar"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -50,6 +51,7 @@ type Recorder struct {
 	opts    RecorderOptions
 	control string // this machine's hostname
 	pid     int
+	owner   string // control host, pid and a random token: who writes the run dirs
 
 	mu      sync.Mutex
 	sites   map[string]*siteState
@@ -80,7 +82,10 @@ func NewRecorder(opts RecorderOptions) *Recorder {
 		opts.Keep = DefaultKeep
 	}
 	host, _ := os.Hostname()
-	r := &Recorder{opts: opts, control: host, pid: os.Getpid(), sites: map[string]*siteState{}, secrets: opts.Secrets}
+	tok := make([]byte, 8)
+	_, _ = rand.Read(tok)
+	r := &Recorder{opts: opts, control: host, pid: os.Getpid(), sites: map[string]*siteState{}, secrets: opts.Secrets,
+		owner: fmt.Sprintf("%s pid %d %x", host, os.Getpid(), tok)}
 	activeMu.Lock()
 	active[opts.Info.ID] = r
 	activeMu.Unlock()
@@ -234,6 +239,12 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	sb.WriteString(shPrelude)
 	fmt.Fprintf(&sb, "R=%s; D=%s; F=\"$D/files/%s\"\n", shq(root), shq(dir), seq)
 	sb.WriteString("[ -d \"$R\" ] || mkdir -p \"$R\" || exit 1\n")
+	if !st.initialized {
+		// Claim the run directory: run ids are unique per control machine,
+		// so two control machines could pick the same one.
+		fmt.Fprintf(&sb, "O=%s\nif mkdir \"$D\" 2>/dev/null; then printf '%%s\\n' \"$O\" > \"$D/owner\" || exit 1\n", shq(r.owner))
+		sb.WriteString("elif [ \"$(cat \"$D/owner\" 2>/dev/null)\" != \"$O\" ]; then echo \"$D belongs to another run: $(cat \"$D/owner\" 2>/dev/null)\" >&2; exit 1; fi\n")
+	}
 	sb.WriteString("mkdir -p \"$D/changes\" \"$F\" && tar -xf - -C \"$D\" || exit 1\n")
 	for i, p := range rec.Change.Files {
 		n := i + 1

@@ -8,6 +8,7 @@
 //
 //	<root>/<run-id>/run.json                 RunRecord: who, when, playbook, inventory,
 //	                                         git commit; status "running" until Finish
+//	<root>/<run-id>/owner                    the recorder that claimed the directory
 //	<root>/<run-id>/rollback_of              run id this run rolls back (rollback runs only)
 //	<root>/<run-id>/rolled_back              written when a rollback of this run succeeded
 //	<root>/<run-id>/changes/0001.json        runner.ChangeRecord, secrets redacted
