@@ -33,16 +33,6 @@ type Copy struct {
 	changed       bool
 }
 
-// copyBefore is the record of the replaced file; the bytes themselves are
-// snapshotted by the runner from Change.Files.
-type copyBefore struct {
-	Exists bool   `json:"exists"`
-	SHA256 string `json:"sha256,omitempty"`
-	Mode   string `json:"mode,omitempty"`
-	UID    int    `json:"uid"`
-	GID    int    `json:"gid"`
-}
-
 func (m *Copy) name() string {
 	if m.module == "" {
 		return "copy"
@@ -148,11 +138,7 @@ func (m *Copy) Check(ctx context.Context, c Conn) (*Change, error) {
 		ch.Diff = contentDiff(m.Dest, st, old, m.data)
 	}
 
-	before := copyBefore{Exists: st.Exists, SHA256: st.SHA256, UID: st.UID, GID: st.GID}
-	if st.Exists {
-		before.Mode = st.ModeString()
-	}
-	if err := ch.SetBefore(before); err != nil {
+	if err := ch.SetBefore(newContentBefore(st)); err != nil {
 		return nil, err
 	}
 	return ch, nil

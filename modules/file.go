@@ -327,14 +327,6 @@ func parseFindDrift(out string) (attrs []fileAttr, more bool, err error) {
 	return attrs, false, nil
 }
 
-// withAttrs appends the wanted attributes, if any, to a summary.
-func withAttrs(summary string, a attrs) string {
-	if s := a.String(); s != "" {
-		return summary + " (" + s + ")"
-	}
-	return summary
-}
-
 // tempBeside is a temporary name in p's directory, for atomic renames.
 func tempBeside(p, what string) string {
 	dir := p[:strings.LastIndexByte(p, '/')+1]

@@ -157,7 +157,7 @@ func (m *Line) Check(ctx context.Context, c Conn) (*Change, error) {
 		}
 		ch.Diff = contentDiff(target, st, before, m.content)
 	}
-	if err := ch.SetBefore(copyBefore{Exists: st.Exists, Mode: st.ModeString(), UID: st.UID, GID: st.GID}); err != nil {
+	if err := ch.SetBefore(newContentBefore(st)); err != nil {
 		return nil, err
 	}
 	return ch, nil

@@ -412,6 +412,33 @@ func absPath(arg, p string) error {
 	return nil
 }
 
+// contentBefore is what copy, template and line record about the file they
+// replace; the bytes themselves are snapshotted by the runner from
+// Change.Files.
+type contentBefore struct {
+	Exists bool   `json:"exists"`
+	SHA256 string `json:"sha256,omitempty"`
+	Mode   string `json:"mode,omitempty"`
+	UID    int    `json:"uid"`
+	GID    int    `json:"gid"`
+}
+
+func newContentBefore(st fileStat) contentBefore {
+	b := contentBefore{Exists: st.Exists, SHA256: st.SHA256, UID: st.UID, GID: st.GID}
+	if st.Exists {
+		b.Mode = st.ModeString()
+	}
+	return b
+}
+
+// withAttrs appends the wanted attributes, if any, to a summary.
+func withAttrs(summary string, a attrs) string {
+	if s := a.String(); s != "" {
+		return summary + " (" + s + ")"
+	}
+	return summary
+}
+
 // changedOutput is the small Output of the file-type modules.
 func changedOutput(p string, changed bool) map[string]any {
 	return map[string]any{"path": p, "changed": changed}
