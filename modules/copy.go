@@ -18,14 +18,14 @@ func init() {
 // round trip and is never downloaded; the write is atomic (Conn.Upload).
 type Copy struct {
 	Dest    string  `hcl:"dest" doc:"absolute remote path; a symlink there is replaced by the file"`
-	Content *string `hcl:"content,optional" sensitive:"true" doc:"file content; treated as sensitive, so diffs show \"(sensitive content)\" (use src or template for a readable diff)"`
+	Content *string `hcl:"content,optional" doc:"file content; when it holds a sensitive value, diffs show \"(sensitive content)\" and the backup of the old file is sealed"`
 	Src     string  `hcl:"src,optional" doc:"file on the control machine whose content to write (set content or src)"`
 	Mode    string  `hcl:"mode,optional" doc:"octal mode such as \"0644\"; default: keep an existing file's mode, 0644 for a new one"`
 	Owner   string  `hcl:"owner,optional" doc:"owner name or numeric uid; default: keep an existing file's owner"`
 	Group   string  `hcl:"group,optional" doc:"group name or numeric gid; default: keep an existing file's group"`
 
-	module   string // name in errors; template sets "template"
-	diffable bool   // content may appear in diffs (template output)
+	module string // name in errors; template sets "template"
+	secret bool   // the content holds a sensitive value
 
 	data          []byte
 	st            fileStat
@@ -42,7 +42,7 @@ func (m *Copy) name() string {
 
 func (m *Copy) attrs() attrs { return attrs{Mode: m.Mode, Owner: m.Owner, Group: m.Group} }
 
-func (m *Copy) sensitive() bool { return m.Content != nil && !m.diffable }
+func (m *Copy) sensitive() bool { return m.secret }
 
 // Validate implements Validator.
 func (m *Copy) Validate() error {
@@ -83,6 +83,7 @@ func (m *Copy) Check(ctx context.Context, c Conn) (*Change, error) {
 		}
 		m.data = b
 	}
+	m.secret = SecretsFrom(ctx).Contains(string(m.data))
 	want := sha256String(string(m.data))
 	a := m.attrs()
 	script := a.probe() + statCall(m.Dest, true)
@@ -108,7 +109,7 @@ func (m *Copy) Check(ctx context.Context, c Conn) (*Change, error) {
 		return nil, nil
 	}
 
-	ch := &Change{Files: []string{m.Dest}}
+	ch := &Change{Files: []string{m.Dest}, Sensitive: m.secret}
 	switch {
 	case !st.Exists:
 		ch.Summary = withAttrs(fmt.Sprintf("create %s (%d bytes)", m.Dest, len(m.data)), a)

@@ -124,7 +124,7 @@ func TestCopyDiff(t *testing.T) {
 	tests := []struct {
 		name          string
 		dest, content string
-		sensitive     bool // content given inline (sensitive) rather than by src
+		sensitive     bool // content holds a value the run marked sensitive
 		before, after string
 		shown, hidden []string
 	}{
@@ -139,14 +139,19 @@ func TestCopyDiff(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			m := &modules.Copy{Dest: tc.dest}
+			ctx := context.Background()
 			if tc.sensitive {
 				m.Content = strp(tc.content)
+				secrets := modules.NewSecrets()
+				secrets.Add("hunter2-very-secret")
+				ctx = modules.WithSecrets(ctx, secrets)
 			} else {
 				m.Src = filepath.Join(t.TempDir(), "src")
 				require.NoError(t, os.WriteFile(m.Src, []byte(tc.content), 0o644))
 			}
-			ch, err := m.Check(context.Background(), newCountConn())
+			ch, err := m.Check(ctx, newCountConn())
 			require.NoError(t, err)
+			require.Equal(t, tc.sensitive, ch.Sensitive)
 			d := ch.Diff
 			require.NotNil(t, d)
 			require.Equal(t, tc.dest, d.Label)

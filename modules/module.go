@@ -115,6 +115,9 @@ type Change struct {
 	// Files are remote paths the change will create, replace or delete. The
 	// runner snapshots them (content, mode, owner, or absence) before Apply.
 	Files []string `json:"files,omitempty"`
+	// Sensitive says the change writes a secret: the recorder seals the
+	// snapshots of Files instead of storing them in clear text.
+	Sensitive bool `json:"sensitive,omitempty"`
 	// Diff is the before/after text shown in diff mode.
 	Diff *Diff `json:"-"`
 }

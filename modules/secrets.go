@@ -75,6 +75,9 @@ func (s *Secrets) Redact(text string) string {
 	return r.Replace(text)
 }
 
+// Contains reports whether text holds any known sensitive value.
+func (s *Secrets) Contains(text string) bool { return s.Redact(text) != text }
+
 type secretsKey struct{}
 
 // WithSecrets attaches a run's Secrets to ctx.

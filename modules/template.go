@@ -86,7 +86,7 @@ func (m *Template) Check(ctx context.Context, c Conn) (*Change, error) {
 	}
 	rendered := out.String()
 	m.copy = Copy{Dest: m.Dest, Content: &rendered, Mode: m.Mode, Owner: m.Owner, Group: m.Group,
-		module: "template", diffable: true}
+		module: "template"}
 	return m.copy.Check(ctx, c)
 }
 

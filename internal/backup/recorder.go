@@ -162,7 +162,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	if err != nil {
 		return fmt.Errorf("backup: redact change record: %w", err)
 	}
-	sensitive := redacted || diffHasSecret(rec.Change.Diff, sec) || moduleSensitive(rec.Module)
+	sensitive := rec.Change.Sensitive || redacted || diffHasSecret(rec.Change.Diff, sec) || moduleSensitive(rec.Module)
 
 	seq := seqName(rec.Seq)
 	root := hostRoot(h)
