@@ -14,11 +14,13 @@ test:
     test -z "$(gofmt -l .)" || { gofmt -l .; exit 1; }
     go test -race -timeout 25m ./...
 
-# Run the example site playbook against the lab with the real binary.
+# Run the example site playbook against the lab twice; the second run must change nothing.
 demo: build
-    ./bin/iklim play -i inventories/lab.hcl examples/site.hcl
-    @echo "second run (must report changed=0):"
-    ./bin/iklim play -i inventories/lab.hcl examples/site.hcl
+    IKLIM_VAR_redis_password=demo-only-password ./bin/iklim play -i inventories/lab.hcl examples/site.hcl
+    @echo; echo "second run: must report changed=0 on every host"
+    IKLIM_VAR_redis_password=demo-only-password ./bin/iklim play -i inventories/lab.hcl examples/site.hcl | tee /tmp/iklim-demo.out
+    ! grep -E 'changed=[1-9]|failed=[1-9]|unreachable=[1-9]' /tmp/iklim-demo.out
+    ./bin/iklim backups list -i inventories/lab.hcl
 
 # The six-host lab: up | down | status | images.
 lab ACTION="status":

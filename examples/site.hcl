@@ -72,7 +72,7 @@ play "base" {
 
   step "motd" {
     module  = "copy"
-    dest    = "/etc/motd"
+    dest    = "/etc/iklim/motd" # the lab gives each host its own /etc/iklim
     content = "${host.name}: ${host.labels.role} node of ${var.app} (${host.labels.type})\n"
     mode    = "0644"
     tags    = ["setup"]
@@ -179,7 +179,7 @@ play "records" {
     module   = "copy"
     delegate = true
     dest     = "/tmp/iklim-site/${host.name}.kernel"
-    content  = "${host.name} ${trimspace(self.kernel.stdout)} ${try(self.stamp.stdout, "")}"
+    content  = "${host.name} ${trimspace(self.kernel.stdout)}\n"
     tags     = ["records"]
     when     = !run.check
   }

@@ -412,9 +412,11 @@ func (e *engine) finishRecords(ctx context.Context) {
 			if err != nil {
 				return
 			}
-			res := e.hostRecap(h.Name)
+			var res HostRecap
 			if h == e.control {
 				res = e.controlRecap()
+			} else {
+				res = e.hostRecap(h.Name)
 			}
 			if ctx.Err() != nil && res.Error == "" {
 				res.Error = "interrupted"
