@@ -274,3 +274,36 @@ func dockerRun(ctx context.Context, c Conn, what, cmd string, opts ...RunOption)
 	}
 	return res, nil
 }
+
+// isTransient reports whether a docker error is a manager's passing state
+// (raft election, a manager still joining) that a retry outlives.
+func isTransient(err error) bool {
+	if err == nil {
+		return false
+	}
+	s := err.Error()
+	for _, t := range []string{
+		"is not a swarm manager", "Manager is being prepared", "has trouble connecting to the cluster",
+		"code = Unavailable", "code = DeadlineExceeded", "context deadline exceeded", "rpc error: code = Unknown desc = raft",
+	} {
+		if strings.Contains(s, t) {
+			return true
+		}
+	}
+	return false
+}
+
+// retryTransient runs f until it succeeds, fails for good, or 60 seconds of
+// transient manager errors have passed.
+func retryTransient(ctx context.Context, f func() (Result, error)) (Result, error) {
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		res, err := f()
+		if err == nil || !isTransient(err) || time.Now().After(deadline) || ctx.Err() != nil {
+			return res, err
+		}
+		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+			return res, err
+		}
+	}
+}

@@ -18,7 +18,7 @@ func init() {
 	Register("docker_secret", "Create a Docker swarm secret if missing, optionally versioned (<name>_v<N>) with old unused versions pruned",
 		func() Module { return &DockerSecret{kind: "secret"} })
 	Register("docker_config", "Create a Docker swarm config if missing, optionally versioned (<name>_v<N>) with old unused versions pruned",
-		func() Module { return &DockerSecret{kind: "config"} })
+		func() Module { return NewDockerConfig() })
 }
 
 // DockerSecret creates a swarm secret (docker_secret) or config
@@ -73,10 +73,20 @@ type prunedObject struct {
 
 const fingerprintLabel = "io.iklim.sha256"
 
-func (m *DockerSecret) mod() string { return "docker_" + m.kind }
+// NewDockerConfig returns the docker_config module: a DockerSecret that
+// manages swarm configs. A zero DockerSecret manages secrets.
+func NewDockerConfig() *DockerSecret { return &DockerSecret{kind: "config"} }
+
+func (m *DockerSecret) mod() string {
+	if m.kind == "" {
+		m.kind = "secret"
+	}
+	return "docker_" + m.kind
+}
 
 // Validate implements Validator.
 func (m *DockerSecret) Validate() error {
+	m.mod() // defaults kind
 	if m.Name == "" {
 		return fmt.Errorf("%s: name is required", m.mod())
 	}

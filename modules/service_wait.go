@@ -235,7 +235,13 @@ func waitConverged(ctx context.Context, c Conn, lsFilter string, names []string,
 	for {
 		states, err := probeServices(ctx, c, lsFilter)
 		if err != nil {
-			return nil, err
+			if !isTransient(err) || time.Now().After(deadline) {
+				return nil, err
+			}
+			if err := sleepCtx(ctx, o.interval); err != nil {
+				return nil, err
+			}
+			continue
 		}
 		var pending, failures []string
 		for _, n := range names {

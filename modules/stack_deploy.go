@@ -337,16 +337,15 @@ func (m *StackDeploy) Check(ctx context.Context, c Conn) (*Change, error) {
 		return nil, err
 	}
 	script := cfg + "echo " + probeSep + "\n" +
-		"ids=$(docker service ls -q " + m.stackFilter() + ")\n" +
+		"ids=$(docker service ls -q " + m.stackFilter() + ") || exit 1\n" +
 		`if [ -n "$ids" ]; then docker service inspect $ids; else echo '[]'; fi` + "\n" +
 		"echo " + probeSep + "\n" +
 		`[ -n "$ids" ] && docker service ps --no-trunc --format '{{json .}}' $ids` + "\nexit 0\n"
-	res, err = c.Run(ctx, script, WithEnv(m.env))
+	res, err = retryTransient(ctx, func() (Result, error) {
+		return dockerRun(ctx, c, "docker stack config", script, WithEnv(m.env))
+	})
 	if err != nil {
-		return nil, fmt.Errorf("stack_deploy: %s: docker stack config: %w", c.Host(), err)
-	}
-	if !res.OK() {
-		return nil, fmt.Errorf("stack_deploy: compose files %v are not valid together: %w", m.Compose, res.Err(c.Host()+": docker stack config"))
+		return nil, fmt.Errorf("stack_deploy: merge compose files %v and read stack %s: %w", m.Compose, m.Name, err)
 	}
 	parts = sections(res.Stdout, probeSep)
 	if len(parts) < 3 {
@@ -503,15 +502,110 @@ func (s swarmSpec) userLabels() map[string]string {
 // it byte for byte.
 func (s *svcInspect) specSHA() string { return compactSHA(s.RawSpec) }
 
+// compactSHA fingerprints a service spec as JSON. `docker service inspect`
+// fills daemon defaults into Spec but not into PreviousSpec, so both are
+// normalised first: zero values dropped, the defaulted fields filled in.
 func compactSHA(raw json.RawMessage) string {
 	if len(raw) == 0 || string(raw) == "null" {
 		return ""
 	}
-	var b bytes.Buffer
-	if err := json.Compact(&b, raw); err != nil {
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
 		return sha256String(string(raw))
 	}
-	return sha256String(b.String())
+	v = normalizeSpec(v)
+	b, _ := json.Marshal(v) // map keys come out sorted
+	return sha256String(string(b))
+}
+
+var (
+	updateDefaults = map[string]any{"Parallelism": 1.0, "FailureAction": "pause", "Monitor": 5e9, "Order": "stop-first"}
+	specDefaults   = map[string]map[string]any{
+		"UpdateConfig":   updateDefaults,
+		"RollbackConfig": updateDefaults,
+	}
+	taskDefaults      = map[string]map[string]any{"RestartPolicy": {"Condition": "any", "Delay": 5e9}}
+	containerDefaults = map[string]any{"StopGracePeriod": 1e10}
+)
+
+func normalizeSpec(v any) any {
+	v = dropZero(v)
+	spec, ok := v.(map[string]any)
+	if !ok {
+		return v
+	}
+	fill := func(m map[string]any, key string, defs map[string]any) {
+		sub, _ := m[key].(map[string]any)
+		if sub == nil {
+			sub = map[string]any{}
+		}
+		for k, d := range defs {
+			if _, ok := sub[k]; !ok {
+				sub[k] = d
+			}
+		}
+		m[key] = sub
+	}
+	for k, defs := range specDefaults {
+		fill(spec, k, defs)
+	}
+	tt, _ := spec["TaskTemplate"].(map[string]any)
+	if tt == nil {
+		return spec
+	}
+	for k, defs := range taskDefaults {
+		fill(tt, k, defs)
+	}
+	if cs, _ := tt["ContainerSpec"].(map[string]any); cs != nil {
+		for k, d := range containerDefaults {
+			if _, ok := cs[k]; !ok {
+				cs[k] = d
+			}
+		}
+	}
+	return spec
+}
+
+// dropZero removes nulls, zeros, false, "" and empty objects and lists.
+func dropZero(v any) any {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, e := range x {
+			if e = dropZero(e); e == nil {
+				delete(x, k)
+			} else {
+				x[k] = e
+			}
+		}
+		if len(x) == 0 {
+			return nil
+		}
+		return x
+	case []any:
+		out := x[:0]
+		for _, e := range x {
+			if e = dropZero(e); e != nil {
+				out = append(out, e)
+			}
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		return out
+	case string:
+		if x == "" {
+			return nil
+		}
+	case float64:
+		if x == 0 {
+			return nil
+		}
+	case bool:
+		if !x {
+			return nil
+		}
+	}
+	return v
 }
 
 func parseServiceInspect(out string) (map[string]*svcInspect, error) {
@@ -881,7 +975,9 @@ func (m *StackDeploy) Apply(ctx context.Context, c Conn, ch *Change) error {
 			cmd += " --resolve-image " + m.ResolveImage
 		}
 		cmd += " -c - " + shellQuote(m.Name)
-		if _, err := dockerRun(ctx, c, "docker stack deploy "+m.Name, cmd, WithStdin(bytes.NewReader(cfg))); err != nil {
+		if _, err := retryTransient(ctx, func() (Result, error) {
+			return dockerRun(ctx, c, "docker stack deploy "+m.Name, cmd, WithStdin(bytes.NewReader(cfg)))
+		}); err != nil {
 			rerr := m.restore(ctx, c, b, b.Deploy)
 			return fmt.Errorf("stack_deploy: %w%s", err, restoreNote(rerr))
 		}
@@ -925,9 +1021,11 @@ func restoreNote(err error) string {
 // ones roll back to their previous spec when that is exactly the recorded
 // one. It then waits for the restored services to converge.
 func (m *StackDeploy) restore(ctx context.Context, c Conn, b stackBefore, touched []string) error {
-	res, err := dockerRun(ctx, c, "inspect stack "+b.Stack,
-		"ids=$(docker service ls -q --filter label="+shellQuote(stackNamespace+"="+b.Stack)+")\n"+
-			`if [ -n "$ids" ]; then docker service inspect $ids; else echo '[]'; fi`)
+	res, err := retryTransient(ctx, func() (Result, error) {
+		return dockerRun(ctx, c, "inspect stack "+b.Stack,
+			"ids=$(docker service ls -q --filter label="+shellQuote(stackNamespace+"="+b.Stack)+") || exit 1\n"+
+				`if [ -n "$ids" ]; then docker service inspect $ids; else echo '[]'; fi`)
+	})
 	if err != nil {
 		return err
 	}
