@@ -292,11 +292,14 @@ func readRegularFiles(ctx context.Context, conn modules.Conn, paths []string) (m
 	sb.WriteString(shPrelude)
 	for i, p := range paths {
 		q := shq(p)
-		fmt.Fprintf(&sb, `if [ -f %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"; iklim_frame %d %s
+		// A private copy is framed, so that its length holds even if the
+		// file changes meanwhile; Go hashes what it received.
+		fmt.Fprintf(&sb, `if [ -f %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"
+  T=$(mktemp) && cat -- %s > "$T" && iklim_frame %d "$T" || { rm -f "$T"; exit 1; }; rm -f "$T"
 elif [ -d %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"
   T=$(mktemp) && iklim_tar %s > "$T" && iklim_frame %d "$T" || { rm -f "$T"; exit 1; }; rm -f "$T"
 fi
-`, q, q, jsq(p), q, i+1, i+1, q, q, q, jsq(p), q, i+1, q, i+1)
+`, q, q, jsq(p), q, i+1, q, i+1, q, q, jsq(p), q, i+1, q, i+1)
 	}
 	res, err := conn.Run(ctx, sb.String())
 	if err != nil {

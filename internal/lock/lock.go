@@ -161,8 +161,12 @@ func checkName(name string) error {
 
 // readScript prints the lock's state, framed: "NOW <epoch>", "MTIME
 // <epoch>" when the lock exists, and "F <file> <len>" + content per file.
-const readScript = `for _f in holder.json run_id since heartbeat; do
-  if [ -f "$N/$_f" ]; then printf 'F %s %s\n' "$_f" "$(wc -c < "$N/$_f" | tr -d ' ')"; cat "$N/$_f"; echo; fi
+// Each file is read once into a variable, so a length always matches its
+// content even while another run rewrites the file (LC_ALL=C: ${#v} counts
+// bytes).
+const readScript = `LC_ALL=C
+for _f in holder.json run_id since heartbeat; do
+  if [ -f "$N/$_f" ]; then _v=$(cat "$N/$_f" 2>/dev/null); printf 'F %s %s\n%s\n' "$_f" "${#_v}" "$_v"; fi
 done
 `
 
