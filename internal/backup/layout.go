@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"path"
 	"strconv"
 	"strings"
@@ -209,7 +210,7 @@ func parseFrames(out string) ([]frame, error) {
 				return nil, fmt.Errorf("malformed output line %q", line)
 			}
 			data := make([]byte, n)
-			if _, err := ioReadFull(r, data); err != nil {
+			if _, err := io.ReadFull(r, data); err != nil {
 				return nil, fmt.Errorf("truncated output for %s", rest[:i])
 			}
 			frames = append(frames, frame{Kind: "F", Name: rest[:i], Data: data})
@@ -220,18 +221,6 @@ func parseFrames(out string) ([]frame, error) {
 			frames = append(frames, frame{Kind: kind, Name: rest})
 		}
 	}
-}
-
-func ioReadFull(r *bufio.Reader, b []byte) (int, error) {
-	n := 0
-	for n < len(b) {
-		m, err := r.Read(b[n:])
-		n += m
-		if err != nil {
-			return n, err
-		}
-	}
-	return n, nil
 }
 
 // marshal is json.MarshalIndent without HTML escaping, so that a secret
