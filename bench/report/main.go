@@ -1,0 +1,329 @@
+// Command report turns one bench/run.sh run into a markdown table, a
+// timestamped JSON file under bench/results/, and a last line
+//
+//	speedup_vs_ansible=<x> ratio_to_floor=<y>
+//
+// both for the no-change run: speedup = ansible wall / iklim wall, ratio =
+// iklim wall / floor wall (the median of the floor runs). It exits non-zero
+// when a run failed or a second run changed anything.
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// measurement is what bench/timeit writes.
+type measurement struct {
+	ExitCode      int     `json:"exit_code"`
+	WallS         float64 `json:"wall_s"`
+	UserS         float64 `json:"user_s"`
+	SysS          float64 `json:"sys_s"`
+	CPUS          float64 `json:"cpu_s"`
+	CPUSource     string  `json:"cpu_source"`
+	CPURusageS    float64 `json:"cpu_rusage_s"`
+	MaxRSSMB      float64 `json:"max_rss_mb"`
+	TreeRSSPeakMB float64 `json:"tree_rss_peak_mb"`
+	Leftover      int     `json:"leftover_processes"`
+	ServerCPUS    float64 `json:"server_cpu_s"`
+}
+
+// Row is one line of the table.
+type Row struct {
+	Tool  string `json:"tool"`
+	Run   string `json:"run"`
+	Label string `json:"label"`
+	measurement
+	Hosts       int  `json:"hosts_in_recap"`
+	OK          int  `json:"ok"`
+	Changed     int  `json:"changed"`
+	Failed      int  `json:"failed"`
+	Unreachable int  `json:"unreachable"`
+	HasRecap    bool `json:"-"`
+}
+
+// Results is the JSON file.
+type Results struct {
+	Date            string            `json:"date"`
+	Hosts           int               `json:"hosts"`
+	StepsPerHost    int               `json:"steps_per_host"`
+	Machine         map[string]string `json:"machine"`
+	Rows            []Row             `json:"runs"`
+	FloorRuns       []map[string]any  `json:"floor_runs"`
+	AnsibleSkipped  bool              `json:"ansible_skipped"`
+	SpeedupNoChange *float64          `json:"speedup_vs_ansible,omitempty"`
+	RatioToFloor    float64           `json:"ratio_to_floor"`
+	Targets         map[string]any    `json:"targets"`
+	Notes           []string          `json:"notes"`
+}
+
+func main() {
+	dir := flag.String("dir", "", "bench temp dir (m/*.json, logs/*.log)")
+	hosts := flag.Int("hosts", 0, "number of hosts")
+	floorRuns := flag.Int("floor-runs", 3, "number of floor runs")
+	skipAnsible := flag.Bool("skip-ansible", false, "Ansible was skipped")
+	repo := flag.String("repo", ".", "repository root, for the commit")
+	out := flag.String("out", "", "directory for the JSON result")
+	flag.Parse()
+
+	res := Results{
+		Date: time.Now().UTC().Format(time.RFC3339), Hosts: *hosts, StepsPerHost: 10,
+		Machine: machine(*repo), AnsibleSkipped: *skipAnsible,
+		Targets: map[string]any{},
+	}
+	bad := false
+
+	// The floor: median wall of its runs.
+	var floors []Row
+	for i := 1; i <= *floorRuns; i++ {
+		name := "floor" + strconv.Itoa(i)
+		r, ok := load(*dir, name)
+		if !ok {
+			continue
+		}
+		var fo map[string]any
+		if b, err := os.ReadFile(filepath.Join(*dir, "logs", name+".log")); err == nil {
+			_ = json.Unmarshal(firstJSONLine(b), &fo)
+		}
+		if fo == nil {
+			fo = map[string]any{}
+		}
+		fo["wall_s"], fo["cpu_s"], fo["server_cpu_s"], fo["max_rss_mb"], fo["exit_code"] = r.WallS, r.CPUS, r.ServerCPUS, r.MaxRSSMB, r.ExitCode
+		res.FloorRuns = append(res.FloorRuns, fo)
+		if r.ExitCode != 0 {
+			bad = true
+		}
+		floors = append(floors, r)
+	}
+	if len(floors) == 0 {
+		fmt.Fprintln(os.Stderr, "report: no floor run")
+		os.Exit(1)
+	}
+	sort.Slice(floors, func(i, j int) bool { return floors[i].WallS < floors[j].WallS })
+	floor := floors[len(floors)/2]
+	floor.Tool, floor.Run = "floor (x/crypto/ssh)", fmt.Sprintf("median of %d", len(floors))
+	floor.Label = "floor"
+	res.Rows = append(res.Rows, floor)
+
+	runs := []struct{ name, tool, run string }{
+		{"iklim1", "iklim", "first (all change)"},
+		{"iklim2", "iklim", "second (no change)"},
+		{"ansible1", "ansible", "first (all change)"},
+		{"ansible2", "ansible", "second (no change)"},
+	}
+	byName := map[string]Row{}
+	for _, r := range runs {
+		if *skipAnsible && r.tool == "ansible" {
+			continue
+		}
+		row, ok := load(*dir, r.name)
+		if !ok {
+			fmt.Fprintf(os.Stderr, "report: no measurement for %s\n", r.name)
+			bad = true
+			continue
+		}
+		row.Tool, row.Run, row.Label = r.tool, r.run, r.name
+		recap(filepath.Join(*dir, "logs", r.name+".log"), &row)
+		if row.ExitCode != 0 || row.Failed > 0 || row.Unreachable > 0 || row.Hosts != *hosts {
+			bad = true
+		}
+		if strings.HasSuffix(r.name, "2") && row.Changed > 0 {
+			bad = true
+		}
+		byName[r.name] = row
+		res.Rows = append(res.Rows, row)
+	}
+
+	ik := byName["iklim2"]
+	if ik.WallS > 0 {
+		res.RatioToFloor = round2(ik.WallS / floor.WallS)
+	}
+	if an, ok := byName["ansible2"]; ok && ik.WallS > 0 {
+		s := round2(an.WallS / ik.WallS)
+		res.SpeedupNoChange = &s
+	}
+	res.Targets["ratio_to_floor_max"] = 1.5
+	res.Targets["ratio_to_floor_met"] = res.RatioToFloor > 0 && res.RatioToFloor <= 1.5
+	if res.SpeedupNoChange != nil {
+		res.Targets["speedup_vs_ansible_min"] = 30
+		res.Targets["speedup_vs_ansible_met"] = *res.SpeedupNoChange >= 30
+	}
+	maxRSS := max(byName["iklim1"].MaxRSSMB, ik.MaxRSSMB)
+	res.Targets["iklim_peak_rss_mb"] = maxRSS
+	res.Targets["iklim_peak_rss_max_mb"] = 150
+	res.Targets["iklim_peak_rss_met"] = maxRSS > 0 && maxRSS <= 150
+	res.Targets["no_failures"] = !bad
+	res.Notes = []string{
+		"wall_s: elapsed time of the tool's process, from start to exit.",
+		"cpu_s: CPU time of the tool's whole process tree: its own cgroup v2's usage when cpu_source is cgroup, else getrusage of reaped children (cpu_rusage_s). For Ansible it includes its forks, ssh clients and the ControlPersist masters, which are ended by pid when the run exits.",
+		"server_cpu_s: CPU time of everything sshd ran for the run (per-connection sshd, sessions, remote shells, commands, Ansible's remote Python): sshd's cgroup v2 usage, else the listener's reaped children (which misses much).",
+		"max_rss_mb: peak RSS of the largest single process of the tree (getrusage ru_maxrss); for iklim and the floor that is the whole tool.",
+		"tree_rss_peak_mb: peak of the tree's summed RSS, sampled every 50 ms; shared pages count once per process, so it overstates forked Ansible workers.",
+		"floor: one connection per host, all at once, one session per trivial command (true), 10 per host in sequence.",
+	}
+	if *skipAnsible {
+		res.Notes = append(res.Notes, "Ansible was skipped (BENCH_SKIP_ANSIBLE=1).")
+	}
+
+	printTable(os.Stdout, &res)
+
+	if *out != "" {
+		name := fmt.Sprintf("%s-%dhosts.json", time.Now().UTC().Format("2006-01-02T15-04-05Z"), *hosts)
+		b, _ := json.MarshalIndent(res, "", "  ")
+		p := filepath.Join(*out, name)
+		if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
+			fmt.Fprintln(os.Stderr, "report:", err)
+			bad = true
+		} else {
+			fmt.Printf("\nresults: %s\n", p)
+		}
+	}
+	speed := "skipped"
+	if res.SpeedupNoChange != nil {
+		speed = fmt.Sprintf("%.1f", *res.SpeedupNoChange)
+	}
+	fmt.Printf("speedup_vs_ansible=%s ratio_to_floor=%.2f\n", speed, res.RatioToFloor)
+	if bad {
+		os.Exit(1)
+	}
+}
+
+func printTable(w io.Writer, res *Results) {
+	m := res.Machine
+	fmt.Fprintf(w, "\n%d hosts x %d steps; %s cores (%s), Linux %s, %s, %s, %s\n\n",
+		res.Hosts, res.StepsPerHost, m["nproc"], m["cpu"], m["kernel"], m["go"], m["openssh"], m["ansible"])
+	fmt.Fprintln(w, "| tool | run | wall s | CPU s (client) | CPU s (sshd) | peak RSS MB | tree RSS MB | ok | changed | failed | unreachable |")
+	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	for _, r := range res.Rows {
+		recap := "| – | – | – | – |"
+		if r.HasRecap {
+			recap = fmt.Sprintf("| %d | %d | %d | %d |", r.OK, r.Changed, r.Failed, r.Unreachable)
+		}
+		fmt.Fprintf(w, "| %s | %s | %.2f | %.2f | %.2f | %.1f | %.1f %s\n",
+			r.Tool, r.Run, r.WallS, r.CPUS, r.ServerCPUS, r.MaxRSSMB, r.TreeRSSPeakMB, recap)
+	}
+	fmt.Fprintln(w)
+	if res.SpeedupNoChange != nil {
+		fmt.Fprintf(w, "no-change run: iklim is %.1fx faster than Ansible (target >= 30x: %s)\n", *res.SpeedupNoChange, yes(res.Targets["speedup_vs_ansible_met"]))
+	} else {
+		fmt.Fprintln(w, "no-change run: Ansible skipped (BENCH_SKIP_ANSIBLE=1)")
+	}
+	fmt.Fprintf(w, "no-change run: iklim takes %.2fx the floor's wall time (target <= 1.5x: %s)\n", res.RatioToFloor, yes(res.Targets["ratio_to_floor_met"]))
+	fmt.Fprintf(w, "iklim peak RSS: %.1f MB (target <= 150 MB: %s); runs without failure or second-run change: %s\n",
+		res.Targets["iklim_peak_rss_mb"], yes(res.Targets["iklim_peak_rss_met"]), yes(res.Targets["no_failures"]))
+}
+
+func yes(v any) string {
+	if b, _ := v.(bool); b {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func load(dir, name string) (Row, bool) {
+	var r Row
+	b, err := os.ReadFile(filepath.Join(dir, "m", name+".json"))
+	if err != nil {
+		return r, false
+	}
+	if err := json.Unmarshal(b, &r.measurement); err != nil {
+		return r, false
+	}
+	return r, true
+}
+
+// firstJSONLine returns the first line of b that starts with '{'.
+func firstJSONLine(b []byte) []byte {
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, "{") {
+			return []byte(l)
+		}
+	}
+	return nil
+}
+
+var (
+	recapLine = regexp.MustCompile(`^\S+\s+:?\s*ok=\d+\s+changed=\d+`)
+	recapKV   = regexp.MustCompile(`(\w+)=(\d+)`)
+)
+
+// recap sums the per-host recap lines of iklim ("h001  ok=10 changed=0 …")
+// or Ansible ("h001 : ok=10 changed=0 unreachable=0 failed=0 …").
+func recap(path string, r *Row) {
+	f, err := os.Open(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !recapLine.MatchString(line) {
+			continue
+		}
+		r.HasRecap = true
+		r.Hosts++
+		for _, kv := range recapKV.FindAllStringSubmatch(line, -1) {
+			n, _ := strconv.Atoi(kv[2])
+			switch kv[1] {
+			case "ok":
+				r.OK += n
+			case "changed":
+				r.Changed += n
+			case "failed":
+				r.Failed += n
+			case "unreachable":
+				r.Unreachable += n
+			}
+		}
+	}
+}
+
+func machine(repo string) map[string]string {
+	m := map[string]string{
+		"nproc": strconv.Itoa(runtime.NumCPU()),
+		"go":    runtime.Version(),
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m["kernel"] = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m["cpu"] = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	if b, err := os.ReadFile("/etc/debian_version"); err == nil {
+		m["debian"] = strings.TrimSpace(string(b))
+	}
+	if out, err := exec.Command("ssh", "-V").CombinedOutput(); err == nil {
+		m["openssh"] = strings.TrimSpace(strings.SplitN(string(out), ",", 2)[0])
+	}
+	if out, err := exec.Command("ansible-playbook", "--version").Output(); err == nil {
+		m["ansible"] = strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	if out, err := exec.Command("git", "-C", repo, "rev-parse", "--short", "HEAD").Output(); err == nil {
+		m["iklim_commit"] = strings.TrimSpace(string(out))
+		if st, err := exec.Command("git", "-C", repo, "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+			m["iklim_commit"] += " (with uncommitted changes in the tree)"
+		}
+	}
+	return m
+}
+
+func round2(f float64) float64 { return float64(int64(f*100+0.5)) / 100 }

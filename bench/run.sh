@@ -1,0 +1,231 @@
+#!/usr/bin/env bash
+# bench/run.sh [HOSTS]: benchmark iklim against Ansible and the raw SSH floor
+# on HOSTS loopback hosts (default 100) served by one OpenSSH sshd.
+#
+# Everything lives in a temp dir (sshd config, host key, client key,
+# known_hosts, inventories, the hosts' files, logs) that is removed at the end;
+# sshd is stopped by its pid. See bench/README.md.
+#
+# Environment:
+#   BENCH_SKIP_ANSIBLE=1   skip Ansible (at 500 hosts it takes ~10 minutes)
+#   BENCH_PORT=2299        first port tried for sshd (the next free one is used)
+#   BENCH_FLOOR_RUNS=3     floor runs; the median is reported
+#   BENCH_KEEP=1           keep the temp dir (logs) instead of removing it
+#   BENCH_ANSIBLE_STRATEGY=linear  Ansible strategy (linear or free)
+#   BENCH_IKLIM_FLAGS=...  extra flags for `iklim play`
+set -euo pipefail
+
+HOSTS=${1:-100}
+[[ $HOSTS =~ ^[0-9]+$ ]] && ((HOSTS >= 1 && HOSTS <= 60000)) || { echo "bench: HOSTS must be a number from 1 to 60000" >&2; exit 2; }
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PORT=${BENCH_PORT:-2299}
+SKIP_ANSIBLE=${BENCH_SKIP_ANSIBLE:-0}
+FLOOR_RUNS=${BENCH_FLOOR_RUNS:-3}
+STRATEGY=${BENCH_ANSIBLE_STRATEGY:-linear}
+BENCH_USER=iklimtest
+SSHD=/usr/sbin/sshd
+
+say() { printf 'bench: %s\n' "$*" >&2; }
+die() { say "$*"; exit 1; }
+
+# --- requirements -----------------------------------------------------------
+((EUID == 0)) || die "run as root (sshd, and logging in as $BENCH_USER)"
+need_apt=()
+[[ -x $SSHD ]] || need_apt+=(openssh-server)
+command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
+if [[ $SKIP_ANSIBLE != 1 ]] && ! command -v ansible-playbook >/dev/null; then need_apt+=(ansible-core); fi
+if ((${#need_apt[@]})); then
+  say "installing ${need_apt[*]}"
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null ||
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null; }
+fi
+command -v go >/dev/null || die "go is not on PATH"
+# The login user's shell is /bin/sh: root's bash loads pyenv on every
+# session, which serialises parallel sessions (see /work/shared/LAB.md).
+if ! id "$BENCH_USER" >/dev/null 2>&1; then
+  say "creating user $BENCH_USER (shell /bin/sh)"
+  useradd -m -s /bin/sh "$BENCH_USER"
+fi
+usermod -s /bin/sh -p '*' "$BENCH_USER" # unlocked: with UsePAM no, '!' refuses keys
+mkdir -p /run/sshd
+
+# --- temp dir and cleanup ---------------------------------------------------
+TMP=$(mktemp -d /tmp/iklim-bench.XXXXXX)
+chmod 755 "$TMP" # sshd reads authorized_keys as the login user
+SSHD_PID=
+CGROOT=
+children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
+stop_sshd() {
+  [[ -n $SSHD_PID ]] || return 0
+  # Connections end when their clients exit; give them a moment, then end
+  # the listener's remaining children and the listener, all by pid.
+  for _ in $(seq 50); do [[ -z $(children_of "$SSHD_PID") ]] && break; sleep 0.1; done
+  local kids
+  kids=$(children_of "$SSHD_PID")
+  [[ -z $kids ]] || kill -TERM $kids 2>/dev/null || true
+  kill -TERM "$SSHD_PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$SSHD_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$SSHD_PID" 2>/dev/null || true
+  wait "$SSHD_PID" 2>/dev/null || true
+  SSHD_PID=
+}
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  stop_sshd
+  if [[ -n $CGROOT ]]; then
+    rmdir "$CGROOT"/*/ 2>/dev/null || true
+    rmdir "$CGROOT" 2>/dev/null || say "could not remove cgroup $CGROOT"
+  fi
+  if [[ ${BENCH_KEEP:-0} == 1 ]]; then say "kept $TMP"; else rm -rf "$TMP"; fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+mkdir -p "$TMP"/{bin,logs,m,state,remote/iklim,remote/ansible,backups,ansible-local,ansible-remote-tmp}
+chown "$BENCH_USER" "$TMP"/remote/iklim "$TMP"/remote/ansible "$TMP"/backups "$TMP"/ansible-remote-tmp
+
+# --- build ------------------------------------------------------------------
+say "building iklim, floor, timeit and report"
+(cd "$ROOT" && go build -o "$TMP/bin/iklim" ./cmd/iklim && go build -o "$TMP/bin/floor" ./bench/floor &&
+  go build -o "$TMP/bin/timeit" ./bench/timeit && go build -o "$TMP/bin/report" ./bench/report)
+
+# --- keys, hosts, sshd ------------------------------------------------------
+ssh-keygen -q -t ed25519 -N '' -C 'iklim bench host' -f "$TMP/ssh_host_ed25519_key"
+ssh-keygen -q -t ed25519 -N '' -C 'iklim bench client' -f "$TMP/id_ed25519"
+cp "$TMP/id_ed25519.pub" "$TMP/authorized_keys"
+chmod 644 "$TMP/authorized_keys"
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+while port_busy "$PORT"; do PORT=$((PORT + 1)); done
+
+width=${#HOSTS}; ((width < 3)) && width=3
+hostkey=$(cut -d' ' -f1,2 "$TMP/ssh_host_ed25519_key.pub")
+: >"$TMP/hosts.txt"
+{
+  printf 'defaults {\n  user        = "%s"\n  port        = %d\n  key         = "%s"\n  known_hosts = "%s"\n}\n' \
+    "$BENCH_USER" "$PORT" "$TMP/id_ed25519" "$TMP/known_hosts"
+} >"$TMP/inventory.hcl"
+printf '[all]\n' >"$TMP/hosts.ini"
+: >"$TMP/known_hosts"
+for ((i = 0; i < HOSTS; i++)); do
+  addr="127.0.$((1 + i / 254)).$((1 + i % 254))"
+  name=$(printf "h%0${width}d" $((i + 1)))
+  echo "$addr" >>"$TMP/hosts.txt"
+  echo "[$addr]:$PORT $hostkey" >>"$TMP/known_hosts"
+  printf 'host "%s" {\n  address     = "%s"\n  backup_root = "%s"\n}\n' "$name" "$addr" "$TMP/backups/$name" >>"$TMP/inventory.hcl"
+  printf '%s ansible_host=%s\n' "$name" "$addr" >>"$TMP/hosts.ini"
+done
+chmod 644 "$TMP/known_hosts"
+
+cat >"$TMP/sshd_config" <<EOF
+Port $PORT
+ListenAddress 0.0.0.0
+AddressFamily inet
+HostKey $TMP/ssh_host_ed25519_key
+PidFile $TMP/sshd.pid
+AuthorizedKeysFile $TMP/authorized_keys
+UsePAM no
+StrictModes no
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers $BENCH_USER
+MaxStartups 400:30:800
+MaxSessions 20
+MaxAuthTries 20
+UseDNS no
+PrintMotd no
+PrintLastLog no
+Subsystem sftp internal-sftp
+LogLevel ERROR
+EOF
+# OpenSSH 9.8+ penalises sources that drop connections; bookworm's 9.2 lacks
+# the option, so keep it only when this sshd accepts it.
+echo "PerSourcePenalties no" >>"$TMP/sshd_config"
+"$SSHD" -t -f "$TMP/sshd_config" 2>/dev/null || sed -i '/^PerSourcePenalties/d' "$TMP/sshd_config"
+"$SSHD" -t -f "$TMP/sshd_config"
+
+# CPU time is read from cgroup v2 when there is one: a cgroup for sshd
+# (every server-side process of every run) and one per measured run, created
+# under this shell's own cgroup so that the accounting above is unchanged.
+cg2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
+cgrel=$(awk -F: '$1 == "0" { print $3 }' /proc/self/cgroup)
+if [[ -n $cg2 && -n $cgrel ]] && mkdir "$cg2${cgrel%/}/iklim-bench-$$" 2>/dev/null; then
+  CGROOT=$cg2${cgrel%/}/iklim-bench-$$
+  mkdir "$CGROOT/sshd"
+else
+  say "no cgroup v2: CPU times come from getrusage, server CPU from sshd's reaped children"
+fi
+
+"$SSHD" -D -e -f "$TMP/sshd_config" 2>"$TMP/logs/sshd.log" &
+SSHD_PID=$!
+[[ -z $CGROOT ]] || echo "$SSHD_PID" >"$CGROOT/sshd/cgroup.procs"
+for _ in $(seq 100); do port_busy "$PORT" && break; kill -0 "$SSHD_PID" 2>/dev/null || die "sshd exited: $(cat "$TMP/logs/sshd.log")"; sleep 0.05; done
+port_busy "$PORT" || die "sshd does not listen on port $PORT"
+say "sshd pid $SSHD_PID on port $PORT; $HOSTS hosts 127.0.1.1 … $(tail -n1 "$TMP/hosts.txt"); temp dir $TMP"
+
+# --- runs -------------------------------------------------------------------
+# measure NAME CMD…: run CMD under timeit, output to logs/NAME.log, result to
+# m/NAME.json. A failing run is recorded, not fatal: the report shows it.
+measure() {
+  local name=$1
+  shift
+  say "run $name"
+  local cg=()
+  [[ -z $CGROOT ]] || cg=(-cgroup "$CGROOT/$name" -server-cgroup "$CGROOT/sshd")
+  "$TMP/bin/timeit" -o "$TMP/m/$name.json" -sshd-pid "$SSHD_PID" "${cg[@]}" -- "$@" >"$TMP/logs/$name.log" 2>&1 ||
+    say "$name exited with status $? (see the report)"
+}
+
+unset SSH_AUTH_SOCK # both tools log in with the bench key only
+
+for ((r = 1; r <= FLOOR_RUNS; r++)); do
+  measure "floor$r" "$TMP/bin/floor" -hosts "$TMP/hosts.txt" -port "$PORT" -user "$BENCH_USER" \
+    -key "$TMP/id_ed25519" -known-hosts "$TMP/known_hosts" -n 10
+done
+
+export IKLIM_STATE_DIR=$TMP/state
+# shellcheck disable=SC2086 # BENCH_IKLIM_FLAGS splits into flags
+measure iklim1 "$TMP/bin/iklim" play -i "$TMP/inventory.hcl" -f "$HOSTS" ${BENCH_IKLIM_FLAGS:-} -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl"
+measure iklim2 "$TMP/bin/iklim" play -i "$TMP/inventory.hcl" -f "$HOSTS" ${BENCH_IKLIM_FLAGS:-} -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl"
+
+if [[ $SKIP_ANSIBLE != 1 ]]; then
+  for r in 1 2; do
+    mkdir -p "$TMP/cp$r"
+    cat >"$TMP/ansible$r.cfg" <<EOF
+[defaults]
+inventory = $TMP/hosts.ini
+forks = $HOSTS
+strategy = $STRATEGY
+gathering = explicit
+host_key_checking = True
+interpreter_python = /usr/bin/python3
+remote_user = $BENCH_USER
+private_key_file = $TMP/id_ed25519
+local_tmp = $TMP/ansible-local
+remote_tmp = $TMP/ansible-remote-tmp
+retry_files_enabled = False
+timeout = 60
+
+[ssh_connection]
+pipelining = True
+ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=$TMP/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o IdentityAgent=none -p $PORT
+control_path_dir = $TMP/cp$r
+control_path = %(directory)s/%%C
+EOF
+    # Each run starts without ControlPersist masters, like iklim's: timeit
+    # ends the masters a run leaves behind (and counts their CPU time).
+    export ANSIBLE_CONFIG=$TMP/ansible$r.cfg ANSIBLE_NOCOLOR=1
+    measure "ansible$r" ansible-playbook -e base="$TMP/remote/ansible" "$ROOT/bench/workload.yml"
+  done
+fi
+
+stop_sshd
+
+# --- report -----------------------------------------------------------------
+mkdir -p "$ROOT/bench/results"
+"$TMP/bin/report" -dir "$TMP" -hosts "$HOSTS" -floor-runs "$FLOOR_RUNS" -skip-ansible="$([[ $SKIP_ANSIBLE == 1 ]] && echo true || echo false)" \
+  -repo "$ROOT" -out "$ROOT/bench/results"
