@@ -277,11 +277,15 @@ func TestRunRedactsSecretsInEvents(t *testing.T) {
 	secrets := modules.NewSecrets()
 	secrets.Add("hunter2-password")
 	s := probeStep(j, "leak", func(sc *runner.StepContext, p *probe) { p.fail = true; p.key = "hunter2-password" })
+	s.Build = func(sc *runner.StepContext) (modules.Module, error) {
+		return nil, errors.New("bad argument hunter2-password")
+	}
 	pb := &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{s}}}}
-	_, events := run(t, localInventory(t, 1), pb, func(o *runner.Options) { o.Secrets = secrets })
+	recap, events := run(t, localInventory(t, 1), pb, func(o *runner.Options) { o.Secrets = secrets })
 	for _, e := range events {
 		require.NotContains(t, e.Summary+e.Error, "hunter2-password")
 	}
+	require.NotContains(t, fmt.Sprint(recap), "hunter2-password")
 	require.Contains(t, fmt.Sprint(events), modules.Redacted)
 }
 

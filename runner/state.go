@@ -54,7 +54,7 @@ func (e *engine) count(host string, st Status, errText string, ignoreErrors bool
 		e.dead[host] = true
 	}
 	if errText != "" && r.Error == "" {
-		r.Error = errText
+		r.Error = e.opts.Secrets.Redact(errText)
 	}
 }
 
