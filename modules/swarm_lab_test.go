@@ -23,6 +23,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -60,6 +61,22 @@ func requireSwarmLab(t *testing.T) *swarmLab {
 	}
 	if _, err := os.Stat("/var/lib/iklim-lab/id_ed25519"); err != nil {
 		skip("%v", err)
+	}
+	// One swarm test at a time across processes: `go test ./...` in another
+	// shell would otherwise reset the swarm under this one.
+	lock, err := os.OpenFile("/var/lib/iklim-lab/.swarm-test.lock", os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		skip("%v", err)
+	}
+	t.Cleanup(func() { _ = lock.Close() })
+	for deadline := time.Now().Add(15 * time.Minute); ; {
+		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("another swarm lab test held the lab for 15 minutes")
+		}
+		time.Sleep(time.Second)
 	}
 	inv, diags := inventories.LoadStock("lab")
 	if diags.HasErrors() {
@@ -396,6 +413,20 @@ func TestLabSwarm(t *testing.T) {
 		require.NoError(t, r3.err)
 		require.Equal(t, "redis_password_v2", r3.out["name"])
 		require.NotContains(t, r3.ch.Diff.After, "s3cret-two")
+
+		cfg := func(v string) func(string) modules.Module {
+			return func(string) modules.Module {
+				m := modules.NewDockerConfig()
+				m.Name, m.Value, m.Versioned = "nginx_conf", v, true
+				return m
+			}
+		}
+		c1 := lab.step(t, []string{"iklim-app-01"}, cfg("worker_processes 1;\n"))["iklim-app-01"]
+		require.NoError(t, c1.err)
+		require.Equal(t, "nginx_conf_v1", c1.out["name"])
+		c2 := lab.step(t, []string{"iklim-app-01"}, cfg("worker_processes 1;\n"))["iklim-app-01"]
+		require.NoError(t, c2.err)
+		require.Nil(t, c2.ch)
 		lap("network + versioned secret")
 	})
 
@@ -421,6 +452,12 @@ func TestLabSwarm(t *testing.T) {
 		}
 		env := lab.services(t, "lab_web")["lab_web"].Spec.TaskTemplate.ContainerSpec.Env
 		require.ElementsMatch(t, []string{"GREETING=hello", "LITERAL=cost: $5", "MODE=prod"}, env)
+
+		wait := lab.step(t, []string{"iklim-app-01"}, func(string) modules.Module {
+			return &modules.ServiceWait{Services: []string{"lab_web", "lab_cache", "lab_store"}}
+		})["iklim-app-01"]
+		require.NoError(t, wait.err)
+		require.Nil(t, wait.ch, "converged services: nothing to wait for")
 
 		// Same files, same env: no change, in one round trip.
 		m2 := stack("lab", "stack.yml", "stack.prod.yml")
