@@ -253,7 +253,7 @@ start_sshd() {
 	write_sshd_config "$h"
 	in_host "$h" /usr/sbin/sshd -t -f "$d/ssh/sshd_config"
 	rm -f "$d/sshd.pid"
-	in_host "$h" /usr/sbin/sshd -f "$d/ssh/sshd_config" -E "$d/log/sshd.log"
+	in_host "$h" /usr/sbin/sshd -f "$d/ssh/sshd_config" -E "$d/log/sshd.log" 9>&-
 	for ((i = 0; i < 100; i++)); do
 		pid_ok "$d/sshd.pid" "$h" && tcp_open "$a" 22 && return 0
 		sleep 0.1
@@ -268,12 +268,14 @@ start_dockerd() {
 	rm -f "$d/dockerd.pid"
 	# /var/run is the host's private /run, so the default socket
 	# /var/run/docker.sock and exec-root /var/run/docker are per host.
-	in_host "$h" setsid /usr/sbin/dockerd \
+	# A plain command (not the in_host function) so bash execs it instead of
+	# keeping a subshell around; 9>&- so the daemon does not hold the lab lock.
+	nsenter --net="/run/netns/$h" --mount="$NS_DIR/$h.mnt" --uts="$NS_DIR/$h.uts" -- setsid /usr/sbin/dockerd \
 		--data-root "$d/docker" \
 		--pidfile "$d/dockerd.pid" \
 		--host unix:///var/run/docker.sock \
 		--storage-driver="$STORAGE_DRIVER" --iptables=false --bridge=none \
-		>>"$d/log/dockerd.log" 2>&1 </dev/null &
+		>>"$d/log/dockerd.log" 2>&1 </dev/null 9>&- &
 	for ((i = 0; i < 600; i++)); do
 		if pid_ok "$d/dockerd.pid" "$h" && hdocker "$h" version >/dev/null 2>&1; then return 0; fi
 		sleep 0.1
@@ -415,7 +417,7 @@ host_down() {
 	for ((i = 0; i < 3; i++)); do
 		pids=$(host_pids "$h" | sort -u | tr '\n' ' ')
 		[[ -z ${pids// /} ]] && break
-		hlog "$h" "stopping leftover pids: $pids"
+		hlog "$h" "stopping leftover processes:$(for p in $pids; do printf ' %s(%s)' "$p" "$(cat /proc/"$p"/comm 2>/dev/null)"; done)"
 		for p in $pids; do kill -TERM "$p" 2>/dev/null || true; done
 		sleep 2
 		for p in $pids; do kill -KILL "$p" 2>/dev/null || true; done
