@@ -44,7 +44,9 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
+	stopProfiling := startProfiling()
 	err := app.RunContext(ctx, os.Args)
+	stopProfiling()
 	os.Exit(exitCode(err))
 }
 
