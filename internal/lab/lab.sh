@@ -753,7 +753,18 @@ usage: $0 up|down|status|images [--rebuild]|smoke [HOST]|purge
 EOF
 }
 
+# Daemons started here must not inherit the caller's open files (a caller's
+# lock fd would otherwise be held by dockerd until 'down').
+close_inherited_fds() {
+	local f n
+	for f in /proc/$$/fd/*; do
+		n=${f##*/}
+		[[ $n =~ ^[0-9]+$ ]] && ((n > 2 && n < 255)) && eval "exec $n>&-" 2>/dev/null || true
+	done
+}
+
 main() {
+	close_inherited_fds
 	local cmd=${1:-status}
 	shift || true
 	case $cmd in
