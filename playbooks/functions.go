@@ -17,91 +17,41 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/tryfunc"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/iklimco/iklim/inventories"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
 	"github.com/zclconf/go-cty/cty/function/stdlib"
 )
 
-// Functions returns the functions playbook expressions can call: most of the
-// go-cty standard library (the Terraform names), can/try, hashes and base64,
-// env, and file and templatefile with paths relative to baseDir.
+// Functions returns the functions playbook expressions can call: the
+// inventory's (the go-cty standard library under Terraform's names, and env),
+// plus can/try, type conversions, hashes and base64, string predicates, a
+// length that counts objects too, and file and templatefile with paths
+// relative to baseDir.
 func Functions(baseDir string) map[string]function.Function {
-	fns := map[string]function.Function{
-		"abs":             stdlib.AbsoluteFunc,
-		"can":             tryfunc.CanFunc,
-		"ceil":            stdlib.CeilFunc,
-		"chomp":           stdlib.ChompFunc,
-		"chunklist":       stdlib.ChunklistFunc,
-		"coalesce":        stdlib.CoalesceFunc,
-		"coalescelist":    stdlib.CoalesceListFunc,
-		"compact":         stdlib.CompactFunc,
-		"concat":          stdlib.ConcatFunc,
-		"contains":        stdlib.ContainsFunc,
-		"csvdecode":       stdlib.CSVDecodeFunc,
-		"distinct":        stdlib.DistinctFunc,
-		"element":         stdlib.ElementFunc,
-		"flatten":         stdlib.FlattenFunc,
-		"floor":           stdlib.FloorFunc,
-		"format":          stdlib.FormatFunc,
-		"formatlist":      stdlib.FormatListFunc,
-		"indent":          stdlib.IndentFunc,
-		"join":            stdlib.JoinFunc,
-		"jsondecode":      stdlib.JSONDecodeFunc,
-		"jsonencode":      stdlib.JSONEncodeFunc,
-		"keys":            stdlib.KeysFunc,
-		"length":          lengthFunc,
-		"log":             stdlib.LogFunc,
-		"lookup":          stdlib.LookupFunc,
-		"lower":           stdlib.LowerFunc,
-		"max":             stdlib.MaxFunc,
-		"merge":           stdlib.MergeFunc,
-		"min":             stdlib.MinFunc,
-		"parseint":        stdlib.ParseIntFunc,
-		"pow":             stdlib.PowFunc,
-		"range":           stdlib.RangeFunc,
-		"regex":           stdlib.RegexFunc,
-		"regexall":        stdlib.RegexAllFunc,
-		"regex_replace":   stdlib.RegexReplaceFunc,
-		"replace":         stdlib.ReplaceFunc,
-		"reverse":         stdlib.ReverseListFunc,
-		"setintersection": stdlib.SetIntersectionFunc,
-		"setproduct":      stdlib.SetProductFunc,
-		"setsubtract":     stdlib.SetSubtractFunc,
-		"setunion":        stdlib.SetUnionFunc,
-		"signum":          stdlib.SignumFunc,
-		"slice":           stdlib.SliceFunc,
-		"sort":            stdlib.SortFunc,
-		"split":           stdlib.SplitFunc,
-		"strlen":          stdlib.StrlenFunc,
-		"strrev":          stdlib.ReverseFunc,
-		"substr":          stdlib.SubstrFunc,
-		"title":           stdlib.TitleFunc,
-		"tobool":          stdlib.MakeToFunc(cty.Bool),
-		"tolist":          stdlib.MakeToFunc(cty.List(cty.DynamicPseudoType)),
-		"tomap":           stdlib.MakeToFunc(cty.Map(cty.DynamicPseudoType)),
-		"tonumber":        stdlib.MakeToFunc(cty.Number),
-		"toset":           stdlib.MakeToFunc(cty.Set(cty.DynamicPseudoType)),
-		"tostring":        stdlib.MakeToFunc(cty.String),
-		"trim":            stdlib.TrimFunc,
-		"trimprefix":      stdlib.TrimPrefixFunc,
-		"trimspace":       stdlib.TrimSpaceFunc,
-		"trimsuffix":      stdlib.TrimSuffixFunc,
-		"try":             tryfunc.TryFunc,
-		"upper":           stdlib.UpperFunc,
-		"values":          stdlib.ValuesFunc,
-		"zipmap":          stdlib.ZipmapFunc,
-
+	fns := inventories.Functions()
+	for name, f := range map[string]function.Function{
+		"can":          tryfunc.CanFunc,
+		"try":          tryfunc.TryFunc,
+		"length":       lengthFunc,
+		"tobool":       stdlib.MakeToFunc(cty.Bool),
+		"tolist":       stdlib.MakeToFunc(cty.List(cty.DynamicPseudoType)),
+		"tomap":        stdlib.MakeToFunc(cty.Map(cty.DynamicPseudoType)),
+		"tonumber":     stdlib.MakeToFunc(cty.Number),
+		"toset":        stdlib.MakeToFunc(cty.Set(cty.DynamicPseudoType)),
+		"tostring":     stdlib.MakeToFunc(cty.String),
 		"base64decode": base64DecodeFunc,
 		"base64encode": base64EncodeFunc,
 		"endswith":     stringPredicate(strings.HasSuffix),
-		"env":          envFunc,
 		"md5":          hashFunc(md5.New),
 		"sha1":         hashFunc(sha1.New),
 		"sha256":       hashFunc(sha256.New),
 		"sha512":       hashFunc(sha512.New),
 		"startswith":   stringPredicate(strings.HasPrefix),
 		"strcontains":  stringPredicate(strings.Contains),
+	} {
+		fns[name] = f
 	}
 	fns["file"] = fileFunc(baseDir)
 	fns["templatefile"] = templateFileFunc(baseDir, fns)
@@ -195,16 +145,6 @@ var base64DecodeFunc = function.New(&function.Spec{
 			return cty.UnknownVal(cty.String), function.NewArgErrorf(0, "the decoded bytes are not valid UTF-8")
 		}
 		return cty.StringVal(string(b)), nil
-	},
-})
-
-// envFunc reads an environment variable of the control machine; unset reads
-// as "".
-var envFunc = function.New(&function.Spec{
-	Params: []function.Parameter{stringArg("name")},
-	Type:   function.StaticReturnType(cty.String),
-	Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
-		return cty.StringVal(os.Getenv(args[0].AsString())), nil
 	},
 })
 
