@@ -344,9 +344,10 @@ cmd_up() {
 	ensure_ns_dir
 	each_host host_up || die "some hosts failed to come up"
 	write_known_hosts
+	local t1=$SECONDS
 	images_build
 	each_host images_load_host || die "loading images failed"
-	log "up ($((SECONDS - t0))s). ssh -i $LAB_DIR/id_ed25519 -o UserKnownHostsFile=$LAB_DIR/known_hosts $LAB_USER@10.77.0.11"
+	log "up ($((SECONDS - t0))s: hosts $((t1 - t0))s, images $((SECONDS - t1))s). ssh -i $LAB_DIR/id_ed25519 -o UserKnownHostsFile=$LAB_DIR/known_hosts $LAB_USER@10.77.0.11"
 }
 
 # ----------------------------------------------------------------- down ---
