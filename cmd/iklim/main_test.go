@@ -38,10 +38,10 @@ func TestMain(m *testing.M) {
 func iklim(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), env...)
-	// Keep the control machine's records inside the test.
+	// Keep the control machine's records inside the test unless env says.
 	state := t.TempDir()
-	cmd.Env = append(cmd.Env, "IKLIM_STATE_DIR="+state, "IKLIM_CONTROL_BACKUP_ROOT="+filepath.Join(state, "backups"))
+	cmd.Env = append(os.Environ(), "IKLIM_STATE_DIR="+state, "IKLIM_CONTROL_BACKUP_ROOT="+filepath.Join(state, "backups"))
+	cmd.Env = append(cmd.Env, env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -196,10 +196,14 @@ play "files" {
   }
 }
 `, base))
-	env := []string{"IKLIM_VAR_token=s3cr3t-t0ken-value"}
+	// One state dir for every command, so backups list sees the journal.
+	state := t.TempDir()
+	env := []string{"IKLIM_VAR_token=s3cr3t-t0ken-value", "IKLIM_STATE_DIR=" + state,
+		"IKLIM_CONTROL_BACKUP_ROOT=" + filepath.Join(state, "backups")}
 
 	stdout, stderr, code := iklim(t, env, "play", "-i", inv, pb)
 	require.Equal(t, 0, code, "stdout: %s\nstderr: %s", stdout, stderr)
+	firstRun := strings.TrimPrefix(strings.SplitN(stdout, "\n", 2)[0], "RUN ")
 	require.Contains(t, stdout, "changed: ")
 	require.Regexp(t, `h004\s+ok=1 changed=3 failed=0`, stdout)
 	require.NotContains(t, stdout+stderr, "s3cr3t-t0ken-value")
@@ -242,6 +246,17 @@ play "files" {
 	require.Contains(t, stdout, "+extra=1")
 	_, err = os.Stat(filepath.Join(base, "h001", "app.env"))
 	require.True(t, os.IsNotExist(err))
+
+	// The first run is listed, and rolling it back removes what it created.
+	stdout, _, code = iklim(t, env, "backups", "list", "-i", inv)
+	require.Equal(t, 0, code, stdout)
+	require.Regexp(t, firstRun+`\s+ok\s+12\s+h001`, stdout)
+	stdout, stderr, code = iklim(t, env, "rollback", "--run", firstRun, "-i", inv, "-l", "even")
+	require.Equal(t, 0, code, "stdout: %s\nstderr: %s", stdout, stderr)
+	_, err = os.Stat(filepath.Join(base, "h002"))
+	require.True(t, os.IsNotExist(err), "the run created h002's directory; rollback removes it")
+	_, err = os.Stat(filepath.Join(base, "h001", "app.conf"))
+	require.NoError(t, err, "h001 is not in the limit")
 }
 
 func TestUnreachableHostExitsFour(t *testing.T) {
