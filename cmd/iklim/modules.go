@@ -2,9 +2,9 @@ package main
 
 import (
 	"fmt"
-	"strings"
 	"text/tabwriter"
 
+	"github.com/agext/levenshtein"
 	"github.com/iklimco/iklim/modules"
 	"github.com/urfave/cli/v2"
 )
@@ -48,32 +48,12 @@ var modulesCommand = &cli.Command{
 func didYouMean(name string, names []string) string {
 	best, bestD := "", 3
 	for _, n := range names {
-		if d := editDistance(name, n); d < bestD || (strings.HasPrefix(n, name) && bestD > 1) {
-			best, bestD = n, min(d, 1)
+		if d := levenshtein.Distance(name, n, nil); d < bestD {
+			best, bestD = n, d
 		}
 	}
 	if best == "" {
 		return ""
 	}
 	return fmt.Sprintf("; did you mean %q?", best)
-}
-
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
