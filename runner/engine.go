@@ -40,6 +40,10 @@ type Options struct {
 	Tags     []string // run only steps with one of these tags ("always" always runs)
 	SkipTags []string
 	Verbose  bool // include module output in events
+	// NoCheckAhead runs every step's check in a round trip of its own,
+	// instead of batching the read-only checks of consecutive steps (see
+	// checkahead.go).
+	NoCheckAhead bool
 	// Events receives every event, one at a time.
 	Events  func(Event)
 	Secrets *modules.Secrets
@@ -238,14 +242,7 @@ func segments(steps []Step) [][]Step {
 func (e *engine) runSegment(ctx context.Context, p Play, seg []Step, hosts []*inventories.Host) {
 	wp := pool.New().WithMaxGoroutines(min(e.opts.Forks, len(hosts)))
 	for _, h := range hosts {
-		wp.Go(func() {
-			for _, s := range seg {
-				if ctx.Err() != nil || e.isDead(h.Name) {
-					return
-				}
-				e.runStep(ctx, p, s, h, h.Name)
-			}
-		})
+		wp.Go(func() { e.runHost(ctx, p, seg, h) })
 	}
 	wp.Wait()
 }
@@ -268,7 +265,16 @@ func (e *engine) runOnce(ctx context.Context, p Play, s Step, hosts []*inventori
 
 // runStep runs one step on one host and returns how it ended.
 func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Host, name string) Status {
+	return e.runStepWith(ctx, p, s, h, name, nil)
+}
+
+// runStepWith is runStep; with pre, the step's when, build and check were
+// already done (by a batch of checks, see checkahead.go).
+func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories.Host, name string, pre *checked) Status {
 	begin := time.Now()
+	if pre != nil {
+		begin = pre.begin
+	}
 	ev := Event{Type: EventHostResult, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name}
 	finish := func(st Status, summary string, err error) Status {
 		ev.Status, ev.Summary, ev.Duration = st, summary, time.Since(begin)
@@ -280,20 +286,28 @@ func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Hos
 		return st
 	}
 
-	sc := &StepContext{Host: h, Results: e.snapshotResults(), Check: e.opts.Check}
-	if s.When != nil {
-		ok, err := s.When(sc)
-		if err != nil {
-			return finish(StatusFailed, "", fmt.Errorf("when: %w", err))
+	var m modules.Module
+	if pre == nil {
+		sc := &StepContext{Host: h, Results: e.snapshotResults(), Check: e.opts.Check}
+		if s.When != nil {
+			ok, err := s.When(sc)
+			if err != nil {
+				return finish(StatusFailed, "", fmt.Errorf("when: %w", err))
+			}
+			if !ok {
+				e.registerValue(name, s.Register, cty.ObjectVal(map[string]cty.Value{"skipped": cty.True, "changed": cty.False}))
+				return finish(StatusSkipped, "", nil)
+			}
 		}
-		if !ok {
-			e.registerValue(name, s.Register, cty.ObjectVal(map[string]cty.Value{"skipped": cty.True, "changed": cty.False}))
-			return finish(StatusSkipped, "", nil)
+		var err error
+		if m, err = s.Build(sc); err != nil {
+			return finish(StatusFailed, "", err)
 		}
-	}
-	m, err := s.Build(sc)
-	if err != nil {
-		return finish(StatusFailed, "", err)
+	} else if pre.skip {
+		e.registerValue(name, s.Register, cty.ObjectVal(map[string]cty.Value{"skipped": cty.True, "changed": cty.False}))
+		return finish(StatusSkipped, "", nil)
+	} else {
+		m = pre.m
 	}
 
 	target, recHost := h, h
@@ -311,7 +325,12 @@ func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Hos
 		sctx, cancel = context.WithTimeout(sctx, s.Timeout)
 		defer cancel()
 	}
-	ch, err := m.Check(sctx, conn)
+	var ch *modules.Change
+	if pre == nil {
+		ch, err = m.Check(sctx, conn)
+	} else {
+		ch, err = pre.ch, pre.err
+	}
 	if err != nil {
 		return finish(StatusFailed, "", stepError(sctx, s, err))
 	}

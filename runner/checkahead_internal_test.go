@@ -1,0 +1,87 @@
+package runner
+
+import (
+	"context"
+	"testing"
+
+	"github.com/iklimco/iklim/modules"
+	"github.com/stretchr/testify/require"
+)
+
+// TestBatchConnSendBatch runs commands in one batch script and checks that
+// each gets what it would have got alone: stdout (with or without a final
+// newline), stderr, exit status and env. A command that breaks the script (a
+// syntax error) and the ones after it fall back to running alone.
+func TestBatchConnSendBatch(t *testing.T) {
+	conn := NewLocalConn("h1")
+	cmds := []struct {
+		cmd string
+		env map[string]string
+	}{
+		{cmd: "printf abc"},
+		{cmd: "echo out; echo err >&2; exit 3"},
+		{cmd: "exit 0"},
+		{cmd: `printf '%s\n' "$FOO"`, env: map[string]string{"FOO": "it's a b"}},
+		{cmd: "_f() { exit 4; }\n_f\necho never"},
+		{cmd: "cat; echo \"stdin done\""},
+		{cmd: "exec printf '%s\\n' exec'd"},
+		{cmd: "if then fi"}, // breaks the whole script
+		{cmd: "echo after"},
+	}
+	b := &batchConn{conn: conn, ctx: context.Background()}
+	var reqs []*batchReq
+	for i, c := range cmds {
+		reqs = append(reqs, &batchReq{order: i, cmd: c.cmd, env: c.env, done: make(chan struct{})})
+	}
+	b.send(reqs)
+	for i, c := range cmds {
+		var opts []modules.RunOption
+		if c.env != nil {
+			opts = append(opts, modules.WithEnv(c.env))
+		}
+		want, err := conn.Run(context.Background(), c.cmd, opts...)
+		require.NoError(t, err)
+		require.NoError(t, reqs[i].err, c.cmd)
+		require.Equal(t, want, reqs[i].res, c.cmd)
+	}
+}
+
+// TestBatchConnOneRoundTripPerRound counts the commands that reach the
+// connection when several checks run at once.
+func TestBatchConnOneRoundTripPerRound(t *testing.T) {
+	conn := &countConn{Conn: NewLocalConn("h1")}
+	b := &batchConn{conn: conn, ctx: context.Background()}
+	const n = 5
+	out := make([]string, n)
+	done := make(chan struct{})
+	b.active = n
+	for i := range n {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			v := &batchView{b: b, order: i}
+			r1, err := v.Run(context.Background(), "echo first "+string(rune('a'+i)))
+			require.NoError(t, err)
+			r2, err := v.Run(context.Background(), "echo second")
+			require.NoError(t, err)
+			out[i] = r1.Stdout + r2.Stdout
+			b.finished()
+		}()
+	}
+	for range n {
+		<-done
+	}
+	for i := range n {
+		require.Equal(t, "first "+string(rune('a'+i))+"\nsecond\n", out[i])
+	}
+	require.Equal(t, 2, conn.runs, "two rounds of five commands")
+}
+
+type countConn struct {
+	modules.Conn
+	runs int
+}
+
+func (c *countConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
+	c.runs++ // rounds run one at a time
+	return c.Conn.Run(ctx, cmd, opts...)
+}

@@ -1,0 +1,135 @@
+package runner_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/runner"
+	"github.com/stretchr/testify/require"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// localConnector hands out LocalConns for non-local hosts and counts the
+// commands they run: each is one round trip (one session) over SSH.
+type localConnector struct{ runs atomic.Int64 }
+
+type countedConn struct {
+	*runner.LocalConn
+	runs *atomic.Int64
+}
+
+func (c countedConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
+	c.runs.Add(1)
+	return c.LocalConn.Run(ctx, cmd, opts...)
+}
+
+func (l *localConnector) Connect(ctx context.Context, h *inventories.Host) (modules.Conn, error) {
+	return countedConn{LocalConn: runner.NewLocalConn(h.Name), runs: &l.runs}, nil
+}
+func (l *localConnector) Close() error { return nil }
+
+func ptr[T any](v T) *T { return &v }
+
+// aheadWorkload: a read-only command leading, a directory, a stat of it, a
+// step whose path depends on that stat's result, and a second command.
+func aheadWorkload(base string) *runner.Playbook {
+	step := func(name, register string, build func(sc *runner.StepContext, d string) modules.Module) runner.Step {
+		return runner.Step{Name: name, Module: "m", Register: register, Source: "test.hcl:1",
+			Build: func(sc *runner.StepContext) (modules.Module, error) {
+				return build(sc, filepath.Join(base, sc.Host.Name)), nil
+			}}
+	}
+	return &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		step("echo", "out", func(_ *runner.StepContext, d string) modules.Module {
+			return &modules.Command{Argv: []string{"echo", "hi"}, Changed: ptr(false)}
+		}),
+		step("dir", "", func(_ *runner.StepContext, d string) modules.Module {
+			return &modules.File{Path: d + "/a", State: "directory"}
+		}),
+		step("stat", "st", func(_ *runner.StepContext, d string) modules.Module {
+			return &modules.Stat{Path: d + "/a"}
+		}),
+		step("depends", "", func(sc *runner.StepContext, d string) modules.Module {
+			p := d + "/absent-parent"
+			if st := sc.Results[sc.Host.Name]["st"]; st.Type().IsObjectType() && st.GetAttr("exists") == cty.True {
+				p = d + "/a/b"
+			}
+			return &modules.File{Path: p, State: "directory"}
+		}),
+		step("true", "", func(_ *runner.StepContext, d string) modules.Module {
+			return &modules.Command{Argv: []string{"true"}, Changed: ptr(false)}
+		}),
+	}}}}
+}
+
+type aheadRun struct {
+	statuses map[string][]string // host → "step status summary"
+	runs     int64
+}
+
+func runAhead(t *testing.T, base string, noAhead, check bool) aheadRun {
+	t.Helper()
+	inv := inventories.New()
+	for _, n := range []string{"h1", "h2", "h3"} {
+		require.NoError(t, inv.Add(&inventories.Host{Name: n, Address: "127.0.0.1"}))
+	}
+	conn := &localConnector{}
+	var mu sync.Mutex
+	res := aheadRun{statuses: map[string][]string{}}
+	recap, err := runner.Run(context.Background(), aheadWorkload(base), runner.Options{
+		Inventory: inv, Connector: conn, NoCheckAhead: noAhead, Check: check,
+		Events: func(e runner.Event) {
+			if e.Type != runner.EventHostResult {
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			line := e.Step + " " + string(e.Status) + " " + e.Summary + " " + e.Error
+			res.statuses[e.Host] = append(res.statuses[e.Host], strings.ReplaceAll(line, base, "BASE"))
+		},
+	})
+	require.NoError(t, err)
+	for _, h := range recap.Hosts {
+		require.Zero(t, h.Failed, h.Error)
+	}
+	res.runs = conn.runs.Load()
+	return res
+}
+
+// TestCheckAheadSameResultsFewerRoundTrips runs the workload with and
+// without check-ahead, in check mode, for real, and again: every step ends
+// the same way, and the run with nothing to change takes 3 round trips per
+// host instead of 5: echo, dir and stat in one; depends alone, since the
+// stat it reads was not registered yet when it was checked ahead (its
+// arguments differ once it is); true alone.
+func TestCheckAheadSameResultsFewerRoundTrips(t *testing.T) {
+	seq, ahead := t.TempDir(), t.TempDir()
+	for _, pass := range []struct {
+		name  string
+		check bool
+	}{{"check mode", true}, {"first run", false}, {"second run", false}} {
+		a := runAhead(t, seq, true, pass.check)
+		b := runAhead(t, ahead, false, pass.check)
+		require.Equal(t, a.statuses, b.statuses, pass.name)
+		if pass.name == "second run" {
+			require.EqualValues(t, 3*5, a.runs)
+			require.EqualValues(t, 3*3, b.runs)
+			for _, st := range b.statuses["h1"] {
+				require.Contains(t, st, " ok ")
+			}
+		}
+	}
+	for _, h := range []string{"h1", "h2", "h3"} {
+		_, err := os.Stat(filepath.Join(ahead, h, "a", "b"))
+		require.NoError(t, err, "the step after the stat saw the directory the step before it made")
+		_, err = os.Stat(filepath.Join(ahead, h, "absent-parent"))
+		require.True(t, os.IsNotExist(err))
+	}
+}
