@@ -432,13 +432,51 @@ func (c *compiler) validationContext(h *inventories.Host) *hcl.EvalContext {
 }
 
 // runtimeContext is the context of a step on a host at run time.
-func (c *compiler) runtimeContext(sc *runner.StepContext) (*hcl.EvalContext, hcl.Diagnostics) {
-	results := resultsValue(c.hostNames, sc.Results)
+// readsResult says whether the step's expressions read result at all: the
+// result object holds every host, so building it for each step on each host
+// would cost hosts² over a run; without it, result is left unknown.
+func (c *compiler) runtimeContext(sc *runner.StepContext, readsResult bool) (*hcl.EvalContext, hcl.Diagnostics) {
 	self := cty.EmptyObjectVal
-	if sc.Host != nil && results.Type().HasAttribute(sc.Host.Name) {
-		self = results.GetAttr(sc.Host.Name)
+	if sc.Host != nil {
+		if regs := sc.Results[sc.Host.Name]; len(regs) > 0 {
+			self = cty.ObjectVal(regs)
+		}
+	}
+	results := cty.DynamicVal
+	if readsResult {
+		results = resultsValue(c.hostNames, sc.Results)
 	}
 	return c.evalContext(sc.Host, results, self, cty.BoolVal(sc.Check))
+}
+
+// readsRoot reports whether expr, or any expression of body (nil for
+// none), reads the variable root; true when it cannot tell.
+func readsRoot(root string, expr hcl.Expression, body hcl.Body) bool {
+	if expr != nil {
+		for _, t := range expr.Variables() {
+			if t.RootName() == root {
+				return true
+			}
+		}
+	}
+	if body == nil {
+		return false
+	}
+	sb, ok := body.(*hclsyntax.Body)
+	if !ok {
+		return true
+	}
+	for _, a := range sb.Attributes {
+		if readsRoot(root, a.Expr, nil) {
+			return true
+		}
+	}
+	for _, b := range sb.Blocks {
+		if readsRoot(root, nil, b.Body) {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *compiler) evalError(diags hcl.Diagnostics) error {
@@ -707,13 +745,15 @@ func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registe
 		regs.names[rs.Register] = regs.play // the latest registration counts
 	}
 	if known {
+		readsResult := readsRoot(rootResult, nil, args)
 		rs.Build = func(sc *runner.StepContext) (modules.Module, error) {
-			return c.build(s, info, args, sc)
+			return c.build(s, info, args, sc, readsResult)
 		}
 	}
 	if when != nil {
+		readsResult := readsRoot(rootResult, when, nil)
 		rs.When = func(sc *runner.StepContext) (bool, error) {
-			ctx, diags := c.runtimeContext(sc)
+			ctx, diags := c.runtimeContext(sc, readsResult)
 			if diags.HasErrors() {
 				return false, c.evalError(diags)
 			}
@@ -798,8 +838,8 @@ func (c *compiler) validateArgs(s *Step, info modules.Info, args hcl.Body, ctx *
 }
 
 // build makes the module of a step for one host at run time.
-func (c *compiler) build(s *Step, info modules.Info, args hcl.Body, sc *runner.StepContext) (modules.Module, error) {
-	ctx, diags := c.runtimeContext(sc)
+func (c *compiler) build(s *Step, info modules.Info, args hcl.Body, sc *runner.StepContext, readsResult bool) (modules.Module, error) {
+	ctx, diags := c.runtimeContext(sc, readsResult)
 	if diags.HasErrors() {
 		return nil, c.evalError(diags)
 	}

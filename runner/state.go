@@ -90,23 +90,25 @@ func (e *engine) recap(d time.Duration) *Recap {
 	return r
 }
 
-// snapshotResults copies the registered results so that a step evaluates
-// against a stable view while other hosts keep registering.
+// snapshotResults returns the registered results as they are now: a
+// stable view while other hosts keep registering, since register never
+// writes into a map it has handed out (copy on write). Taking a snapshot for
+// every step of every host costs nothing; registering costs a copy of the
+// host map.
 func (e *engine) snapshotResults() map[string]map[string]cty.Value {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	out := make(map[string]map[string]cty.Value, len(e.results))
-	for h, r := range e.results {
-		out[h] = maps.Clone(r)
-	}
-	return out
+	return e.results
 }
 
+// register sets host's result name to v; e.mu must be held.
 func (e *engine) register(host, name string, v cty.Value) {
-	if e.results[host] == nil {
-		e.results[host] = map[string]cty.Value{}
-	}
-	e.results[host][name] = v
+	regs := make(map[string]cty.Value, len(e.results[host])+1)
+	maps.Copy(regs, e.results[host])
+	regs[name] = v
+	results := maps.Clone(e.results)
+	results[host] = regs
+	e.results = results
 }
 
 func (e *engine) registerValue(host, name string, v cty.Value) {
