@@ -2,34 +2,45 @@ package runner
 
 // Check-ahead: a host's consecutive steps whose checks only read the host
 // (modules.CheckAheadReadOnly) get their checks run together, in one remote
-// script over one session, instead of one session per step. A step that runs
-// a command of the user's in its check (command/shell with changed = false,
-// modules.CheckAheadLead) may lead such a batch, never sit inside one.
+// script over one session, instead of one session per step.
 //
 // The checks of steps 2…n run before steps 1…n-1 have finished: they are
-// speculative. Results are then taken in step order, and only while every
-// step before has ended ok or skipped (in check mode also changed, since
-// nothing is changed). The first step that changes the host keeps its own
-// check, which was made on the host as it was, and is applied; the checks
-// after it are thrown away and run again. A step whose arguments could have
-// changed because an earlier step of the batch registered a result is built
-// again and its checked copy kept only if the arguments are the same.
+// speculative. Results are taken in step order, and only while every step
+// before has ended ok or skipped (in check mode also changed, since nothing
+// is changed). The first step that changes the host keeps its own check,
+// which was made on the host as it was, and is applied; the checks after it
+// are thrown away and run again. A step whose arguments could have changed
+// because an earlier step of the batch registered a result is built again and
+// its checked copy kept only if the arguments are the same.
+//
+// A step whose check runs a command of the user's (command/shell with
+// changed = false, modules.CheckAheadLead) must run in its turn and once, so
+// it is never speculative: it may lead a batch, and later in a batch it sits
+// behind a gate. Over SSH (and locally) the batch script stops at the gate
+// and reads one line from its stdin; the runner writes 1 once every step
+// before has ended ok, else 0 and the script ends. Over other Conns a gated
+// step starts a new batch.
 //
 // After a batch was cut short by a change the next batch is a single step,
 // then the size doubles with each batch that ran through: a first run, where
 // most steps change, wastes few checks; a run with nothing to change does
-// every host in one round trip per batch.
+// each host's steps in one session.
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/iklimco/iklim/inventories"
@@ -40,8 +51,10 @@ import (
 type checked struct {
 	begin time.Time
 	skip  bool // when was false
+	gated bool // a lead inside the batch: its check waits for the steps before
 	m     modules.Module
 	twin  modules.Module // a second, unchecked build; nil when not needed
+	done  chan struct{}  // closed when the check has returned
 	ch    *modules.Change
 	err   error
 }
@@ -80,6 +93,11 @@ func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories
 // finished (0: none could be batched, run steps[0] the usual way) and
 // whether all of those ended without changing the host.
 func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventories.Host) (int, bool) {
+	conn, err := e.connect(ctx, h)
+	if err != nil {
+		return 0, false // runStep reports it
+	}
+	b := newBatchConn(ctx, conn)
 	results := e.snapshotResults()
 	var pre []*checked
 	registered := false // an earlier step of the batch registers a result
@@ -87,7 +105,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		if s.Delegate || s.Timeout > 0 || s.RunOnce || (k > 0 && s.Barrier) || s.Build == nil {
 			break
 		}
-		c := &checked{begin: time.Now()}
+		c := &checked{begin: time.Now(), done: make(chan struct{})}
 		sc := &StepContext{Host: h, Results: results, Check: e.opts.Check}
 		if s.When != nil {
 			ok, err := s.When(sc)
@@ -98,10 +116,10 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		}
 		if !c.skip {
 			m, err := s.Build(sc)
-			if err != nil || !aheadOK(m, k) {
+			if err != nil || !b.canBatch(aheadMode(m), k) {
 				break
 			}
-			c.m = m
+			c.m, c.gated = m, k > 0 && aheadMode(m) == modules.CheckAheadLead
 			if registered {
 				if c.twin, err = s.Build(sc); err != nil {
 					break
@@ -114,39 +132,48 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 	if len(pre) < 2 {
 		return 0, false
 	}
-	conn, err := e.connect(ctx, h)
-	if err != nil {
-		return 0, false // runStep reports it
-	}
 
-	// Every check in its own goroutine, their commands batched per round.
-	b := &batchConn{conn: conn, ctx: ctx}
+	// Every check in its own goroutine; their commands go in batches.
+	var wg sync.WaitGroup
 	for _, c := range pre {
 		if !c.skip {
 			b.active++ // before any check starts: each takes itself off
 		}
 	}
-	var wg sync.WaitGroup
 	playHosts := e.playHosts(p)
 	for k, c := range pre {
 		if c.skip {
+			close(c.done)
 			continue
+		}
+		if c.gated {
+			b.gates[k] = &gate{decided: make(chan struct{})}
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer close(c.done)
 			sctx := modules.WithPeers(ctx, &peers{e: e, self: h, play: playHosts})
-			c.ch, c.err = c.m.Check(sctx, &batchView{b: b, order: k})
+			c.ch, c.err = c.m.Check(sctx, &batchView{b: b, order: k, gated: c.gated})
 			b.finished()
 		}()
 	}
-	wg.Wait()
+	defer wg.Wait()
+	defer b.closeGates()
 
 	// Take the results in order while they still hold.
 	for k, c := range pre {
 		s := steps[k]
+		if c.gated {
+			b.open(k, true)
+		}
+		<-c.done
 		if k > 0 && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
 			return k, false
+		}
+		stops := !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check)
+		if stops {
+			b.closeGates() // nothing runs ahead of a change being applied
 		}
 		st := e.runStepWith(ctx, p, s, h, h.Name, c)
 		switch {
@@ -159,19 +186,22 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 	return len(pre), true
 }
 
-// aheadOK reports whether m's check may go in a batch at position k.
-func aheadOK(m modules.Module, k int) bool {
-	ca, ok := m.(modules.CheckAheader)
-	if !ok {
-		return false
-	}
-	switch ca.CheckAhead() {
+// canBatch reports whether a check of mode may go in a batch at position k.
+func (b *batchConn) canBatch(mode modules.CheckAhead, k int) bool {
+	switch mode {
 	case modules.CheckAheadReadOnly:
 		return true
 	case modules.CheckAheadLead:
-		return k == 0
+		return k == 0 || b.stream != nil // behind a gate
 	}
 	return false
+}
+
+func aheadMode(m modules.Module) modules.CheckAhead {
+	if ca, ok := m.(modules.CheckAheader); ok {
+		return ca.CheckAhead()
+	}
+	return modules.CheckAheadNever
 }
 
 func registeredBefore(steps []Step) bool {
@@ -197,25 +227,95 @@ func (e *engine) sameStep(s Step, c *checked, h *inventories.Host) bool {
 	return err == nil && c.twin != nil && reflect.DeepEqual(m, c.twin)
 }
 
+// errNotAhead is what a gated check's command gets when the gate closed: a
+// step before it changed the host or failed, so it must not run yet.
+var errNotAhead = errors.New("not run ahead: a step before it changed the host")
+
+// streamFunc runs cmd with a live stdin and output writers.
+type streamFunc func(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error)
+
 // batchConn runs the commands of concurrent checks in rounds: once every
 // check still running is waiting for a command, those commands go to the
 // host in one script, in step order, each in a subshell of its own.
 type batchConn struct {
-	conn modules.Conn
-	ctx  context.Context
+	conn   modules.Conn
+	ctx    context.Context
+	stream streamFunc // nil when conn cannot stream: no gates then
 
 	mu      sync.Mutex
-	active  int // checks running and not waiting for a batch
+	active  int // checks running and not waiting for a command
 	pending []*batchReq
+	gates   map[int]*gate // by step order
+	closed  bool          // closeGates was called: undecided gates are shut
+}
+
+// gate holds a gated step's command until the steps before it have ended.
+type gate struct {
+	decided chan struct{}
+	ok      bool
+	pipe    *os.File // the stdin of the script waiting at this gate, if any
 }
 
 type batchReq struct {
 	order int
 	cmd   string
 	env   map[string]string
+	gated bool
 	done  chan struct{}
 	res   modules.Result
 	err   error
+}
+
+func newBatchConn(ctx context.Context, conn modules.Conn) *batchConn {
+	b := &batchConn{conn: conn, ctx: ctx, gates: map[int]*gate{}}
+	switch c := conn.(type) {
+	case *SSHConn:
+		b.stream = func(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+			code, _, err := c.exec(ctx, cmd, nil, c.become, stdin, stdout, stderr)
+			if err != nil && err != ctx.Err() {
+				err = c.cmdErr(cmd, err)
+			}
+			return code, err
+		}
+	case *LocalConn:
+		b.stream = streamLocal
+	}
+	return b
+}
+
+// open decides the gate of step order.
+func (b *batchConn) open(order int, ok bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.decideLocked(order, ok)
+}
+
+func (b *batchConn) decideLocked(order int, ok bool) {
+	g := b.gates[order]
+	select {
+	case <-g.decided:
+		return
+	default:
+	}
+	g.ok = ok
+	close(g.decided)
+	if g.pipe != nil {
+		if ok {
+			_, _ = g.pipe.WriteString("1\n")
+		} else {
+			_, _ = g.pipe.WriteString("0\n")
+		}
+	}
+}
+
+// closeGates shuts every gate not opened yet.
+func (b *batchConn) closeGates() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	for order := range b.gates {
+		b.decideLocked(order, false)
+	}
 }
 
 // take returns the pending commands once no check is running; it must be
@@ -226,7 +326,6 @@ func (b *batchConn) take() []*batchReq {
 	}
 	reqs := b.pending
 	b.pending = nil
-	b.active += len(reqs) // their checks go on once the batch is back
 	slices.SortStableFunc(reqs, func(x, y *batchReq) int { return x.order - y.order })
 	return reqs
 }
@@ -238,7 +337,17 @@ func (b *batchConn) finished() {
 	reqs := b.take()
 	b.mu.Unlock()
 	if reqs != nil {
-		b.send(reqs)
+		go b.send(reqs)
+	}
+}
+
+// deliver wakes the checks of reqs, whose results are set.
+func (b *batchConn) deliver(reqs ...*batchReq) {
+	b.mu.Lock()
+	b.active += len(reqs)
+	b.mu.Unlock()
+	for _, r := range reqs {
+		close(r.done)
 	}
 }
 
@@ -246,6 +355,7 @@ func (b *batchConn) finished() {
 type batchView struct {
 	b     *batchConn
 	order int
+	gated bool
 }
 
 func (v *batchView) Host() string { return v.b.conn.Host() }
@@ -255,17 +365,19 @@ func (v *batchView) Run(ctx context.Context, cmd string, opts ...modules.RunOpti
 	if o.Stdin != nil || o.NoBecome {
 		var res modules.Result
 		var err error
-		v.b.direct(func() { res, err = v.b.conn.Run(ctx, cmd, opts...) })
+		v.direct(func() { res, err = v.b.conn.Run(ctx, cmd, opts...) }, &err)
 		return res, err
 	}
-	r := &batchReq{order: v.order, cmd: cmd, env: o.Env, done: make(chan struct{})}
+	r := &batchReq{order: v.order, cmd: cmd, env: o.Env, gated: v.gated, done: make(chan struct{})}
 	v.b.mu.Lock()
 	v.b.pending = append(v.b.pending, r)
 	v.b.active--
 	reqs := v.b.take()
 	v.b.mu.Unlock()
 	if reqs != nil {
-		v.b.send(reqs)
+		// Not in this goroutine: a batch may wait at a gate for this very
+		// check to return.
+		go v.b.send(reqs)
 	}
 	<-r.done
 	return r.res, r.err
@@ -273,19 +385,21 @@ func (v *batchView) Run(ctx context.Context, cmd string, opts ...modules.RunOpti
 
 func (v *batchView) Upload(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error {
 	var err error
-	v.b.direct(func() { err = v.b.conn.Upload(ctx, path, r, mode) })
+	v.direct(func() { err = v.b.conn.Upload(ctx, path, r, mode) }, &err)
 	return err
 }
 
 func (v *batchView) Download(ctx context.Context, path string, w io.Writer) error {
 	var err error
-	v.b.direct(func() { err = v.b.conn.Download(ctx, path, w) })
+	v.direct(func() { err = v.b.conn.Download(ctx, path, w) }, &err)
 	return err
 }
 
 // direct runs fn (a transfer, or a command that cannot be batched) on the
-// connection itself; meanwhile the other checks' commands may go.
-func (b *batchConn) direct(fn func()) {
+// connection itself, after the gate when the check is gated; meanwhile the
+// other checks' commands may go. A shut gate sets *errp instead.
+func (v *batchView) direct(fn func(), errp *error) {
+	b := v.b
 	b.mu.Lock()
 	b.active--
 	reqs := b.take()
@@ -293,87 +407,262 @@ func (b *batchConn) direct(fn func()) {
 	if reqs != nil {
 		go b.send(reqs)
 	}
-	fn()
+	if v.gated && !b.wait(v.order) {
+		*errp = errNotAhead
+	} else {
+		fn()
+	}
 	b.mu.Lock()
 	b.active++
 	b.mu.Unlock()
 }
 
-// send runs reqs, in one script when there are several, and wakes their
-// checks.
+// wait blocks until the gate of step order is decided and reports whether
+// it opened.
+func (b *batchConn) wait(order int) bool {
+	b.mu.Lock()
+	g := b.gates[order]
+	b.mu.Unlock()
+	<-g.decided
+	return g.ok
+}
+
+// send runs reqs, in one script when there are several (or one is gated),
+// and wakes their checks.
 func (b *batchConn) send(reqs []*batchReq) {
-	defer func() {
-		for _, r := range reqs {
-			close(r.done)
+	// A gated command whose gate is already decided needs no gate.
+	var run []*batchReq
+	b.mu.Lock()
+	for _, r := range reqs {
+		if r.gated {
+			select {
+			case <-b.gates[r.order].decided:
+				if !b.gates[r.order].ok {
+					r.err = errNotAhead
+					b.mu.Unlock()
+					b.deliver(r)
+					b.mu.Lock()
+					continue
+				}
+				r.gated = false
+			default:
+			}
 		}
-	}()
-	from := 0
-	if len(reqs) > 1 {
-		from = b.sendBatch(reqs)
+		run = append(run, r)
 	}
-	// One alone, or what a batch could not tell (its script died early).
-	for _, r := range reqs[from:] {
-		var opts []modules.RunOption
-		if len(r.env) > 0 {
-			opts = append(opts, modules.WithEnv(r.env))
+	b.mu.Unlock()
+	if len(run) == 0 {
+		return
+	}
+	if len(run) == 1 && !run[0].gated {
+		b.runAlone(run[0])
+		b.deliver(run[0])
+		return
+	}
+	left := b.sendBatch(run)
+	// What the batch could not tell (its script died early) runs alone, in
+	// order, each gated one once its gate has opened.
+	for _, r := range left {
+		if r.gated && !b.wait(r.order) {
+			r.err = errNotAhead
+		} else {
+			b.runAlone(r)
 		}
-		r.res, r.err = b.conn.Run(b.ctx, r.cmd, opts...)
+		b.deliver(r)
 	}
 }
 
-// sendBatch runs reqs in one script and fills in their results; it returns
-// the index of the first request it has no result for (len(reqs) when all
-// came back). Each command runs in a subshell with stdin from /dev/null, its
-// output and exit status followed by a marker line on stdout and stderr. The
-// marker is a random tag the script spells in two halves, so that no output
-// (not even a ps listing the script) holds it by chance.
-func (b *batchConn) sendBatch(reqs []*batchReq) int {
+func (b *batchConn) runAlone(r *batchReq) {
+	var opts []modules.RunOption
+	if len(r.env) > 0 {
+		opts = append(opts, modules.WithEnv(r.env))
+	}
+	r.res, r.err = b.conn.Run(b.ctx, r.cmd, opts...)
+}
+
+// sendBatch runs reqs in one script, delivering each result as it comes
+// back, and returns the requests it has no result for. Each command runs in
+// a subshell with stdin from /dev/null, its output and exit status followed
+// by a marker line on stdout and on stderr. The marker is a random tag the
+// script spells in two halves, so that no output (not even a ps listing the
+// script) holds it by chance. Before a gated command the script reads a line
+// from its stdin and goes on only if it is 1.
+func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 	h1, h2 := randomHex(), randomHex()
-	tag := h1 + h2
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "# iklim: the checks of %d steps in one round trip\n_ik1=%s _ik2=%s\n", len(reqs), h1, h2)
+	gated := false
 	for i, r := range reqs {
+		if r.gated {
+			gated = true
+			sb.WriteString("read _ikgo || exit 0\n[ \"$_ikgo\" = 1 ] || exit 0\n")
+		}
 		sb.WriteString("(\n")
 		if len(r.env) > 0 {
 			if err := writeEnv(&sb, r.env); err != nil {
-				// As the command run alone would: fail before running.
-				r.err = fmt.Errorf("%s: %w", b.conn.Host(), err)
+				r.err = fmt.Errorf("%s: %w", b.conn.Host(), err) // as run alone: fails before running
 				sb.WriteString("exit 125\n")
 			}
 		}
 		sb.WriteString(r.cmd)
-		sb.WriteString("\n) </dev/null\nprintf '\\n%s%s " + strconv.Itoa(i) + " %d\\n' \"$_ik1\" \"$_ik2\" $?\nprintf '\\n%s%s\\n' \"$_ik1\" \"$_ik2\" >&2\n")
+		n := strconv.Itoa(i)
+		sb.WriteString("\n) </dev/null\nprintf '\\n%s%s " + n + " %d\\n' \"$_ik1\" \"$_ik2\" $?\nprintf '\\n%s%s " + n + "\\n' \"$_ik1\" \"$_ik2\" >&2\n")
 	}
-	res, err := b.conn.Run(b.ctx, sb.String())
-	if err != nil {
+	p := &batchParser{b: b, tag: h1 + h2, reqs: reqs}
+	var err error
+	switch {
+	case gated:
+		pr, pw, perr := os.Pipe()
+		if perr != nil {
+			err = perr
+			break
+		}
+		b.mu.Lock()
 		for _, r := range reqs {
+			if r.gated {
+				b.gates[r.order].pipe = pw
+			}
+		}
+		b.mu.Unlock()
+		_, err = b.stream(b.ctx, sb.String(), pr, p.writer(false), p.writer(true))
+		b.mu.Lock()
+		for _, r := range reqs {
+			if r.gated {
+				b.gates[r.order].pipe = nil
+			}
+		}
+		b.mu.Unlock()
+		pw.Close()
+		pr.Close()
+	case b.stream != nil:
+		_, err = b.stream(b.ctx, sb.String(), nil, p.writer(false), p.writer(true))
+	default:
+		var res modules.Result
+		if res, err = b.conn.Run(b.ctx, sb.String()); err == nil {
+			p.writer(false).Write([]byte(res.Stdout))
+			p.writer(true).Write([]byte(res.Stderr))
+		}
+	}
+	left := p.finish()
+	if err != nil {
+		for _, r := range left {
 			r.err = err
 		}
-		return len(reqs)
+		b.deliver(left...)
+		return nil
 	}
-	out, errOut := res.Stdout, res.Stderr
-	for i, r := range reqs {
-		mark := "\n" + tag + " " + strconv.Itoa(i) + " "
-		j := strings.Index(out, mark)
-		if j < 0 {
-			return i
+	return left
+}
+
+// batchParser splits a batch script's output into its commands' results as
+// it arrives.
+type batchParser struct {
+	b    *batchConn
+	tag  string
+	reqs []*batchReq
+
+	mu       sync.Mutex
+	done     bool
+	out, err []byte // not yet parsed
+	nOut     int    // commands whose stdout is complete
+	nErr     int    // commands whose stderr is complete
+	code     []int
+	stdout   []string
+	stderr   []string
+	given    int // commands delivered
+}
+
+type parserWriter struct {
+	p      *batchParser
+	stderr bool
+}
+
+func (w parserWriter) Write(b []byte) (int, error) {
+	w.p.feed(w.stderr, b)
+	return len(b), nil
+}
+
+func (p *batchParser) writer(stderr bool) io.Writer { return parserWriter{p: p, stderr: stderr} }
+
+func (p *batchParser) feed(stderr bool, b []byte) {
+	p.mu.Lock()
+	if p.done {
+		p.mu.Unlock()
+		return
+	}
+	if stderr {
+		p.err = append(p.err, b...)
+		for p.nErr < len(p.reqs) {
+			mark := "\n" + p.tag + " " + strconv.Itoa(p.nErr) + "\n"
+			j := bytes.Index(p.err, []byte(mark))
+			if j < 0 {
+				break
+			}
+			p.stderr = append(p.stderr, string(p.err[:j]))
+			p.err = p.err[j+len(mark):]
+			p.nErr++
 		}
-		rest := out[j+len(mark):]
-		nl := strings.IndexByte(rest, '\n')
-		code, cerr := strconv.Atoi(rest[:max(nl, 0)])
-		if nl < 0 || cerr != nil {
-			return i
+	} else {
+		p.out = append(p.out, b...)
+		for p.nOut < len(p.reqs) {
+			mark := "\n" + p.tag + " " + strconv.Itoa(p.nOut) + " "
+			j := bytes.Index(p.out, []byte(mark))
+			if j < 0 {
+				break
+			}
+			rest := p.out[j+len(mark):]
+			nl := bytes.IndexByte(rest, '\n')
+			if nl < 0 {
+				break // the status is on its way
+			}
+			code, err := strconv.Atoi(string(rest[:nl]))
+			if err != nil {
+				code = -1
+			}
+			p.stdout = append(p.stdout, string(p.out[:j]))
+			p.code = append(p.code, code)
+			p.out = rest[nl+1:]
+			p.nOut++
 		}
-		stdout := out[:j]
-		out = rest[nl+1:]
-		emark := "\n" + tag + "\n"
-		stderr := ""
-		if k := strings.Index(errOut, emark); k >= 0 {
-			stderr, errOut = errOut[:k], errOut[k+len(emark):]
-		}
+	}
+	var ready []*batchReq
+	for p.given < min(p.nOut, p.nErr) {
+		i := p.given
+		r := p.reqs[i]
 		if r.err == nil {
-			r.res = modules.Result{Stdout: stdout, Stderr: stderr, ExitCode: code}
+			r.res = modules.Result{Stdout: p.stdout[i], Stderr: p.stderr[i], ExitCode: p.code[i]}
 		}
+		ready = append(ready, r)
+		p.given++
 	}
-	return len(reqs)
+	p.mu.Unlock()
+	if len(ready) > 0 {
+		p.b.deliver(ready...)
+	}
+}
+
+// finish stops the parser and returns the commands it has no result for.
+func (p *batchParser) finish() []*batchReq {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done = true
+	return p.reqs[p.given:]
+}
+
+// streamLocal is LocalConn's streamFunc.
+func streamLocal(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
+	err := c.Run()
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &exitErr) && ctx.Err() == nil:
+		return exitErr.ExitCode(), nil
+	case ctx.Err() != nil:
+		return -1, ctx.Err()
+	}
+	return -1, err
 }

@@ -3,6 +3,7 @@ package runner
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/iklimco/iklim/modules"
 	"github.com/stretchr/testify/require"
@@ -84,4 +85,41 @@ type countConn struct {
 func (c *countConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
 	c.runs++ // rounds run one at a time
 	return c.Conn.Run(ctx, cmd, opts...)
+}
+
+// TestBatchConnGates streams one script with two gated commands: the first
+// gate opens, the second shuts, and the command behind it never runs.
+func TestBatchConnGates(t *testing.T) {
+	dir := t.TempDir()
+	b := newBatchConn(context.Background(), NewLocalConn("h1"))
+	require.NotNil(t, b.stream)
+	b.gates[1] = &gate{decided: make(chan struct{})}
+	b.gates[3] = &gate{decided: make(chan struct{})}
+	cmds := []string{"echo a", "echo b; touch " + dir + "/b", "echo c >&2; exit 2", "touch " + dir + "/d"}
+	var reqs []*batchReq
+	for i, c := range cmds {
+		reqs = append(reqs, &batchReq{order: i, cmd: c, gated: b.gates[i] != nil, done: make(chan struct{})})
+	}
+	go b.send(reqs)
+
+	<-reqs[0].done
+	require.Equal(t, modules.Result{Stdout: "a\n"}, reqs[0].res)
+	select {
+	case <-reqs[1].done:
+		t.Fatal("a gated command ran before its gate opened")
+	case <-time.After(100 * time.Millisecond):
+	}
+	require.NoFileExists(t, dir+"/b")
+
+	b.open(1, true)
+	<-reqs[1].done
+	<-reqs[2].done
+	require.Equal(t, modules.Result{Stdout: "b\n"}, reqs[1].res)
+	require.Equal(t, modules.Result{Stderr: "c\n", ExitCode: 2}, reqs[2].res)
+	require.FileExists(t, dir+"/b")
+
+	b.closeGates()
+	<-reqs[3].done
+	require.ErrorIs(t, reqs[3].err, errNotAhead)
+	require.NoFileExists(t, dir+"/d")
 }

@@ -133,3 +133,55 @@ func TestCheckAheadSameResultsFewerRoundTrips(t *testing.T) {
 		require.True(t, os.IsNotExist(err))
 	}
 }
+
+// TestCheckAheadGatedCommandRunsOnceInTurn: a read-only command of the
+// user's after a step that changes the host runs once per run, after that
+// change, also when it is batched behind a gate (local hosts stream).
+func TestCheckAheadGatedCommandRunsOnceInTurn(t *testing.T) {
+	workload := func(base string) *runner.Playbook {
+		step := func(name string, build func(d string) modules.Module) runner.Step {
+			return runner.Step{Name: name, Module: "m", Source: "test.hcl:1",
+				Build: func(sc *runner.StepContext) (modules.Module, error) {
+					return build(filepath.Join(base, sc.Host.Name)), nil
+				}}
+		}
+		return &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+			step("first", func(d string) modules.Module {
+				return &modules.Command{Argv: []string{"true"}, Changed: ptr(false)}
+			}),
+			step("dir", func(d string) modules.Module { return &modules.File{Path: d + "/a", State: "directory"} }),
+			step("look", func(d string) modules.Module {
+				return &modules.Shell{Cmd: "if [ -d " + d + "/a ]; then echo seen; else echo early; fi >> " + d + ".log", Changed: ptr(false)}
+			}),
+			step("stat", func(d string) modules.Module { return &modules.Stat{Path: d + "/a"} }),
+			step("look again", func(d string) modules.Module {
+				return &modules.Shell{Cmd: "echo again >> " + d + ".log", Changed: ptr(false)}
+			}),
+		}}}}
+	}
+	statuses := func(base string, noAhead bool) []string {
+		var mu sync.Mutex
+		var out []string
+		_, err := runner.Run(context.Background(), workload(base), runner.Options{
+			Inventory: localInventory(t, 3), Connector: noConnector{}, NoCheckAhead: noAhead,
+			Events: func(e runner.Event) {
+				if e.Type == runner.EventHostResult && e.Host == "h01" {
+					mu.Lock()
+					out = append(out, e.Step+" "+string(e.Status)+" "+e.Error)
+					mu.Unlock()
+				}
+			},
+		})
+		require.NoError(t, err)
+		return out
+	}
+	seq, ahead := t.TempDir(), t.TempDir()
+	for range 2 {
+		require.Equal(t, statuses(seq, true), statuses(ahead, false))
+	}
+	for _, h := range []string{"h01", "h02", "h03"} {
+		b, err := os.ReadFile(filepath.Join(ahead, h+".log"))
+		require.NoError(t, err)
+		require.Equal(t, "seen\nagain\nseen\nagain\n", string(b))
+	}
+}
