@@ -36,6 +36,10 @@ var playCommand = &cli.Command{
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "show module output and skipped steps"},
 		&cli.StringFlag{Name: "output", Value: "text", Usage: "text or json (one event per line)"},
 		&cli.IntFlag{Name: "keep", Value: 5, Usage: "backup runs kept per host"},
+		&cli.IntFlag{Name: "max-handshakes", Value: 8, EnvVars: []string{"IKLIM_MAX_HANDSHAKES"},
+			Usage: "SSH handshakes in progress at once; keep it below the servers' MaxStartups (OpenSSH's default is 10)"},
+		&cli.BoolFlag{Name: "check-ahead", Value: true,
+			Usage: "run the read-only checks of a host's consecutive steps in one round trip (false: one per step)"},
 	},
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 {

@@ -47,7 +47,7 @@ func newSession(c *cli.Context) (*session, error) {
 	secrets := modules.NewSecrets()
 	return &session{
 		parser: parser, inv: inv, invPath: path, secrets: secrets,
-		connector: runner.NewSSHConnector(runner.SSHOptions{Secrets: secrets}),
+		connector: runner.NewSSHConnector(runner.SSHOptions{Secrets: secrets, MaxHandshakes: c.Int("max-handshakes")}),
 	}, nil
 }
 
@@ -99,6 +99,8 @@ func (s *session) run(c *cli.Context, pb *runner.Playbook) error {
 		SkipTags:  c.StringSlice("skip-tags"),
 		Verbose:   c.Bool("verbose"),
 		Secrets:   s.secrets,
+
+		NoCheckAhead: !c.Bool("check-ahead"),
 	}
 	if !opts.Check {
 		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: c.Int("keep")})
