@@ -12,6 +12,7 @@
 #   BENCH_FLOOR_RUNS=3     floor runs; the median is reported
 #   BENCH_KEEP=1           keep the temp dir (logs) instead of removing it
 #   BENCH_ANSIBLE_STRATEGY=linear  Ansible strategy (linear or free)
+#   BENCH_HANDSHAKES=64    iklim --max-handshakes (sshd here allows 400 at once)
 #   BENCH_IKLIM_FLAGS=...  extra flags for `iklim play`
 set -euo pipefail
 
@@ -22,6 +23,8 @@ PORT=${BENCH_PORT:-2299}
 SKIP_ANSIBLE=${BENCH_SKIP_ANSIBLE:-0}
 FLOOR_RUNS=${BENCH_FLOOR_RUNS:-3}
 STRATEGY=${BENCH_ANSIBLE_STRATEGY:-linear}
+HANDSHAKES=${BENCH_HANDSHAKES:-64}
+IKLIM_FLAGS="-f $HOSTS --max-handshakes $HANDSHAKES ${BENCH_IKLIM_FLAGS:-}"
 BENCH_USER=iklimtest
 SSHD=/usr/sbin/sshd
 
@@ -188,9 +191,10 @@ for ((r = 1; r <= FLOOR_RUNS; r++)); do
 done
 
 export IKLIM_STATE_DIR=$TMP/state
-# shellcheck disable=SC2086 # BENCH_IKLIM_FLAGS splits into flags
-measure iklim1 "$TMP/bin/iklim" play -i "$TMP/inventory.hcl" -f "$HOSTS" ${BENCH_IKLIM_FLAGS:-} -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl"
-measure iklim2 "$TMP/bin/iklim" play -i "$TMP/inventory.hcl" -f "$HOSTS" ${BENCH_IKLIM_FLAGS:-} -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl"
+for r in 1 2; do
+  # shellcheck disable=SC2086 # IKLIM_FLAGS splits into flags
+  measure "iklim$r" "$TMP/bin/iklim" play -i "$TMP/inventory.hcl" $IKLIM_FLAGS -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl"
+done
 
 if [[ $SKIP_ANSIBLE != 1 ]]; then
   for r in 1 2; do
@@ -228,4 +232,8 @@ stop_sshd
 # --- report -----------------------------------------------------------------
 mkdir -p "$ROOT/bench/results"
 "$TMP/bin/report" -dir "$TMP" -hosts "$HOSTS" -floor-runs "$FLOOR_RUNS" -skip-ansible="$([[ $SKIP_ANSIBLE == 1 ]] && echo true || echo false)" \
-  -repo "$ROOT" -out "$ROOT/bench/results"
+  -repo "$ROOT" -out "$ROOT/bench/results" \
+  -setting "iklim=iklim play $IKLIM_FLAGS (one run after the other, same hosts)" \
+  -setting "ansible=ansible-core, forks=$HOSTS, strategy=$STRATEGY, pipelining, ControlPersist=60s (masters ended between runs), gathering=explicit, same key and known_hosts" \
+  -setting "sshd=one OpenSSH sshd for all hosts, MaxStartups 400:30:800, MaxSessions 20, UsePAM no, login shell /bin/sh" \
+  -setting "floor=x/crypto/ssh, one connection per host all at once, 10 sessions per host running true, median of $FLOOR_RUNS runs"

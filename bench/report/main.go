@@ -66,6 +66,7 @@ type Results struct {
 	SpeedupNoChange *float64          `json:"speedup_vs_ansible,omitempty"`
 	RatioToFloor    float64           `json:"ratio_to_floor"`
 	Targets         map[string]any    `json:"targets"`
+	Settings        map[string]string `json:"settings"`
 	Notes           []string          `json:"notes"`
 }
 
@@ -76,11 +77,17 @@ func main() {
 	skipAnsible := flag.Bool("skip-ansible", false, "Ansible was skipped")
 	repo := flag.String("repo", ".", "repository root, for the commit")
 	out := flag.String("out", "", "directory for the JSON result")
+	settings := map[string]string{}
+	flag.Func("setting", "`NAME=TEXT` describing how a tool was run (repeatable)", func(v string) error {
+		k, t, _ := strings.Cut(v, "=")
+		settings[k] = t
+		return nil
+	})
 	flag.Parse()
 
 	res := Results{
 		Date: time.Now().UTC().Format(time.RFC3339), Hosts: *hosts, StepsPerHost: 10,
-		Machine: machine(*repo), AnsibleSkipped: *skipAnsible,
+		Machine: machine(*repo), AnsibleSkipped: *skipAnsible, Settings: settings,
 		Targets: map[string]any{},
 	}
 	bad := false
@@ -204,6 +211,12 @@ func printTable(w io.Writer, res *Results) {
 	m := res.Machine
 	fmt.Fprintf(w, "\n%d hosts x %d steps; %s cores (%s), Linux %s, %s, %s, %s\n\n",
 		res.Hosts, res.StepsPerHost, m["nproc"], m["cpu"], m["kernel"], m["go"], m["openssh"], m["ansible"])
+	for _, k := range []string{"iklim", "ansible", "floor", "sshd"} {
+		if v, ok := res.Settings[k]; ok {
+			fmt.Fprintf(w, "- %s: %s\n", k, v)
+		}
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "| tool | run | wall s | CPU s (client) | CPU s (sshd) | peak RSS MB | tree RSS MB | ok | changed | failed | unreachable |")
 	fmt.Fprintln(w, "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range res.Rows {
