@@ -110,7 +110,7 @@ hostkey=$(cut -d' ' -f1,2 "$TMP/ssh_host_ed25519_key.pub")
   printf 'defaults {\n  user        = "%s"\n  port        = %d\n  key         = "%s"\n  known_hosts = "%s"\n}\n' \
     "$BENCH_USER" "$PORT" "$TMP/id_ed25519" "$TMP/known_hosts"
 } >"$TMP/inventory.hcl"
-printf '[all]\n' >"$TMP/hosts.ini"
+printf '[all:vars]\nansible_port=%d\n\n[all]\n' "$PORT" >"$TMP/hosts.ini"
 : >"$TMP/known_hosts"
 for ((i = 0; i < HOSTS; i++)); do
   addr="127.0.$((1 + i / 254)).$((1 + i % 254))"
@@ -216,7 +216,7 @@ timeout = 60
 
 [ssh_connection]
 pipelining = True
-ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=$TMP/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o IdentityAgent=none -p $PORT
+ssh_args = -o ControlMaster=auto -o ControlPersist=60s -o UserKnownHostsFile=$TMP/known_hosts -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes -o IdentityAgent=none
 control_path_dir = $TMP/cp$r
 control_path = %(directory)s/%%C
 EOF
