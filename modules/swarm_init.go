@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"slices"
 	"strings"
 	"sync"
@@ -520,6 +521,11 @@ func (m *SwarmInit) Rollback(ctx context.Context, c Conn, ch *Change) error {
 		if si.State == "inactive" {
 			return nil
 		}
+		if si.Control {
+			// The other hosts of the rollback leave first: while they
+			// demote themselves the leader keeps the raft quorum.
+			waitPeersLeft(ctx, c, peersLeaveWait)
+		}
 		_, err := dockerRun(ctx, c, "docker swarm leave --force", "docker swarm leave --force")
 		return wrapRollback(err)
 	case "join":
@@ -559,6 +565,67 @@ func otherManagerPref(ctx context.Context, c Conn, leader string) string {
 	return ""
 }
 
+// peersLeaveWait bounds how long the bootstrap leader's rollback waits for
+// the other hosts of the play to leave the swarm.
+var peersLeaveWait = 90 * time.Second
+
+// waitPeersLeft waits, up to timeout, until no other host of the play is a
+// live node of the swarm that manager c belongs to (nodes that left show
+// as down, or are removed). A rollback runs on every host at once; were
+// the leader to leave first, the managers that joined it would lose the
+// raft quorum halfway through their demotion and could not leave cleanly.
+// Hosts are matched to nodes by hostname and address; when none of the
+// play's other hosts is a node, there is nothing to wait for.
+func waitPeersLeft(ctx context.Context, c Conn, timeout time.Duration) {
+	p := PeersFrom(ctx)
+	if p == nil {
+		return
+	}
+	self := p.Self().Name
+	others := map[string]bool{} // names and addresses of the other hosts
+	for _, h := range p.Hosts() {
+		if h == self || h == c.Host() {
+			continue
+		}
+		others[h] = true
+		if hi, ok := p.Lookup(h); ok && hi.Address != "" {
+			others[hi.Address] = true
+		}
+	}
+	if len(others) == 0 {
+		return
+	}
+	const probe = `ids=$(docker node ls -q) || exit 1
+docker node inspect --format '{{.Status.State}} {{.Description.Hostname}} {{.Status.Addr}} {{with .ManagerStatus}}{{.Addr}}{{end}}' $ids`
+	deadline := time.Now().Add(timeout)
+	for {
+		res, err := c.Run(ctx, probe)
+		if err != nil || !res.OK() {
+			return // not a manager any more, or no answer: nothing to wait for
+		}
+		live := false
+		for _, line := range strings.Split(res.Stdout, "\n") {
+			f := strings.Fields(line)
+			if len(f) < 2 || f[0] == "down" {
+				continue
+			}
+			for _, id := range f[1:] {
+				host, _, err := net.SplitHostPort(id)
+				if err != nil {
+					host = id
+				}
+				live = live || others[host]
+			}
+		}
+		if !live || time.Now().After(deadline) {
+			return
+		}
+		if sleepCtx(ctx, time.Second) != nil {
+			return
+		}
+	}
+}
+
 // leaveSwarm takes the host out of its swarm as gently as possible.
 func leaveSwarm(ctx context.Context, c Conn, si swarmInfo) error {
 	var mc Conn
@@ -581,14 +648,20 @@ func leaveSwarm(ctx context.Context, c Conn, si swarmInfo) error {
 	}
 	force := ""
 	if si.Control {
+		// One demotion at a time per cluster, like joins.
+		unlock := lockCluster(si.ClusterID)
+		defer unlock()
 		if mc == nil {
 			force = " --force" // the last manager we can reach
 		} else if _, err := dockerRun(ctx, mc, "docker node demote", "docker node demote "+shellQuote(si.NodeID)); err != nil {
 			force = " --force"
 		} else {
-			// Wait until the node knows it is a worker.
+			// Wait until the node knows it is a worker; a manager that
+			// is still one cannot leave without --force.
+			force = " --force"
 			for range 30 {
 				if ni, err := probeSwarm(ctx, c); err == nil && !ni.Control {
+					force = ""
 					break
 				}
 				if err := sleepCtx(ctx, time.Second); err != nil {

@@ -388,3 +388,23 @@ func mustLookup(t *testing.T, name string) Info {
 	require.True(t, ok)
 	return i
 }
+
+// The bootstrap leader's rollback waits while another host of the play is
+// still a live node, and not for nodes that are down or not in the play.
+func TestWaitPeersLeft(t *testing.T) {
+	nodes := func(lines string) *fakeConn {
+		return &fakeConn{name: "lead", rules: []fakeRule{{"docker node inspect", Result{Stdout: lines}}}}
+	}
+	run := func(lead *fakeConn) time.Duration {
+		ctx := swarmCtx("lead", map[string]*fakeConn{"lead": lead, "m2": {name: "m2"}, "w1": {name: "w1"}})
+		start := time.Now()
+		waitPeersLeft(ctx, lead, 1500*time.Millisecond)
+		return time.Since(start)
+	}
+	self := "ready lead 10.0.0.1 10.0.0.1:2377\n"
+	require.Less(t, run(nodes(self+"down m2 10.0.0.2 \ndown w1 10.0.0.3 \n")), time.Second, "others are down")
+	require.Less(t, run(nodes(self+"ready stranger 10.9.9.8 \n")), time.Second, "not a host of the play")
+	require.GreaterOrEqual(t, run(nodes(self+"ready node-7 0.0.0.0 10.0.0.2:2377\n")), 1500*time.Millisecond, "m2 (by manager address) is still a member")
+	require.GreaterOrEqual(t, run(nodes(self+"ready w1 10.0.0.3 \n")), 1500*time.Millisecond, "w1 is still a member")
+	require.Less(t, run(&fakeConn{name: "lead"}), time.Second, "no answer: not a manager any more")
+}
