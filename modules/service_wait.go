@@ -21,6 +21,14 @@ func init() {
 // make the step ok; otherwise Apply polls (one round trip per poll) and the
 // step reports changed, or fails naming the service and its task error.
 // Run it on a manager.
+//
+// A paused update fails the step. A rollback fails it when it completes
+// while the step waits (swarm rolled back a deploy made just before); one
+// that had completed before the step began is history, not a failure: the
+// service runs its previous spec and nothing is under way. Docker keeps a
+// service's last update status until its next update, so otherwise every
+// later run would fail after one restored deploy (stack_deploy's restore
+// ends in rollback_completed too).
 type ServiceWait struct {
 	Services []string `hcl:"services" doc:"full service names, e.g. iklimco_vault"`
 	Timeout  string   `hcl:"timeout,optional" doc:"how long to wait (default 300s)"`
@@ -32,13 +40,16 @@ type ServiceWait struct {
 
 // serviceState is one service's convergence as a poll sees it.
 type serviceState struct {
-	Name      string     `json:"name"`
-	Running   int        `json:"running"`
-	Desired   int        `json:"desired"`
-	Update    string     `json:"update,omitempty"` // UpdateStatus.State
-	UpdateMsg string     `json:"update_message,omitempty"`
-	StartedAt time.Time  `json:"-"` // UpdateStatus.StartedAt
-	Tasks     []taskInfo `json:"-"`
+	Name      string    `json:"name"`
+	Running   int       `json:"running"`
+	Desired   int       `json:"desired"`
+	Update    string    `json:"update,omitempty"` // UpdateStatus.State
+	UpdateMsg string    `json:"update_message,omitempty"`
+	StartedAt time.Time `json:"-"` // UpdateStatus.StartedAt
+	// CompletedAt is UpdateStatus.CompletedAt: when the update or rollback
+	// ended, on the manager's clock.
+	CompletedAt time.Time  `json:"-"`
+	Tasks       []taskInfo `json:"-"`
 }
 
 // taskInfo is one line of `docker service ps --format '{{json .}}'`.
@@ -137,9 +148,10 @@ func parseServiceProbe(out string) (map[string]*serviceState, error) {
 	type upd struct {
 		Name   string `json:"name"`
 		Update *struct {
-			State     string    `json:"State"`
-			Message   string    `json:"Message"`
-			StartedAt time.Time `json:"StartedAt"`
+			State       string    `json:"State"`
+			Message     string    `json:"Message"`
+			StartedAt   time.Time `json:"StartedAt"`
+			CompletedAt time.Time `json:"CompletedAt"`
 		} `json:"update"`
 	}
 	ups, err := jsonLines[upd](parts[1])
@@ -148,7 +160,7 @@ func parseServiceProbe(out string) (map[string]*serviceState, error) {
 	}
 	for _, u := range ups {
 		if s, ok := states[u.Name]; ok && u.Update != nil {
-			s.Update, s.UpdateMsg, s.StartedAt = u.Update.State, u.Update.Message, u.Update.StartedAt
+			s.Update, s.UpdateMsg, s.StartedAt, s.CompletedAt = u.Update.State, u.Update.Message, u.Update.StartedAt, u.Update.CompletedAt
 		}
 	}
 	tasks, err := jsonLines[taskInfo](parts[2])
@@ -165,10 +177,17 @@ func parseServiceProbe(out string) (map[string]*serviceState, error) {
 
 // verdict says whether a service converged, failed (with a reason) or is
 // still on its way. baseline holds task ids that existed before the change:
-// only newer failed tasks count towards failing fast.
-func (s *serviceState) verdict(baseline map[string]bool) (done bool, failure string) {
+// only newer failed tasks count towards failing fast. oldRollback says a
+// rollback_completed status is left over from before the wait (see
+// ServiceWait): the service then counts as converged once its replicas run.
+func (s *serviceState) verdict(baseline map[string]bool, oldRollback bool) (done bool, failure string) {
 	switch s.Update {
-	case "paused", "rollback_started", "rollback_completed", "rollback_paused":
+	case "rollback_completed":
+		if oldRollback {
+			break
+		}
+		fallthrough
+	case "paused", "rollback_started", "rollback_paused":
 		return false, fmt.Sprintf("service %s: update %s: %s%s", s.Name, strings.ReplaceAll(s.Update, "_", " "), s.UpdateMsg, s.taskError(baseline))
 	}
 	if s.Running >= s.Desired && s.Update != "updating" {
@@ -232,6 +251,10 @@ const updateGrace = 8 * time.Second
 func waitConverged(ctx context.Context, c Conn, lsFilter string, names []string, o waitOpts) (map[string]*serviceState, error) {
 	start := time.Now()
 	deadline := start.Add(o.timeout)
+	// Rollbacks already completed at the first poll, by CompletedAt: left
+	// over from earlier updates unless they belong to an update this step
+	// started (fresh, and started after it).
+	var oldRollbacks map[string]time.Time
 	for {
 		states, err := probeServices(ctx, c, lsFilter)
 		if err != nil {
@@ -242,6 +265,17 @@ func waitConverged(ctx context.Context, c Conn, lsFilter string, names []string,
 				return nil, err
 			}
 			continue
+		}
+		if oldRollbacks == nil {
+			oldRollbacks = map[string]time.Time{}
+			for n, s := range states {
+				if before, ok := o.fresh[n]; ok && s.StartedAt.After(before) {
+					continue
+				}
+				if s.Update == "rollback_completed" {
+					oldRollbacks[n] = s.CompletedAt
+				}
+			}
 		}
 		var pending, failures []string
 		for _, n := range names {
@@ -254,7 +288,8 @@ func waitConverged(ctx context.Context, c Conn, lsFilter string, names []string,
 				pending = append(pending, s.Name+" (update not started)")
 				continue
 			}
-			done, failure := s.verdict(o.baseline)
+			old, seen := oldRollbacks[n]
+			done, failure := s.verdict(o.baseline, seen && old.Equal(s.CompletedAt))
 			switch {
 			case failure != "":
 				failures = append(failures, failure)
@@ -308,7 +343,8 @@ func (m *ServiceWait) Check(ctx context.Context, c Conn) (*Change, error) {
 			continue
 		}
 		m.states = append(m.states, *s)
-		if done, failure := s.verdict(nil); !done || failure != "" {
+		// A rollback completed before the step is history (see ServiceWait).
+		if done, failure := s.verdict(nil, true); !done || failure != "" {
 			pending = append(pending, s.String())
 		}
 	}

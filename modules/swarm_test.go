@@ -336,16 +336,24 @@ func TestServiceProbeVerdict(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, 2, states["s_web"].Running)
 	require.Equal(t, 3, states["s_web"].Desired)
-	done, failure := states["s_web"].verdict(map[string]bool{"t0": true})
+	done, failure := states["s_web"].verdict(map[string]bool{"t0": true}, false)
 	require.False(t, done)
 	require.Equal(t, "service s_web: update paused: update paused due to failure; task s_web.1 on n1: task: non-zero exit (1)", failure)
-	done, failure = states["s_db"].verdict(nil)
+	done, failure = states["s_db"].verdict(nil, false)
 	require.True(t, done)
 	require.Empty(t, failure)
 
 	states["s_db"].Update = "rollback_completed"
-	_, failure = states["s_db"].verdict(nil)
+	_, failure = states["s_db"].verdict(nil, false)
 	require.Contains(t, failure, "rollback completed", "an auto-rollback is a failure even though docker exits 0")
+	// One left over from an earlier update (a restored deploy) is not: the
+	// service runs its previous spec and nothing is under way.
+	done, failure = states["s_db"].verdict(nil, true)
+	require.True(t, done)
+	require.Empty(t, failure)
+	states["s_db"].Update = "paused"
+	_, failure = states["s_db"].verdict(nil, true)
+	require.Contains(t, failure, "update paused", "a paused update always fails")
 
 	// A new service whose tasks keep failing fails fast.
 	s := &serviceState{Name: "s_new", Desired: 1, Tasks: []taskInfo{
@@ -353,7 +361,7 @@ func TestServiceProbeVerdict(t *testing.T) {
 		{ID: "2", Name: "s_new.1", CurrentState: "Rejected 6 seconds ago"},
 		{ID: "3", Name: "s_new.1", CurrentState: "Rejected 11 seconds ago"},
 	}}
-	_, failure = s.verdict(nil)
+	_, failure = s.verdict(nil, false)
 	require.Contains(t, failure, "3 new tasks failed")
 	require.Contains(t, failure, "No such image")
 }
@@ -387,6 +395,32 @@ func mustLookup(t *testing.T, name string) Info {
 	i, ok := Lookup(name)
 	require.True(t, ok)
 	return i
+}
+
+// A rollback_completed status left over from an earlier (restored) update
+// does not fail a later wait; one that completes during the wait does.
+func TestWaitConvergedOldRollback(t *testing.T) {
+	probe := func(completed string) *fakeConn {
+		return &fakeConn{name: "m", rules: []fakeRule{{"docker service ls", Result{Stdout: `{"ID":"a","Mode":"replicated","Name":"s_cert","Replicas":"1/1"}
+` + probeSep + `
+{"name":"s_cert","update":{"State":"rollback_completed","Message":"rollback completed","StartedAt":"2026-01-01T00:00:00Z","CompletedAt":"` + completed + `"}}
+` + probeSep + "\n"}}}}
+	}
+	o := waitOpts{timeout: 5 * time.Second, interval: 10 * time.Millisecond}
+	_, err := waitConverged(context.Background(), probe("2026-01-01T00:00:05Z"), "", []string{"s_cert"}, o)
+	require.NoError(t, err, "a rollback completed before the wait is history")
+
+	// The update of a service this step deployed (fresh, started after its
+	// previous UpdatedAt) that ends rolled back is a failure.
+	o.fresh = map[string]time.Time{"s_cert": time.Date(2025, 12, 31, 0, 0, 0, 0, time.UTC)}
+	_, err = waitConverged(context.Background(), probe("2026-01-01T00:00:05Z"), "", []string{"s_cert"}, o)
+	require.ErrorContains(t, err, "rollback completed")
+
+	// service_wait's check: nothing to wait for.
+	m := &ServiceWait{Services: []string{"s_cert"}}
+	ch, err := m.Check(context.Background(), probe("2026-01-01T00:00:05Z"))
+	require.NoError(t, err)
+	require.Nil(t, ch)
 }
 
 // The bootstrap leader's rollback waits while another host of the play is
