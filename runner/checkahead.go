@@ -582,6 +582,27 @@ func (w parserWriter) Write(b []byte) (int, error) {
 	return len(b), nil
 }
 
+// ReadFrom implements io.ReaderFrom, so that the session's copy does not
+// allocate io.Copy's 32 KiB buffer for every batch (with hundreds of hosts at
+// once, that was most of the heap).
+func (w parserWriter) ReadFrom(r io.Reader) (int64, error) {
+	buf := make([]byte, 2048)
+	var n int64
+	for {
+		m, err := r.Read(buf)
+		if m > 0 {
+			w.p.feed(w.stderr, buf[:m])
+			n += int64(m)
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
 func (p *batchParser) writer(stderr bool) io.Writer { return parserWriter{p: p, stderr: stderr} }
 
 func (p *batchParser) feed(stderr bool, b []byte) {

@@ -68,6 +68,9 @@ type engine struct {
 	emitMu  sync.Mutex
 	plays   [][]*inventories.Host // hosts of each play, resolved before any connection
 
+	playNames     [][]string // names of plays' hosts, made on first use
+	playNamesOnce []sync.Once
+
 	mu       sync.Mutex
 	recaps   map[string]*HostRecap
 	order    []string                        // hosts in first-seen order, for the recap
@@ -117,6 +120,7 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 		}
 		e.plays = append(e.plays, hosts)
 	}
+	e.playNames, e.playNamesOnce = make([][]string, len(e.plays)), make([]sync.Once, len(e.plays))
 	if pb.Lock != nil {
 		if opts.Locker == nil {
 			return nil, fmt.Errorf("playbook declares lock %q but no locker is set", pb.Lock.Name)
@@ -492,14 +496,19 @@ func (e *engine) isDead(host string) bool {
 	return e.dead[host]
 }
 
+// playHosts names the hosts of play p. The list is made once per play and
+// shared (made per step and host, it cost hosts² allocations over a run).
 func (e *engine) playHosts(p Play) []string {
 	for i, q := range e.pb.Plays {
 		if q.Name == p.Name {
-			names := make([]string, len(e.plays[i]))
-			for j, h := range e.plays[i] {
-				names[j] = h.Name
-			}
-			return names
+			e.playNamesOnce[i].Do(func() {
+				names := make([]string, len(e.plays[i]))
+				for j, h := range e.plays[i] {
+					names[j] = h.Name
+				}
+				e.playNames[i] = slices.Clip(names)
+			})
+			return e.playNames[i]
 		}
 	}
 	return nil
