@@ -23,10 +23,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/iklimco/iklim/internal/labtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
@@ -48,36 +48,15 @@ type swarmLab struct {
 
 func requireSwarmLab(t *testing.T) *swarmLab {
 	t.Helper()
-	mode := os.Getenv("IKLIM_LAB")
-	skip := func(format string, args ...any) {
-		t.Helper()
-		if mode == "required" {
-			t.Fatalf("lab required but "+format, args...)
-		}
-		t.Skipf("no lab ("+format+"); start it with `bash internal/lab/lab.sh up`", args...)
+	if testing.Short() && os.Getenv("IKLIM_LAB") != "required" {
+		t.Skip("lab tests disabled by -short")
 	}
-	if mode == "off" || testing.Short() {
-		t.Skip("lab tests disabled")
-	}
-	if _, err := os.Stat("/var/lib/iklim-lab/id_ed25519"); err != nil {
-		skip("%v", err)
-	}
-	// One swarm test at a time across processes: `go test ./...` in another
-	// shell would otherwise reset the swarm under this one.
-	lock, err := os.OpenFile("/var/lib/iklim-lab/.swarm-test.lock", os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		skip("%v", err)
-	}
-	t.Cleanup(func() { _ = lock.Close() })
-	for deadline := time.Now().Add(15 * time.Minute); ; {
-		if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("another swarm lab test held the lab for 15 minutes")
-		}
-		time.Sleep(time.Second)
-	}
+	// Skips without a lab, or fails with IKLIM_LAB=required.
+	l := labtest.Require(t)
+	// One swarm test at a time across processes: `go test ./...` runs the
+	// CLI's swarm test in another binary, which would reset the swarm under
+	// this one.
+	l.LockSwarm(t)
 	inv, diags := inventories.LoadStock("lab")
 	if diags.HasErrors() {
 		t.Fatalf("lab inventory: %s", diags.Error())
@@ -94,7 +73,7 @@ func requireSwarmLab(t *testing.T) *swarmLab {
 		}
 		c, err := conn.Connect(ctx, h)
 		if err != nil {
-			skip("connect %s: %v", name, err)
+			t.Fatalf("lab is up but connect %s failed: %v", name, err)
 		}
 		lab.conns[name] = c
 	}

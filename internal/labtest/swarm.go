@@ -1,0 +1,162 @@
+package labtest
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// SwarmLockFile is the lock, under the lab's state directory, that every
+// test taking the lab's swarm over holds (LockSwarm).
+const SwarmLockFile = ".swarm-test.lock"
+
+// SwarmLockWait bounds how long LockSwarm waits for another holder.
+var SwarmLockWait = 15 * time.Minute
+
+// LockSwarm makes the test the only user of the lab's swarm until it ends:
+// it takes an exclusive flock on <Dir>/.swarm-test.lock, waiting up to
+// SwarmLockWait for another holder (another package's test binary in
+// `go test ./...`, or a test in another shell), and releases it in
+// t.Cleanup. Tests that reset or reshape the swarm must hold it.
+//
+// flock locks belong to the open file, so two tests of one process
+// serialise on it as well.
+func (l *Lab) LockSwarm(t testing.TB) {
+	t.Helper()
+	path := filepath.Join(l.Dir, SwarmLockFile)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("lab: swarm lock: %v", err)
+	}
+	start := time.Now()
+	logged := false
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != syscall.EWOULDBLOCK {
+			_ = f.Close()
+			t.Fatalf("lab: swarm lock %s: %v", path, err)
+		}
+		if time.Since(start) > SwarmLockWait {
+			_ = f.Close()
+			t.Fatalf("lab: another test held the swarm lock %s for %s", path, SwarmLockWait)
+		}
+		if !logged {
+			t.Logf("lab: waiting for the swarm lock %s (another swarm test is running)", path)
+			logged = true
+		}
+		time.Sleep(time.Second)
+	}
+	if logged {
+		t.Logf("lab: got the swarm lock after %s", time.Since(start).Round(time.Second))
+	}
+	t.Cleanup(func() { _ = f.Close() }) // closing the last fd releases the flock
+}
+
+// ResetSwarm takes every lab host out of any swarm (docker swarm leave
+// --force, which also ends the hosts' stack tasks) and removes iptables
+// rules a swarm test may have left in a host's namespace (a DROP of the
+// swarm port 2377). Errors are ignored: a host in no swarm is fine. Hold
+// LockSwarm first.
+func (l *Lab) ResetSwarm(t testing.TB) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, h := range l.Hosts {
+		wg.Add(1)
+		go func(h LabHost) {
+			defer wg.Done()
+			_, _ = l.Exec(t, h.Name, "docker swarm leave --force >/dev/null 2>&1; true")
+			if os.Geteuid() == 0 {
+				for exec.Command("nsenter", "--net=/run/netns/"+h.Name, "iptables", "-D", "OUTPUT",
+					"-p", "tcp", "--dport", "2377", "-j", "DROP").Run() == nil {
+				}
+			}
+		}(h)
+	}
+	wg.Wait()
+	if leaks := l.GossipPortHeld(t, 10*time.Second); len(leaks) > 0 {
+		t.Logf("lab: dockerd of %v still holds the swarm gossip port 7946 after leaving its swarm "+
+			"(a leaked network agent, moby/moby#31913): overlay networking and service DNS will not work "+
+			"there in the next swarm until that dockerd restarts (lab.sh down && lab.sh up)", leaks)
+	}
+}
+
+// GossipPortHeld returns the hosts that are in no swarm but whose dockerd
+// still listens on the swarm gossip port 7946 after waiting up to wait for
+// it to let go. Docker releases the port a few seconds after `docker swarm
+// leave`; a dockerd whose network agent leaked (a leave while the agent was
+// still starting) never does, and every later swarm on that host runs
+// without its network agent: tasks start, but overlay service discovery
+// (DNS) and cross-host routing do not work.
+func (l *Lab) GossipPortHeld(t testing.TB, wait time.Duration) []string {
+	t.Helper()
+	// 1F0A is 7946; 0A is LISTEN.
+	const probe = `[ "$(docker info --format '{{.Swarm.LocalNodeState}}')" = inactive ] || exit 0
+cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | awk '$2 ~ /:1F0A$/ && $4 == "0A" { n++ } END { if (n) print "held" }'`
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		held []string
+	)
+	for _, h := range l.Hosts {
+		wg.Add(1)
+		go func(h LabHost) {
+			defer wg.Done()
+			for deadline := time.Now().Add(wait); ; {
+				out, err := l.Exec(t, h.Name, probe)
+				if err != nil || out != "held" {
+					return
+				}
+				if time.Now().After(deadline) {
+					mu.Lock()
+					held = append(held, h.Name)
+					mu.Unlock()
+					return
+				}
+				time.Sleep(500 * time.Millisecond)
+			}
+		}(h)
+	}
+	wg.Wait()
+	sort.Strings(held)
+	return held
+}
+
+// SwarmStates returns each host's `docker info` LocalNodeState (active,
+// inactive, pending, ...).
+func (l *Lab) SwarmStates(t testing.TB) (map[string]string, error) {
+	t.Helper()
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	out := map[string]string{}
+	for _, h := range l.Hosts {
+		wg.Add(1)
+		go func(h LabHost) {
+			defer wg.Done()
+			s, err := l.Docker(t, h.Name, "info", "--format", "{{.Swarm.LocalNodeState}}")
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				errs = append(errs, err)
+				return
+			}
+			out[h.Name] = s
+		}(h)
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		return out, errors.Join(errs...)
+	}
+	return out, nil
+}
