@@ -15,9 +15,6 @@ import (
 	"github.com/zclconf/go-cty/cty"
 )
 
-// DefaultForks caps how many hosts run at once unless Options.Forks is set.
-const DefaultForks = 100
-
 // Options configure one run.
 type Options struct {
 	Inventory *inventories.Inventory
@@ -35,7 +32,7 @@ type Options struct {
 
 	Check    bool
 	Diff     bool
-	Forks    int
+	Forks    int      // hosts at once; 0 means every host
 	Limit    string   // host pattern intersected with every play's hosts
 	Tags     []string // run only steps with one of these tags ("always" always runs)
 	SkipTags []string
@@ -88,7 +85,9 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 		return nil, errors.New("no connector")
 	}
 	if opts.Forks <= 0 {
-		opts.Forks = DefaultForks
+		// Every host at once: a host costs a goroutine and a connection
+		// while it runs, and handshakes are throttled by the connector.
+		opts.Forks = max(len(opts.Inventory.Hosts), 1)
 	}
 	if opts.Secrets == nil {
 		opts.Secrets = modules.NewSecrets()

@@ -32,7 +32,7 @@ var playCommand = &cli.Command{
 		&cli.BoolFlag{Name: "check", Aliases: []string{"C"}, Usage: "report what would change, change nothing"},
 		&cli.BoolFlag{Name: "diff", Aliases: []string{"D"}, Usage: "show before/after of changes"},
 		&cli.StringSliceFlag{Name: "extra-vars", Aliases: []string{"e"}, Usage: "set playbook variable `KEY=VALUE` (repeatable)"},
-		&cli.IntFlag{Name: "forks", Aliases: []string{"f"}, Value: runner.DefaultForks, Usage: "hosts at once"},
+		&cli.IntFlag{Name: "forks", Aliases: []string{"f"}, Usage: "hosts at once (default: all of them)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "show module output and skipped steps"},
 		&cli.StringFlag{Name: "output", Value: "text", Usage: "text or json (one event per line)"},
 		&cli.IntFlag{Name: "keep", Value: 5, Usage: "backup runs kept per host"},
