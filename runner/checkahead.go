@@ -168,6 +168,9 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 			b.open(k, true)
 		}
 		<-c.done
+		if ctx.Err() != nil && c.err == nil {
+			return k, false // interrupted: as run one by one, start no more steps
+		}
 		if k > 0 && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
 			return k, false
 		}
@@ -670,10 +673,13 @@ func (p *batchParser) finish() []*batchReq {
 	return p.reqs[p.given:]
 }
 
-// streamLocal is LocalConn's streamFunc.
+// streamLocal is LocalConn's streamFunc. On cancel, as LocalConn.Run, the
+// command's process group gets SIGINT, and two seconds later it is killed.
 func streamLocal(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
 	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
 	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGINT) }
+	c.WaitDelay = 2 * time.Second
 	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
 	err := c.Run()
 	var exitErr *exec.ExitError

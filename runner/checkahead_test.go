@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
@@ -183,5 +184,42 @@ func TestCheckAheadGatedCommandRunsOnceInTurn(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(ahead, h+".log"))
 		require.NoError(t, err)
 		require.Equal(t, "seen\nagain\nseen\nagain\n", string(b))
+	}
+}
+
+// TestCheckAheadInterrupt cancels a run while a gated command runs: the run
+// ends at once, that step fails, the step after it is not reported, and no
+// host counts as unreachable, as when steps run one by one.
+func TestCheckAheadInterrupt(t *testing.T) {
+	dir := t.TempDir()
+	stat := func(name string) runner.Step {
+		return runner.Step{Name: name, Module: "stat", Source: "test.hcl:1", Build: func(*runner.StepContext) (modules.Module, error) {
+			return &modules.Stat{Path: dir}, nil
+		}}
+	}
+	slow := runner.Step{Name: "slow", Module: "shell", Source: "test.hcl:2", Build: func(*runner.StepContext) (modules.Module, error) {
+		return &modules.Shell{Cmd: "sleep 30", Changed: ptr(false)}, nil
+	}}
+	pb := &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{stat("a"), stat("b"), slow, stat("c")}}}}
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	got := map[string][]string{}
+	time.AfterFunc(500*time.Millisecond, cancel)
+	start := time.Now()
+	recap, err := runner.Run(ctx, pb, runner.Options{
+		Inventory: localInventory(t, 2), Connector: noConnector{},
+		Events: func(e runner.Event) {
+			if e.Type == runner.EventHostResult {
+				mu.Lock()
+				got[e.Host] = append(got[e.Host], e.Step+" "+string(e.Status))
+				mu.Unlock()
+			}
+		},
+	})
+	require.ErrorIs(t, err, context.Canceled)
+	require.Less(t, time.Since(start), 10*time.Second)
+	for _, h := range recap.Hosts {
+		require.Equal(t, []string{"a ok", "b ok", "slow failed"}, got[h.Host])
+		require.Zero(t, h.Unreachable)
 	}
 }

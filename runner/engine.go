@@ -309,6 +309,8 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 	} else if pre.skip {
 		e.registerValue(name, s.Register, cty.ObjectVal(map[string]cty.Value{"skipped": cty.True, "changed": cty.False}))
 		return finish(StatusSkipped, "", nil)
+	} else if pre.err != nil {
+		return finish(StatusFailed, "", pre.err) // no step timeout: not batched
 	} else {
 		m = pre.m
 	}
