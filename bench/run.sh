@@ -9,7 +9,9 @@
 # Environment:
 #   BENCH_SKIP_ANSIBLE=1   skip Ansible (at 500 hosts it takes ~10 minutes)
 #   BENCH_PORT=2299        first port tried for sshd (the next free one is used)
-#   BENCH_FLOOR_RUNS=3     floor runs; the median is reported
+#   BENCH_REPEAT=3         floor runs and iklim no-change runs, taken in turns
+#                          (so that both see the same background load); the
+#                          medians are reported
 #   BENCH_KEEP=1           keep the temp dir (logs) instead of removing it
 #   BENCH_ANSIBLE_STRATEGY=linear  Ansible strategy (linear or free)
 #   BENCH_HANDSHAKES=64    iklim --max-handshakes (sshd here allows 400 at once)
@@ -21,7 +23,7 @@ HOSTS=${1:-100}
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PORT=${BENCH_PORT:-2299}
 SKIP_ANSIBLE=${BENCH_SKIP_ANSIBLE:-0}
-FLOOR_RUNS=${BENCH_FLOOR_RUNS:-3}
+REPEAT=${BENCH_REPEAT:-3}
 STRATEGY=${BENCH_ANSIBLE_STRATEGY:-linear}
 HANDSHAKES=${BENCH_HANDSHAKES:-64}
 IKLIM_FLAGS="-f $HOSTS --max-handshakes $HANDSHAKES ${BENCH_IKLIM_FLAGS:-}"
@@ -185,15 +187,15 @@ measure() {
 
 unset SSH_AUTH_SOCK # both tools log in with the bench key only
 
-for ((r = 1; r <= FLOOR_RUNS; r++)); do
+export IKLIM_STATE_DIR=$TMP/state
+# shellcheck disable=SC2206 # IKLIM_FLAGS splits into flags
+iklim_play=("$TMP/bin/iklim" play -i "$TMP/inventory.hcl" $IKLIM_FLAGS -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl")
+# iklim1 is the first run; iklim2… are no-change runs, in turns with the floor.
+measure iklim1 "${iklim_play[@]}"
+for ((r = 1; r <= REPEAT; r++)); do
   measure "floor$r" "$TMP/bin/floor" -hosts "$TMP/hosts.txt" -port "$PORT" -user "$BENCH_USER" \
     -key "$TMP/id_ed25519" -known-hosts "$TMP/known_hosts" -n 10
-done
-
-export IKLIM_STATE_DIR=$TMP/state
-for r in 1 2; do
-  # shellcheck disable=SC2086 # IKLIM_FLAGS splits into flags
-  measure "iklim$r" "$TMP/bin/iklim" play -i "$TMP/inventory.hcl" $IKLIM_FLAGS -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl"
+  measure "iklim$((r + 1))" "${iklim_play[@]}"
 done
 
 if [[ $SKIP_ANSIBLE != 1 ]]; then
@@ -231,9 +233,9 @@ stop_sshd
 
 # --- report -----------------------------------------------------------------
 mkdir -p "$ROOT/bench/results"
-"$TMP/bin/report" -dir "$TMP" -hosts "$HOSTS" -floor-runs "$FLOOR_RUNS" -skip-ansible="$([[ $SKIP_ANSIBLE == 1 ]] && echo true || echo false)" \
+"$TMP/bin/report" -dir "$TMP" -hosts "$HOSTS" -repeat "$REPEAT" -skip-ansible="$([[ $SKIP_ANSIBLE == 1 ]] && echo true || echo false)" \
   -repo "$ROOT" -out "$ROOT/bench/results" \
-  -setting "iklim=iklim play $IKLIM_FLAGS (one run after the other, same hosts)" \
+  -setting "iklim=iklim play $IKLIM_FLAGS; first run, then $REPEAT no-change runs in turns with the floor (median)" \
   -setting "ansible=ansible-core, forks=$HOSTS, strategy=$STRATEGY, pipelining, ControlPersist=60s (masters ended between runs), gathering=explicit, same key and known_hosts" \
   -setting "sshd=one OpenSSH sshd for all hosts, MaxStartups 400:30:800, MaxSessions 20, UsePAM no, login shell /bin/sh" \
-  -setting "floor=x/crypto/ssh, one connection per host all at once, 10 sessions per host running true, median of $FLOOR_RUNS runs"
+  -setting "floor=x/crypto/ssh, one connection per host all at once, 10 sessions per host running true, median of $REPEAT runs"
