@@ -526,8 +526,7 @@ func (m *SwarmInit) Rollback(ctx context.Context, c Conn, ch *Change) error {
 			// demote themselves the leader keeps the raft quorum.
 			waitPeersLeft(ctx, c, peersLeaveWait)
 		}
-		_, err := dockerRun(ctx, c, "docker swarm leave --force", "docker swarm leave --force")
-		return wrapRollback(err)
+		return wrapRollback(swarmLeave(ctx, c, true))
 	case "join":
 		if si.State == "inactive" {
 			return nil
@@ -646,40 +645,81 @@ func leaveSwarm(ctx context.Context, c Conn, si swarmInfo) error {
 			}
 		}
 	}
-	force := ""
+	force := false
 	if si.Control {
-		// One demotion at a time per cluster, like joins.
-		unlock := lockCluster(si.ClusterID)
-		defer unlock()
-		if mc == nil {
-			force = " --force" // the last manager we can reach
-		} else if _, err := dockerRun(ctx, mc, "docker node demote", "docker node demote "+shellQuote(si.NodeID)); err != nil {
-			force = " --force"
-		} else {
-			// Wait until the node knows it is a worker; a manager that
-			// is still one cannot leave without --force.
-			force = " --force"
-			for range 30 {
-				if ni, err := probeSwarm(ctx, c); err == nil && !ni.Control {
-					force = ""
-					break
-				}
-				if err := sleepCtx(ctx, time.Second); err != nil {
-					return err
-				}
-			}
-		}
-	}
-	if _, err := dockerRun(ctx, c, "docker swarm leave", "docker swarm leave"+force); err != nil {
-		if !strings.Contains(err.Error(), "not part of a swarm") {
+		var err error
+		if force, err = demoteSelf(ctx, c, mc, si); err != nil {
 			return err
 		}
+	}
+	if err := swarmLeave(ctx, c, force); err != nil {
+		return err
 	}
 	if mc != nil && si.NodeID != "" {
 		// Drop the departed node from the node list; it shows as down first.
 		_, _ = mc.Run(ctx, "docker node rm --force "+shellQuote(si.NodeID))
 	}
 	return nil
+}
+
+// demoteSelf demotes manager c through mc, one demotion at a time per
+// cluster like joins, and waits until c knows it is a worker. It reports
+// whether c must leave with --force: no other manager, or the demotion did
+// not take effect (a manager cannot leave without it).
+func demoteSelf(ctx context.Context, c, mc Conn, si swarmInfo) (force bool, err error) {
+	if mc == nil {
+		return true, nil // the last manager we can reach
+	}
+	unlock := lockCluster(si.ClusterID)
+	defer unlock()
+	if _, err := dockerRun(ctx, mc, "docker node demote", "docker node demote "+shellQuote(si.NodeID)); err != nil {
+		return true, nil
+	}
+	for range 30 {
+		if ni, err := probeSwarm(ctx, c); err == nil && !ni.Control {
+			return false, nil
+		}
+		if err := sleepCtx(ctx, time.Second); err != nil {
+			return true, err
+		}
+	}
+	return true, nil
+}
+
+// leaveTimeout bounds one `docker swarm leave`.
+var leaveTimeout = 60 * time.Second
+
+// swarmLeave runs `docker swarm leave` on c, bounded by leaveTimeout: a
+// dockerd whose network agent is stuck can block the call forever even
+// though the node already shows inactive, and its swarm stays wedged until
+// the daemon restarts (seen with docker 20.10). A host in no swarm is fine.
+func swarmLeave(ctx context.Context, c Conn, force bool) error {
+	cmd := "docker swarm leave"
+	if force {
+		cmd += " --force"
+	}
+	secs := int(leaveTimeout / time.Second)
+	script := fmt.Sprintf("if command -v timeout >/dev/null 2>&1; then timeout %d %s; else %s; fi", secs, cmd, cmd)
+	// The remote timeout ends the command; this one guards the session.
+	rctx, cancel := context.WithTimeout(ctx, leaveTimeout+15*time.Second)
+	defer cancel()
+	res, err := c.Run(rctx, script)
+	switch {
+	case err == nil && res.OK():
+		return nil
+	case err == nil && strings.Contains(res.Stderr, "not part of a swarm"):
+		return nil
+	case err == nil && res.ExitCode != 124:
+		return res.Err(c.Host() + ": " + cmd)
+	case err != nil && ctx.Err() != nil:
+		return err
+	}
+	state := "unknown"
+	if si, perr := probeSwarm(ctx, c); perr == nil {
+		state = si.State
+	}
+	return fmt.Errorf("%s: %s did not return within %s (node state now %s); its dockerd may need a restart before it can join a swarm again",
+		c.Host(), cmd, leaveTimeout, state)
 }
 
 // Output implements Outputter: cluster_id, node_id and role — never tokens.

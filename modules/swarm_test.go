@@ -442,3 +442,20 @@ func TestWaitPeersLeft(t *testing.T) {
 	require.GreaterOrEqual(t, run(nodes(self+"ready w1 10.0.0.3 \n")), 1500*time.Millisecond, "w1 is still a member")
 	require.Less(t, run(&fakeConn{name: "lead"}), time.Second, "no answer: not a manager any more")
 }
+
+func TestSwarmLeaveBounded(t *testing.T) {
+	conn := func(res Result) *fakeConn {
+		return &fakeConn{name: "m2", rules: []fakeRule{
+			{"docker swarm leave", res},
+			{"docker info", Result{Stdout: infoJSON("inactive", "", false, "")}},
+		}}
+	}
+	c := conn(Result{})
+	require.NoError(t, swarmLeave(context.Background(), c, true))
+	require.Contains(t, c.ran[0], "timeout 60 docker swarm leave --force")
+	require.NoError(t, swarmLeave(context.Background(), conn(Result{ExitCode: 1, Stderr: "Error response from daemon: This node is not part of a swarm"}), false))
+	err := swarmLeave(context.Background(), conn(Result{ExitCode: 124}), false)
+	require.ErrorContains(t, err, "did not return within 1m0s (node state now inactive)")
+	err = swarmLeave(context.Background(), conn(Result{ExitCode: 1, Stderr: "context deadline exceeded"}), false)
+	require.ErrorContains(t, err, "context deadline exceeded")
+}
