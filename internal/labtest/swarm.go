@@ -64,16 +64,26 @@ func (l *Lab) LockSwarm(t testing.TB) {
 // ResetSwarm takes every lab host out of any swarm (docker swarm leave
 // --force, which also ends the hosts' stack tasks) and removes iptables
 // rules a swarm test may have left in a host's namespace (a DROP of the
-// swarm port 2377). Errors are ignored: a host in no swarm is fine. Hold
-// LockSwarm first.
+// swarm port 2377). A host in no swarm is fine; a dockerd whose leave does
+// not return within 30 s is wedged (its swarm stays unusable until it
+// restarts) and fails the test. Hold LockSwarm first.
 func (l *Lab) ResetSwarm(t testing.TB) {
 	t.Helper()
-	var wg sync.WaitGroup
+	var (
+		wg     sync.WaitGroup
+		mu     sync.Mutex
+		wedged []string
+	)
 	for _, h := range l.Hosts {
 		wg.Add(1)
 		go func(h LabHost) {
 			defer wg.Done()
-			_, _ = l.Exec(t, h.Name, "docker swarm leave --force >/dev/null 2>&1; true")
+			out, _ := l.Exec(t, h.Name, "timeout 30 docker swarm leave --force >/dev/null 2>&1; echo $?")
+			if out == "124" {
+				mu.Lock()
+				wedged = append(wedged, h.Name)
+				mu.Unlock()
+			}
 			if os.Geteuid() == 0 {
 				for exec.Command("nsenter", "--net=/run/netns/"+h.Name, "iptables", "-D", "OUTPUT",
 					"-p", "tcp", "--dport", "2377", "-j", "DROP").Run() == nil {
@@ -82,6 +92,11 @@ func (l *Lab) ResetSwarm(t testing.TB) {
 		}(h)
 	}
 	wg.Wait()
+	if len(wedged) > 0 {
+		sort.Strings(wedged)
+		t.Fatalf("lab: `docker swarm leave --force` did not return within 30s on %v: that dockerd's swarm is wedged "+
+			"and stays so until it restarts (bash internal/lab/lab.sh down && bash internal/lab/lab.sh up)", wedged)
+	}
 	if leaks := l.GossipPortHeld(t, 10*time.Second); len(leaks) > 0 {
 		t.Logf("lab: dockerd of %v still holds the swarm gossip port 7946 after leaving its swarm "+
 			"(a leaked network agent, moby/moby#31913): overlay networking and service DNS will not work "+
