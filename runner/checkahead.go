@@ -164,15 +164,17 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 	// Take the results in order while they still hold.
 	for k, c := range pre {
 		s := steps[k]
+		// Before a gate opens too: a gated command built from results that
+		// have changed since must not run.
+		if k > 0 && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
+			return k, false
+		}
 		if c.gated {
 			b.open(k, true)
 		}
 		<-c.done
 		if ctx.Err() != nil && c.err == nil {
 			return k, false // interrupted: as run one by one, start no more steps
-		}
-		if k > 0 && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
-			return k, false
 		}
 		stops := !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check)
 		if stops {

@@ -223,3 +223,33 @@ func TestCheckAheadInterrupt(t *testing.T) {
 		require.Zero(t, h.Unreachable)
 	}
 }
+
+// TestCheckAheadGatedCommandSeesResultsRegisteredBeforeIt: a gated command
+// whose arguments read a result that a step before it in the batch registers
+// again runs with the new value, never with the one it was built with.
+func TestCheckAheadGatedCommandSeesResultsRegisteredBeforeIt(t *testing.T) {
+	dir := t.TempDir()
+	echo := func(name, word string) runner.Step {
+		return runner.Step{Name: name, Module: "command", Register: "v", Source: "test.hcl:1",
+			Build: func(*runner.StepContext) (modules.Module, error) {
+				return &modules.Command{Argv: []string{"echo", word}, Changed: ptr(false)}, nil
+			}}
+	}
+	use := runner.Step{Name: "use", Module: "shell", Source: "test.hcl:2",
+		Build: func(sc *runner.StepContext) (modules.Module, error) {
+			v := strings.TrimSpace(sc.Results[sc.Host.Name]["v"].GetAttr("stdout").AsString())
+			return &modules.Shell{Cmd: "printf %s " + v + " >> " + filepath.Join(dir, sc.Host.Name), Changed: ptr(false)}, nil
+		}}
+	pb := &runner.Playbook{Plays: []runner.Play{
+		{Name: "one", Hosts: "all", Steps: []runner.Step{echo("set", "old")}},
+		{Name: "two", Hosts: "all", Steps: []runner.Step{echo("set again", "new"), use}},
+	}}
+	recap, err := runner.Run(context.Background(), pb, runner.Options{Inventory: localInventory(t, 2), Connector: noConnector{}})
+	require.NoError(t, err)
+	for _, h := range recap.Hosts {
+		require.Zero(t, h.Failed, h.Error)
+		b, err := os.ReadFile(filepath.Join(dir, h.Host))
+		require.NoError(t, err)
+		require.Equal(t, "new", string(b))
+	}
+}
