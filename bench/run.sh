@@ -236,6 +236,7 @@ mkdir -p "$ROOT/bench/results"
 "$TMP/bin/report" -dir "$TMP" -hosts "$HOSTS" -repeat "$REPEAT" -skip-ansible="$([[ $SKIP_ANSIBLE == 1 ]] && echo true || echo false)" \
   -repo "$ROOT" -out "$ROOT/bench/results" \
   -setting "iklim=iklim play $IKLIM_FLAGS; first run, then $REPEAT no-change runs in turns with the floor (median)" \
-  -setting "ansible=ansible-core, forks=$HOSTS, strategy=$STRATEGY, pipelining, ControlPersist=60s (masters ended between runs), gathering=explicit, same key and known_hosts" \
+  -setting "ansible=$([[ $SKIP_ANSIBLE == 1 ]] && echo "skipped (BENCH_SKIP_ANSIBLE=1)" ||
+    echo "ansible-core, forks=$HOSTS, strategy=$STRATEGY, pipelining, ControlPersist=60s (masters ended between runs), gathering=explicit, same key and known_hosts")" \
   -setting "sshd=one OpenSSH sshd for all hosts, MaxStartups 400:30:800, MaxSessions 20, UsePAM no, login shell /bin/sh" \
   -setting "floor=x/crypto/ssh, one connection per host all at once, 10 sessions per host running true, median of $REPEAT runs"
