@@ -113,9 +113,9 @@ func (e *execStep) validate(module string) error {
 func (e *execStep) skipTest() string {
 	switch {
 	case e.creates != "":
-		return "[ -e " + shellQuote(e.creates) + " ]"
+		return "[ -e " + ShellQuote(e.creates) + " ]"
 	case e.removes != "":
-		return "[ ! -e " + shellQuote(e.removes) + " ]"
+		return "[ ! -e " + ShellQuote(e.removes) + " ]"
 	}
 	return ""
 }
@@ -125,7 +125,7 @@ func (e *execStep) script() string {
 	if e.chdir == "" {
 		return e.body
 	}
-	return "cd -- " + shellQuote(e.chdir) + " || exit 1\n" + e.body
+	return "cd -- " + ShellQuote(e.chdir) + " || exit 1\n" + e.body
 }
 
 // ranMarker starts stdout when a guarded read-only command ran.

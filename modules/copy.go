@@ -89,7 +89,7 @@ func (m *Copy) Check(ctx context.Context, c Conn) (*Change, error) {
 	script := a.probe() + statCall(m.Dest, true)
 	if !m.sensitive() {
 		script += `if [ "$st_type" = file ] && [ "$st_sum" != ` + want + ` ] && [ "$st_size" -le ` +
-			strconv.Itoa(maxDiff) + ` ]; then cat -- ` + shellQuote(m.Dest) + " || exit 3; fi\n"
+			strconv.Itoa(maxDiff) + ` ]; then cat -- ` + ShellQuote(m.Dest) + " || exit 3; fi\n"
 	}
 	st, rest, err := runStat(ctx, c, m.Dest, script)
 	if err != nil {

@@ -26,7 +26,7 @@ const swarmInfoFormat = `{"state":{{json .Swarm.LocalNodeState}},"node_id":{{jso
 	`"cluster_id":{{if .Swarm.Cluster}}{{json .Swarm.Cluster.ID}}{{else}}""{{end}}}`
 
 // swarmInfoCmd is the shell command that prints swarmInfo as JSON.
-var swarmInfoCmd = "docker info --format " + shellQuote(swarmInfoFormat)
+var swarmInfoCmd = "docker info --format " + ShellQuote(swarmInfoFormat)
 
 // swarmInfo is one node's view of its swarm membership.
 type swarmInfo struct {
@@ -240,7 +240,7 @@ func labelArgs(flag string, labels map[string]string) string {
 	keys := sortedKeys(labels)
 	var b strings.Builder
 	for _, k := range keys {
-		b.WriteString(" " + flag + " " + shellQuote(k+"="+labels[k]))
+		b.WriteString(" " + flag + " " + ShellQuote(k+"="+labels[k]))
 	}
 	return b.String()
 }

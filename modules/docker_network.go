@@ -75,7 +75,7 @@ func (m *DockerNetwork) Check(ctx context.Context, c Conn) (*Change, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	res, err := c.Run(ctx, "docker network inspect --format '{{json .}}' "+shellQuote(m.Name))
+	res, err := c.Run(ctx, "docker network inspect --format '{{json .}}' "+ShellQuote(m.Name))
 	if err != nil {
 		return nil, fmt.Errorf("docker_network: %s: %w", c.Host(), err)
 	}
@@ -131,7 +131,7 @@ func (m *DockerNetwork) describe() string {
 
 // Apply implements Module.
 func (m *DockerNetwork) Apply(ctx context.Context, c Conn, _ *Change) error {
-	cmd := "docker network create --driver " + shellQuote(m.driver())
+	cmd := "docker network create --driver " + ShellQuote(m.driver())
 	if m.attachable() {
 		cmd += " --attachable"
 	}
@@ -139,9 +139,9 @@ func (m *DockerNetwork) Apply(ctx context.Context, c Conn, _ *Change) error {
 		cmd += " --internal"
 	}
 	if m.Subnet != "" {
-		cmd += " --subnet " + shellQuote(m.Subnet)
+		cmd += " --subnet " + ShellQuote(m.Subnet)
 	}
-	cmd += labelArgs("--label", m.Labels) + " " + shellQuote(m.Name)
+	cmd += labelArgs("--label", m.Labels) + " " + ShellQuote(m.Name)
 	res, err := dockerRun(ctx, c, "docker network create", cmd)
 	if err != nil {
 		return fmt.Errorf("docker_network: %w", err)
@@ -156,7 +156,7 @@ func (m *DockerNetwork) Rollback(ctx context.Context, c Conn, ch *Change) error 
 	if err := ch.DecodeBefore(&b); err != nil {
 		return err
 	}
-	res, err := c.Run(ctx, "docker network rm "+shellQuote(b.Name))
+	res, err := c.Run(ctx, "docker network rm "+ShellQuote(b.Name))
 	if err != nil {
 		return fmt.Errorf("docker_network rollback: %w", err)
 	}

@@ -140,7 +140,7 @@ func (m *DockerSecret) load(ctx context.Context) error {
 
 // list finds name and its versions: one round trip.
 func (m *DockerSecret) list(ctx context.Context, c Conn) (exact *dockerObject, versions map[int]dockerObject, err error) {
-	script := fmt.Sprintf(`ids=$(docker %[1]s ls -q --filter name=%[2]s) || exit 1; [ -z "$ids" ] && echo '[]' && exit 0; docker %[1]s inspect $ids`, m.kind, shellQuote(m.Name))
+	script := fmt.Sprintf(`ids=$(docker %[1]s ls -q --filter name=%[2]s) || exit 1; [ -z "$ids" ] && echo '[]' && exit 0; docker %[1]s inspect $ids`, m.kind, ShellQuote(m.Name))
 	res, err := dockerRun(ctx, c, "docker "+m.kind+" ls", script)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", m.mod(), err)
@@ -290,14 +290,14 @@ func (m *DockerSecret) Apply(ctx context.Context, c Conn, ch *Change) error {
 		labels[k] = v
 	}
 	labels[fingerprintLabel] = m.fingerprint(content)
-	cmd := "docker " + m.kind + " create" + labelArgs("--label", labels) + " " + shellQuote(b.Created) + " -"
+	cmd := "docker " + m.kind + " create" + labelArgs("--label", labels) + " " + ShellQuote(b.Created) + " -"
 	if _, err := dockerRun(ctx, c, "docker "+m.kind+" create "+b.Created, cmd, WithStdin(strings.NewReader(string(content)))); err != nil {
 		return fmt.Errorf("%s: %w", m.mod(), err)
 	}
 	m.current, m.created = b.Created, true
 	// Prune: a version still used by a service refuses removal; keep it.
 	for _, p := range b.Prune {
-		res, err := c.Run(ctx, "docker "+m.kind+" rm "+shellQuote(p.Name))
+		res, err := c.Run(ctx, "docker "+m.kind+" rm "+ShellQuote(p.Name))
 		if err != nil {
 			return fmt.Errorf("%s: prune %s: %w", m.mod(), p.Name, err)
 		}
@@ -319,7 +319,7 @@ func (m *DockerSecret) Rollback(ctx context.Context, c Conn, ch *Change) error {
 	}
 	var errs []error
 	if b.Created != "" {
-		res, err := c.Run(ctx, "docker "+b.Kind+" rm "+shellQuote(b.Created))
+		res, err := c.Run(ctx, "docker "+b.Kind+" rm "+ShellQuote(b.Created))
 		if err != nil {
 			errs = append(errs, err)
 		} else if !res.OK() && !strings.Contains(res.Stderr, "not found") && !strings.Contains(res.Stderr, "No such") {
@@ -349,7 +349,7 @@ func (m *DockerSecret) Rollback(ctx context.Context, c Conn, ch *Change) error {
 			errs = append(errs, fmt.Errorf("config %s: recorded data: %w", p.Name, err))
 			continue
 		}
-		cmd := "docker config create" + labelArgs("--label", p.Labels) + " " + shellQuote(p.Name) + " -"
+		cmd := "docker config create" + labelArgs("--label", p.Labels) + " " + ShellQuote(p.Name) + " -"
 		if _, err := dockerRun(ctx, c, "docker config create "+p.Name, cmd, WithStdin(strings.NewReader(string(data)))); err != nil {
 			errs = append(errs, err)
 		}

@@ -106,14 +106,14 @@ func (m *File) Check(ctx context.Context, c Conn) (*Change, error) {
 	recurse := m.Recurse && (a.Mode != "" || a.Owner != "" || a.Group != "")
 	script := a.probe() + statCall(m.Path, false)
 	if recurse { // "!failed" tells a failing find from one cut short by head
-		script += `if [ "$st_type" = dir ]; then { find ` + shellQuote(m.Path) + ` -mindepth 1 \( ` + findDrift(a) +
+		script += `if [ "$st_type" = dir ]; then { find ` + ShellQuote(m.Path) + ` -mindepth 1 \( ` + findDrift(a) +
 			` \) -printf '%y %m %U %G %p\n' || echo '!failed'; } | head -n ` + strconv.Itoa(maxRecordedAttrs+1) + "\nfi\n"
 	}
 	st, rest, err := runStat(ctx, c, m.Path, script)
 	if err != nil {
 		return nil, fmt.Errorf("file: %w", err)
 	}
-	p, q := m.Path, shellQuote(m.Path)
+	p, q := m.Path, ShellQuote(m.Path)
 	before := fileBefore{Path: p}
 	ch := &Change{}
 	state := m.state()
@@ -187,8 +187,8 @@ func (m *File) Check(ctx context.Context, c Conn) (*Change, error) {
 		m.apply = a.script(p, m.Recurse, false)
 
 	case "link":
-		tmp := shellQuote(tempBeside(p, "link"))
-		relink := "ln -sfn -- " + shellQuote(m.Src) + " " + tmp + " && mv -Tf -- " + tmp + " " + q
+		tmp := ShellQuote(tempBeside(p, "link"))
+		relink := "ln -sfn -- " + ShellQuote(m.Src) + " " + tmp + " && mv -Tf -- " + tmp + " " + q
 		setOwner := attrs{Owner: a.Owner, Group: a.Group}.script(p, false, true)
 		switch {
 		case !st.Exists:
@@ -262,11 +262,11 @@ func (m *File) Rollback(ctx context.Context, c Conn, ch *Change) error {
 	}
 	var cmds []string
 	if b.LinkTarget != "" {
-		tmp := shellQuote(tempBeside(b.Path, "link"))
-		cmds = append(cmds, "ln -sfn -- "+shellQuote(b.LinkTarget)+" "+tmp+" && mv -Tf -- "+tmp+" "+shellQuote(b.Path))
+		tmp := ShellQuote(tempBeside(b.Path, "link"))
+		cmds = append(cmds, "ln -sfn -- "+ShellQuote(b.LinkTarget)+" "+tmp+" && mv -Tf -- "+tmp+" "+ShellQuote(b.Path))
 	}
 	for _, e := range b.Attrs {
-		q := shellQuote(e.Path)
+		q := ShellQuote(e.Path)
 		cmd := fmt.Sprintf("chown -h -- %d:%d %s", e.UID, e.GID, q)
 		if !e.Link {
 			cmd += fmt.Sprintf(" && chmod -- %04o %s", e.Mode, q)
@@ -291,10 +291,10 @@ func findDrift(a attrs) string {
 		alts = append(alts, fmt.Sprintf(`\( ! -type l ! -perm %04o \)`, md))
 	}
 	if a.Owner != "" {
-		alts = append(alts, "! -user "+shellQuote(a.Owner))
+		alts = append(alts, "! -user "+ShellQuote(a.Owner))
 	}
 	if a.Group != "" {
-		alts = append(alts, "! -group "+shellQuote(a.Group))
+		alts = append(alts, "! -group "+ShellQuote(a.Group))
 	}
 	return strings.Join(alts, " -o ")
 }

@@ -90,7 +90,7 @@ func (m *Line) Check(ctx context.Context, c Conn) (*Change, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	q := shellQuote(m.Path)
+	q := ShellQuote(m.Path)
 	script := statFunc + "p=$(readlink -f -- " + q + " 2>/dev/null) || p=" + q + "\n" +
 		"printf '%s\\n' \"$p\"\n_st \"$p\" 0\n" +
 		"if [ \"$st_type\" = file ]; then cat -- \"$p\" || exit 3; fi\n"

@@ -80,7 +80,7 @@ func (m *NodeLabel) desired(ctx context.Context, current map[string]string) map[
 
 // nodeLabels reads a node's labels through manager mc.
 func nodeLabels(ctx context.Context, mc Conn, nodeID string) (map[string]string, error) {
-	res, err := dockerRun(ctx, mc, "docker node inspect", "docker node inspect --format '{{json .Spec.Labels}}' "+shellQuote(nodeID))
+	res, err := dockerRun(ctx, mc, "docker node inspect", "docker node inspect --format '{{json .Spec.Labels}}' "+ShellQuote(nodeID))
 	if err != nil {
 		return nil, err
 	}
@@ -99,18 +99,18 @@ func labelUpdate(nodeID string, have, want map[string]string) string {
 	var args []string
 	for _, k := range sortedKeys(have) {
 		if _, ok := want[k]; !ok {
-			args = append(args, "--label-rm "+shellQuote(k))
+			args = append(args, "--label-rm "+ShellQuote(k))
 		}
 	}
 	for _, k := range sortedKeys(want) {
 		if v, ok := have[k]; !ok || v != want[k] {
-			args = append(args, "--label-add "+shellQuote(k+"="+want[k]))
+			args = append(args, "--label-add "+ShellQuote(k+"="+want[k]))
 		}
 	}
 	if len(args) == 0 {
 		return ""
 	}
-	return "docker node update " + strings.Join(args, " ") + " " + shellQuote(nodeID)
+	return "docker node update " + strings.Join(args, " ") + " " + ShellQuote(nodeID)
 }
 
 // labelSummary lists the label changes: "+type=service -old".

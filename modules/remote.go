@@ -17,21 +17,55 @@ import (
 	"unicode/utf8"
 )
 
-// shellQuote quotes s for /bin/sh as one word.
-func shellQuote(s string) string {
-	if s != "" && strings.IndexFunc(s, func(r rune) bool {
-		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("@%+=:,./_-", r))
-	}) < 0 {
+// ShellQuote quotes s as one word for a POSIX shell. Words made only of
+// characters the shell never interprets are returned as they are; anything
+// else is put in single quotes, where each single quote of s becomes
+// quote, backslash, quote, quote (close, escaped quote, reopen).
+func ShellQuote(s string) string {
+	if s == "" {
+		return "''"
+	}
+	safe := true
+	for i := 0; i < len(s); i++ {
+		if !isShellSafe(s[i]) {
+			safe = false
+			break
+		}
+	}
+	if safe {
 		return s
 	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+	var b strings.Builder
+	b.Grow(len(s) + 2 + 3*strings.Count(s, "'"))
+	b.WriteByte('\'')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\'' {
+			b.WriteString(`'\''`)
+			continue
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('\'')
+	return b.String()
+}
+
+func isShellSafe(c byte) bool {
+	switch {
+	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		return true
+	}
+	switch c {
+	case '_', '-', '.', '/', ',', ':', '@', '%', '+', '=':
+		return true
+	}
+	return false
 }
 
 // shellJoin quotes every word of argv for /bin/sh.
 func shellJoin(argv []string) string {
 	q := make([]string, len(argv))
 	for i, a := range argv {
-		q[i] = shellQuote(a)
+		q[i] = ShellQuote(a)
 	}
 	return strings.Join(q, " ")
 }
@@ -72,7 +106,7 @@ func statCall(p string, withSum bool) string {
 	if withSum {
 		sum = "1"
 	}
-	return "_st " + shellQuote(p) + " " + sum + "\n"
+	return "_st " + ShellQuote(p) + " " + sum + "\n"
 }
 
 // fileStat is what _st reports about one path.
@@ -251,11 +285,11 @@ func (a attrs) script(p string, recurse, noDeref bool) string {
 		if noDeref {
 			f += " -h"
 		}
-		cmds = append(cmds, "chown"+f+" -- "+shellQuote(own)+" "+shellQuote(p))
+		cmds = append(cmds, "chown"+f+" -- "+ShellQuote(own)+" "+ShellQuote(p))
 	}
 	if a.Mode != "" {
 		m, _ := parseMode(a.Mode)
-		cmds = append(cmds, fmt.Sprintf("chmod%s -- %04o %s", flags, m, shellQuote(p)))
+		cmds = append(cmds, fmt.Sprintf("chmod%s -- %04o %s", flags, m, ShellQuote(p)))
 	}
 	return strings.Join(cmds, " && ")
 }
@@ -268,11 +302,11 @@ func (a attrs) probe() string {
 	var b strings.Builder
 	if a.Owner != "" && !isNumeric(a.Owner) {
 		fmt.Fprintf(&b, "id -u -- %s >/dev/null 2>&1 || { echo 'no user %s on the host' >&2; exit 3; }\n",
-			shellQuote(a.Owner), strings.ReplaceAll(a.Owner, "'", ""))
+			ShellQuote(a.Owner), strings.ReplaceAll(a.Owner, "'", ""))
 	}
 	if a.Group != "" && !isNumeric(a.Group) {
 		fmt.Fprintf(&b, "getent group -- %s >/dev/null 2>&1 || { echo 'no group %s on the host' >&2; exit 3; }\n",
-			shellQuote(a.Group), strings.ReplaceAll(a.Group, "'", ""))
+			ShellQuote(a.Group), strings.ReplaceAll(a.Group, "'", ""))
 	}
 	return b.String()
 }

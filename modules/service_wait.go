@@ -116,7 +116,7 @@ exit 0
 func nameFilter(names []string) string {
 	var b strings.Builder
 	for _, n := range names {
-		b.WriteString(" --filter name=" + shellQuote(n))
+		b.WriteString(" --filter name=" + ShellQuote(n))
 	}
 	return b.String()
 }

@@ -156,7 +156,7 @@ func (m *StackDeploy) hashPath() string { return m.dir() + "/" + hashFileName }
 func (m *StackDeploy) registryAuth() bool { return m.WithRegistryAuth == nil || *m.WithRegistryAuth }
 
 func (m *StackDeploy) stackFilter() string {
-	return "--filter label=" + shellQuote(stackNamespace+"="+m.Name)
+	return "--filter label=" + ShellQuote(stackNamespace+"="+m.Name)
 }
 
 // load reads the local compose and env files and computes the deploy hash.
@@ -266,9 +266,9 @@ func (m *StackDeploy) configScript(mkdir bool) (string, error) {
 	}
 	var b strings.Builder
 	if mkdir {
-		fmt.Fprintf(&b, "mkdir -p %s && cd %s || exit 1\n", shellQuote(m.dir()), shellQuote(m.dir()))
+		fmt.Fprintf(&b, "mkdir -p %s && cd %s || exit 1\n", ShellQuote(m.dir()), ShellQuote(m.dir()))
 	} else {
-		fmt.Fprintf(&b, "if cd %s 2>/dev/null; then echo dir-ok; else cd / && echo dir-missing; fi\n", shellQuote(m.dir()))
+		fmt.Fprintf(&b, "if cd %s 2>/dev/null; then echo dir-ok; else cd / && echo dir-missing; fi\n", ShellQuote(m.dir()))
 	}
 	b.WriteString("docker stack config")
 	for i := range m.files {
@@ -309,7 +309,7 @@ func (m *StackDeploy) Check(ctx context.Context, c Conn) (*Change, error) {
 	if err := m.load(); err != nil {
 		return nil, err
 	}
-	quick := "cat " + shellQuote(m.hashPath()) + " 2>/dev/null; echo; echo " + probeSep +
+	quick := "cat " + ShellQuote(m.hashPath()) + " 2>/dev/null; echo; echo " + probeSep +
 		"\ndocker service ls " + m.stackFilter() + " --format '{{.Name}}'"
 	res, err := dockerRun(ctx, c, "read stack "+m.Name, quick)
 	if err != nil {
@@ -974,7 +974,7 @@ func (m *StackDeploy) Apply(ctx context.Context, c Conn, ch *Change) error {
 		if m.ResolveImage != "" {
 			cmd += " --resolve-image " + m.ResolveImage
 		}
-		cmd += " -c - " + shellQuote(m.Name)
+		cmd += " -c - " + ShellQuote(m.Name)
 		if _, err := retryTransient(ctx, func() (Result, error) {
 			return dockerRun(ctx, c, "docker stack deploy "+m.Name, cmd, WithStdin(bytes.NewReader(cfg)))
 		}); err != nil {
@@ -992,7 +992,7 @@ func (m *StackDeploy) Apply(ctx context.Context, c Conn, ch *Change) error {
 			if slices.Contains(m.services, s.Name) {
 				continue
 			}
-			if _, err := dockerRun(ctx, c, "docker service rm", "docker service rm "+shellQuote(s.Name)); err != nil {
+			if _, err := dockerRun(ctx, c, "docker service rm", "docker service rm "+ShellQuote(s.Name)); err != nil {
 				return fmt.Errorf("stack_deploy: prune: %w", err)
 			}
 			m.pruned = append(m.pruned, s.Name)
@@ -1023,7 +1023,7 @@ func restoreNote(err error) string {
 func (m *StackDeploy) restore(ctx context.Context, c Conn, b stackBefore, touched []string) error {
 	res, err := retryTransient(ctx, func() (Result, error) {
 		return dockerRun(ctx, c, "inspect stack "+b.Stack,
-			"ids=$(docker service ls -q --filter label="+shellQuote(stackNamespace+"="+b.Stack)+") || exit 1\n"+
+			"ids=$(docker service ls -q --filter label="+ShellQuote(stackNamespace+"="+b.Stack)+") || exit 1\n"+
 				`if [ -n "$ids" ]; then docker service inspect $ids; else echo '[]'; fi`)
 	})
 	if err != nil {
@@ -1047,11 +1047,11 @@ func (m *StackDeploy) restore(ctx context.Context, c Conn, b stackBefore, touche
 		rec, existed := before[name]
 		switch {
 		case !existed:
-			cmds = append(cmds, "docker service rm "+shellQuote(name))
+			cmds = append(cmds, "docker service rm "+ShellQuote(name))
 		case cur.specSHA() == rec.SpecSHA:
 			// Already as before (swarm may have rolled it back itself).
 		case compactSHA(cur.PreviousSpec) == rec.SpecSHA:
-			cmds = append(cmds, "docker service update --rollback --detach "+shellQuote(name)+" >/dev/null")
+			cmds = append(cmds, "docker service update --rollback --detach "+ShellQuote(name)+" >/dev/null")
 			rolled = append(rolled, name)
 		default:
 			errs = append(errs, fmt.Errorf("service %s changed more than once since the recorded state; restore it by hand (recorded image %s)", name, rec.Image))
@@ -1069,7 +1069,7 @@ func (m *StackDeploy) restore(ctx context.Context, c Conn, b stackBefore, touche
 	}
 	if len(rolled) > 0 {
 		wait := min(m.timeout(), 180*time.Second)
-		if _, err := waitRestored(ctx, c, "--filter label="+shellQuote(stackNamespace+"="+b.Stack), rolled, wait); err != nil {
+		if _, err := waitRestored(ctx, c, "--filter label="+ShellQuote(stackNamespace+"="+b.Stack), rolled, wait); err != nil {
 			errs = append(errs, fmt.Errorf("after rollback: %w", err))
 		}
 	}

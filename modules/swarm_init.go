@@ -328,7 +328,7 @@ func nodeKnown(ctx context.Context, lc Conn, id string) (bool, error) {
 	if id == "" {
 		return false, nil
 	}
-	res, err := lc.Run(ctx, "docker node inspect --format '{{.ID}}' "+shellQuote(id))
+	res, err := lc.Run(ctx, "docker node inspect --format '{{.ID}}' "+ShellQuote(id))
 	if err != nil {
 		return false, fmt.Errorf("%s: docker node inspect: %w", lc.Host(), err)
 	}
@@ -361,7 +361,7 @@ func (m *SwarmInit) Apply(ctx context.Context, c Conn, ch *Change) error {
 func (m *SwarmInit) applyInit(ctx context.Context, c Conn) error {
 	cmd := "docker swarm init"
 	if a := m.advertise(); a != "" {
-		cmd += " --advertise-addr " + shellQuote(a)
+		cmd += " --advertise-addr " + ShellQuote(a)
 	}
 	if _, err := dockerRun(ctx, c, "docker swarm init", cmd); err != nil {
 		return fmt.Errorf("swarm_init: %w", err)
@@ -442,9 +442,9 @@ func (m *SwarmInit) applyJoin(ctx context.Context, c Conn, b swarmBefore) error 
 	join := leader.ownManagerAddr()
 	cmd := `docker swarm join --token "$IKLIM_SWARM_TOKEN"`
 	if a := m.advertise(); a != "" {
-		cmd += " --advertise-addr " + shellQuote(a)
+		cmd += " --advertise-addr " + ShellQuote(a)
 	}
-	cmd += " " + shellQuote(join)
+	cmd += " " + ShellQuote(join)
 	jr, err := c.Run(ctx, cmd, WithEnv(map[string]string{"IKLIM_SWARM_TOKEN": token}))
 	if err != nil {
 		return fmt.Errorf("swarm_init: %s: docker swarm join %s: %w", m.self.Name, join, err)
@@ -488,7 +488,7 @@ func (m *SwarmInit) applyRole(ctx context.Context, c Conn, action string) error 
 	if m.leader.ClusterID != "" {
 		defer lockCluster(m.leader.ClusterID)()
 	}
-	if _, err := dockerRun(ctx, lc, "docker node "+action, "docker node "+action+" "+shellQuote(m.info.NodeID)); err != nil {
+	if _, err := dockerRun(ctx, lc, "docker node "+action, "docker node "+action+" "+ShellQuote(m.info.NodeID)); err != nil {
 		return fmt.Errorf("swarm_init: %w", err)
 	}
 	want := action == "promote"
@@ -544,7 +544,7 @@ func (m *SwarmInit) Rollback(ctx context.Context, c Conn, ch *Change) error {
 		if err != nil {
 			return wrapRollback(err)
 		}
-		_, err = dockerRun(ctx, mc, "docker node "+undo, "docker node "+undo+" "+shellQuote(si.NodeID))
+		_, err = dockerRun(ctx, mc, "docker node "+undo, "docker node "+undo+" "+ShellQuote(si.NodeID))
 		return wrapRollback(err)
 	}
 	return fmt.Errorf("swarm_init rollback: unknown action %q", b.Action)
@@ -657,7 +657,7 @@ func leaveSwarm(ctx context.Context, c Conn, si swarmInfo) error {
 	}
 	if mc != nil && si.NodeID != "" {
 		// Drop the departed node from the node list; it shows as down first.
-		_, _ = mc.Run(ctx, "docker node rm --force "+shellQuote(si.NodeID))
+		_, _ = mc.Run(ctx, "docker node rm --force "+ShellQuote(si.NodeID))
 	}
 	return nil
 }
@@ -672,7 +672,7 @@ func demoteSelf(ctx context.Context, c, mc Conn, si swarmInfo) (force bool, err 
 	}
 	unlock := lockCluster(si.ClusterID)
 	defer unlock()
-	if _, err := dockerRun(ctx, mc, "docker node demote", "docker node demote "+shellQuote(si.NodeID)); err != nil {
+	if _, err := dockerRun(ctx, mc, "docker node demote", "docker node demote "+ShellQuote(si.NodeID)); err != nil {
 		return true, nil
 	}
 	for range 30 {

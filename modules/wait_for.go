@@ -96,9 +96,9 @@ func (m *WaitFor) probe() (cond, what string) {
 			cond, what = "! _probe", what+" to close"
 		}
 	case m.Path != "":
-		cond, what = "[ -e "+shellQuote(m.Path)+" ]", m.Path
+		cond, what = "[ -e "+ShellQuote(m.Path)+" ]", m.Path
 		if absent {
-			cond, what = "[ ! -e "+shellQuote(m.Path)+" ]", m.Path+" to be removed"
+			cond, what = "[ ! -e "+ShellQuote(m.Path)+" ]", m.Path+" to be removed"
 		}
 	default:
 		cond = "out=$(_cmd)"
@@ -117,11 +117,11 @@ func (m *WaitFor) script(timeout, interval time.Duration) string {
 		fmt.Fprintf(&b, `if command -v nc >/dev/null 2>&1; then _probe() { nc -z -w1 %s %s >/dev/null 2>&1; }
 elif command -v bash >/dev/null 2>&1; then _probe() { timeout -k 1 2 bash -c %s >/dev/null 2>&1 </dev/null; }
 else echo "neither nc nor bash found to probe a port" >&2; exit 127; fi
-`, h, p, shellQuote("exec 3<>/dev/tcp/"+h+"/"+p))
+`, h, p, ShellQuote("exec 3<>/dev/tcp/"+h+"/"+p))
 	}
 	if m.Cmd != "" { // each try is cut off at the deadline, at least 1 s
 		b.WriteString(`_cmd() { t=$(( (end - $(_now) + 999) / 1000 )); [ "$t" -ge 1 ] || t=1; timeout -k 1 "$t" sh -c ` +
-			shellQuote(m.Cmd) + " 2>&1 </dev/null; }\n")
+			ShellQuote(m.Cmd) + " 2>&1 </dev/null; }\n")
 	}
 	fmt.Fprintf(&b, `end=$(( $(_now) + %d )); out=
 while :; do

@@ -6,51 +6,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/iklimco/iklim/modules"
 )
-
-// ShellQuote quotes s as one word for a POSIX shell. Words made only of
-// characters the shell never interprets are returned as they are; anything
-// else is put in single quotes, where each single quote of s becomes
-// quote, backslash, quote, quote (close, escaped quote, reopen).
-func ShellQuote(s string) string {
-	if s == "" {
-		return "''"
-	}
-	safe := true
-	for i := 0; i < len(s); i++ {
-		if !isShellSafe(s[i]) {
-			safe = false
-			break
-		}
-	}
-	if safe {
-		return s
-	}
-	var b strings.Builder
-	b.Grow(len(s) + 2 + 3*strings.Count(s, "'"))
-	b.WriteByte('\'')
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\'' {
-			b.WriteString(`'\''`)
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	b.WriteByte('\'')
-	return b.String()
-}
-
-func isShellSafe(c byte) bool {
-	switch {
-	case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
-		return true
-	}
-	switch c {
-	case '_', '-', '.', '/', ',', ':', '@', '%', '+', '=':
-		return true
-	}
-	return false
-}
 
 // validEnvName reports whether k can be a shell variable name.
 func validEnvName(k string) bool {
@@ -91,7 +49,7 @@ func writeEnv(b *strings.Builder, env map[string]string) error {
 		b.WriteByte(' ')
 		b.WriteString(k)
 		b.WriteByte('=')
-		b.WriteString(ShellQuote(env[k]))
+		b.WriteString(modules.ShellQuote(env[k]))
 	}
 	b.WriteByte('\n')
 	return nil
@@ -124,7 +82,7 @@ func becomeWrap(script, user string) string {
 	if user == "" {
 		user = "root"
 	}
-	return "sudo -n -u " + ShellQuote(user) + " -- /bin/sh -c " + ShellQuote(script)
+	return "sudo -n -u " + modules.ShellQuote(user) + " -- /bin/sh -c " + modules.ShellQuote(script)
 }
 
 // octalMode renders mode as chmod(1) understands it, special bits included.
@@ -147,7 +105,7 @@ func octalMode(mode fs.FileMode) string {
 // replacement is atomic and the content never sits in a shared place such
 // as /tmp. umask 077 keeps the half-written file private until chmod.
 func becomeUploadScript(dest, tmpName string, mode fs.FileMode) string {
-	t := ShellQuote(tmpName)
+	t := modules.ShellQuote(tmpName)
 	return "umask 077; t=" + t + "; cat > \"$t\" && chmod " + octalMode(mode) + " \"$t\" && mv -f \"$t\" " +
-		ShellQuote(dest) + " || { rc=$?; rm -f \"$t\"; exit $rc; }"
+		modules.ShellQuote(dest) + " || { rc=$?; rm -f \"$t\"; exit $rc; }"
 }

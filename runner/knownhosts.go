@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/iklimco/iklim/modules"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -210,7 +211,7 @@ func (k *knownHostsFile) changedError(name, address string, key ssh.PublicKey, w
 		"someone may be intercepting the connection. If the host was really reinstalled, "+
 		"remove the old entry with `ssh-keygen -R %s -f %s` and connect again",
 		ErrHostKeyChanged, name, address, key.Type(), ssh.FingerprintSHA256(key),
-		strings.Join(known, ", "), ShellQuote(knownhosts.Normalize(address)), k.path)
+		strings.Join(known, ", "), modules.ShellQuote(knownhosts.Normalize(address)), k.path)
 }
 
 // probeKey matches no known_hosts entry; checking it lists the known keys.

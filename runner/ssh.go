@@ -399,7 +399,7 @@ func (c *SSHConn) Download(ctx context.Context, p string, w io.Writer) error {
 	if c.become {
 		gw := &gatedWriter{w: w}
 		var stderr bytes.Buffer
-		code, complete, err := c.exec(ctx, "cat -- "+ShellQuote(p), nil, true, nil, gw, &stderr)
+		code, complete, err := c.exec(ctx, "cat -- "+modules.ShellQuote(p), nil, true, nil, gw, &stderr)
 		if !complete {
 			gw.shut()
 		}

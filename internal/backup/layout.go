@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
 )
 
@@ -103,16 +104,11 @@ func seqName(seq int) string { return fmt.Sprintf("%04d", seq) }
 
 func runDir(root, id string) string { return path.Join(root, id) }
 
-// shq quotes s for sh.
-func shq(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 // jsq is s as a JSON string literal, quoted for sh: what the scripts pass
 // to iklim_st as the path field.
 func jsq(s string) string {
 	b, _ := json.Marshal(s)
-	return shq(string(b))
+	return modules.ShellQuote(string(b))
 }
 
 // shPrelude defines the helpers every backup script uses.

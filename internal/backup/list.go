@@ -138,7 +138,7 @@ func listSite(ctx context.Context, s Site) ([]runEntry, error) {
 	if root == "" {
 		root = inventories.DefaultBackupRoot
 	}
-	res, err := s.Conn.Run(ctx, shPrelude+fmt.Sprintf("[ -d %s ] || exit 0\niklim_list %s\n", shq(root), shq(root)))
+	res, err := s.Conn.Run(ctx, shPrelude+fmt.Sprintf("[ -d %s ] || exit 0\niklim_list %s\n", modules.ShellQuote(root), modules.ShellQuote(root)))
 	if err != nil {
 		return nil, err
 	}

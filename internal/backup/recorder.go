@@ -237,12 +237,12 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "R=%s; D=%s; F=\"$D/files/%s\"\n", shq(root), shq(dir), seq)
+	fmt.Fprintf(&sb, "R=%s; D=%s; F=\"$D/files/%s\"\n", modules.ShellQuote(root), modules.ShellQuote(dir), seq)
 	sb.WriteString("[ -d \"$R\" ] || mkdir -p \"$R\" || exit 1\n")
 	if !st.initialized {
 		// Claim the run directory: run ids are unique per control machine,
 		// so two control machines could pick the same one.
-		fmt.Fprintf(&sb, "O=%s\nif mkdir \"$D\" 2>/dev/null; then printf '%%s\\n' \"$O\" > \"$D/owner\" || exit 1\n", shq(r.owner))
+		fmt.Fprintf(&sb, "O=%s\nif mkdir \"$D\" 2>/dev/null; then printf '%%s\\n' \"$O\" > \"$D/owner\" || exit 1\n", modules.ShellQuote(r.owner))
 		sb.WriteString("elif [ \"$(cat \"$D/owner\" 2>/dev/null)\" != \"$O\" ]; then echo \"$D belongs to another run: $(cat \"$D/owner\" 2>/dev/null)\" >&2; exit 1; fi\n")
 	}
 	sb.WriteString("mkdir -p \"$D/changes\" \"$F\" && tar -xf - -C \"$D\" || exit 1\n")
@@ -254,13 +254,13 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 		if sensitive {
 			// It was not a regular file a moment ago; never store one in clear.
 			fmt.Fprintf(&sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then echo %s >&2; exit 1; fi\n",
-				shq(p), shq(p), shq(p), shq(p+" changed while being recorded"))
+				modules.ShellQuote(p), modules.ShellQuote(p), modules.ShellQuote(p), modules.ShellQuote(p+" changed while being recorded"))
 		}
 		fmt.Fprintf(&sb, "iklim_snap %s %s \"$F\" %d || { echo %s >&2; exit 1; }\n",
-			jsq(p), shq(p), n, shq("snapshot "+p+" failed"))
+			jsq(p), modules.ShellQuote(p), n, modules.ShellQuote("snapshot "+p+" failed"))
 	}
 	if rollbackOf != "" {
-		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || exit 1\n", shq(rollbackOf))
+		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || exit 1\n", modules.ShellQuote(rollbackOf))
 	}
 	fmt.Fprintf(&sb, "mv -f \"$D/changes/.%s.json.tmp\" \"$D/changes/%s.json\"\n", seq, seq)
 
@@ -291,7 +291,7 @@ func readRegularFiles(ctx context.Context, conn modules.Conn, paths []string) (m
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
 	for i, p := range paths {
-		q := shq(p)
+		q := modules.ShellQuote(p)
 		// A private copy is framed, so that its length holds even if the
 		// file changes meanwhile; Go hashes what it received.
 		fmt.Fprintf(&sb, `if [ -f %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"
@@ -360,14 +360,14 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 	seq := seqName(rec.Seq)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", shq(dir+"/changes/"+seq+".after.json"), shq(pre))
+	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", modules.ShellQuote(dir+"/changes/"+seq+".after.json"), modules.ShellQuote(pre))
 	for i, p := range rec.Change.Files {
 		if i > 0 {
 			sb.WriteString("printf ,\n")
 		}
-		fmt.Fprintf(&sb, "iklim_st %s %s || exit 1\n", jsq(p), shq(p))
+		fmt.Fprintf(&sb, "iklim_st %s %s || exit 1\n", jsq(p), modules.ShellQuote(p))
 	}
-	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A.tmp\" && mv -f \"$A.tmp\" \"$A\"\n", shq(post))
+	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A.tmp\" && mv -f \"$A.tmp\" \"$A\"\n", modules.ShellQuote(post))
 	res, err := conn.Run(ctx, sb.String())
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", dir, err)
@@ -407,7 +407,7 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	dir := runDir(root, r.opts.Info.ID)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "R=%s; D=%s\n", shq(root), shq(dir))
+	fmt.Fprintf(&sb, "R=%s; D=%s\n", modules.ShellQuote(root), modules.ShellQuote(dir))
 	sb.WriteString("mkdir -p \"$D\" && cat > \"$D/.run.json.tmp\" && mv -f \"$D/.run.json.tmp\" \"$D/run.json\" || exit 1\n")
 	if prune {
 		sb.WriteString("iklim_list \"$R\"\n")
@@ -431,9 +431,9 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 		return nil
 	}
 	var rm strings.Builder
-	fmt.Fprintf(&rm, "cd %s && rm -rf --", shq(root))
+	fmt.Fprintf(&rm, "cd %s && rm -rf --", modules.ShellQuote(root))
 	for _, id := range gone {
-		rm.WriteString(" " + shq(id))
+		rm.WriteString(" " + modules.ShellQuote(id))
 	}
 	out, err = conn.Run(ctx, rm.String())
 	if err != nil {
