@@ -580,13 +580,13 @@ func fillDefaults(h *Host) {
 	if h.Vars == nil {
 		h.Vars = map[string]cty.Value{}
 	}
-	h.Key = expandHome(h.Key)
-	h.KnownHosts = expandHome(h.KnownHosts)
+	h.Key = ExpandHome(h.Key)
+	h.KnownHosts = ExpandHome(h.KnownHosts)
 }
 
-// expandHome replaces a leading ~ or ~/ with the current user's home
-// directory. ~user is left alone.
-func expandHome(p string) string {
+// ExpandHome replaces a leading ~ in a local path with the home directory;
+// for key and known_hosts paths, also when they come from ~/.ssh/config.
+func ExpandHome(p string) string {
 	if p != "~" && !strings.HasPrefix(p, "~/") {
 		return p
 	}

@@ -100,9 +100,9 @@ func (c *sshConfig) resolve(h *inventories.Host, defTimeout time.Duration) (endp
 		host:       h.Address,
 		port:       h.Port,
 		user:       h.User,
-		key:        expandHome(h.Key),
+		key:        inventories.ExpandHome(h.Key),
 		proxyJump:  h.ProxyJump,
-		knownHosts: expandHome(h.KnownHosts),
+		knownHosts: inventories.ExpandHome(h.KnownHosts),
 		tofu:       h.TrustOnFirstUse,
 		timeout:    h.ConnectTimeout,
 	}
@@ -135,7 +135,7 @@ func (c *sshConfig) resolve(h *inventories.Host, defTimeout time.Duration) (endp
 	tk := tokens{alias: alias, host: e.host, port: e.port, remoteUser: e.user}
 	if e.key == "" {
 		for _, f := range c.getAll(alias, "IdentityFile") {
-			e.identities = append(e.identities, expandHome(expandTokens(f, tk)))
+			e.identities = append(e.identities, inventories.ExpandHome(expandTokens(f, tk)))
 		}
 		if len(e.identities) == 0 {
 			if home, err := os.UserHomeDir(); err == nil {
@@ -154,11 +154,11 @@ func (c *sshConfig) resolve(h *inventories.Host, defTimeout time.Duration) (endp
 	if e.knownHosts == "" {
 		if v := c.get(alias, "UserKnownHostsFile"); v != "" {
 			// Only the first file; OpenSSH allows several.
-			e.knownHosts = expandHome(expandTokens(strings.Fields(v)[0], tk))
+			e.knownHosts = inventories.ExpandHome(expandTokens(strings.Fields(v)[0], tk))
 		}
 	}
 	if e.knownHosts == "" {
-		e.knownHosts = expandHome("~/.ssh/known_hosts")
+		e.knownHosts = inventories.ExpandHome("~/.ssh/known_hosts")
 	}
 	if e.timeout <= 0 {
 		e.timeout = defTimeout
@@ -265,16 +265,6 @@ func expandTokens(s string, t tokens) string {
 		}
 	}
 	return b.String()
-}
-
-// expandHome turns a leading ~ or ~/ into the home directory.
-func expandHome(p string) string {
-	if p == "~" || strings.HasPrefix(p, "~/") {
-		if home, err := os.UserHomeDir(); err == nil {
-			return filepath.Join(home, p[1:])
-		}
-	}
-	return p
 }
 
 func localUser() string {
