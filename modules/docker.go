@@ -7,8 +7,6 @@ package modules
 import (
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -205,18 +203,6 @@ func findManager(ctx context.Context, self Conn, selfInfo *swarmInfo, prefer str
 	return nil, "", fmt.Errorf("no active swarm manager among the play's hosts %v: %w", p.Hosts(), errors.Join(errs...))
 }
 
-// parseDuration reads a duration argument with a default.
-func parseDuration(arg, s string, def time.Duration) (time.Duration, error) {
-	if s == "" {
-		return def, nil
-	}
-	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		return 0, fmt.Errorf("%s %q is not a positive duration such as \"60s\"", arg, s)
-	}
-	return d, nil
-}
-
 // sleepCtx waits d or until ctx ends.
 func sleepCtx(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
@@ -227,12 +213,6 @@ func sleepCtx(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
-}
-
-// sha256String is the hex SHA-256 of s.
-func sha256String(s string) string {
-	h := sha256.Sum256([]byte(s))
-	return hex.EncodeToString(h[:])
 }
 
 // labelArgs renders labels as sorted `--label k=v` flags (already quoted).

@@ -7,6 +7,8 @@ package modules
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -14,6 +16,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -476,4 +479,22 @@ func withAttrs(summary string, a attrs) string {
 // changedOutput is the small Output of the file-type modules.
 func changedOutput(p string, changed bool) map[string]any {
 	return map[string]any{"path": p, "changed": changed}
+}
+
+// parseDuration reads a duration argument with a default.
+func parseDuration(arg, s string, def time.Duration) (time.Duration, error) {
+	if s == "" {
+		return def, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("%s %q is not a positive duration such as \"60s\"", arg, s)
+	}
+	return d, nil
+}
+
+// sha256String is the hex SHA-256 of s.
+func sha256String(s string) string {
+	h := sha256.Sum256([]byte(s))
+	return hex.EncodeToString(h[:])
 }
