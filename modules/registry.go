@@ -10,9 +10,10 @@ import (
 
 // Info describes a registered module.
 type Info struct {
-	Name string
-	Doc  string // one line
-	New  func() Module
+	Name    string
+	Doc     string // one line
+	Example string // an HCL step using the module, shown by `iklim modules NAME`
+	New     func() Module
 }
 
 // Arg is one argument of a module, read from its struct tags.
@@ -33,12 +34,18 @@ var (
 // programs may register their own. It panics on a duplicate name, since that
 // is a programming error.
 func Register(name, doc string, newFn func() Module) {
+	RegisterInfo(Info{Name: name, Doc: doc, New: newFn})
+}
+
+// RegisterInfo adds a module described by i; module families list theirs
+// in a Modules() function and modules/builtin registers them.
+func RegisterInfo(i Info) {
 	regMu.Lock()
 	defer regMu.Unlock()
-	if _, dup := registry[name]; dup {
-		panic(fmt.Sprintf("modules: %q registered twice", name))
+	if _, dup := registry[i.Name]; dup {
+		panic(fmt.Sprintf("modules: %q registered twice", i.Name))
 	}
-	registry[name] = Info{Name: name, Doc: doc, New: newFn}
+	registry[i.Name] = i
 }
 
 // Lookup finds a registered module.

@@ -10,6 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
+	_ "github.com/iklimco/iklim/modules/builtin"
 	"github.com/urfave/cli/v2"
 )
 

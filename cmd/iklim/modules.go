@@ -28,6 +28,12 @@ var modulesCommand = &cli.Command{
 			return cli.Exit(fmt.Sprintf("unknown module %q%s", name, didYouMean(name, modules.Names())), exitInvalid)
 		}
 		fmt.Fprintf(w, "%s: %s\n\n", info.Name, info.Doc)
+		defer func() {
+			if info.Example != "" {
+				w.Flush()
+				fmt.Fprintf(c.App.Writer, "\nEXAMPLE\n%s\n", info.Example)
+			}
+		}()
 		fmt.Fprintln(w, "ARGUMENT\tTYPE\tREQUIRED\tDESCRIPTION")
 		for _, a := range info.Args() {
 			req := "no"

@@ -1,0 +1,15 @@
+// Package builtin registers the module families iklim ships. Programs that
+// want every stock module import it for its side effect, as cmd/iklim does.
+package builtin
+
+import "github.com/iklimco/iklim/modules"
+
+func init() {
+	for _, family := range [][]modules.Info{
+		// One line per family package: cluster.Modules(), edge.Modules(), …
+	} {
+		for _, i := range family {
+			modules.RegisterInfo(i)
+		}
+	}
+}
