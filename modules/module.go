@@ -105,6 +105,29 @@ type Validator interface {
 	Validate() error
 }
 
+// ArgError is a Validate error bound to one argument, so the diagnostic
+// points at that attribute's file:line:col instead of the step header.
+type ArgError struct {
+	Arg string // the argument's HCL name, e.g. "dest"
+	Err error
+}
+
+func (e *ArgError) Error() string { return e.Arg + ": " + e.Err.Error() }
+func (e *ArgError) Unwrap() error { return e.Err }
+
+// ArgErrorf is a shorthand for an ArgError with a formatted message.
+func ArgErrorf(arg, format string, args ...any) error {
+	return &ArgError{Arg: arg, Err: fmt.Errorf(format, args...)}
+}
+
+// HostNamer is a module whose arguments name inventory hosts (swarm
+// managers, a node_label manager). The compiler checks every name against
+// the inventory before any host is touched.
+type HostNamer interface {
+	// HostArgs maps an argument's HCL name to the host names it holds.
+	HostArgs() map[string][]string
+}
+
 // Change is what a module did or would do.
 type Change struct {
 	// Summary is one line for humans: "create /etc/app.conf (0644)".
