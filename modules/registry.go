@@ -38,7 +38,7 @@ func Register(name, doc string, newFn func() Module) {
 }
 
 // RegisterInfo adds a module described by i; module families list theirs
-// in a Modules() function and modules/builtin registers them.
+// in a Modules() function and modules/stock registers them.
 func RegisterInfo(i Info) {
 	regMu.Lock()
 	defer regMu.Unlock()

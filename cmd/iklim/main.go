@@ -10,7 +10,7 @@ import (
 	"os/signal"
 	"syscall"
 
-	_ "github.com/iklimco/iklim/modules/builtin"
+	_ "github.com/iklimco/iklim/modules/stock"
 	"github.com/urfave/cli/v2"
 )
 

@@ -1,6 +1,6 @@
-// Package builtin registers the module families iklim ships. Programs that
+// Package stock registers the module families iklim ships. Programs that
 // want every stock module import it for its side effect, as cmd/iklim does.
-package builtin
+package stock
 
 import "github.com/iklimco/iklim/modules"
 
