@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 )
 
 // Conn runs commands and moves files on one host: an SSH connection or the
@@ -184,4 +185,12 @@ func trimOutput(s string) string {
 		return s[:max] + "…"
 	}
 	return s
+}
+
+// Dialer is a Conn that can open a network connection from the host's side:
+// over SSH a direct-tcpip channel (the connection is a tunnel, nothing is
+// installed on the host), locally a plain dial. cert_reload's verify uses it
+// to do a TLS handshake to what the host serves on its loopback.
+type Dialer interface {
+	Dial(ctx context.Context, network, addr string) (net.Conn, error)
 }

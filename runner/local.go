@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,6 +110,16 @@ func (l *LocalConn) Download(ctx context.Context, path string, w io.Writer) erro
 		return fmt.Errorf("%s: download %s: %w", l.name, path, err)
 	}
 	return nil
+}
+
+// Dial implements modules.Dialer with a plain dial from the control machine.
+func (l *LocalConn) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, fmt.Errorf("%s: dial %s: %w", l.name, addr, err)
+	}
+	return nc, nil
 }
 
 // Close implements io.Closer; a LocalConn holds nothing.

@@ -489,3 +489,13 @@ func randomHex() string {
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
 }
+
+// Dial implements modules.Dialer: a direct-tcpip channel over the host's SSH
+// connection, so addr is resolved and reached from the host's side.
+func (c *SSHConn) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	nc, err := c.client.DialContext(ctx, network, addr)
+	if err != nil {
+		return nil, c.lostOr(fmt.Errorf("dial %s through ssh: %w", addr, err))
+	}
+	return nc, nil
+}
