@@ -15,7 +15,11 @@ const (
 	EventPlayStart  EventType = "play_start"
 	EventStepStart  EventType = "step_start"
 	EventHostResult EventType = "host_result"
-	EventRecap      EventType = "recap"
+	// EventWarning is trouble that did not fail a step (a lock release or a
+	// final backup record that could not be written); Host names the host
+	// when there is one, Error says what happened.
+	EventWarning EventType = "warning"
+	EventRecap   EventType = "recap"
 )
 
 // Event is one thing that happened in a run. Every string in it has been

@@ -52,6 +52,12 @@ func (p *TextPrinter) Event(ev Event) {
 		fmt.Fprintf(p.W, "\nPLAY [%s] %d host(s)\n", ev.Play, len(ev.Hosts))
 	case EventHostResult:
 		p.hostResult(ev)
+	case EventWarning:
+		if ev.Host != "" {
+			fmt.Fprintf(p.W, "warning: %s: %s\n", ev.Host, ev.Error)
+		} else {
+			fmt.Fprintf(p.W, "warning: %s\n", ev.Error)
+		}
 	case EventRecap:
 		p.recap(ev.Recap)
 	}

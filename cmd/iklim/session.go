@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"os/user"
@@ -47,7 +48,8 @@ func newSession(c *cli.Context) (*session, error) {
 	secrets := modules.NewSecrets()
 	return &session{
 		parser: parser, inv: inv, invPath: path, secrets: secrets,
-		connector: runner.NewSSHConnector(runner.SSHOptions{Secrets: secrets, MaxHandshakes: c.Int("max-handshakes")}),
+		connector: runner.NewSSHConnector(runner.SSHOptions{Secrets: secrets, MaxHandshakes: c.Int("max-handshakes"),
+			KeepaliveInterval: c.Duration("keepalive-interval"), KeepaliveCount: c.Int("keepalive-count")}),
 	}, nil
 }
 
@@ -85,10 +87,22 @@ func (s *session) run(c *cli.Context, pb *runner.Playbook) error {
 	if err != nil {
 		return err
 	}
+	var events func(runner.Event)
+	switch c.String("output") {
+	case "json":
+		events = (&runner.JSONPrinter{W: c.App.Writer}).Event
+	case "text":
+		events = (&runner.TextPrinter{W: c.App.Writer, Diff: c.Bool("diff"), Verbose: c.Bool("verbose"), Color: isTerminal(os.Stdout)}).Event
+	default:
+		return cli.Exit("iklim: --output must be text or json", exitInvalid)
+	}
+	warn := func(err error) {
+		events(runner.Event{Type: runner.EventWarning, Time: time.Now().UTC(), RunID: info.ID, Error: s.secrets.Redact(err.Error())})
+	}
 	opts := runner.Options{
 		Inventory: s.inv,
 		Connector: s.connector,
-		Locker:    lock.New(),
+		Locker:    lock.New(lock.WithLogf(func(f string, a ...any) { warn(fmt.Errorf(f, a...)) })),
 		Run:       info,
 		Control:   backup.ControlHost(),
 		Check:     c.Bool("check"),
@@ -99,25 +113,18 @@ func (s *session) run(c *cli.Context, pb *runner.Playbook) error {
 		SkipTags:  c.StringSlice("skip-tags"),
 		Verbose:   c.Bool("verbose"),
 		Secrets:   s.secrets,
+		Events:    events,
 
 		NoCheckAhead: !c.Bool("check-ahead"),
 	}
 	if !opts.Check {
 		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: c.Int("keep")})
 	}
-	switch c.String("output") {
-	case "json":
-		opts.Events = (&runner.JSONPrinter{W: c.App.Writer}).Event
-	case "text":
-		opts.Events = (&runner.TextPrinter{W: c.App.Writer, Diff: opts.Diff, Verbose: opts.Verbose, Color: isTerminal(os.Stdout)}).Event
-	default:
-		return cli.Exit("iklim: --output must be text or json", exitInvalid)
-	}
 	ctx := backup.WithRoots(c.Context, s.inv, opts.Control)
 	recap, err := runner.Run(ctx, pb, opts)
 	if recap != nil && !opts.Check {
 		if jerr := backup.WriteJournal(info, recap, backup.WithSecrets(s.secrets), backup.WithRunError(err)); jerr != nil {
-			os.Stderr.WriteString("warning: control journal: " + jerr.Error() + "\n")
+			warn(fmt.Errorf("control journal: %w", jerr))
 		}
 	}
 	if errors.Is(err, context.Canceled) {

@@ -127,13 +127,12 @@ type options struct {
 // WithDir puts lock directories under dir instead of DefaultDir.
 func WithDir(dir string) Option { return func(o *options) { o.dir = dir } }
 
-// WithLogf reports heartbeat trouble (default: stderr).
+// WithLogf reports heartbeat trouble (default: dropped; the library never
+// prints, the CLI turns it into a warning event).
 func WithLogf(f func(format string, args ...any)) Option { return func(o *options) { o.logf = f } }
 
 func apply(opts []Option) options {
-	o := options{dir: DefaultDir, minBeat: 100 * time.Millisecond, logf: func(f string, a ...any) {
-		fmt.Fprintf(os.Stderr, "warning: "+f+"\n", a...)
-	}}
+	o := options{dir: DefaultDir, minBeat: 100 * time.Millisecond, logf: func(string, ...any) {}}
 	for _, f := range opts {
 		f(&o)
 	}
