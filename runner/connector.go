@@ -34,6 +34,42 @@ type SSHOptions struct {
 	ConnectTimeout time.Duration
 	// Secrets redacts the command text that appears in errors.
 	Secrets *modules.Secrets
+	// KeepaliveInterval is how often a connection asks its host whether it
+	// is still there (keepalive@openssh.com, as ssh's ServerAliveInterval);
+	// default DefaultKeepaliveInterval, negative sends none.
+	KeepaliveInterval time.Duration
+	// KeepaliveCount is how many intervals in a row may pass without an
+	// answer before the connection is closed and its host reported
+	// unreachable (ssh's ServerAliveCountMax); default DefaultKeepaliveCount.
+	KeepaliveCount int
+}
+
+// Keepalive defaults: a host that vanishes mid-step is reported unreachable
+// within (count+1) × interval = 60s at most, not left waited on forever.
+const (
+	DefaultKeepaliveInterval = 15 * time.Second
+	DefaultKeepaliveCount    = 3
+)
+
+// UnreachableWithin is the longest a host that vanished (network gone,
+// powered off) goes unnoticed on an established connection with these
+// options; 0 when keepalives are off.
+func (o SSHOptions) UnreachableWithin() time.Duration {
+	return o.keepalive().bound()
+}
+
+func (o SSHOptions) keepalive() keepalive {
+	ka := keepalive{interval: o.KeepaliveInterval, count: o.KeepaliveCount}
+	switch {
+	case ka.interval < 0:
+		return keepalive{}
+	case ka.interval == 0:
+		ka.interval = DefaultKeepaliveInterval
+	}
+	if ka.count <= 0 {
+		ka.count = DefaultKeepaliveCount
+	}
+	return ka
 }
 
 // UnreachableError is returned by SSHConnector.Connect when a host could not
@@ -264,7 +300,7 @@ func (c *SSHConnector) dial(ctx context.Context, h *inventories.Host) (modules.C
 		}
 		return nil, &UnreachableError{Host: h.Name, Err: err}
 	}
-	return newSSHConn(h, client, c.opts.MaxSessions, c.opts.Secrets), nil
+	return newSSHConn(h, client, c.opts.MaxSessions, c.opts.Secrets, c.opts.keepalive()), nil
 }
 
 // jumpChain returns the client of the last hop of hops, dialling each hop

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"sync"
 	"time"
@@ -41,10 +40,18 @@ type Options struct {
 	// instead of batching the read-only checks of consecutive steps (see
 	// checkahead.go).
 	NoCheckAhead bool
+	// StepTimeout bounds each step (its check, record and apply) that sets
+	// no timeout of its own: 0 means DefaultStepTimeout, negative none. A
+	// host that vanishes is caught sooner, by the connector's keepalives.
+	StepTimeout time.Duration
 	// Events receives every event, one at a time.
 	Events  func(Event)
 	Secrets *modules.Secrets
 }
+
+// DefaultStepTimeout bounds a step that sets no timeout, so that no wait
+// on a live but stuck host lasts forever.
+const DefaultStepTimeout = 30 * time.Minute
 
 // Run executes a playbook and returns its recap. The error is non-nil only
 // when the run could not start or was interrupted; failed hosts show in the
@@ -91,6 +98,9 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 	}
 	if opts.Secrets == nil {
 		opts.Secrets = modules.NewSecrets()
+	}
+	if opts.StepTimeout == 0 {
+		opts.StepTimeout = DefaultStepTimeout
 	}
 	if opts.Run.ID == "" {
 		opts.Run.ID = time.Now().UTC().Format("2006-01-02T15-04-05Z")
@@ -148,7 +158,7 @@ func (e *engine) run(ctx context.Context) (*Recap, error) {
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 			defer cancel()
 			if err := release(rctx); err != nil {
-				fmt.Fprintf(os.Stderr, "warning: release lock %q: %v\n", e.pb.Lock.Name, err)
+				e.warn("", fmt.Errorf("release lock %q: %w", e.pb.Lock.Name, err))
 			}
 		}()
 	}
@@ -279,6 +289,7 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 		begin = pre.begin
 	}
 	ev := Event{Type: EventHostResult, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name}
+	e.emit(Event{Type: EventStepStart, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name})
 	finish := func(st Status, summary string, err error) Status {
 		ev.Status, ev.Summary, ev.Duration = st, summary, time.Since(begin)
 		if err != nil {
@@ -310,7 +321,7 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 		e.registerValue(name, s.Register, cty.ObjectVal(map[string]cty.Value{"skipped": cty.True, "changed": cty.False}))
 		return finish(StatusSkipped, "", nil)
 	} else if pre.err != nil {
-		return finish(StatusFailed, "", pre.err) // no step timeout: not batched
+		return finish(failStatus(pre.err), "", pre.err) // no step timeout: not batched
 	} else {
 		m = pre.m
 	}
@@ -325,9 +336,10 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 	}
 
 	sctx := modules.WithPeers(ctx, &peers{e: e, self: h, play: e.playHosts(p)})
-	if s.Timeout > 0 {
+	timeout := e.stepTimeout(s)
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		sctx, cancel = context.WithTimeout(sctx, s.Timeout)
+		sctx, cancel = context.WithTimeout(sctx, timeout)
 		defer cancel()
 	}
 	var ch *modules.Change
@@ -337,7 +349,7 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 		ch, err = pre.ch, pre.err
 	}
 	if err != nil {
-		return finish(StatusFailed, "", stepError(sctx, s, err))
+		return finish(failStatus(err), "", stepError(sctx, timeout, err))
 	}
 	if ch == nil {
 		e.registerOutput(name, s.Register, m, false)
@@ -356,7 +368,7 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 	if e.opts.Recorder != nil {
 		if err := e.opts.Recorder.Before(sctx, conn, recHost, rec); err != nil {
 			// Never change a host without a record that can undo it.
-			return finish(StatusFailed, ch.Summary, fmt.Errorf("record change before applying: %w", err))
+			return finish(failStatus(err), ch.Summary, fmt.Errorf("record change before applying: %w", err))
 		}
 		e.markRecorded(recHost)
 	}
@@ -372,18 +384,37 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 		}
 	}
 	if applyErr != nil {
-		return finish(StatusFailed, ch.Summary, stepError(sctx, s, applyErr))
+		return finish(failStatus(applyErr), ch.Summary, stepError(sctx, timeout, applyErr))
 	}
 	e.registerOutput(name, s.Register, m, true)
 	e.attachOutput(&ev, m)
 	return finish(StatusChanged, ch.Summary, nil)
 }
 
-func stepError(ctx context.Context, s Step, err error) error {
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) && s.Timeout > 0 {
-		return fmt.Errorf("timed out after %s: %w", s.Timeout, err)
+func stepError(ctx context.Context, timeout time.Duration, err error) error {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) && timeout > 0 {
+		return fmt.Errorf("timed out after %s: %w", timeout, err)
 	}
 	return err
+}
+
+// stepTimeout is the deadline of step s: its own, else the run's default.
+func (e *engine) stepTimeout(s Step) time.Duration {
+	if s.Timeout > 0 {
+		return s.Timeout
+	}
+	return max(e.opts.StepTimeout, 0)
+}
+
+// failStatus is how a step that ended in err is counted: unreachable when
+// its host's connection was lost (the host may come back; nothing it ran
+// is known to have failed), failed otherwise.
+func failStatus(err error) Status {
+	var ue *UnreachableError
+	if errors.As(err, &ue) {
+		return StatusUnreachable
+	}
+	return StatusFailed
 }
 
 func (e *engine) connect(ctx context.Context, h *inventories.Host) (modules.Conn, error) {
@@ -446,7 +477,7 @@ func (e *engine) finishRecords(ctx context.Context) {
 				res.Error = "interrupted"
 			}
 			if err := e.opts.Recorder.Finish(fctx, conn, h, res); err != nil {
-				fmt.Fprintf(os.Stderr, "warning: %s: finish backup record: %v\n", h.Name, err)
+				e.warn(h.Name, fmt.Errorf("finish backup record: %w", err))
 			}
 		})
 	}
@@ -526,6 +557,12 @@ func (e *engine) emit(ev Event) {
 	e.emitMu.Lock()
 	defer e.emitMu.Unlock()
 	e.opts.Events(ev)
+}
+
+// warn reports trouble that does not fail a step as an EventWarning; the
+// library never prints.
+func (e *engine) warn(host string, err error) {
+	e.emit(Event{Type: EventWarning, Host: host, Error: err.Error()})
 }
 
 func (e *engine) redactDiff(d *modules.Diff) *modules.Diff {

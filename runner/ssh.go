@@ -14,6 +14,7 @@ import (
 	"path"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 )
 
 // cancelGrace is how long a cancelled command has, after SIGINT, to end
@@ -28,8 +30,20 @@ import (
 const cancelGrace = 500 * time.Millisecond
 
 // sessionRefusedLimit bounds how long Run keeps retrying a session the server
-// refuses ("open failed") before it gives up.
+// refuses ("open failed") while this connection holds no other session: a
+// refusal then cannot be our own sessions' backpressure. While our own
+// sessions are open a refusal is waited out without limit (the step's
+// deadline and the keepalives bound it).
 const sessionRefusedLimit = time.Minute
+
+// lostGrace is how long an error that looks like a broken transport waits
+// for the client to notice that the connection is gone: the session's
+// channel is closed a moment before the client's Wait returns.
+const lostGrace = time.Second
+
+// keepaliveRequest is OpenSSH's keepalive global request (ServerAliveInterval
+// sends it too); sshd answers it, with a failure, which counts as an answer.
+const keepaliveRequest = "keepalive@openssh.com"
 
 // SSHConn is a modules.Conn over one SSH connection, kept for the whole run.
 // Commands run in sessions of their own, at most MaxSessions-1 at once (one
@@ -42,9 +56,14 @@ type SSHConn struct {
 	sem        chan struct{}
 	secrets    *modules.Secrets
 	dead       chan struct{} // closed when the connection ends
+	open       atomic.Int32  // command sessions open now
 
-	sftpMu sync.Mutex
-	sftp   *sftp.Client
+	lostMu sync.Mutex
+	lost   error // why the connection was given up (no keepalive answer)
+
+	sftpMu    sync.Mutex
+	sftp      *sftp.Client
+	sftpUsers atomic.Int32 // transfers in flight; raised only under sftpMu
 
 	closeOnce sync.Once
 	closeErr  error
@@ -52,8 +71,10 @@ type SSHConn struct {
 
 var _ modules.Conn = (*SSHConn)(nil)
 
-// newSSHConn wraps an established client for h.
-func newSSHConn(h *inventories.Host, client *ssh.Client, maxSessions int, secrets *modules.Secrets) *SSHConn {
+// newSSHConn wraps an established client for h. With a positive ka.interval
+// it sends keepalives and closes the connection when ka.count of them in a
+// row go unanswered.
+func newSSHConn(h *inventories.Host, client *ssh.Client, maxSessions int, secrets *modules.Secrets, ka keepalive) *SSHConn {
 	n := maxSessions - 1
 	if n < 1 {
 		n = 1
@@ -71,7 +92,70 @@ func newSSHConn(h *inventories.Host, client *ssh.Client, maxSessions int, secret
 		_ = client.Wait()
 		close(c.dead)
 	}()
+	if ka.interval > 0 {
+		go c.keepalive(ka)
+	}
 	return c
+}
+
+// keepalive is how a connection notices that its host vanished (network
+// gone, host powered off) instead of waiting on it forever: a request every
+// interval, given up after count intervals without an answer.
+type keepalive struct {
+	interval time.Duration
+	count    int
+}
+
+// bound is the longest a vanished host goes unnoticed: the link may go
+// just after an answer, and a keepalive is then given count intervals.
+func (k keepalive) bound() time.Duration { return k.interval * time.Duration(k.count+1) }
+
+// keepalive sends keepalives until the connection ends, and ends it when
+// ka.count intervals pass without an answer. Only one request is in flight:
+// a missing answer counts once per interval.
+func (c *SSHConn) keepalive(ka keepalive) {
+	t := time.NewTicker(ka.interval)
+	defer t.Stop()
+	answered := make(chan struct{}, 1)
+	pending, missed := false, 0
+	for {
+		select {
+		case <-c.dead:
+			return
+		case <-answered:
+			pending, missed = false, 0
+		case <-t.C:
+			if !pending {
+				pending = true
+				go func() {
+					if _, _, err := c.client.SendRequest(keepaliveRequest, true, nil); err == nil {
+						answered <- struct{}{}
+					}
+				}()
+				continue
+			}
+			if missed++; missed >= ka.count {
+				c.giveUp(fmt.Errorf("no answer to keepalives for %s (%d × %s)",
+					ka.interval*time.Duration(ka.count), ka.count, ka.interval))
+				return
+			}
+		}
+	}
+}
+
+// giveUp closes a connection that stopped answering; commands waiting on it
+// fail with an *UnreachableError that carries why.
+func (c *SSHConn) giveUp(why error) {
+	c.lostMu.Lock()
+	c.lost = why
+	c.lostMu.Unlock()
+	_ = c.client.Close()
+}
+
+func (c *SSHConn) lostReason() error {
+	c.lostMu.Lock()
+	defer c.lostMu.Unlock()
+	return c.lost
 }
 
 // Host implements modules.Conn.
@@ -100,9 +184,41 @@ func (c *SSHConn) alive() bool {
 	case <-c.dead:
 		return false
 	default:
-		return true
+		return c.lostReason() == nil
 	}
 }
+
+// goneAfter reports whether the connection has ended, after err. An error
+// that looks like a broken transport gets up to lostGrace for the client to
+// notice: a session's channel is closed a moment before the client ends.
+func (c *SSHConn) goneAfter(err error) bool {
+	if !c.alive() {
+		return true
+	}
+	if !transportErr(err) {
+		return false
+	}
+	t := time.NewTimer(lostGrace)
+	defer t.Stop()
+	select {
+	case <-c.dead:
+		return true
+	case <-t.C:
+		return !c.alive()
+	}
+}
+
+// transportErr reports whether err may come from the connection going away
+// rather than from the command or the file.
+func transportErr(err error) bool {
+	var missing *ssh.ExitMissingError
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.As(err, &missing) || errors.Is(err, errConnLost)
+}
+
+// errConnLost is a session that ended with no exit status on a connection
+// that ended meanwhile.
+var errConnLost = errors.New("connection lost before the command ended")
 
 // Run implements modules.Conn: one session, one exec. On cancel the remote
 // command's process group gets SIGINT; if it has not ended within half a
@@ -192,8 +308,8 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 	case errors.As(err, &exitErr):
 		return exitErr.ExitStatus(), true, nil
 	case errors.As(err, &missing):
-		if !c.alive() {
-			return -1, true, errors.New("connection lost before the command ended")
+		if c.goneAfter(err) {
+			return -1, true, errConnLost
 		}
 		return -1, true, errors.New("the command ended without an exit status")
 	}
@@ -217,7 +333,10 @@ func (c *SSHConn) cmdErr(cmd string, err error) error {
 // lostOr returns err as an *UnreachableError when the connection is gone,
 // else err prefixed with the host name.
 func (c *SSHConn) lostOr(err error) error {
-	if !c.alive() {
+	if c.goneAfter(err) {
+		if why := c.lostReason(); why != nil {
+			return &UnreachableError{Host: c.name, Err: fmt.Errorf("connection lost: %v: %w", why, err)}
+		}
 		return &UnreachableError{Host: c.name, Err: fmt.Errorf("connection lost: %w", err)}
 	}
 	return fmt.Errorf("%s: %w", c.name, err)
@@ -244,16 +363,22 @@ func (c *SSHConn) session(ctx context.Context) (*ssh.Session, error) {
 		<-c.sem
 		return nil, err
 	}
+	c.open.Add(1)
 	return s, nil
 }
 
 func (c *SSHConn) release(s *ssh.Session) {
 	_ = s.Close()
+	c.open.Add(-1)
 	<-c.sem
 }
 
 // retryRefused calls open until it succeeds, fails for another reason than
-// a refused channel, ctx ends, or the server has refused for too long.
+// a refused channel, ctx ends, the connection ends, or the server has
+// refused for too long while this connection held no other session. A
+// refusal while our own sessions are open is the server's MaxSessions
+// (lower than ours, a busy host): wait for ours to end. An idle sftp
+// session is closed to make room; it is opened again when needed.
 func (c *SSHConn) retryRefused(ctx context.Context, open func() (*ssh.Session, error)) (*ssh.Session, error) {
 	var start time.Time
 	backoff := 2 * time.Millisecond
@@ -262,9 +387,15 @@ func (c *SSHConn) retryRefused(ctx context.Context, open func() (*ssh.Session, e
 		if err == nil || !isChannelRefused(err) {
 			return s, err
 		}
-		if start.IsZero() {
+		if c.dropIdleSFTP() {
+			continue
+		}
+		switch {
+		case c.open.Load() > 0 || c.sftpBusy():
+			start = time.Time{} // our own sessions: backpressure, no limit
+		case start.IsZero():
 			start = time.Now()
-		} else if time.Since(start) > sessionRefusedLimit {
+		case time.Since(start) > sessionRefusedLimit:
 			return nil, fmt.Errorf("server kept refusing new sessions for %s (is its MaxSessions below the connector's?): %w", sessionRefusedLimit, err)
 		}
 		t := time.NewTimer(backoff)
@@ -291,12 +422,36 @@ func isChannelRefused(err error) bool {
 	return strings.Contains(err.Error(), "open failed") || strings.Contains(err.Error(), "administratively prohibited")
 }
 
-// sftpClient returns the connection's sftp client, opening it on first use.
-// It uses the one session kept out of the command cap.
+// dropIdleSFTP closes the sftp client when no transfer uses it, so that its
+// session is free for a command; it reports whether it did. It never waits
+// for sftpMu: whoever holds it is opening or using sftp.
+func (c *SSHConn) dropIdleSFTP() bool {
+	if !c.sftpMu.TryLock() {
+		return false
+	}
+	defer c.sftpMu.Unlock()
+	if c.sftp == nil || c.sftpUsers.Load() > 0 {
+		return false
+	}
+	_ = c.sftp.Close()
+	c.sftp = nil
+	return true
+}
+
+// sftpBusy reports whether a transfer is in flight.
+func (c *SSHConn) sftpBusy() bool { return c.sftpUsers.Load() > 0 }
+
+// doneSFTP ends a transfer begun with sftpClient.
+func (c *SSHConn) doneSFTP() { c.sftpUsers.Add(-1) }
+
+// sftpClient returns the connection's sftp client, opening it on first use,
+// and counts a transfer on it: call doneSFTP when it ends. It uses the one
+// session kept out of the command cap.
 func (c *SSHConn) sftpClient(ctx context.Context) (*sftp.Client, error) {
 	c.sftpMu.Lock()
 	defer c.sftpMu.Unlock()
 	if c.sftp != nil {
+		c.sftpUsers.Add(1)
 		return c.sftp, nil
 	}
 	var sc *sftp.Client
@@ -309,6 +464,7 @@ func (c *SSHConn) sftpClient(ctx context.Context) (*sftp.Client, error) {
 		return nil, c.lostOr(fmt.Errorf("open sftp: %w", err))
 	}
 	c.sftp = sc
+	c.sftpUsers.Add(1)
 	return sc, nil
 }
 
@@ -350,6 +506,7 @@ func (c *SSHConn) Upload(ctx context.Context, p string, r io.Reader, mode fs.Fil
 	if err != nil {
 		return err
 	}
+	defer c.doneSFTP()
 	if err := c.sftpUpload(ctx, sc, p, tmp, r, mode); err != nil {
 		c.dropSFTP(sc, err)
 		if ctx.Err() != nil {
@@ -399,7 +556,7 @@ func (c *SSHConn) Download(ctx context.Context, p string, w io.Writer) error {
 	if c.become {
 		gw := &gatedWriter{w: w}
 		var stderr bytes.Buffer
-		code, complete, err := c.exec(ctx, "cat -- "+modules.ShellQuote(p), nil, true, nil, gw, &stderr)
+		code, complete, err := c.exec(ctx, "cat -- "+remote.Quote(p), nil, true, nil, gw, &stderr)
 		if !complete {
 			gw.shut()
 		}
@@ -418,6 +575,7 @@ func (c *SSHConn) Download(ctx context.Context, p string, w io.Writer) error {
 	if err != nil {
 		return err
 	}
+	defer c.doneSFTP()
 	f, err := sc.Open(p)
 	if err != nil {
 		c.dropSFTP(sc, err)
