@@ -60,10 +60,23 @@ type Inventory struct {
 	Groups map[string]*Group
 	// File is where the inventory was read from, for run metadata.
 	File string
+
+	// byName indexes Hosts for Parse's and Add's inventories, so that a
+	// lookup per host does not make large inventories quadratic. Hosts
+	// appended by hand are still found, by a scan.
+	byName map[string]*Host
+	// addGroups are the groups Add created; they list only added hosts.
+	addGroups map[string]bool
 }
 
 // Host finds a host by name.
 func (inv *Inventory) Host(name string) (*Host, bool) {
+	if h, ok := inv.byName[name]; ok && h.Name == name {
+		return h, true
+	}
+	if inv.byName != nil && len(inv.byName) == len(inv.Hosts) {
+		return nil, false // the index covers every host
+	}
 	for _, h := range inv.Hosts {
 		if h.Name == name {
 			return h, true

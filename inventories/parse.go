@@ -2,13 +2,16 @@ package inventories
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path"
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/agext/levenshtein"
 	"github.com/hashicorp/hcl/v2"
@@ -31,7 +34,7 @@ func Load(path string) (*Inventory, hcl.Diagnostics) {
 // LoadWith is Load with a caller-supplied parser, so that the caller can
 // render diagnostics with source snippets from p.Files().
 func LoadWith(p *hclparse.Parser, path string) (*Inventory, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := ReadFile(path)
 	if err != nil {
 		return nil, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
@@ -82,6 +85,9 @@ func Parse(src []byte, filename string) (*Inventory, hcl.Diagnostics) {
 // render diagnostics with source snippets from p.Files(). The parser caches
 // files by name: parsing the same filename twice returns the first result.
 func ParseWith(p *hclparse.Parser, src []byte, filename string) (*Inventory, hcl.Diagnostics) {
+	if diags := CheckSource(src, filename); diags.HasErrors() {
+		return nil, diags
+	}
 	f, diags := p.ParseHCL(src, filename)
 	if diags.HasErrors() || f == nil {
 		return nil, diags
@@ -390,7 +396,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	}
 	p.checkCycles(groups, groupByName)
 
-	inv := &Inventory{Groups: map[string]*Group{}, File: filename}
+	inv := &Inventory{Groups: map[string]*Group{}, File: filename, byName: make(map[string]*Host, len(hosts))}
 	for _, g := range groups {
 		grp := &Group{Name: g.name, Vars: map[string]cty.Value{}}
 		for _, h := range g.hosts {
@@ -424,6 +430,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 		h.Groups = append([]string{AllGroup}, order...)
 		fillDefaults(h)
 		inv.Hosts = append(inv.Hosts, h)
+		inv.byName[h.Name] = h
 	}
 	return inv
 }
@@ -532,20 +539,31 @@ func (inv *Inventory) Add(h *Host) error {
 		if !ok {
 			grp = &Group{Name: g, Vars: map[string]cty.Value{}}
 			inv.Groups[g] = grp
+			if inv.addGroups == nil {
+				inv.addGroups = map[string]bool{}
+			}
+			inv.addGroups[g] = true
 		}
-		if !slices.Contains(grp.Hosts, h.Name) {
+		if inv.addGroups[g] || !slices.Contains(grp.Hosts, h.Name) { // the host is new to the groups Add made
 			grp.Hosts = append(grp.Hosts, h.Name)
 		}
 	}
+	// The host is new, so besides h.Groups only groups made by hand can
+	// list it already: scan those, not the ones Add made, so that adding n
+	// hosts stays linear in n.
 	var direct []string
 	for _, grp := range inv.Groups {
-		if slices.Contains(grp.Hosts, h.Name) {
+		if slices.Contains(h.Groups, grp.Name) || !inv.addGroups[grp.Name] && slices.Contains(grp.Hosts, h.Name) {
 			direct = append(direct, grp.Name)
 		}
 	}
 	h.Groups = append([]string{AllGroup}, newGraph(inv.Groups).groupsOf(direct)...)
 	fillDefaults(h)
 	inv.Hosts = append(inv.Hosts, h)
+	if inv.byName == nil {
+		inv.byName = map[string]*Host{}
+	}
+	inv.byName[h.Name] = h
 	return nil
 }
 
@@ -606,6 +624,8 @@ func nameError(kind, name string) string {
 		return fmt.Sprintf("A %s name may not be empty.", kind)
 	case name == AllGroup:
 		return fmt.Sprintf("%q is the implicit group of every host and cannot name a %s.", name, kind)
+	case strings.ContainsFunc(name, unicode.IsControl) && !strings.ContainsFunc(name, isSpace):
+		return fmt.Sprintf("The %s name %q may not contain control characters.", kind, name)
 	case strings.ContainsAny(name, badNameChars) || strings.ContainsFunc(name, isSpace):
 		return fmt.Sprintf("The %s name %q may not contain whitespace or any of %s: they have a meaning in host patterns.",
 			kind, name, strings.Join(strings.Split(badNameChars, ""), " "))
@@ -751,7 +771,81 @@ func (p *parser) str(a *hcl.Attribute) *string {
 		return nil
 	}
 	s := v.AsString()
+	if strings.IndexByte(s, 0) >= 0 {
+		p.errorf(a.Expr.Range(), "Invalid value", "%s may not contain a NUL byte.", a.Name)
+		return nil
+	}
 	return &s
+}
+
+// checkAddress refuses an address ssh cannot dial as written: empty,
+// whitespace or control characters, or a port (that is the port attribute).
+func checkAddress(s string) string {
+	switch {
+	case strings.TrimSpace(s) == "":
+		return "address may not be empty; leave it out to use the host name."
+	case strings.ContainsFunc(s, unicode.IsSpace) || strings.ContainsFunc(s, unicode.IsControl):
+		return fmt.Sprintf("address %q may not contain whitespace or control characters.", s)
+	case strings.ContainsAny(s, "[]/@,"):
+		return fmt.Sprintf("address %q must be a host name or an IP address, without brackets, user or path.", s)
+	case strings.Contains(s, ":") && net.ParseIP(s) == nil:
+		return fmt.Sprintf("address %q is neither a host name nor an IP address; set the port with the port attribute.", s)
+	}
+	return ""
+}
+
+// checkUser refuses a login name ssh cannot use.
+func checkUser(s string) string {
+	switch {
+	case strings.TrimSpace(s) == "":
+		return "user may not be empty; leave it out to use ~/.ssh/config's User or the local user."
+	case strings.ContainsFunc(s, unicode.IsSpace) || strings.ContainsFunc(s, unicode.IsControl) || strings.ContainsAny(s, "@:"):
+		return fmt.Sprintf("user %q may not contain whitespace, control characters, @ or :.", s)
+	}
+	return ""
+}
+
+// checkProxyJump parses "[user@]host[:port][,…]" as ssh -J does and says
+// what is wrong with it, if anything. "" and "none" mean no jump.
+func checkProxyJump(s string) string {
+	if s == "" || s == "none" { // no jump: overrides a group's
+		return ""
+	}
+	for _, hop := range strings.Split(s, ",") {
+		hop = strings.TrimPrefix(strings.TrimSpace(hop), "ssh://")
+		if hop == "" {
+			return fmt.Sprintf("proxy_jump %q has an empty hop; write hops as [user@]host[:port], separated by commas.", s)
+		}
+		if i := strings.LastIndexByte(hop, '@'); i >= 0 {
+			if msg := checkUser(hop[:i]); msg != "" {
+				return fmt.Sprintf("proxy_jump %q: %s", s, msg)
+			}
+			hop = hop[i+1:]
+		}
+		host, port := hop, ""
+		if strings.HasPrefix(hop, "[") {
+			end := strings.IndexByte(hop, ']')
+			if end < 0 {
+				return fmt.Sprintf("proxy_jump %q has an unclosed [.", s)
+			}
+			host, port = hop[1:end], hop[end+1:]
+			if port != "" && !strings.HasPrefix(port, ":") {
+				return fmt.Sprintf("proxy_jump %q: %q after ] is not a port.", s, port)
+			}
+			port = strings.TrimPrefix(port, ":")
+		} else if i := strings.LastIndexByte(hop, ':'); i >= 0 {
+			host, port = hop[:i], hop[i+1:]
+		}
+		if msg := checkAddress(host); msg != "" {
+			return fmt.Sprintf("proxy_jump %q: the hop %s", s, strings.TrimPrefix(msg, "address "))
+		}
+		if port != "" {
+			if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+				return fmt.Sprintf("proxy_jump %q: the port %q is not a whole number from 1 to 65535.", s, port)
+			}
+		}
+	}
+	return ""
 }
 
 func (p *parser) boolean(a *hcl.Attribute) *bool {
@@ -774,16 +868,34 @@ func (p *parser) settings(c *hcl.BodyContent) settings {
 		switch a.Name {
 		case "user":
 			s.user = p.str(a)
+			if s.user != nil {
+				if msg := checkUser(*s.user); msg != "" {
+					p.errorf(a.Expr.Range(), "Invalid user", "%s", msg)
+					s.user = nil
+				}
+			}
 		case "key":
 			s.key = p.str(a)
 		case "known_hosts":
 			s.knownHosts = p.str(a)
 		case "proxy_jump":
 			s.proxyJump = p.str(a)
+			if s.proxyJump != nil {
+				if msg := checkProxyJump(*s.proxyJump); msg != "" {
+					p.errorf(a.Expr.Range(), "Invalid proxy_jump", "%s", msg)
+					s.proxyJump = nil
+				}
+			}
 		case "become_user":
 			s.becomeUser = p.str(a)
 		case "address":
 			s.address = p.str(a)
+			if s.address != nil {
+				if msg := checkAddress(*s.address); msg != "" {
+					p.errorf(a.Expr.Range(), "Invalid address", "%s", msg)
+					s.address = nil
+				}
+			}
 		case "backup_root":
 			if v := p.str(a); v != nil {
 				if !path.IsAbs(*v) {
@@ -830,6 +942,10 @@ func (p *parser) settings(c *hcl.BodyContent) settings {
 			if !ok {
 				continue
 			}
+			if HasNUL(v) {
+				p.errorf(a.Expr.Range(), "Invalid value", "labels may not contain a NUL byte.")
+				continue
+			}
 			s.labels = map[string]string{}
 			for k, e := range v.AsValueMap() {
 				if e.IsNull() {
@@ -846,6 +962,10 @@ func (p *parser) settings(c *hcl.BodyContent) settings {
 			}
 			if ty := v.Type(); !ty.IsObjectType() && !ty.IsMapType() {
 				p.typeError(a, "object")
+				continue
+			}
+			if HasNUL(v) {
+				p.errorf(a.Expr.Range(), "Invalid value", "vars may not contain a NUL byte.")
 				continue
 			}
 			s.vars = map[string]cty.Value{}

@@ -1,0 +1,175 @@
+package inventories
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+func TestParseRefusesUnusableConnectionValues(t *testing.T) {
+	cases := []struct {
+		name, attr, want string
+	}{
+		{"empty address", `address = ""`, "Invalid address"},
+		{"blank address", `address = " "`, "Invalid address"},
+		{"address with port", `address = "127.0.0.1:2299"`, "Invalid address"},
+		{"address with user", `address = "root@10.0.0.1"`, "Invalid address"},
+		{"empty user", `user = ""`, "Invalid user"},
+		{"user with space", `user = "a b"`, "Invalid user"},
+		{"empty jump hop", `proxy_jump = "a,,b"`, "Invalid proxy_jump"},
+		{"bad jump port", `proxy_jump = "h:notaport"`, "Invalid proxy_jump"},
+		{"jump port out of range", `proxy_jump = "u@h:70000"`, "Invalid proxy_jump"},
+		{"unclosed jump bracket", `proxy_jump = "[::1:22"`, "Invalid proxy_jump"},
+		{"NUL in a string", `key = "/tmp/k\u0000x"`, "Invalid value"},
+		{"NUL in a label", `labels = { a = "x\u0000" }`, "Invalid value"},
+		{"NUL in a var key", `vars = { "a\u0000" = 1 }`, "Invalid value"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			src := fmt.Sprintf("host \"h1\" {\n  %s\n}\n", tc.attr)
+			inv, diags := Parse([]byte(src), "inv.hcl")
+			require.Nil(t, inv)
+			require.Equal(t, []string{"inv.hcl:2," + fmt.Sprint(strings.Index(tc.attr, "=")+5) + ": error: " + tc.want}, diagLines(diags), diags.Error())
+		})
+	}
+	// The same values in defaults and groups are refused too, and good ones
+	// pass.
+	_, diags := Parse([]byte("defaults {\n  user = \"\"\n}\ngroup \"g\" {\n  proxy_jump = \",\"\n}\n"), "inv.hcl")
+	require.Equal(t, []string{"inv.hcl:2,10: error: Invalid user", "inv.hcl:5,16: error: Invalid proxy_jump"}, diagLines(diags))
+	inv, diags := Parse([]byte(`host "h1" {
+  address    = "::1"
+  user       = "deploy"
+  proxy_jump = "jump@[2001:db8::1]:2222,bastion:22,other"
+}
+host "h2" { proxy_jump = "" }
+`), "inv.hcl")
+	require.False(t, diags.HasErrors(), diags.Error())
+	require.Equal(t, "::1", inv.Hosts[0].Address)
+}
+
+func TestParseRefusesNULInNames(t *testing.T) {
+	_, diags := Parse([]byte("host \"a\\u0000b\" {}\ngroup \"g\\u0000\" {}\n"), "inv.hcl")
+	require.Equal(t, []string{"inv.hcl:1,6: error: Invalid host name", "inv.hcl:2,7: error: Invalid group name"}, diagLines(diags))
+	_, diags = Parse([]byte("host \"a\" {}\n\x00"), "inv.hcl")
+	require.Equal(t, []string{"inv.hcl:2,1: error: NUL byte in source"}, diagLines(diags))
+}
+
+func TestCheckSourceRefusesWhatWouldOverflowTheStack(t *testing.T) {
+	const n = 100000
+	cases := map[string]string{
+		"parentheses":     "a = " + strings.Repeat("(", n) + "1" + strings.Repeat(")", n) + "\n",
+		"lists":           "a = " + strings.Repeat("[", n) + strings.Repeat("]", n) + "\n",
+		"interpolations":  "a = " + strings.Repeat(`"${`, n) + "1" + strings.Repeat(`}"`, n) + "\n",
+		"unary":           "a = " + strings.Repeat("!", n) + "true\n",
+		"negation":        "a = " + strings.Repeat("- ", n) + "1\n",
+		"binary chain":    "a = 1" + strings.Repeat(" + 1", n) + "\n",
+		"chain in parens": "a = (1" + strings.Repeat("\n+ 1", n) + ")\n",
+		"ternary chain":   "a = " + strings.Repeat("true ? 1 : ", n) + "1\n",
+		"directives":      "a = <<EOT\n" + strings.Repeat("%{ if true }", n) + strings.Repeat("%{ endif }", n) + "\nEOT\n",
+	}
+	for name, src := range cases {
+		t.Run(name, func(t *testing.T) {
+			src = "host \"h\" {}\n" + src
+			inv, diags := Parse([]byte(src), "deep.hcl")
+			require.Nil(t, inv)
+			require.Len(t, diags, 1)
+			require.Regexp(t, `^deep\.hcl:\d+,\d+: error: (Nesting too deep|Expression too long)$`, diagLines(diags)[0])
+		})
+	}
+	// Text that only looks deep is not refused: strings, heredocs, comments,
+	// and long lists, objects and blocks.
+	long := "host \"h\" {\n" +
+		"  vars = {\n" +
+		"    s = \"" + strings.Repeat("((((!!!!-", 1000) + "\"\n" +
+		"    h = <<-EOT\n" + strings.Repeat("((((- - -{[", 1000) + "\n    EOT\n" +
+		"    l = [" + strings.Repeat("-1, ", 5000) + "]\n" +
+		"    e = \"$${" + strings.Repeat("(", 1000) + "\"\n" +
+		"    # " + strings.Repeat("(", 1000) + "\n" +
+		"    /* " + strings.Repeat("[", 1000) + " */\n" +
+		strings.Repeat("    k-a-b = 1 - 2 - 3\n", 1000) +
+		"  }\n}\n"
+	require.Empty(t, CheckSource([]byte(long), "long.hcl"))
+	_, diags := Parse([]byte(long), "long.hcl")
+	require.False(t, diags.HasErrors(), diags.Error())
+}
+
+func TestCheckTemplate(t *testing.T) {
+	require.Empty(t, CheckTemplate([]byte("a ${x} %{ if y }b%{ endif } (((( "+strings.Repeat("- ", 2000)), "t.tftpl"))
+	diags := CheckTemplate([]byte("line\n"+strings.Repeat("%{ for x in y }", 200)), "t.tftpl")
+	require.Equal(t, []string{"t.tftpl:2,1906: error: Nesting too deep"}, diagLines(diags))
+}
+
+func TestReadFileRefusesWhatIsNotASmallRegularFile(t *testing.T) {
+	dir := t.TempDir()
+	ok := filepath.Join(dir, "ok.hcl")
+	require.NoError(t, os.WriteFile(ok, []byte("x"), 0o644))
+	b, err := ReadFile(ok)
+	require.NoError(t, err)
+	require.Equal(t, "x", string(b))
+
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	big := filepath.Join(dir, "big")
+	f, err := os.Create(big)
+	require.NoError(t, err)
+	require.NoError(t, f.Truncate(MaxFileSize+1)) // sparse: costs no disk
+	require.NoError(t, f.Close())
+	for path, want := range map[string]string{
+		"/dev/zero":                   "/dev/zero is not a regular file",
+		fifo:                          fifo + " is not a regular file",
+		dir:                           dir + " is a directory",
+		big:                           big + " is larger than 16 MiB",
+		filepath.Join(dir, "missing"): "no such file",
+	} {
+		done := make(chan error, 1)
+		go func() { _, err := ReadFile(path); done <- err }()
+		select {
+		case err := <-done:
+			require.ErrorContains(t, err, want)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("ReadFile(%s) blocked", path)
+		}
+	}
+	_, diags := Load("/dev/zero")
+	require.Contains(t, diags.Error(), "Cannot read inventory file /dev/zero: /dev/zero is not a regular file")
+}
+
+// TestLargeInventoriesAreLinear builds inventories of n and 4n hosts and
+// looks every host up; the larger must cost well under the 16 times a
+// quadratic step would. HCL's own parsing is not timed.
+func TestLargeInventoriesAreLinear(t *testing.T) {
+	build := func(n int) time.Duration {
+		var sb strings.Builder
+		for i := range n {
+			fmt.Fprintf(&sb, "host \"h%d\" { address = \"10.0.0.%d\" }\n", i, i%250+1)
+		}
+		parsed, diags := Parse([]byte(sb.String()), "big.hcl")
+		require.False(t, diags.HasErrors())
+		start := time.Now()
+		inv := New()
+		for i := range n {
+			g := []string{"even"}
+			if i%2 == 1 {
+				g = []string{"odd"}
+			}
+			require.NoError(t, inv.Add(&Host{Name: fmt.Sprintf("h%d", i), Groups: g}))
+		}
+		for _, in := range []*Inventory{inv, parsed} {
+			for i := range n {
+				_, ok := in.Host(fmt.Sprintf("h%d", i))
+				require.True(t, ok)
+			}
+		}
+		return time.Since(start)
+	}
+	build(500) // warm up
+	small, large := build(5000), build(20000)
+	t.Logf("5000 hosts: %v, 20000 hosts: %v", small, large)
+	require.Less(t, large, 10*small, "4x the hosts cost %v against %v", large, small)
+}
