@@ -33,7 +33,7 @@ type DNSRecord struct {
 	Type   string        `hcl:"type,optional" doc:"record type for names: A, AAAA, CNAME or TXT (default \"A\")"`
 	Values []string      `hcl:"values,optional" doc:"the record set's values for names, e.g. the floating IP"`
 	TTL    int           `hcl:"ttl,optional" doc:"TTL in seconds for names and for record blocks without one (default 600, GoDaddy's minimum)"`
-	Record []*dnsRecordB `hcl:"record,block"`
+	Record []*DNSRecordBlock `hcl:"record,block"`
 
 	APIKey    string `hcl:"api_key,optional" sensitive:"true" doc:"GoDaddy API key"`
 	APISecret string `hcl:"api_secret,optional" sensitive:"true" doc:"GoDaddy API secret"`
@@ -50,8 +50,8 @@ type DNSRecord struct {
 	output map[string]any
 }
 
-// dnsRecordB is one record block: record "api" { type = "A" values = [...] }.
-type dnsRecordB struct {
+// DNSRecordBlock is one record block: record "api" { type = "A"  values = [...] }.
+type DNSRecordBlock struct {
 	Name   string   `hcl:"name,label"`
 	Type   string   `hcl:"type,optional"`
 	Values []string `hcl:"values"`

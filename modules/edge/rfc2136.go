@@ -169,8 +169,9 @@ func (r *rfc2136) update(ctx context.Context, m *dns.Msg) error {
 	}
 	in, _, err := r.client().ExchangeContext(ctx, m, r.server)
 	if err != nil {
-		if errors.Is(err, dns.ErrSig) || errors.Is(err, dns.ErrSecret) || errors.Is(err, dns.ErrKeyAlg) {
-			return fmt.Errorf("update %s: the server's answer failed TSIG verification with key %s: check tsig_name and tsig_secret: %w", r.server, r.keyName, err)
+		if errors.Is(err, dns.ErrAuth) || errors.Is(err, dns.ErrSig) || errors.Is(err, dns.ErrSecret) || errors.Is(err, dns.ErrKeyAlg) {
+			return fmt.Errorf("update %s: TSIG key %q refused%s: check tsig_name, tsig_secret and tsig_algorithm: %w",
+				r.server, strings.TrimSuffix(r.keyName, "."), tsigDetail(in), err)
 		}
 		return fmt.Errorf("update %s: %w", r.server, err)
 	}
@@ -189,4 +190,16 @@ func (r *rfc2136) update(ctx context.Context, m *dns.Msg) error {
 		return fmt.Errorf("update %s: REFUSED: the zone %s does not allow this update (allow-update / update-policy, or a TSIG key is needed)", r.server, r.zone)
 	}
 	return fmt.Errorf("update %s: %s", r.server, rc)
+}
+
+// tsigDetail is " (NOTAUTH, BADSIG)" from an answer, or "".
+func tsigDetail(in *dns.Msg) string {
+	if in == nil {
+		return ""
+	}
+	d := dns.RcodeToString[in.Rcode]
+	if t := in.IsTsig(); t != nil && t.Error != dns.RcodeSuccess {
+		d += ", " + dns.RcodeToString[int(t.Error)]
+	}
+	return " (" + d + ")"
 }

@@ -1,0 +1,83 @@
+package edge_test
+
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/edge"
+	"github.com/iklimco/iklim/runner"
+)
+
+// dnsBackend is a real or fake DNS provider the scenario runs against.
+type dnsBackend interface {
+	// module returns a dns_record with the provider's settings, no records.
+	module() *edge.DNSRecord
+	// lookup reads name's A records straight from the server, not through
+	// the module.
+	lookup(t *testing.T, name string) []string
+}
+
+// roundTrip stores and reads back a Change the way a backup record does,
+// so that Apply and Rollback see only what was recorded.
+func roundTrip(t *testing.T, ch *modules.Change) *modules.Change {
+	t.Helper()
+	b, err := json.Marshal(ch)
+	require.NoError(t, err)
+	var out modules.Change
+	require.NoError(t, json.Unmarshal(b, &out))
+	return &out
+}
+
+// dnsScenario: create and update A records in one step, check mode and diff,
+// rerun without change, rollback (restore and delete what was created).
+func dnsScenario(t *testing.T, be dnsBackend) {
+	ctx := modules.WithSecrets(context.Background(), modules.NewSecrets())
+	c := runner.NewLocalConn("localhost")
+	floating := "192.0.2.10"
+	seed := func() *edge.DNSRecord {
+		m := be.module()
+		m.Names = []string{"api", "apigw", "rabbitmq", "grafana"}
+		m.Values = []string{floating}
+		m.TTL = 600
+		return m
+	}
+	require.Equal(t, []string{"192.0.2.50"}, be.lookup(t, "grafana"), "the zone starts with grafana")
+	require.Empty(t, be.lookup(t, "api"))
+
+	// Check and diff: old → new per record; the server is untouched.
+	m := seed()
+	ch, err := m.Check(ctx, c)
+	require.NoError(t, err)
+	require.NotNil(t, ch)
+	require.Contains(t, ch.Summary, "create api A")
+	require.Contains(t, ch.Summary, "update grafana A")
+	require.Contains(t, ch.Diff.Before, "grafana.iklim.test. 600 IN A 192.0.2.50")
+	require.Contains(t, ch.Diff.After, "grafana.iklim.test. 600 IN A 192.0.2.10")
+	require.Contains(t, ch.Diff.After, "api.iklim.test. 600 IN A 192.0.2.10")
+	require.Empty(t, be.lookup(t, "api"), "check changes nothing")
+	require.Equal(t, []string{"192.0.2.50"}, be.lookup(t, "grafana"))
+
+	// Apply.
+	rec := roundTrip(t, ch)
+	require.NoError(t, m.Apply(ctx, c, rec))
+	for _, n := range []string{"api", "apigw", "rabbitmq", "grafana"} {
+		require.Equal(t, []string{floating}, be.lookup(t, n), n)
+	}
+	require.Equal(t, true, m.Output()["changed"])
+
+	// Rerun: no change.
+	ch2, err := seed().Check(ctx, c)
+	require.NoError(t, err)
+	require.Nil(t, ch2)
+
+	// Rollback: grafana restored, the created ones deleted.
+	require.NoError(t, (&edge.DNSRecord{}).Rollback(ctx, c, rec))
+	require.Equal(t, []string{"192.0.2.50"}, be.lookup(t, "grafana"))
+	for _, n := range []string{"api", "apigw", "rabbitmq"} {
+		require.Empty(t, be.lookup(t, n), n)
+	}
+}
