@@ -2,11 +2,15 @@
 // want every stock module import it for its side effect, as cmd/iklim does.
 package stock
 
-import "github.com/iklimco/iklim/modules"
+import (
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/edge"
+)
 
 func init() {
 	for _, family := range [][]modules.Info{
 		// One line per family package: cluster.Modules(), edge.Modules(), …
+		edge.Modules(),
 	} {
 		for _, i := range family {
 			modules.RegisterInfo(i)
