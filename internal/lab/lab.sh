@@ -347,6 +347,7 @@ cmd_up() {
 	local t1=$SECONDS
 	images_build
 	each_host images_load_host || die "loading images failed"
+	bind_up
 	log "up ($((SECONDS - t0))s: hosts $((t1 - t0))s, images $((SECONDS - t1))s). ssh -i $LAB_DIR/id_ed25519 -o UserKnownHostsFile=$LAB_DIR/known_hosts $LAB_USER@10.77.0.11"
 }
 
@@ -739,6 +740,67 @@ cmd_smoke() {
 	check "nginx:1 serves" curl -fsS -m 5 "http://$a/"
 	log "smoke: $ok ok, $fail failed"
 	((fail == 0))
+}
+
+# ----------------------------------------------------------------- bind ---
+# A real BIND 9 (Debian's named) in iklim-db-01's namespace: primary for
+# lab.iklim.test on 10.77.0.21:53, updates allowed with the TSIG key
+# iklim-lab (hmac-sha256), for dns_record (examples/edge). The key's secret
+# is in $LAB_DIR/bind/tsig.secret (0600, root). Idempotent: a running named
+# is left alone, an existing zone (and its journal of updates) is kept.
+BIND_HOST=iklim-db-01
+BIND_ADDR=10.77.0.21
+BIND_ZONE=lab.iklim.test
+BIND_KEY=iklim-lab
+
+bind_up() {
+	local d=$LAB_DIR/bind i secret
+	[[ -x /usr/sbin/named ]] || { log "bind: /usr/sbin/named not installed (apt-get install bind9 bind9-utils); skipped"; return 0; }
+	mkdir -p "$d"
+	chmod 0700 "$d"
+	if pid_ok "$d/named.pid" "$BIND_HOST"; then
+		hlog "$BIND_HOST" "named already up (pid $(<"$d/named.pid"))"
+		return 0
+	fi
+	if [[ ! -s $d/tsig.secret ]]; then
+		(umask 077 && head -c 32 /dev/urandom | base64 >"$d/tsig.secret.tmp")
+		mv "$d/tsig.secret.tmp" "$d/tsig.secret"
+	fi
+	secret=$(<"$d/tsig.secret")
+	(umask 077 && cat >"$d/named.conf") <<EOF
+options {
+  directory "$d";
+  pid-file "$d/named.pid";
+  session-keyfile "$d/session.key";
+  listen-on port 53 { $BIND_ADDR; 127.0.0.1; };
+  listen-on-v6 { none; };
+  recursion no;
+  dnssec-validation no;
+  allow-query { any; };
+};
+controls { };
+key "$BIND_KEY" { algorithm hmac-sha256; secret "$secret"; };
+zone "$BIND_ZONE" { type primary; file "$d/$BIND_ZONE.zone"; allow-update { key "$BIND_KEY"; }; };
+EOF
+	[[ -s $d/$BIND_ZONE.zone ]] || cat >"$d/$BIND_ZONE.zone" <<EOF
+\$TTL 300
+@   IN SOA ns.$BIND_ZONE. hostmaster.$BIND_ZONE. 1 3600 600 86400 300
+@   IN NS  ns.$BIND_ZONE.
+ns  IN A   $BIND_ADDR
+EOF
+	rm -f "$d/named.pid"
+	named-checkconf "$d/named.conf" || die "bind: bad $d/named.conf"
+	# named daemonizes itself; 9>&- so it does not hold the lab lock.
+	nsenter --net="/run/netns/$BIND_HOST" --mount="$NS_DIR/$BIND_HOST.mnt" --uts="$NS_DIR/$BIND_HOST.uts" -- \
+		/usr/sbin/named -4 -c "$d/named.conf" -L "$d/named.log" </dev/null 9>&-
+	for ((i = 0; i < 100; i++)); do
+		if pid_ok "$d/named.pid" "$BIND_HOST" && tcp_open "$BIND_ADDR" 53; then
+			hlog "$BIND_HOST" "started named (pid $(<"$d/named.pid")) for $BIND_ZONE on $BIND_ADDR:53"
+			return 0
+		fi
+		sleep 0.1
+	done
+	die "bind: named did not come up (see $d/named.log)"
 }
 
 usage() {
