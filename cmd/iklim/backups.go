@@ -26,7 +26,7 @@ var backupsCommand = &cli.Command{
 			if err != nil {
 				return err
 			}
-			runs, listErr := backup.ListHosts(c.Context, s.connector, hosts, backup.ControlHost())
+			runs, listErr := s.Backups(c.Context, hosts)
 			if c.String("output") == "json" {
 				enc := json.NewEncoder(c.App.Writer)
 				enc.SetIndent("", "  ")
@@ -67,6 +67,6 @@ var rollbackCommand = &cli.Command{
 			return err
 		}
 		defer s.close()
-		return s.run(c, backup.RollbackPlaybook(id, c.Bool("force")))
+		return result(s.Rollback(c.Context, id, c.Bool("force"), playOptions(c)))
 	},
 }

@@ -48,7 +48,7 @@ func lockStatus(c *cli.Context) error {
 	found := 0
 	for _, h := range hosts {
 		wg.Go(func() {
-			conn, err := s.connector.Connect(c.Context, h)
+			conn, err := s.Connector().Connect(c.Context, h)
 			var holders []*lock.Holder
 			if err == nil {
 				holders, err = lock.List(c.Context, conn)
@@ -92,7 +92,7 @@ func lockRelease(c *cli.Context) error {
 	if !ok {
 		return cli.Exit(fmt.Sprintf("iklim: host %q is not in the inventory", c.String("host")), exitInvalid)
 	}
-	conn, err := s.connector.Connect(c.Context, h)
+	conn, err := s.Connector().Connect(c.Context, h)
 	if err != nil {
 		return err
 	}

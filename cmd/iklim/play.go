@@ -40,6 +40,12 @@ var playCommand = &cli.Command{
 			Usage: "SSH handshakes in progress at once; keep it below the servers' MaxStartups (OpenSSH's default is 10)"},
 		&cli.BoolFlag{Name: "check-ahead", Value: true,
 			Usage: "run the read-only checks of a host's consecutive steps in one round trip (false: one per step)"},
+		&cli.DurationFlag{Name: "keepalive-interval", Value: runner.DefaultKeepaliveInterval, EnvVars: []string{"IKLIM_KEEPALIVE_INTERVAL"},
+			Usage: "ask each host this often whether it is still there (keepalive@openssh.com); negative: never"},
+		&cli.IntFlag{Name: "keepalive-count", Value: runner.DefaultKeepaliveCount, EnvVars: []string{"IKLIM_KEEPALIVE_COUNT"},
+			Usage: "report a host unreachable after this many keepalive intervals without an answer"},
+		&cli.DurationFlag{Name: "step-timeout", Value: runner.DefaultStepTimeout, EnvVars: []string{"IKLIM_STEP_TIMEOUT"},
+			Usage: "deadline of a step that sets no timeout of its own; negative: none"},
 	},
 	Action: func(c *cli.Context) error {
 		if c.NArg() != 1 {
@@ -58,7 +64,7 @@ var playCommand = &cli.Command{
 		if err != nil {
 			return err
 		}
-		return s.run(c, pb)
+		return result(s.Play(c.Context, pb, playOptions(c)))
 	},
 }
 
@@ -100,6 +106,11 @@ func resultError(recap *runner.Recap, runErr error) error {
 		return cli.Exit("iklim: interrupted", exitInterrupted)
 	}
 	if recap == nil {
+		// The run did not start: its lock host could not be reached.
+		var ue *runner.UnreachableError
+		if errors.As(runErr, &ue) {
+			return cli.Exit("iklim: "+runErr.Error()+"; no host was changed", exitUnreachable)
+		}
 		return runErr
 	}
 	failed, unreachable := 0, 0
