@@ -26,33 +26,3 @@ const (
 type CheckAheader interface {
 	CheckAhead() CheckAhead
 }
-
-// CheckAhead implements CheckAheader: Check stats the path.
-func (m *File) CheckAhead() CheckAhead { return CheckAheadReadOnly }
-
-// CheckAhead implements CheckAheader: Check stats and hashes dest.
-func (m *Copy) CheckAhead() CheckAhead { return CheckAheadReadOnly }
-
-// CheckAhead implements CheckAheader: Check renders locally and hashes dest.
-func (m *Template) CheckAhead() CheckAhead { return CheckAheadReadOnly }
-
-// CheckAhead implements CheckAheader: Check reads the file.
-func (m *Line) CheckAhead() CheckAhead { return CheckAheadReadOnly }
-
-// CheckAhead implements CheckAheader: Check stats the path.
-func (m *Stat) CheckAhead() CheckAhead { return CheckAheadReadOnly }
-
-// CheckAhead implements CheckAheader: with changed = false, Check runs the
-// command itself, which must run in its turn and once; otherwise Check only
-// tests creates/removes.
-func (m *Command) CheckAhead() CheckAhead { return execCheckAhead(m.Changed) }
-
-// CheckAhead implements CheckAheader, as Command's.
-func (m *Shell) CheckAhead() CheckAhead { return execCheckAhead(m.Changed) }
-
-func execCheckAhead(changed *bool) CheckAhead {
-	if changed != nil && !*changed {
-		return CheckAheadLead
-	}
-	return CheckAheadReadOnly
-}

@@ -1,6 +1,8 @@
-// Package modules holds iklim's contracts — Conn, Module, Change — and the
-// built-in modules, one file each. A module is a Go struct whose `hcl` tags
-// are its schema: the playbook decodes a step's arguments straight into it.
+// Package modules holds iklim's module contract — Conn, Module, Change and
+// the optional interfaces — and the registry. The modules themselves live in
+// family packages (modules/files, modules/commands, modules/docker, …) that
+// build on modules/remote. A module is a Go struct whose `hcl` tags are its
+// schema: the playbook decodes a step's arguments straight into it.
 package modules
 
 import (

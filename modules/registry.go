@@ -30,8 +30,8 @@ var (
 	registry = map[string]Info{}
 )
 
-// Register adds a module under name. Built-ins register in init; embedding
-// programs may register their own. It panics on a duplicate name, since that
+// Register adds a module under name; embedding programs may register their
+// own. The stock families are registered by modules/stock. It panics on a duplicate name, since that
 // is a programming error.
 func Register(name, doc string, newFn func() Module) {
 	RegisterInfo(Info{Name: name, Doc: doc, New: newFn})

@@ -7,7 +7,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 )
 
 // validEnvName reports whether k can be a shell variable name.
@@ -49,7 +49,7 @@ func writeEnv(b *strings.Builder, env map[string]string) error {
 		b.WriteByte(' ')
 		b.WriteString(k)
 		b.WriteByte('=')
-		b.WriteString(modules.ShellQuote(env[k]))
+		b.WriteString(remote.Quote(env[k]))
 	}
 	b.WriteByte('\n')
 	return nil
@@ -82,7 +82,7 @@ func becomeWrap(script, user string) string {
 	if user == "" {
 		user = "root"
 	}
-	return "sudo -n -u " + modules.ShellQuote(user) + " -- /bin/sh -c " + modules.ShellQuote(script)
+	return "sudo -n -u " + remote.Quote(user) + " -- /bin/sh -c " + remote.Quote(script)
 }
 
 // octalMode renders mode as chmod(1) understands it, special bits included.
@@ -105,7 +105,7 @@ func octalMode(mode fs.FileMode) string {
 // replacement is atomic and the content never sits in a shared place such
 // as /tmp. umask 077 keeps the half-written file private until chmod.
 func becomeUploadScript(dest, tmpName string, mode fs.FileMode) string {
-	t := modules.ShellQuote(tmpName)
+	t := remote.Quote(tmpName)
 	return "umask 077; t=" + t + "; cat > \"$t\" && chmod " + octalMode(mode) + " \"$t\" && mv -f \"$t\" " +
-		modules.ShellQuote(dest) + " || { rc=$?; rm -f \"$t\"; exit $rc; }"
+		remote.Quote(dest) + " || { rc=$?; rm -f \"$t\"; exit $rc; }"
 }

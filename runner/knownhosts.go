@@ -13,7 +13,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 )
@@ -211,7 +211,7 @@ func (k *knownHostsFile) changedError(name, address string, key ssh.PublicKey, w
 		"someone may be intercepting the connection. If the host was really reinstalled, "+
 		"remove the old entry with `ssh-keygen -R %s -f %s` and connect again",
 		ErrHostKeyChanged, name, address, key.Type(), ssh.FingerprintSHA256(key),
-		strings.Join(known, ", "), modules.ShellQuote(knownhosts.Normalize(address)), k.path)
+		strings.Join(known, ", "), remote.Quote(knownhosts.Normalize(address)), k.path)
 }
 
 // probeKey matches no known_hosts entry; checking it lists the known keys.

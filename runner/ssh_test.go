@@ -23,6 +23,7 @@ import (
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 )
 
 // testConnector returns a connector that reads an empty ssh_config, so that
@@ -55,7 +56,7 @@ func remoteDir(t testing.TB, c modules.Conn) string {
 	require.True(t, res.OK(), res.Stderr)
 	dir := strings.TrimSpace(res.Stdout)
 	t.Cleanup(func() {
-		_, _ = c.Run(context.Background(), "rm -rf "+modules.ShellQuote(dir), func(o *modules.RunOptions) { o.NoBecome = true })
+		_, _ = c.Run(context.Background(), "rm -rf "+remote.Quote(dir), func(o *modules.RunOptions) { o.NoBecome = true })
 	})
 	return dir
 }
@@ -186,8 +187,8 @@ func TestSSHUploadDownload(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			p := dir + "/" + strings.ReplaceAll(tt.name, " ", "_")
 			require.NoError(t, c.Upload(ctx, p, bytes.NewReader(tt.data), tt.mode))
-			require.Equal(t, tt.want+"\n", mustRun(t, c, "stat -c %a "+modules.ShellQuote(p)))
-			require.Equal(t, sha256hex(tt.data)+"\n", mustRun(t, c, "sha256sum < "+modules.ShellQuote(p)+" | cut -d' ' -f1"))
+			require.Equal(t, tt.want+"\n", mustRun(t, c, "stat -c %a "+remote.Quote(p)))
+			require.Equal(t, sha256hex(tt.data)+"\n", mustRun(t, c, "sha256sum < "+remote.Quote(p)+" | cut -d' ' -f1"))
 			var got bytes.Buffer
 			require.NoError(t, c.Download(ctx, p, &got))
 			require.True(t, bytes.Equal(tt.data, got.Bytes()), "download differs")
@@ -310,7 +311,7 @@ func TestSSHBecome(t *testing.T) {
 
 	// Upload into a directory only root can write to.
 	dir := strings.TrimSpace(mustRun(t, c, "mktemp -d /root/iklim-test.XXXXXX && chmod 700 /root"))
-	t.Cleanup(func() { _, _ = c.Run(context.Background(), "rm -rf "+modules.ShellQuote(dir)) })
+	t.Cleanup(func() { _, _ = c.Run(context.Background(), "rm -rf "+remote.Quote(dir)) })
 	p := dir + "/secret.conf"
 	data := make([]byte, 300<<10)
 	_, _ = rand.Read(data)

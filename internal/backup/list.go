@@ -11,6 +11,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner"
 )
 
@@ -138,7 +139,7 @@ func listSite(ctx context.Context, s Site) ([]runEntry, error) {
 	if root == "" {
 		root = inventories.DefaultBackupRoot
 	}
-	res, err := s.Conn.Run(ctx, shPrelude+fmt.Sprintf("[ -d %s ] || exit 0\niklim_list %s\n", modules.ShellQuote(root), modules.ShellQuote(root)))
+	res, err := s.Conn.Run(ctx, shPrelude+fmt.Sprintf("[ -d %s ] || exit 0\niklim_list %s\n", remote.Quote(root), remote.Quote(root)))
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner"
 	"github.com/zclconf/go-cty/cty"
 )
@@ -237,12 +238,12 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "R=%s; D=%s; F=\"$D/files/%s\"\n", modules.ShellQuote(root), modules.ShellQuote(dir), seq)
+	fmt.Fprintf(&sb, "R=%s; D=%s; F=\"$D/files/%s\"\n", remote.Quote(root), remote.Quote(dir), seq)
 	sb.WriteString("[ -d \"$R\" ] || mkdir -p \"$R\" || exit 1\n")
 	if !st.initialized {
 		// Claim the run directory: run ids are unique per control machine,
 		// so two control machines could pick the same one.
-		fmt.Fprintf(&sb, "O=%s\nif mkdir \"$D\" 2>/dev/null; then printf '%%s\\n' \"$O\" > \"$D/owner\" || exit 1\n", modules.ShellQuote(r.owner))
+		fmt.Fprintf(&sb, "O=%s\nif mkdir \"$D\" 2>/dev/null; then printf '%%s\\n' \"$O\" > \"$D/owner\" || exit 1\n", remote.Quote(r.owner))
 		sb.WriteString("elif [ \"$(cat \"$D/owner\" 2>/dev/null)\" != \"$O\" ]; then echo \"$D belongs to another run: $(cat \"$D/owner\" 2>/dev/null)\" >&2; exit 1; fi\n")
 	}
 	sb.WriteString("mkdir -p \"$D/changes\" \"$F\" && tar -xf - -C \"$D\" || exit 1\n")
@@ -254,13 +255,13 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 		if sensitive {
 			// It was not a regular file a moment ago; never store one in clear.
 			fmt.Fprintf(&sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then echo %s >&2; exit 1; fi\n",
-				modules.ShellQuote(p), modules.ShellQuote(p), modules.ShellQuote(p), modules.ShellQuote(p+" changed while being recorded"))
+				remote.Quote(p), remote.Quote(p), remote.Quote(p), remote.Quote(p+" changed while being recorded"))
 		}
 		fmt.Fprintf(&sb, "iklim_snap %s %s \"$F\" %d || { echo %s >&2; exit 1; }\n",
-			jsq(p), modules.ShellQuote(p), n, modules.ShellQuote("snapshot "+p+" failed"))
+			jsq(p), remote.Quote(p), n, remote.Quote("snapshot "+p+" failed"))
 	}
 	if rollbackOf != "" {
-		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || exit 1\n", modules.ShellQuote(rollbackOf))
+		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || exit 1\n", remote.Quote(rollbackOf))
 	}
 	fmt.Fprintf(&sb, "mv -f \"$D/changes/.%s.json.tmp\" \"$D/changes/%s.json\"\n", seq, seq)
 
@@ -291,7 +292,7 @@ func readRegularFiles(ctx context.Context, conn modules.Conn, paths []string) (m
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
 	for i, p := range paths {
-		q := modules.ShellQuote(p)
+		q := remote.Quote(p)
 		// A private copy is framed, so that its length holds even if the
 		// file changes meanwhile; Go hashes what it received.
 		fmt.Fprintf(&sb, `if [ -f %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"
@@ -360,14 +361,14 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 	seq := seqName(rec.Seq)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", modules.ShellQuote(dir+"/changes/"+seq+".after.json"), modules.ShellQuote(pre))
+	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), remote.Quote(pre))
 	for i, p := range rec.Change.Files {
 		if i > 0 {
 			sb.WriteString("printf ,\n")
 		}
-		fmt.Fprintf(&sb, "iklim_st %s %s || exit 1\n", jsq(p), modules.ShellQuote(p))
+		fmt.Fprintf(&sb, "iklim_st %s %s || exit 1\n", jsq(p), remote.Quote(p))
 	}
-	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A.tmp\" && mv -f \"$A.tmp\" \"$A\"\n", modules.ShellQuote(post))
+	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A.tmp\" && mv -f \"$A.tmp\" \"$A\"\n", remote.Quote(post))
 	res, err := conn.Run(ctx, sb.String())
 	if err != nil {
 		return fmt.Errorf("backup %s: %w", dir, err)
@@ -407,7 +408,7 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	dir := runDir(root, r.opts.Info.ID)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "R=%s; D=%s\n", modules.ShellQuote(root), modules.ShellQuote(dir))
+	fmt.Fprintf(&sb, "R=%s; D=%s\n", remote.Quote(root), remote.Quote(dir))
 	sb.WriteString("mkdir -p \"$D\" && cat > \"$D/.run.json.tmp\" && mv -f \"$D/.run.json.tmp\" \"$D/run.json\" || exit 1\n")
 	if prune {
 		sb.WriteString("iklim_list \"$R\"\n")
@@ -431,9 +432,9 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 		return nil
 	}
 	var rm strings.Builder
-	fmt.Fprintf(&rm, "cd %s && rm -rf --", modules.ShellQuote(root))
+	fmt.Fprintf(&rm, "cd %s && rm -rf --", remote.Quote(root))
 	for _, id := range gone {
-		rm.WriteString(" " + modules.ShellQuote(id))
+		rm.WriteString(" " + remote.Quote(id))
 	}
 	out, err = conn.Run(ctx, rm.String())
 	if err != nil {

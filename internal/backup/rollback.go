@@ -17,6 +17,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner"
 )
 
@@ -344,7 +345,7 @@ func readRun(ctx context.Context, c modules.Conn, root, id string) (*rbSite, err
 	dir := runDir(root, id)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "D=%s\n", modules.ShellQuote(dir))
+	fmt.Fprintf(&sb, "D=%s\n", remote.Quote(dir))
 	sb.WriteString(`[ -d "$D" ] || { echo NORUN; exit 0; }
 cd "$D" || exit 1
 for f in run.json changes/*.json changes/*.json.enc files/*/*.meta.json files/*/*.data.enc files/*/*.tar.enc; do
@@ -613,7 +614,7 @@ func (m *Rollback) Apply(ctx context.Context, c modules.Conn, ch *modules.Change
 				b = &strings.Builder{}
 			}
 			if final {
-				fmt.Fprintf(b, "date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ > %s || true\n", modules.ShellQuote(s.dir+"/rolled_back"))
+				fmt.Fprintf(b, "date -u +%%Y-%%m-%%dT%%H:%%M:%%SZ > %s || true\n", remote.Quote(s.dir+"/rolled_back"))
 			}
 			res, err := s.conn.Run(ctx, "umask 077\n"+b.String())
 			if err != nil {
@@ -686,9 +687,9 @@ func (m *Rollback) Apply(ctx context.Context, c modules.Conn, ch *modules.Change
 
 // restoreScript is the sh that puts one snapshotted path back.
 func restoreScript(dir string, seq, n int, meta *FileMeta) string {
-	p := modules.ShellQuote(meta.Path)
-	data := modules.ShellQuote(fmt.Sprintf("%s/files/%s/%d.data", dir, seqName(seq), n))
-	fail := fmt.Sprintf("{ echo %s >&2; exit 1; }", modules.ShellQuote("restore "+meta.Path+" failed"))
+	p := remote.Quote(meta.Path)
+	data := remote.Quote(fmt.Sprintf("%s/files/%s/%d.data", dir, seqName(seq), n))
+	fail := fmt.Sprintf("{ echo %s >&2; exit 1; }", remote.Quote("restore "+meta.Path+" failed"))
 	owner := fmt.Sprintf("%d:%d", meta.UID, meta.GID)
 	mode := fmt.Sprintf("%04o", meta.Perm())
 	// A directory in the way is removed only when empty.
@@ -701,7 +702,7 @@ func restoreScript(dir string, seq, n int, meta *FileMeta) string {
 	case meta.Type == "dir":
 		// The tree comes back from its tar; a directory in the way is
 		// merged into, never removed.
-		tarball := modules.ShellQuote(fmt.Sprintf("%s/files/%s/%d.tar", dir, seqName(seq), n))
+		tarball := remote.Quote(fmt.Sprintf("%s/files/%s/%d.tar", dir, seqName(seq), n))
 		return fmt.Sprintf("if [ -L %s ] || { [ -e %s ] && [ ! -d %s ]; }; then rm -f -- %s || %s; fi\n", p, p, p, p, fail) +
 			parent + fmt.Sprintf("if [ -f %s ]; then tar -C \"$(dirname -- %s)\" --numeric-owner -xpf %s || %s; fi\n", tarball, p, tarball, fail) +
 			fmt.Sprintf("mkdir -p -- %s && chown %s %s && chmod %s %s || %s\n", p, owner, p, mode, p, fail)
@@ -728,7 +729,7 @@ func restoreSealed(ctx context.Context, e *rbEntry, n int, meta *FileMeta, key [
 		return fmt.Errorf("restore %s: %w", meta.Path, err)
 	}
 	c := e.site.conn
-	p := modules.ShellQuote(meta.Path)
+	p := remote.Quote(meta.Path)
 	if meta.Type == "dir" {
 		script := fmt.Sprintf("umask 077\nif [ -L %s ] || { [ -e %s ] && [ ! -d %s ]; }; then rm -f -- %s || exit 1; fi\nmkdir -p -- \"$(dirname -- %s)\" && tar -C \"$(dirname -- %s)\" --numeric-owner -xpf - && chown %d:%d %s && chmod %04o %s",
 			p, p, p, p, p, p, meta.UID, meta.GID, p, meta.Perm(), p)
@@ -754,7 +755,7 @@ func restoreSealed(ctx context.Context, e *rbEntry, n int, meta *FileMeta, key [
 	if err := c.Upload(ctx, tmp, bytes.NewReader(plain), 0o600); err != nil {
 		return fmt.Errorf("restore %s: %w", meta.Path, err)
 	}
-	t := modules.ShellQuote(tmp)
+	t := remote.Quote(tmp)
 	script := fmt.Sprintf("chown %d:%d %s && chmod %04o %s || { rm -f -- %s; exit 1; }\nif [ -d %s ] && [ ! -L %s ]; then rmdir -- %s || exit 1; fi\nif [ -L %s ]; then rm -f -- %s; fi\nmv -f -- %s %s",
 		meta.UID, meta.GID, t, meta.Perm(), t, t, p, p, p, p, p, t, p)
 	res, err = c.Run(ctx, script)

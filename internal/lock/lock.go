@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner"
 )
 
@@ -230,7 +231,7 @@ func (l *Locker) Acquire(ctx context.Context, conn modules.Conn, spec runner.Loc
 // lock if it still is exactly that stale holder's.
 func (l *Locker) try(ctx context.Context, conn modules.Conn, name, runID string, body []byte, stale *Holder) (bool, *Holder, error) {
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "umask 077\nL=%s; N=%s; now=$(date +%%s)\nmkdir -p \"$L\" || exit 1\n", modules.ShellQuote(l.o.dir), modules.ShellQuote(lockDir(l.o, name)))
+	fmt.Fprintf(&sb, "umask 077\nL=%s; N=%s; now=$(date +%%s)\nmkdir -p \"$L\" || exit 1\n", remote.Quote(l.o.dir), remote.Quote(lockDir(l.o, name)))
 	if stale != nil {
 		// Compare-and-delete under a short-lived guard, so two runs that
 		// both saw the stale lock cannot both remove a lock.
@@ -244,7 +245,7 @@ else
   _m=$(stat -c %%Y "$G" 2>/dev/null || echo "$now")
   [ $((now - _m)) -gt 60 ] && rmdir "$G" 2>/dev/null
 fi
-`, name, modules.ShellQuote(stale.rawRunID), modules.ShellQuote(stale.rawHeartbeat))
+`, name, remote.Quote(stale.rawRunID), remote.Quote(stale.rawHeartbeat))
 	}
 	fmt.Fprintf(&sb, `if mkdir "$N" 2>/dev/null; then
   { cat > "$N/holder.json" && printf '%%s\n' %s > "$N/run_id" && echo "$now" > "$N/since" && echo "$now" > "$N/heartbeat"; } || { rm -rf "$N"; exit 1; }
@@ -254,7 +255,7 @@ cat > /dev/null
 if [ "$(cat "$N/run_id" 2>/dev/null)" = %s ]; then echo "ACQUIRED $now"; exit 0; fi
 echo "NOW $now"
 [ -d "$N" ] && echo "MTIME $(stat -c %%Y "$N")"
-`, modules.ShellQuote(runID), modules.ShellQuote(runID))
+`, remote.Quote(runID), remote.Quote(runID))
 	sb.WriteString(readScript)
 	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(body)))
 	if err != nil {
@@ -348,10 +349,10 @@ func (l *Locker) hold(ctx context.Context, conn modules.Conn, name, runID string
 	var mu sync.Mutex
 	var lost error
 	bctx := context.WithoutCancel(ctx)
-	n := modules.ShellQuote(lockDir(l.o, name))
+	n := remote.Quote(lockDir(l.o, name))
 	beat := fmt.Sprintf(`N=%s
 if [ "$(cat "$N/run_id" 2>/dev/null)" = %s ]; then date +%%s > "$N/.heartbeat.$$" && mv -f "$N/.heartbeat.$$" "$N/heartbeat" && echo OK; else echo LOST; fi`,
-		n, modules.ShellQuote(runID))
+		n, remote.Quote(runID))
 	go func() {
 		defer close(done)
 		t := time.NewTicker(every)
@@ -403,7 +404,7 @@ if [ "$(cat "$N/run_id" 2>/dev/null)" = %s ]; then date +%%s > "$N/.heartbeat.$$
 func removeIf(ctx context.Context, o options, conn modules.Conn, name, runID string) (bool, error) {
 	script := fmt.Sprintf(`N=%s
 if [ -d "$N" ] && [ "$(cat "$N/run_id" 2>/dev/null)" = %s ]; then mv "$N" "$N.released.$$" && rm -rf "$N.released.$$" && echo REMOVED; fi`,
-		modules.ShellQuote(lockDir(o, name)), modules.ShellQuote(runID))
+		remote.Quote(lockDir(o, name)), remote.Quote(runID))
 	res, err := conn.Run(ctx, script)
 	if err != nil {
 		return false, err
@@ -421,7 +422,7 @@ func Status(ctx context.Context, conn modules.Conn, name string, opts ...Option)
 		return nil, err
 	}
 	o := apply(opts)
-	script := fmt.Sprintf("N=%s; echo \"NOW $(date +%%s)\"\n[ -d \"$N\" ] && echo \"MTIME $(stat -c %%Y \"$N\")\"\n%s", modules.ShellQuote(lockDir(o, name)), readScript)
+	script := fmt.Sprintf("N=%s; echo \"NOW $(date +%%s)\"\n[ -d \"$N\" ] && echo \"MTIME $(stat -c %%Y \"$N\")\"\n%s", remote.Quote(lockDir(o, name)), readScript)
 	res, err := conn.Run(ctx, script)
 	if err != nil {
 		return nil, fmt.Errorf("lock %q on %s: %w", name, conn.Host(), err)
@@ -439,7 +440,7 @@ func List(ctx context.Context, conn modules.Conn, opts ...Option) ([]*Holder, er
 	script := fmt.Sprintf(`for N in %s/*.lock; do
   [ -d "$N" ] || continue
   _n=${N##*/}; echo "LOCK ${_n%%.lock}"; echo "NOW $(date +%%s)"; echo "MTIME $(stat -c %%Y "$N")"
-%sdone`, modules.ShellQuote(o.dir), readScript)
+%sdone`, remote.Quote(o.dir), readScript)
 	res, err := conn.Run(ctx, script)
 	if err != nil {
 		return nil, fmt.Errorf("locks on %s: %w", conn.Host(), err)

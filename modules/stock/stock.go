@@ -4,12 +4,18 @@ package stock
 
 import (
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/commands"
+	"github.com/iklimco/iklim/modules/docker"
 	"github.com/iklimco/iklim/modules/edge"
+	"github.com/iklimco/iklim/modules/files"
 )
 
 func init() {
 	for _, family := range [][]modules.Info{
-		// One line per family package: cluster.Modules(), edge.Modules(), …
+		// One line per family package.
+		files.Modules(),
+		commands.Modules(),
+		docker.Modules(),
 		edge.Modules(),
 	} {
 		for _, i := range family {

@@ -1,0 +1,15 @@
+// Package docker is the family of modules that build and deploy a Docker
+// swarm: swarm_init, node_label, docker_network, docker_secret and
+// docker_config, stack_deploy and service_wait. They run the docker CLI on
+// the hosts; docker.go holds what they share.
+package docker
+
+import "github.com/iklimco/iklim/modules"
+
+// Modules lists the family's modules for a registry.
+func Modules() []modules.Info {
+	return []modules.Info{
+		swarmInitInfo(), nodeLabelInfo(), dockerNetworkInfo(), dockerSecretInfo(), dockerConfigInfo(),
+		stackDeployInfo(), serviceWaitInfo(),
+	}
+}

@@ -1,0 +1,277 @@
+package files_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/files"
+	"github.com/iklimco/iklim/modules/internal/modtest"
+	"github.com/stretchr/testify/require"
+)
+
+func TestFileConverges(t *testing.T) {
+	tests := []struct {
+		name    string
+		setup   func(t *testing.T, dir string)
+		m       func(dir string) *files.File
+		summary string
+		verify  func(t *testing.T, dir string)
+	}{
+		{
+			name: "directory with mode and owner",
+			m: func(dir string) *files.File {
+				return &files.File{Path: dir + "/a/b", State: "directory", Mode: "0750", Owner: "nobody", Group: "nogroup"}
+			},
+			summary: "create directory",
+			verify: func(t *testing.T, dir string) {
+				require.DirExists(t, dir+"/a/b")
+				require.Equal(t, uint32(0o750), modtest.ModeOf(t, dir+"/a/b"))
+				uid, gid := modtest.OwnerOf(t, dir+"/a/b")
+				require.Equal(t, [2]uint32{modtest.Nobody, modtest.Nobody}, [2]uint32{uid, gid})
+			},
+		},
+		{
+			name:    "touch creates an empty file",
+			m:       func(dir string) *files.File { return &files.File{Path: dir + "/t", State: "touch", Mode: "0600"} },
+			summary: "create empty file",
+			verify: func(t *testing.T, dir string) {
+				require.Equal(t, "", modtest.ReadFile(t, dir+"/t"))
+				require.Equal(t, uint32(0o600), modtest.ModeOf(t, dir+"/t"))
+			},
+		},
+		{
+			name:  "file sets mode and owner by numeric id",
+			setup: func(t *testing.T, dir string) { modtest.WriteFile(t, dir+"/f", "data", 0o644) },
+			m: func(dir string) *files.File {
+				return &files.File{Path: dir + "/f", Mode: "2640", Owner: "65534", Group: "root"}
+			},
+			summary: "set",
+			verify: func(t *testing.T, dir string) {
+				require.Equal(t, uint32(0o2640), modtest.ModeOf(t, dir+"/f"))
+				uid, gid := modtest.OwnerOf(t, dir+"/f")
+				require.Equal(t, [2]uint32{modtest.Nobody, 0}, [2]uint32{uid, gid})
+				require.Equal(t, "data", modtest.ReadFile(t, dir+"/f"))
+			},
+		},
+		{
+			name:    "absent removes a tree",
+			setup:   func(t *testing.T, dir string) { require.NoError(t, os.MkdirAll(dir+"/gone/x/y", 0o755)) },
+			m:       func(dir string) *files.File { return &files.File{Path: dir + "/gone", State: "absent"} },
+			summary: "remove",
+			verify:  func(t *testing.T, dir string) { require.NoDirExists(t, dir+"/gone") },
+		},
+		{
+			name: "link",
+			m: func(dir string) *files.File {
+				return &files.File{Path: dir + "/l", State: "link", Src: "/etc/hostname"}
+			},
+			summary: "link",
+			verify: func(t *testing.T, dir string) {
+				target, err := os.Readlink(dir + "/l")
+				require.NoError(t, err)
+				require.Equal(t, "/etc/hostname", target)
+			},
+		},
+		{
+			name:  "relink",
+			setup: func(t *testing.T, dir string) { require.NoError(t, os.Symlink("/old", dir+"/l")) },
+			m: func(dir string) *files.File {
+				return &files.File{Path: dir + "/l", State: "link", Src: "new target"}
+			},
+			summary: "relink",
+			verify: func(t *testing.T, dir string) {
+				target, err := os.Readlink(dir + "/l")
+				require.NoError(t, err)
+				require.Equal(t, "new target", target)
+				entries, err := os.ReadDir(dir)
+				require.NoError(t, err)
+				require.Len(t, entries, 1, "no temp link left")
+			},
+		},
+		{
+			name:  "link replaces a file with force",
+			setup: func(t *testing.T, dir string) { modtest.WriteFile(t, dir+"/l", "x", 0o644) },
+			m: func(dir string) *files.File {
+				return &files.File{Path: dir + "/l", State: "link", Src: "/etc", Force: true, Owner: "nobody"}
+			},
+			summary: "replace",
+			verify: func(t *testing.T, dir string) {
+				target, err := os.Readlink(dir + "/l")
+				require.NoError(t, err)
+				require.Equal(t, "/etc", target)
+				uid, _ := modtest.OwnerOf(t, dir+"/l")
+				require.Equal(t, uint32(modtest.Nobody), uid, "the link itself is chowned")
+				uid, _ = modtest.OwnerOf(t, "/etc")
+				require.Equal(t, uint32(0), uid, "not its target")
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tc.setup != nil {
+				tc.setup(t, dir)
+			}
+			m, ch := modtest.Converge(t, func() modules.Module { return tc.m(dir) })
+			require.Contains(t, ch.Summary, tc.summary)
+			require.Equal(t, true, m.(modules.Outputter).Output()["changed"])
+			tc.verify(t, dir)
+		})
+	}
+}
+
+func TestFileCheckChangesNothing(t *testing.T) {
+	dir := t.TempDir()
+	modtest.WriteFile(t, dir+"/f", "data", 0o644)
+	require.NoError(t, os.MkdirAll(dir+"/d/sub", 0o755))
+	modtest.WriteFile(t, dir+"/d/sub/g", "g", 0o644)
+	require.NoError(t, os.Symlink("/x", dir+"/l"))
+	before := modtest.Snapshot(t, dir)
+	for _, m := range []*files.File{
+		{Path: dir + "/f", Mode: "0600", Owner: "nobody"},
+		{Path: dir + "/f", State: "absent"},
+		{Path: dir + "/d", State: "directory", Mode: "0700", Recurse: true, Owner: "nobody"},
+		{Path: dir + "/new", State: "directory"},
+		{Path: dir + "/new", State: "touch"},
+		{Path: dir + "/l", State: "link", Src: "/y"},
+		{Path: dir + "/l", State: "absent"},
+	} {
+		ch, err := m.Check(context.Background(), modtest.NewCountConn())
+		require.NoError(t, err)
+		require.NotNil(t, ch, m.Path)
+	}
+	require.Equal(t, before, modtest.Snapshot(t, dir))
+}
+
+func TestFileDiffAndFiles(t *testing.T) {
+	dir := t.TempDir()
+	modtest.WriteFile(t, dir+"/f", "data", 0o644)
+	m := &files.File{Path: dir + "/f", Mode: "0600", Owner: "nobody"}
+	ch, err := m.Check(context.Background(), modtest.NewCountConn())
+	require.NoError(t, err)
+	require.Equal(t, "state: file\nmode: 0644\nowner: root\n", ch.Diff.Before)
+	require.Equal(t, "state: file\nmode: 0600\nowner: nobody\n", ch.Diff.After)
+	require.Empty(t, ch.Files, "attribute changes are undone by Rollback, not by snapshot")
+
+	m = &files.File{Path: dir + "/new", State: "directory", Mode: "0755"}
+	ch, err = m.Check(context.Background(), modtest.NewCountConn())
+	require.NoError(t, err)
+	require.Equal(t, "state: absent\n", ch.Diff.Before)
+	require.Equal(t, "state: directory\nmode: 0755\n", ch.Diff.After)
+	require.Equal(t, []string{dir + "/new"}, ch.Files)
+}
+
+func TestFileRecurseAndRollback(t *testing.T) {
+	dir := t.TempDir()
+	root := dir + "/tree"
+	require.NoError(t, os.MkdirAll(root+"/a/b", 0o755))
+	modtest.WriteFile(t, root+"/a/f", "f", 0o644)
+	modtest.WriteFile(t, root+"/a/b/g", "g", 0o640)
+	require.NoError(t, os.Symlink("/etc/hostname", root+"/a/link"))
+	before := modtest.Snapshot(t, dir)
+
+	mk := func() modules.Module {
+		return &files.File{Path: root, State: "directory", Recurse: true, Mode: "0750", Owner: "nobody", Group: "nogroup"}
+	}
+	m, ch := modtest.Converge(t, mk)
+	require.Contains(t, ch.Summary, "recursive")
+	err := filepath.Walk(root, func(p string, fi os.FileInfo, err error) error {
+		require.NoError(t, err)
+		uid, gid := modtest.OwnerOf(t, p)
+		require.Equal(t, [2]uint32{modtest.Nobody, modtest.Nobody}, [2]uint32{uid, gid}, p)
+		if fi.Mode()&os.ModeSymlink == 0 {
+			require.Equal(t, uint32(0o750), modtest.ModeOf(t, p), p)
+		}
+		return nil
+	})
+	require.NoError(t, err)
+	hostUID, _ := modtest.OwnerOf(t, "/etc/hostname")
+	require.Equal(t, uint32(0), hostUID, "symlink targets are not chowned")
+
+	// Rollback restores every recorded mode and owner.
+	require.NoError(t, m.(modules.Rollbacker).Rollback(context.Background(), modtest.NewCountConn(), ch))
+	require.Equal(t, before, modtest.Snapshot(t, dir))
+}
+
+func TestFileRollbackRelink(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Symlink("/old", dir+"/l"))
+	before := modtest.Snapshot(t, dir)
+	for _, m := range []*files.File{
+		{Path: dir + "/l", State: "link", Src: "/new"},
+		{Path: dir + "/l", State: "absent"},
+	} {
+		c := modtest.NewCountConn()
+		ch, err := m.Check(context.Background(), c)
+		require.NoError(t, err)
+		require.NoError(t, m.Apply(context.Background(), c, ch))
+		require.NotEqual(t, before, modtest.Snapshot(t, dir))
+		require.NoError(t, m.Rollback(context.Background(), c, ch))
+		require.Equal(t, before, modtest.Snapshot(t, dir))
+	}
+}
+
+func TestFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	modtest.WriteFile(t, dir+"/f", "x", 0o644)
+	require.NoError(t, os.Mkdir(dir+"/d", 0o755))
+	tests := []struct {
+		name string
+		m    *files.File
+		err  string
+	}{
+		{"file missing", &files.File{Path: dir + "/missing", Mode: "0644"}, "does not exist"},
+		{"file is a directory", &files.File{Path: dir + "/d", Mode: "0644"}, "is a directory"},
+		{"directory over a file", &files.File{Path: dir + "/f", State: "directory"}, "not a directory"},
+		{"link over a file without force", &files.File{Path: dir + "/f", State: "link", Src: "/x"}, "force = true"},
+		{"link over a directory", &files.File{Path: dir + "/d", State: "link", Src: "/x", Force: true}, "is a directory"},
+		{"unknown owner", &files.File{Path: dir + "/f", Owner: "no-such-user-xyz"}, "no user no-such-user-xyz"},
+		{"unknown group, recursive", &files.File{Path: dir + "/d", State: "directory", Recurse: true, Group: "no-such-group-xyz"},
+			"no group no-such-group-xyz"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := modtest.NewCountConn()
+			ch, err := tc.m.Check(context.Background(), c)
+			if err == nil {
+				err = tc.m.Apply(context.Background(), c, ch)
+			}
+			require.ErrorContains(t, err, tc.err)
+			require.Contains(t, err.Error(), dir, "errors name the path")
+		})
+	}
+}
+
+func TestFileValidate(t *testing.T) {
+	tests := []struct {
+		name string
+		m    files.File
+		err  string
+	}{
+		{"ok", files.File{Path: "/x", State: "directory", Mode: "0755"}, ""},
+		{"relative", files.File{Path: "x", State: "absent"}, "absolute"},
+		{"bad state", files.File{Path: "/x", State: "dir"}, `state "dir"`},
+		{"link without src", files.File{Path: "/x", State: "link"}, "needs src"},
+		{"src without link", files.File{Path: "/x", State: "touch", Src: "/y"}, "src is only"},
+		{"recurse without directory", files.File{Path: "/x", State: "touch", Recurse: true}, "recurse is only"},
+		{"force without link", files.File{Path: "/x", State: "absent", Force: true}, "force is only"},
+		{"mode on link", files.File{Path: "/x", State: "link", Src: "/y", Mode: "0644"}, "symlink"},
+		{"owner on absent", files.File{Path: "/x", State: "absent", Owner: "root"}, "do not apply"},
+		{"bad mode", files.File{Path: "/x", State: "directory", Mode: "0999"}, "octal mode"},
+		{"symbolic mode", files.File{Path: "/x", State: "directory", Mode: "u+x"}, "octal mode"},
+		{"file without attributes", files.File{Path: "/x"}, "only sets mode"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.m.Validate()
+			if tc.err == "" {
+				require.NoError(t, err)
+				return
+			}
+			require.ErrorContains(t, err, tc.err)
+		})
+	}
+}

@@ -1,0 +1,78 @@
+package files
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
+)
+
+// statInfo is the stat module's registry entry.
+func statInfo() modules.Info {
+	return modules.Info{
+		Name: "stat",
+		Doc:  "Read a path's type, mode, owner, size and sha256 (read-only; register it)",
+		Example: `step "motd" {
+  module   = "stat"
+  path     = "/etc/motd"
+  register = "motd"
+}`,
+		New: func() modules.Module { return &Stat{} },
+	}
+}
+
+// Stat reads facts about a path in one round trip and never changes the
+// host. A final symlink is not followed (see is_link and link_target).
+type Stat struct {
+	Path     string `hcl:"path" doc:"absolute remote path"`
+	Checksum *bool  `hcl:"checksum,optional" doc:"compute the sha256 of a regular file; default true (set false for huge files)"`
+
+	st remote.FileStat
+}
+
+// Validate implements Validator.
+func (m *Stat) Validate() error {
+	if err := remote.AbsPath("path", m.Path); err != nil {
+		return fmt.Errorf("stat: %w", err)
+	}
+	return nil
+}
+
+// Check implements Module: one round trip; it always returns nil.
+func (m *Stat) Check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	st, _, err := remote.RunStat(ctx, c, m.Path, remote.StatCall(m.Path, m.Checksum == nil || *m.Checksum))
+	if err != nil {
+		return nil, fmt.Errorf("stat: %w", err)
+	}
+	m.st = st
+	return nil, nil
+}
+
+// Apply implements Module; stat never changes anything.
+func (m *Stat) Apply(context.Context, modules.Conn, *modules.Change) error { return nil }
+
+// Output implements Outputter. Every key is present; when exists is false
+// the others hold zero values.
+func (m *Stat) Output() map[string]any {
+	st := m.st
+	out := map[string]any{
+		"exists": st.Exists, "path": m.Path,
+		"mode": "", "uid": st.UID, "gid": st.GID, "owner": "", "group": "",
+		"size": st.Size, "sha256": st.SHA256,
+		"is_dir": st.Type == "directory", "is_file": st.Type == "file", "is_link": st.Type == "link",
+		"link_target": st.LinkTarget,
+	}
+	if st.Exists {
+		out["mode"] = st.ModeString()
+		out["owner"] = nameOrID(st.Owner, st.UID)
+		out["group"] = nameOrID(st.Group, st.GID)
+	}
+	return out
+}
+
+// CheckAhead implements CheckAheader: Check stats the path.
+func (m *Stat) CheckAhead() modules.CheckAhead { return modules.CheckAheadReadOnly }
