@@ -12,6 +12,8 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/commands"
+	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/runner"
 	"github.com/stretchr/testify/require"
 	"github.com/zclconf/go-cty/cty"
@@ -49,23 +51,23 @@ func aheadWorkload(base string) *runner.Playbook {
 	}
 	return &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
 		step("echo", "out", func(_ *runner.StepContext, d string) modules.Module {
-			return &modules.Command{Argv: []string{"echo", "hi"}, Changed: ptr(false)}
+			return &commands.Command{Argv: []string{"echo", "hi"}, Changed: ptr(false)}
 		}),
 		step("dir", "", func(_ *runner.StepContext, d string) modules.Module {
-			return &modules.File{Path: d + "/a", State: "directory"}
+			return &files.File{Path: d + "/a", State: "directory"}
 		}),
 		step("stat", "st", func(_ *runner.StepContext, d string) modules.Module {
-			return &modules.Stat{Path: d + "/a"}
+			return &files.Stat{Path: d + "/a"}
 		}),
 		step("depends", "", func(sc *runner.StepContext, d string) modules.Module {
 			p := d + "/absent-parent"
 			if st := sc.Results[sc.Host.Name]["st"]; st.Type().IsObjectType() && st.GetAttr("exists") == cty.True {
 				p = d + "/a/b"
 			}
-			return &modules.File{Path: p, State: "directory"}
+			return &files.File{Path: p, State: "directory"}
 		}),
 		step("true", "", func(_ *runner.StepContext, d string) modules.Module {
-			return &modules.Command{Argv: []string{"true"}, Changed: ptr(false)}
+			return &commands.Command{Argv: []string{"true"}, Changed: ptr(false)}
 		}),
 	}}}}
 }
@@ -148,15 +150,15 @@ func TestCheckAheadGatedCommandRunsOnceInTurn(t *testing.T) {
 		}
 		return &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
 			step("first", func(d string) modules.Module {
-				return &modules.Command{Argv: []string{"true"}, Changed: ptr(false)}
+				return &commands.Command{Argv: []string{"true"}, Changed: ptr(false)}
 			}),
-			step("dir", func(d string) modules.Module { return &modules.File{Path: d + "/a", State: "directory"} }),
+			step("dir", func(d string) modules.Module { return &files.File{Path: d + "/a", State: "directory"} }),
 			step("look", func(d string) modules.Module {
-				return &modules.Shell{Cmd: "if [ -d " + d + "/a ]; then echo seen; else echo early; fi >> " + d + ".log", Changed: ptr(false)}
+				return &commands.Shell{Cmd: "if [ -d " + d + "/a ]; then echo seen; else echo early; fi >> " + d + ".log", Changed: ptr(false)}
 			}),
-			step("stat", func(d string) modules.Module { return &modules.Stat{Path: d + "/a"} }),
+			step("stat", func(d string) modules.Module { return &files.Stat{Path: d + "/a"} }),
 			step("look again", func(d string) modules.Module {
-				return &modules.Shell{Cmd: "echo again >> " + d + ".log", Changed: ptr(false)}
+				return &commands.Shell{Cmd: "echo again >> " + d + ".log", Changed: ptr(false)}
 			}),
 		}}}}
 	}
@@ -194,11 +196,11 @@ func TestCheckAheadInterrupt(t *testing.T) {
 	dir := t.TempDir()
 	stat := func(name string) runner.Step {
 		return runner.Step{Name: name, Module: "stat", Source: "test.hcl:1", Build: func(*runner.StepContext) (modules.Module, error) {
-			return &modules.Stat{Path: dir}, nil
+			return &files.Stat{Path: dir}, nil
 		}}
 	}
 	slow := runner.Step{Name: "slow", Module: "shell", Source: "test.hcl:2", Build: func(*runner.StepContext) (modules.Module, error) {
-		return &modules.Shell{Cmd: "sleep 30", Changed: ptr(false)}, nil
+		return &commands.Shell{Cmd: "sleep 30", Changed: ptr(false)}, nil
 	}}
 	pb := &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{stat("a"), stat("b"), slow, stat("c")}}}}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -232,13 +234,13 @@ func TestCheckAheadGatedCommandSeesResultsRegisteredBeforeIt(t *testing.T) {
 	echo := func(name, word string) runner.Step {
 		return runner.Step{Name: name, Module: "command", Register: "v", Source: "test.hcl:1",
 			Build: func(*runner.StepContext) (modules.Module, error) {
-				return &modules.Command{Argv: []string{"echo", word}, Changed: ptr(false)}, nil
+				return &commands.Command{Argv: []string{"echo", word}, Changed: ptr(false)}, nil
 			}}
 	}
 	use := runner.Step{Name: "use", Module: "shell", Source: "test.hcl:2",
 		Build: func(sc *runner.StepContext) (modules.Module, error) {
 			v := strings.TrimSpace(sc.Results[sc.Host.Name]["v"].GetAttr("stdout").AsString())
-			return &modules.Shell{Cmd: "printf %s " + v + " >> " + filepath.Join(dir, sc.Host.Name), Changed: ptr(false)}, nil
+			return &commands.Shell{Cmd: "printf %s " + v + " >> " + filepath.Join(dir, sc.Host.Name), Changed: ptr(false)}, nil
 		}}
 	pb := &runner.Playbook{Plays: []runner.Play{
 		{Name: "one", Hosts: "all", Steps: []runner.Step{echo("set", "old")}},

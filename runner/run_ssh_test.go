@@ -13,6 +13,8 @@ import (
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/commands"
+	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/runner"
 	"github.com/stretchr/testify/require"
 )
@@ -43,20 +45,20 @@ func fileWorkload(base string) *runner.Playbook {
 	}
 	return &runner.Playbook{Plays: []runner.Play{{Name: "files", Hosts: "all", Steps: []runner.Step{
 		step("dir", "file", func(sc *runner.StepContext) modules.Module {
-			return &modules.File{Path: dir(sc), State: "directory", Mode: "0755"}
+			return &files.File{Path: dir(sc), State: "directory", Mode: "0755"}
 		}),
 		step("conf", "copy", func(sc *runner.StepContext) modules.Module {
 			c := "host=" + sc.Host.Name + "\n"
-			return &modules.Copy{Dest: filepath.Join(dir(sc), "app.conf"), Content: &c, Mode: "0600"}
+			return &files.Copy{Dest: filepath.Join(dir(sc), "app.conf"), Content: &c, Mode: "0600"}
 		}),
 		step("line", "line", func(sc *runner.StepContext) modules.Module {
-			return &modules.Line{Path: filepath.Join(dir(sc), "env"), Line: "A=1", Create: true}
+			return &files.Line{Path: filepath.Join(dir(sc), "env"), Line: "A=1", Create: true}
 		}),
 		step("link", "file", func(sc *runner.StepContext) modules.Module {
-			return &modules.File{Path: filepath.Join(dir(sc), "current"), State: "link", Src: "app.conf"}
+			return &files.File{Path: filepath.Join(dir(sc), "current"), State: "link", Src: "app.conf"}
 		}),
 		step("stat", "stat", func(sc *runner.StepContext) modules.Module {
-			return &modules.Stat{Path: filepath.Join(dir(sc), "app.conf")}
+			return &files.Stat{Path: filepath.Join(dir(sc), "app.conf")}
 		}),
 	}}}}
 }
@@ -95,7 +97,7 @@ func TestRunInterruptSignalsRemoteCommand(t *testing.T) {
 	marker := fmt.Sprintf("sleep 3%d", time.Now().UnixNano()%1000)
 	pb := &runner.Playbook{Plays: []runner.Play{{Name: "slow", Hosts: "all", Steps: []runner.Step{{
 		Name: "sleep", Module: "shell",
-		Build: func(*runner.StepContext) (modules.Module, error) { return &modules.Shell{Cmd: marker}, nil },
+		Build: func(*runner.StepContext) (modules.Module, error) { return &commands.Shell{Cmd: marker}, nil },
 	}}}}}
 	connector := runner.NewSSHConnector(runner.SSHOptions{})
 	defer connector.Close()

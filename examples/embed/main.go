@@ -17,6 +17,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 )
@@ -74,11 +75,11 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		Name: "embedded", Hosts: *pattern,
 		Steps: []runner.Step{
 			{Name: "directory", Module: "file", Build: func(sc *runner.StepContext) (modules.Module, error) {
-				return &modules.File{Path: *dir, State: "directory", Mode: "0755"}, nil
+				return &files.File{Path: *dir, State: "directory", Mode: "0755"}, nil
 			}},
 			{Name: "motd", Module: "copy", Build: func(sc *runner.StepContext) (modules.Module, error) {
 				c := content(sc)
-				return &modules.Copy{Dest: path.Join(*dir, "motd"), Content: &c, Mode: "0644"}, nil
+				return &files.Copy{Dest: path.Join(*dir, "motd"), Content: &c, Mode: "0644"}, nil
 			}},
 		},
 	}}}
@@ -95,7 +96,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	m := &modules.Stat{Path: path.Join(*dir, "motd")}
+	m := &files.Stat{Path: path.Join(*dir, "motd")}
 	if _, err := m.Check(ctx, conn); err != nil {
 		return err
 	}

@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/iklimco/iklim/inventories"
-	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner"
 )
 
@@ -108,7 +108,7 @@ func runDir(root, id string) string { return path.Join(root, id) }
 // to iklim_st as the path field.
 func jsq(s string) string {
 	b, _ := json.Marshal(s)
-	return modules.ShellQuote(string(b))
+	return remote.Quote(string(b))
 }
 
 // shPrelude defines the helpers every backup script uses.

@@ -29,7 +29,7 @@ type DNSRecord struct {
 	Provider string `hcl:"provider" doc:"\"godaddy\" (REST API) or \"rfc2136\" (dynamic update with TSIG)"`
 	Zone     string `hcl:"zone" doc:"the zone (GoDaddy: the domain), e.g. \"iklim.co\""`
 
-	Names  []string          `hcl:"names,optional" doc:"record names relative to zone (\"@\" for the apex) that all get type, values and ttl"`
+	Names  []string          `hcl:"names,optional" doc:"record names relative to zone (\"@\" for the apex) that all get type, values and ttl; for sets that differ, use record \"NAME\" { type, values, ttl } blocks"`
 	Type   string            `hcl:"type,optional" doc:"record type for names: A, AAAA, CNAME or TXT (default \"A\")"`
 	Values []string          `hcl:"values,optional" doc:"the record set's values for names, e.g. the floating IP"`
 	TTL    int               `hcl:"ttl,optional" doc:"TTL in seconds for names and for record blocks without one (default 600, GoDaddy's minimum)"`

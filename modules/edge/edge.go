@@ -56,18 +56,19 @@ step "vault-tls-placeholder" {
 }`
 
 const dnsRecordExample = `step "dns" {
-  module    = "dns_record"
-  delegate  = true   # API calls come from the control machine; recorded there
-  run_once  = true
-  provider  = "godaddy"
-  zone      = "iklim.co"
-  api_key    = var.godaddy_key     # variable "godaddy_key" { sensitive = true }
+  module     = "dns_record"
+  delegate   = true   # the API is called from the control machine; recorded there
+  run_once   = true
+  provider   = "godaddy"
+  zone       = "iklim.co"
+  api_key    = var.godaddy_key      # variable "godaddy_key" { sensitive = true }
   api_secret = var.godaddy_secret
-  records = {
-    "api"      = { type = "A", values = [host.vars.floating_ip] }
-    "apigw"    = { type = "A", values = [host.vars.floating_ip] }
-    "rabbitmq" = { type = "A", values = [host.vars.floating_ip] }
-    "grafana"  = { type = "A", values = [host.vars.floating_ip], ttl = 600 }
+  names      = ["api", "apigw", "rabbitmq", "grafana"]
+  values     = [host.vars.floating_ip]
+  record "www" {
+    type   = "CNAME"
+    values = ["iklim.co"]
+    ttl    = 3600
   }
 }`
 
