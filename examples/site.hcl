@@ -154,10 +154,10 @@ play "app config" {
   }
 
   step "app port" {
-    module  = "wait_for"
-    port    = 22 # sshd; the app itself is deployed by the swarm playbooks
-    timeout = "30s" # wait_for's own argument: how long to wait
-    tags    = ["check"]
+    module   = "wait_for"
+    port     = 22     # sshd; the app itself is deployed by the swarm playbooks
+    max_wait = "30s"  # how long wait_for waits; the step meta-argument timeout would bound the whole step
+    tags     = ["check"]
   }
 }
 

@@ -5,6 +5,8 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/files"
+	_ "github.com/iklimco/iklim/modules/stock" // the example playbooks use the stock modules
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/stretchr/testify/require"
@@ -56,7 +58,7 @@ func TestExampleSite(t *testing.T) {
 	// The redis config of a replica.
 	m, err := step(t, pb, "app config", "redis config").Build(sc)
 	require.NoError(t, err)
-	content := *m.(*modules.Copy).Content
+	content := *m.(*files.Copy).Content
 	require.Equal(t, "port 6379\nrequirepass lab-redis-pass\nmasterauth lab-redis-pass\nreplicaof 10.77.0.11 6379", content)
 	require.Equal(t, modules.Redacted, secrets.Redact(content))
 }

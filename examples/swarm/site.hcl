@@ -99,6 +99,6 @@ play "infra stack" {
   step "infra services" {
     module   = "service_wait"
     services = self.stack.services
-    timeout  = "120s"
+    max_wait = "120s"
   }
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/iklimco/iklim/internal/backup"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/stretchr/testify/require"
@@ -563,26 +564,26 @@ func TestRestoreWithFileModule(t *testing.T) {
 	}
 	orig := snapshot()
 
-	file := func(name string, mk func(h *inventories.Host) *modules.File) runner.Step {
+	file := func(name string, mk func(h *inventories.Host) *files.File) runner.Step {
 		return runner.Step{Name: name, Module: "file", Build: func(sc *runner.StepContext) (modules.Module, error) {
 			return mk(sc.Host), nil
 		}}
 	}
 	id, recap, err := e.play(
-		file("rm tree", func(h *inventories.Host) *modules.File {
-			return &modules.File{Path: e.path(h, "tree"), State: "absent"}
+		file("rm tree", func(h *inventories.Host) *files.File {
+			return &files.File{Path: e.path(h, "tree"), State: "absent"}
 		}),
-		file("relink", func(h *inventories.Host) *modules.File {
-			return &modules.File{Path: e.path(h, "lnk"), State: "link", Src: "target2"}
+		file("relink", func(h *inventories.Host) *files.File {
+			return &files.File{Path: e.path(h, "lnk"), State: "link", Src: "target2"}
 		}),
-		file("mkdir", func(h *inventories.Host) *modules.File {
-			return &modules.File{Path: e.path(h, "newdir/deeper"), State: "directory", Mode: "0700"}
+		file("mkdir", func(h *inventories.Host) *files.File {
+			return &files.File{Path: e.path(h, "newdir/deeper"), State: "directory", Mode: "0700"}
 		}),
-		file("rm plain", func(h *inventories.Host) *modules.File {
-			return &modules.File{Path: e.path(h, "plain.conf"), State: "absent"}
+		file("rm plain", func(h *inventories.Host) *files.File {
+			return &files.File{Path: e.path(h, "plain.conf"), State: "absent"}
 		}),
-		file("new link", func(h *inventories.Host) *modules.File {
-			return &modules.File{Path: e.path(h, "newlink"), State: "link", Src: "/etc/hostname"}
+		file("new link", func(h *inventories.Host) *files.File {
+			return &files.File{Path: e.path(h, "newlink"), State: "link", Src: "/etc/hostname"}
 		}),
 	)
 	requireOK(t, recap, err)
