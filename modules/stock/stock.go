@@ -4,6 +4,7 @@ package stock
 
 import (
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/cluster"
 	"github.com/iklimco/iklim/modules/commands"
 	"github.com/iklimco/iklim/modules/docker"
 	"github.com/iklimco/iklim/modules/edge"
@@ -17,6 +18,7 @@ func init() {
 		commands.Modules(),
 		docker.Modules(),
 		edge.Modules(),
+		cluster.Modules(),
 	} {
 		for _, i := range family {
 			modules.RegisterInfo(i)
