@@ -119,9 +119,10 @@ func sortDiags(diags hcl.Diagnostics) hcl.Diagnostics {
 
 // Functions returns the functions an inventory expression may call: the
 // go-cty standard library under the names Terraform and Nomad use, plus
-// env("NAME"), which is the empty string when NAME is unset.
+// env("NAME"), which is the empty string when NAME is unset. No call
+// returns more than MaxResultSize.
 func Functions() map[string]function.Function {
-	return map[string]function.Function{
+	return boundedFunctions(map[string]function.Function{
 		"abs":             stdlib.AbsoluteFunc,
 		"ceil":            stdlib.CeilFunc,
 		"chomp":           stdlib.ChompFunc,
@@ -181,7 +182,7 @@ func Functions() map[string]function.Function {
 		"upper":           stdlib.UpperFunc,
 		"values":          stdlib.ValuesFunc,
 		"zipmap":          stdlib.ZipmapFunc,
-	}
+	})
 }
 
 var envFunc = function.New(&function.Spec{
@@ -668,7 +669,13 @@ func (p *parser) resolveRefs(g *groupDecl, refs []ref, kind string, known []stri
 // be a likely typo.
 func suggest(name string, known []string) string {
 	best, bestD := "", 3
+	if len(name) > 256 {
+		return "" // the distance costs the product of the lengths
+	}
 	for _, k := range known {
+		if n := len(k) - len(name); n >= bestD || -n >= bestD {
+			continue
+		}
 		if d := levenshtein.Distance(name, k, nil); d < bestD {
 			best, bestD = k, d
 		}

@@ -1,10 +1,13 @@
 package playbooks
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -291,6 +294,9 @@ func extraValue(raw string, v *Variable, stringDefault bool) cty.Value {
 	if v.TypeSet && v.Type == cty.String || !v.TypeSet && stringDefault {
 		return cty.StringVal(raw)
 	}
+	if inventories.CheckSource([]byte(raw), "-e").HasErrors() {
+		return cty.StringVal(raw) // not parsed: it could overflow the stack
+	}
 	expr, diags := hclsyntax.ParseExpression([]byte(raw), "-e", hcl.InitialPos)
 	if diags.HasErrors() || len(expr.Variables()) > 0 || !isLiteral(expr) {
 		return cty.StringVal(raw)
@@ -401,6 +407,14 @@ func (c *compiler) evalContext(h *inventories.Host, results, self, check cty.Val
 				continue
 			}
 			v, d := l.Expr.Value(ctx)
+			if !d.HasErrors() && inventories.ValueSize(v, MaxValueSize) > MaxValueSize {
+				d = append(d, &hcl.Diagnostic{
+					Severity: hcl.DiagError,
+					Summary:  "Value too large",
+					Detail:   fmt.Sprintf("The local value %q is larger than %d MiB.", l.Name, MaxValueSize>>20),
+					Subject:  l.Expr.Range().Ptr(),
+				})
+			}
 			diags = append(diags, d...)
 			if d.HasErrors() {
 				v = cty.DynamicVal
@@ -497,6 +511,10 @@ func (c *compiler) static(expr hcl.Expression, what string, ty cty.Type) (cty.Va
 		return cty.NilVal, false
 	}
 	v, _ = v.UnmarkDeep()
+	if d := checkValue(expr, v); d != nil {
+		c.diags = append(c.diags, d...)
+		return cty.NilVal, false
+	}
 	if !v.IsWhollyKnown() {
 		return cty.NilVal, false // a variable already reported as missing
 	}
@@ -572,12 +590,22 @@ func (c *compiler) staticStrings(expr hcl.Expression, what string) []string {
 	return out
 }
 
+// lockNameRe is the lock names internal/lock accepts; checked here so that
+// a bad one is an error before any host is touched.
+var lockNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// maxLockName keeps "<name>.lock" within a file name's 255 bytes.
+const maxLockName = 200
+
 func (c *compiler) compileLock() *runner.LockSpec {
 	l := c.file.Lock
 	if l == nil {
 		return nil
 	}
 	spec := &runner.LockSpec{Name: l.Name}
+	if !lockNameRe.MatchString(l.Name) || len(l.Name) > maxLockName {
+		c.errorf(l.NameRange, "Invalid lock name", "The lock name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-', at most %d of them: it names a directory on the lock host.", l.Name, maxLockName)
+	}
 	if l.Host != nil {
 		if h, ok := c.staticString(l.Host, "The lock host"); ok {
 			spec.Host = h
@@ -590,7 +618,12 @@ func (c *compiler) compileLock() *runner.LockSpec {
 		spec.Wait, _ = c.staticDuration(l.Wait, "The lock wait")
 	}
 	if l.TTL != nil {
-		spec.TTL, _ = c.staticDuration(l.TTL, "The lock ttl")
+		if ttl, ok := c.staticDuration(l.TTL, "The lock ttl"); ok {
+			if ttl < time.Second {
+				c.errorf(l.TTL.Range(), "Invalid duration", "The lock ttl must be at least 1s: a holder heartbeats within it.")
+			}
+			spec.TTL = ttl
+		}
 	}
 	if l.TakeOverStale != nil {
 		spec.TakeOverStale = c.staticBool(l.TakeOverStale, "take_over_stale")
@@ -630,30 +663,55 @@ func (c *compiler) compilePlay(p *Play, regs *registers) runner.Play {
 	return rp
 }
 
-// metaSchema is the step meta-arguments, less those the module itself takes.
-func metaSchema(info modules.Info, known bool) *hcl.BodySchema {
-	taken := map[string]bool{}
-	if known {
-		if m := info.New(); m != nil {
-			func() {
-				defer func() { _ = recover() }() // not a gohcl struct: decodeModule reports it
-				schema, _ := gohcl.ImpliedBodySchema(m)
-				for _, a := range schema.Attributes {
-					taken[a.Name] = true
-				}
-				for _, b := range schema.Blocks {
-					taken[b.Type] = true
-				}
-			}()
-		}
-	}
+// metaSchema is the step meta-arguments. They are decoded before the
+// module's arguments and their names are reserved: a module cannot take an
+// argument named like one (see CheckModule).
+var metaSchema = func() *hcl.BodySchema {
 	s := &hcl.BodySchema{}
 	for _, name := range metaArgs {
-		if !taken[name] {
-			s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: name})
-		}
+		s.Attributes = append(s.Attributes, hcl.AttributeSchema{Name: name})
 	}
 	return s
+}()
+
+// ReservedArgs are the step attribute names no module argument may have:
+// module and the step meta-arguments.
+func ReservedArgs() []string {
+	return append([]string{"module"}, metaArgs...)
+}
+
+// CheckModule reports whether a module's schema can be used in a playbook:
+// New returns a pointer to a gohcl-tagged struct, and no argument or block
+// of it is named like a step meta-argument, which the step would take.
+func CheckModule(info modules.Info) (err error) {
+	m := info.New()
+	rv := reflect.ValueOf(m)
+	if m == nil || rv.Kind() != reflect.Pointer || rv.IsNil() || rv.Elem().Kind() != reflect.Struct {
+		return fmt.Errorf("module %s: New must return a pointer to a struct", info.Name)
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("module %s: not a gohcl struct: %v", info.Name, r)
+		}
+	}()
+	schema, _ := gohcl.ImpliedBodySchema(m)
+	var names []string
+	for _, a := range schema.Attributes {
+		names = append(names, a.Name)
+	}
+	for _, b := range schema.Blocks {
+		names = append(names, b.Type)
+	}
+	var taken []string
+	for _, n := range names {
+		if slices.Contains(ReservedArgs(), n) {
+			taken = append(taken, n)
+		}
+	}
+	if len(taken) > 0 {
+		return fmt.Errorf("module %s: argument %s is named like a step meta-argument (reserved: %s)", info.Name, strings.Join(taken, ", "), strings.Join(ReservedArgs(), ", "))
+	}
+	return nil
 }
 
 func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registers) runner.Step {
@@ -662,7 +720,13 @@ func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registe
 	if s.Module != "" && !known {
 		c.errorf(s.ModuleRange, "Unknown module", "There is no module named %q.%s", s.Module, suggestion(s.Module, modules.Names()))
 	}
-	content, args, d := s.Body.PartialContent(metaSchema(info, known))
+	if known {
+		if err := CheckModule(info); err != nil {
+			c.errorf(s.ModuleRange, "Unusable module", "%s; the module must rename it.", err)
+			known = false
+		}
+	}
+	content, args, d := s.Body.PartialContent(metaSchema)
 	c.diags = append(c.diags, d...)
 	attrs := content.Attributes
 	if a, ok := attrs["register"]; ok {
@@ -826,15 +890,113 @@ func (c *compiler) validateArgs(s *Step, info modules.Info, args hcl.Body, ctx *
 	}
 	if v, ok := m.(modules.Validator); ok {
 		if err := v.Validate(); err != nil {
+			diags = append(diags, validateDiag(s, info, args, err))
+		}
+	}
+	if hn, ok := m.(modules.HostNamer); ok && c.inv != nil {
+		diags = append(diags, c.checkHostArgs(s, info, args, hn)...)
+	}
+	return diags
+}
+
+// validateDiag turns a module's Validate error into a diagnostic: at the
+// argument a modules.ArgError names, else at the step.
+func validateDiag(s *Step, info modules.Info, args hcl.Body, err error) *hcl.Diagnostic {
+	subject := s.DeclRange
+	msg := err.Error()
+	var ae *modules.ArgError
+	if errors.As(err, &ae) {
+		if rng, ok := argRange(args, ae.Arg); ok {
+			subject = rng
+		}
+		msg = ae.Arg + ": " + ae.Err.Error()
+	}
+	return &hcl.Diagnostic{
+		Severity: hcl.DiagError,
+		Summary:  "Invalid module arguments",
+		Detail:   fmt.Sprintf("Module %s: %s.", info.Name, strings.TrimSuffix(msg, ".")),
+		Subject:  subject.Ptr(),
+	}
+}
+
+// argRange is the source range of a step's argument (an attribute's
+// expression or a block's header) by its HCL name.
+func argRange(args hcl.Body, name string) (hcl.Range, bool) {
+	sb, ok := args.(*hclsyntax.Body)
+	if !ok {
+		return hcl.Range{}, false
+	}
+	if a, ok := sb.Attributes[name]; ok {
+		return a.Expr.Range(), true
+	}
+	for _, b := range sb.Blocks {
+		if b.Type == name {
+			return b.DefRange(), true
+		}
+	}
+	return hcl.Range{}, false
+}
+
+// checkHostArgs checks the host names a module's arguments hold against
+// the inventory; each unknown one is reported at its list element when the
+// argument is a literal list, else at the argument.
+func (c *compiler) checkHostArgs(s *Step, info modules.Info, args hcl.Body, hn modules.HostNamer) hcl.Diagnostics {
+	var diags hcl.Diagnostics
+	hostArgs := hn.HostArgs()
+	argNames := make([]string, 0, len(hostArgs))
+	for a := range hostArgs {
+		argNames = append(argNames, a)
+	}
+	sort.Strings(argNames)
+	for _, arg := range argNames {
+		rng, ok := argRange(args, arg)
+		if !ok {
+			rng = s.DeclRange
+		}
+		for _, name := range hostArgs[arg] {
+			if c.knownHost(name) {
+				continue
+			}
+			subject := rng
+			if el, ok := elementRange(args, arg, name); ok {
+				subject = el
+			}
 			diags = append(diags, &hcl.Diagnostic{
 				Severity: hcl.DiagError,
-				Summary:  "Invalid module arguments",
-				Detail:   fmt.Sprintf("Module %s: %s.", info.Name, strings.TrimSuffix(err.Error(), ".")),
-				Subject:  s.DeclRange.Ptr(),
+				Summary:  "Unknown host",
+				Detail:   fmt.Sprintf("Module %s: %s names the host %q, which is not in the inventory %s.%s", info.Name, arg, name, c.inv.File, suggestion(name, c.hostNames)),
+				Subject:  subject.Ptr(),
 			})
 		}
 	}
 	return diags
+}
+
+// elementRange is the range of the literal element equal to value in the
+// list (or the literal string) that argument arg is written as.
+func elementRange(args hcl.Body, arg, value string) (hcl.Range, bool) {
+	sb, ok := args.(*hclsyntax.Body)
+	if !ok {
+		return hcl.Range{}, false
+	}
+	a, ok := sb.Attributes[arg]
+	if !ok {
+		return hcl.Range{}, false
+	}
+	exprs := []hclsyntax.Expression{a.Expr}
+	if t, ok := a.Expr.(*hclsyntax.TupleConsExpr); ok {
+		exprs = t.Exprs
+	}
+	for _, e := range exprs {
+		if len(e.Variables()) > 0 {
+			continue
+		}
+		v, d := e.Value(nil)
+		if !d.HasErrors() && v.IsKnown() && !v.IsNull() && v.Type() == cty.String && v.AsString() == value {
+			return e.Range(), true
+		}
+	}
+	return hcl.Range{}, false
 }
 
 // build makes the module of a step for one host at run time.
@@ -852,7 +1014,19 @@ func (c *compiler) build(s *Step, info modules.Info, args hcl.Body, sc *runner.S
 	c.secrets.Add(sensitiveFields(m)...)
 	if v, ok := m.(modules.Validator); ok {
 		if err := v.Validate(); err != nil {
-			return nil, fmt.Errorf("%s: module %s: %w", rangeLine(s.DeclRange), info.Name, err)
+			at := s.DeclRange
+			var ae *modules.ArgError
+			if errors.As(err, &ae) {
+				if rng, ok := argRange(args, ae.Arg); ok {
+					at = rng
+				}
+			}
+			return nil, fmt.Errorf("%s: module %s: %w", rangeLine(at), info.Name, err)
+		}
+	}
+	if hn, ok := m.(modules.HostNamer); ok && c.inv != nil {
+		if d := c.checkHostArgs(s, info, args, hn); d.HasErrors() {
+			return nil, c.evalError(d)
 		}
 	}
 	return m, nil

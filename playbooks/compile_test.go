@@ -42,8 +42,8 @@ play "bootstrap" {
     ignore_errors = true
   }
   step "wait" {
-    module  = "test_wait"
-    port    = 80
+    module  = "test_echo"
+    message = "x"
     timeout = "10s"
   }
   step "barrier" {
@@ -76,13 +76,7 @@ play "bootstrap" {
 	require.Nil(t, s.When)
 	require.NotNil(t, s.Build)
 
-	// A module argument named like a meta-argument goes to the module.
-	w := p.Steps[1]
-	require.Zero(t, w.Timeout)
-	m, err := w.Build(&runner.StepContext{Host: host(t, inventory(t), "app-01")})
-	require.NoError(t, err)
-	require.Equal(t, "10s", m.(*waiter).Timeout)
-	require.Equal(t, 80, m.(*waiter).Port)
+	require.Equal(t, 10*time.Second, p.Steps[1].Timeout)
 
 	require.True(t, p.Steps[2].Barrier)
 }

@@ -186,6 +186,10 @@ func evaluate(expr hcl.Expression, ctx *hcl.EvalContext, ty cty.Type, st *evalSt
 		st.sensitive = append(st.sensitive, sensitiveStrings(val)...)
 		val, _ = val.UnmarkDeep()
 	}
+	if d := checkValue(expr, val); d != nil {
+		st.failed[expr.Range()] = true
+		return &evaluatedExpr{Expression: expr, val: placeholderOrUnknown(ty), diags: d}
+	}
 	if !val.IsWhollyKnown() {
 		if !st.validate {
 			diags = append(diags, &hcl.Diagnostic{
@@ -215,6 +219,32 @@ func evaluate(expr hcl.Expression, ctx *hcl.EvalContext, ty cty.Type, st *evalSt
 		}
 	}
 	return &evaluatedExpr{Expression: expr, val: val, diags: diags}
+}
+
+// MaxValueSize bounds the value of one expression (a module argument, a
+// local, a play setting), in bytes of strings plus a few per element.
+const MaxValueSize = 32 << 20
+
+// checkValue refuses a value no module should get: one holding a NUL byte
+// or larger than MaxValueSize.
+func checkValue(expr hcl.Expression, val cty.Value) hcl.Diagnostics {
+	switch {
+	case inventories.HasNUL(val):
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Invalid value",
+			Detail:   "This value holds a NUL byte, which no path, command or file content may carry.",
+			Subject:  expr.Range().Ptr(),
+		}}
+	case inventories.ValueSize(val, MaxValueSize) > MaxValueSize:
+		return hcl.Diagnostics{{
+			Severity: hcl.DiagError,
+			Summary:  "Value too large",
+			Detail:   fmt.Sprintf("This value is larger than %d MiB.", MaxValueSize>>20),
+			Subject:  expr.Range().Ptr(),
+		}}
+	}
+	return nil
 }
 
 // evaluatedExpr is an expression evaluated ahead of decoding.

@@ -161,7 +161,7 @@ func resolvePath(baseDir, p string) string {
 }
 
 func readText(baseDir, p string) (string, error) {
-	b, err := os.ReadFile(resolvePath(baseDir, p))
+	b, err := inventories.ReadFile(resolvePath(baseDir, p))
 	if err != nil {
 		return "", err
 	}
@@ -208,6 +208,10 @@ func templateFileFunc(baseDir string, fns map[string]function.Function) function
 			if !vars.IsWhollyKnown() {
 				return cty.UnknownVal(cty.String), nil
 			}
+			diags := inventories.CheckTemplate([]byte(src), p)
+			if diags.HasErrors() {
+				return cty.UnknownVal(cty.String), function.NewArgErrorf(0, "%s", diags.Error())
+			}
 			expr, diags := hclsyntax.ParseTemplate([]byte(src), p, hcl.InitialPos)
 			if diags.HasErrors() {
 				return cty.UnknownVal(cty.String), function.NewArgErrorf(0, "%s", diags.Error())
@@ -235,6 +239,9 @@ func templateFileFunc(baseDir string, fns map[string]function.Function) function
 			val, err = convert.Convert(val, cty.String)
 			if err != nil {
 				return cty.UnknownVal(cty.String), function.NewArgErrorf(0, "%s: %s", p, err)
+			}
+			if inventories.ValueSize(val, inventories.MaxResultSize) > inventories.MaxResultSize {
+				return cty.UnknownVal(cty.String), function.NewArgErrorf(0, "%s: the result is larger than %d MiB", p, inventories.MaxResultSize>>20)
 			}
 			return val, nil
 		},

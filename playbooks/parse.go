@@ -35,9 +35,16 @@
 //
 // The step meta-arguments are module, when, register, run_once, delegate,
 // barrier, tags, timeout and ignore_errors; every other attribute or block of
-// a step is an argument of its module, decoded into the module's struct. When
-// a module itself declares an argument with a meta-argument's name (say
-// wait_for's timeout), the module gets it.
+// a step is an argument of its module, decoded into the module's struct. The
+// meta-arguments are decoded first and their names are reserved: a module
+// that declares an argument with one of them is refused (CheckModule). A
+// Validate error that is a modules.ArgError, and an unknown host named by a
+// modules.HostNamer argument, are reported at that argument.
+//
+// Hostile input is refused before it is parsed or evaluated: files that are
+// not regular or exceed inventories.MaxFileSize, NUL bytes, nesting and
+// operator chains that would overflow the parser's stack, and function
+// results or values over their size limits.
 //
 // A step that reads another host's result registered in the same play gets
 // a barrier by itself.
@@ -53,14 +60,16 @@ package playbooks
 
 import (
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
+	"strings"
+	"unicode"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/iklimco/iklim/inventories"
 	"github.com/zclconf/go-cty/cty"
 )
 
@@ -106,6 +115,7 @@ type Lock struct {
 	Wait          hcl.Expression // may be nil
 	TTL           hcl.Expression // may be nil
 	TakeOverStale hcl.Expression // may be nil
+	NameRange     hcl.Range
 	DeclRange     hcl.Range
 }
 
@@ -186,7 +196,7 @@ func Load(path string) (*File, hcl.Diagnostics) {
 // LoadWith is Load with a caller-supplied parser, so that one parser can
 // hold the inventory and the playbook for diagnostics (p.Files()).
 func LoadWith(p *hclparse.Parser, path string) (*File, hcl.Diagnostics) {
-	src, err := os.ReadFile(path)
+	src, err := inventories.ReadFile(path)
 	if err != nil {
 		return &File{Path: path, Dir: filepath.Dir(path), parser: p}, hcl.Diagnostics{{
 			Severity: hcl.DiagError,
@@ -209,6 +219,10 @@ func Parse(src []byte, filename string) (*File, hcl.Diagnostics) {
 // by name: parsing the same filename twice returns the first result.
 func ParseWith(p *hclparse.Parser, src []byte, filename string) (*File, hcl.Diagnostics) {
 	f := &File{Path: filename, Dir: filepath.Dir(filename), parser: p}
+	// Refused before HCL parses it: input that would overflow its stack.
+	if diags := inventories.CheckSource(src, filename); diags.HasErrors() {
+		return f, diags
+	}
 	hf, diags := p.ParseHCL(src, filename)
 	if diags.HasErrors() || hf == nil {
 		return f, diags
@@ -220,6 +234,10 @@ func ParseWith(p *hclparse.Parser, src []byte, filename string) (*File, hcl.Diag
 	locals := map[string]*Local{}
 	plays := map[string]*Play{}
 	for _, b := range content.Blocks {
+		if d := checkLabels(b); d != nil {
+			diags = append(diags, d...)
+			continue
+		}
 		switch b.Type {
 		case "variable":
 			v, d := parseVariable(b)
@@ -315,7 +333,7 @@ func parseVariable(b *hcl.Block) (*Variable, hcl.Diagnostics) {
 }
 
 func parseLock(b *hcl.Block) (*Lock, hcl.Diagnostics) {
-	l := &Lock{Name: b.Labels[0], DeclRange: b.DefRange}
+	l := &Lock{Name: b.Labels[0], NameRange: b.LabelRanges[0], DeclRange: b.DefRange}
 	content, diags := b.Body.Content(lockSchema)
 	if a, ok := content.Attributes["host"]; ok {
 		l.Host = a.Expr
@@ -343,6 +361,10 @@ func parsePlay(b *hcl.Block) (*Play, hcl.Diagnostics) {
 	}
 	steps := map[string]*Step{}
 	for _, sb := range content.Blocks {
+		if d := checkLabels(sb); d != nil {
+			diags = append(diags, d...)
+			continue
+		}
 		s := &Step{Name: sb.Labels[0], DeclRange: sb.DefRange}
 		sc, remain, d := sb.Body.PartialContent(stepModuleSchema)
 		diags = append(diags, d...)
@@ -351,7 +373,7 @@ func parsePlay(b *hcl.Block) (*Play, hcl.Diagnostics) {
 			s.ModuleRange = a.Expr.Range()
 			val, d := a.Expr.Value(nil)
 			switch {
-			case d.HasErrors() || val.Type() != cty.String || val.IsNull():
+			case d.HasErrors() || val.Type() != cty.String || val.IsNull() || !val.IsKnown() || val.AsString() == "":
 				diags = append(diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
 					Summary:  "Invalid module name",
@@ -370,6 +392,22 @@ func parsePlay(b *hcl.Block) (*Play, hcl.Diagnostics) {
 		p.Steps = append(p.Steps, s)
 	}
 	return p, diags
+}
+
+// checkLabels refuses a block label (a name) with control characters, NUL
+// included: names reach terminals, events and remote paths.
+func checkLabels(b *hcl.Block) hcl.Diagnostics {
+	for i, l := range b.Labels {
+		if strings.ContainsFunc(l, unicode.IsControl) {
+			return hcl.Diagnostics{{
+				Severity: hcl.DiagError,
+				Summary:  "Invalid name",
+				Detail:   fmt.Sprintf("A %s name may not contain control characters; %q does.", b.Type, l),
+				Subject:  b.LabelRanges[i].Ptr(),
+			}}
+		}
+	}
+	return nil
 }
 
 func literalBool(expr hcl.Expression) (bool, hcl.Diagnostics) {

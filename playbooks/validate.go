@@ -182,7 +182,13 @@ func (r *registers) list() []string {
 // else "".
 func suggestion(given string, known []string) string {
 	best, bestDist := "", 4
+	if len(given) > maxSuggestLen {
+		return ""
+	}
 	for _, k := range known {
+		if abs(len(k)-len(given)) >= bestDist {
+			continue // cannot be close: skip the quadratic distance
+		}
 		d := levenshtein.Distance(given, k, nil)
 		if d < bestDist && d < len(given)+len(k) {
 			best, bestDist = k, d
@@ -192,6 +198,17 @@ func suggestion(given string, known []string) string {
 		return ""
 	}
 	return fmt.Sprintf(" Did you mean %q?", best)
+}
+
+// maxSuggestLen is the longest name "did you mean" is computed for; the
+// distance costs the product of the lengths.
+const maxSuggestLen = 256
+
+func abs(n int) int {
+	if n < 0 {
+		return -n
+	}
+	return n
 }
 
 // hostDiags collects the diagnostics of one expression context over several
