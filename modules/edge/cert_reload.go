@@ -204,175 +204,6 @@ func (m *CertReload) verifyTimeout() (time.Duration, error) {
 	return d, nil
 }
 
-// certSource is the PEM input, before validation.
-type certSource struct{ cert, key, chain []byte }
-
-func (m *CertReload) readLocal() (certSource, error) {
-	var s certSource
-	var err error
-	if s.cert, err = os.ReadFile(m.SrcCert); err != nil {
-		return s, modules.ArgErrorf("src_cert", "%v", err)
-	}
-	if s.key, err = os.ReadFile(m.SrcKey); err != nil {
-		return s, modules.ArgErrorf("src_key", "%v", err)
-	}
-	if m.SrcChain != "" {
-		if s.chain, err = os.ReadFile(m.SrcChain); err != nil {
-			return s, modules.ArgErrorf("src_chain", "%v", err)
-		}
-	}
-	return s, nil
-}
-
-// certInput is validated input: the leaf, its chain, the key's PEM.
-type certInput struct {
-	leaf  *x509.Certificate
-	chain []*x509.Certificate
-	key   []byte
-}
-
-// validate parses and checks src: PEM, key match, chain order, names,
-// expiry. Nothing it says ever holds the key.
-func (m *CertReload) validate(src certSource, now time.Time) (*certInput, error) {
-	certs, err := parseCerts(src.cert, "src_cert")
-	if err != nil {
-		return nil, err
-	}
-	if len(src.chain) > 0 {
-		more, err := parseCerts(src.chain, "src_chain")
-		if err != nil {
-			return nil, err
-		}
-		certs = append(certs, more...)
-	}
-	keyBlock, err := keyPEM(src.key)
-	if err != nil {
-		return nil, err
-	}
-	leafPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})
-	if _, err := tls.X509KeyPair(leafPEM, keyBlock); err != nil {
-		return nil, fmt.Errorf("the key does not match the certificate %s: %w", describe(certs[0]), err)
-	}
-	for i := 0; i+1 < len(certs); i++ {
-		if err := certs[i].CheckSignatureFrom(certs[i+1]); err != nil {
-			return nil, fmt.Errorf("chain out of order: certificate %d (%s) is not signed by certificate %d (%s): %w",
-				i+1, certs[i].Subject, i+2, certs[i+1].Subject, err)
-		}
-	}
-	for i, c := range certs {
-		if now.After(c.NotAfter) {
-			return nil, fmt.Errorf("certificate %d (%s) expired on %s", i+1, c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
-		}
-		if now.Before(c.NotBefore) {
-			return nil, fmt.Errorf("certificate %d (%s) is not valid before %s", i+1, c.Subject, c.NotBefore.UTC().Format(time.RFC3339))
-		}
-	}
-	if m.MinDays > 0 && certs[0].NotAfter.Before(now.Add(time.Duration(m.MinDays)*24*time.Hour)) {
-		return nil, fmt.Errorf("certificate %s expires on %s, within min_days %d", describe(certs[0]),
-			certs[0].NotAfter.UTC().Format(time.RFC3339), m.MinDays)
-	}
-	for _, n := range m.Names {
-		if err := certs[0].VerifyHostname(n); err != nil {
-			return nil, fmt.Errorf("certificate %s does not cover %q (it covers %s)", describe(certs[0]), n, strings.Join(covered(certs[0]), ", "))
-		}
-	}
-	return &certInput{leaf: certs[0], chain: certs[1:], key: keyBlock}, nil
-}
-
-func parseCerts(data []byte, what string) ([]*x509.Certificate, error) {
-	var out []*x509.Certificate
-	for rest := data; ; {
-		var b *pem.Block
-		b, rest = pem.Decode(rest)
-		if b == nil {
-			break
-		}
-		if b.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("%s: unexpected PEM block %q", what, b.Type)
-		}
-		c, err := x509.ParseCertificate(b.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("%s: certificate %d: %w", what, len(out)+1, err)
-		}
-		out = append(out, c)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("%s: no PEM certificate found", what)
-	}
-	return out, nil
-}
-
-// keyPEM returns the one private key block of data, re-encoded; errors never
-// quote the data.
-func keyPEM(data []byte) ([]byte, error) {
-	b, _ := pem.Decode(data)
-	if b == nil || !strings.HasSuffix(b.Type, "PRIVATE KEY") {
-		return nil, errors.New("src_key: no PEM private key found")
-	}
-	return pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: b.Bytes}), nil
-}
-
-// Fingerprint is the SHA-256 of a certificate's DER, as "sha256:hex".
-func Fingerprint(c *x509.Certificate) string {
-	s := sha256.Sum256(c.Raw)
-	return "sha256:" + hex.EncodeToString(s[:])
-}
-
-func describe(c *x509.Certificate) string {
-	return fmt.Sprintf("%q (%s)", c.Subject.CommonName, Fingerprint(c)[:19])
-}
-
-func covered(c *x509.Certificate) []string {
-	out := append([]string{}, c.DNSNames...)
-	for _, ip := range c.IPAddresses {
-		out = append(out, ip.String())
-	}
-	if len(out) == 0 {
-		out = []string{"no names"}
-	}
-	return out
-}
-
-// placeholder makes a self-signed certificate and key for m.Names.
-func (m *CertReload) placeholder(now time.Time) (*certInput, error) {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
-	if err != nil {
-		return nil, err
-	}
-	tpl := &x509.Certificate{
-		SerialNumber: serial,
-		Subject:      pkix.Name{CommonName: m.Names[0], Organization: []string{"iklim placeholder"}},
-		NotBefore:    now.Add(-time.Hour),
-		NotAfter:     now.Add(placeholderDays * 24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	for _, n := range m.Names {
-		if ip := net.ParseIP(n); ip != nil {
-			tpl.IPAddresses = append(tpl.IPAddresses, ip)
-		} else {
-			tpl.DNSNames = append(tpl.DNSNames, n)
-		}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
-	if err != nil {
-		return nil, err
-	}
-	leaf, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, err
-	}
-	kder, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return nil, err
-	}
-	return &certInput{leaf: leaf, key: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})}, nil
-}
-
 // Check implements modules.Module: one round trip reads the installed files'
 // state and the installed certificate; remote sources take one more each.
 func (m *CertReload) Check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
@@ -621,6 +452,175 @@ func (m *CertReload) Output() map[string]any {
 		return map[string]any{"changed": false}
 	}
 	return m.output
+}
+
+// certSource is the PEM input, before validation.
+type certSource struct{ cert, key, chain []byte }
+
+func (m *CertReload) readLocal() (certSource, error) {
+	var s certSource
+	var err error
+	if s.cert, err = os.ReadFile(m.SrcCert); err != nil {
+		return s, modules.ArgErrorf("src_cert", "%v", err)
+	}
+	if s.key, err = os.ReadFile(m.SrcKey); err != nil {
+		return s, modules.ArgErrorf("src_key", "%v", err)
+	}
+	if m.SrcChain != "" {
+		if s.chain, err = os.ReadFile(m.SrcChain); err != nil {
+			return s, modules.ArgErrorf("src_chain", "%v", err)
+		}
+	}
+	return s, nil
+}
+
+// certInput is validated input: the leaf, its chain, the key's PEM.
+type certInput struct {
+	leaf  *x509.Certificate
+	chain []*x509.Certificate
+	key   []byte
+}
+
+// validate parses and checks src: PEM, key match, chain order, names,
+// expiry. Nothing it says ever holds the key.
+func (m *CertReload) validate(src certSource, now time.Time) (*certInput, error) {
+	certs, err := parseCerts(src.cert, "src_cert")
+	if err != nil {
+		return nil, err
+	}
+	if len(src.chain) > 0 {
+		more, err := parseCerts(src.chain, "src_chain")
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, more...)
+	}
+	keyBlock, err := keyPEM(src.key)
+	if err != nil {
+		return nil, err
+	}
+	leafPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs[0].Raw})
+	if _, err := tls.X509KeyPair(leafPEM, keyBlock); err != nil {
+		return nil, fmt.Errorf("the key does not match the certificate %s: %w", describe(certs[0]), err)
+	}
+	for i := 0; i+1 < len(certs); i++ {
+		if err := certs[i].CheckSignatureFrom(certs[i+1]); err != nil {
+			return nil, fmt.Errorf("chain out of order: certificate %d (%s) is not signed by certificate %d (%s): %w",
+				i+1, certs[i].Subject, i+2, certs[i+1].Subject, err)
+		}
+	}
+	for i, c := range certs {
+		if now.After(c.NotAfter) {
+			return nil, fmt.Errorf("certificate %d (%s) expired on %s", i+1, c.Subject, c.NotAfter.UTC().Format(time.RFC3339))
+		}
+		if now.Before(c.NotBefore) {
+			return nil, fmt.Errorf("certificate %d (%s) is not valid before %s", i+1, c.Subject, c.NotBefore.UTC().Format(time.RFC3339))
+		}
+	}
+	if m.MinDays > 0 && certs[0].NotAfter.Before(now.Add(time.Duration(m.MinDays)*24*time.Hour)) {
+		return nil, fmt.Errorf("certificate %s expires on %s, within min_days %d", describe(certs[0]),
+			certs[0].NotAfter.UTC().Format(time.RFC3339), m.MinDays)
+	}
+	for _, n := range m.Names {
+		if err := certs[0].VerifyHostname(n); err != nil {
+			return nil, fmt.Errorf("certificate %s does not cover %q (it covers %s)", describe(certs[0]), n, strings.Join(covered(certs[0]), ", "))
+		}
+	}
+	return &certInput{leaf: certs[0], chain: certs[1:], key: keyBlock}, nil
+}
+
+func parseCerts(data []byte, what string) ([]*x509.Certificate, error) {
+	var out []*x509.Certificate
+	for rest := data; ; {
+		var b *pem.Block
+		b, rest = pem.Decode(rest)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("%s: unexpected PEM block %q", what, b.Type)
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: certificate %d: %w", what, len(out)+1, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no PEM certificate found", what)
+	}
+	return out, nil
+}
+
+// keyPEM returns the one private key block of data, re-encoded; errors never
+// quote the data.
+func keyPEM(data []byte) ([]byte, error) {
+	b, _ := pem.Decode(data)
+	if b == nil || !strings.HasSuffix(b.Type, "PRIVATE KEY") {
+		return nil, errors.New("src_key: no PEM private key found")
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: b.Type, Bytes: b.Bytes}), nil
+}
+
+// Fingerprint is the SHA-256 of a certificate's DER, as "sha256:hex".
+func Fingerprint(c *x509.Certificate) string {
+	s := sha256.Sum256(c.Raw)
+	return "sha256:" + hex.EncodeToString(s[:])
+}
+
+func describe(c *x509.Certificate) string {
+	return fmt.Sprintf("%q (%s)", c.Subject.CommonName, Fingerprint(c)[:19])
+}
+
+func covered(c *x509.Certificate) []string {
+	out := append([]string{}, c.DNSNames...)
+	for _, ip := range c.IPAddresses {
+		out = append(out, ip.String())
+	}
+	if len(out) == 0 {
+		out = []string{"no names"}
+	}
+	return out
+}
+
+// placeholder makes a self-signed certificate and key for m.Names.
+func (m *CertReload) placeholder(now time.Time) (*certInput, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 120))
+	if err != nil {
+		return nil, err
+	}
+	tpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: m.Names[0], Organization: []string{"iklim placeholder"}},
+		NotBefore:    now.Add(-time.Hour),
+		NotAfter:     now.Add(placeholderDays * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	for _, n := range m.Names {
+		if ip := net.ParseIP(n); ip != nil {
+			tpl.IPAddresses = append(tpl.IPAddresses, ip)
+		} else {
+			tpl.DNSNames = append(tpl.DNSNames, n)
+		}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tpl, tpl, key.Public(), key)
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, err
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		return nil, err
+	}
+	return &certInput{leaf: leaf, key: pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})}, nil
 }
 
 func (m *CertReload) signal() string {

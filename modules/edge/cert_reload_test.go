@@ -248,22 +248,32 @@ func TestCertReloadNginx(t *testing.T) {
 	full, err := os.ReadFile(ng.cert)
 	require.NoError(t, err)
 	require.Equal(t, string(pemCert(c1.cert))+string(pemCert(ca.inter)), string(full), "cert holds leaf then chain")
-	keyPEM, err := os.ReadFile(c1.key)
-	require.NoError(t, err)
-	keyB64 := strings.Split(string(keyPEM), "\n")[1]
-	require.Empty(t, grepTree(t, e.host.BackupRoot, keyB64), "the replaced key is sealed in the backup")
-	require.Empty(t, grepTree(t, e.host.BackupRoot, strings.Split(mustRead(t, c0.key), "\n")[1]), "the old key is sealed in the backup")
 
 	// Rerun: nothing to do.
 	_, r = e.play(false, step("cert", "cert_reload", mod(c1)))
 	require.Zero(t, r.Changed, r.Error)
 	require.Zero(t, r.Failed, r.Error)
 
-	// Rotation.
-	run2, r := e.play(false, step("cert", "cert_reload", mod(c2)))
+	// Rotation, from files on the host (what an ACME client wrote there).
+	hostSrc, err := os.MkdirTemp("", "iklim-acme-")
+	require.NoError(t, err)
+	t.Cleanup(func() { os.RemoveAll(hostSrc) })
+	for _, f := range [][2]string{{c2.certPath, "fullchain.pem"}, {c2.chainPath, "chain.pem"}, {c2.key, "privkey.pem"}} {
+		require.NoError(t, os.WriteFile(filepath.Join(hostSrc, f[1]), []byte(mustRead(t, f[0])), 0o600))
+	}
+	run2, r := e.play(false, step("cert", "cert_reload", mod(c2, func(m *edge.CertReload) {
+		m.RemoteSrc = true
+		m.SrcCert, m.SrcChain, m.SrcKey = filepath.Join(hostSrc, "fullchain.pem"), filepath.Join(hostSrc, "chain.pem"), filepath.Join(hostSrc, "privkey.pem")
+	})))
 	require.Equal(t, 1, r.Changed, r.Error)
 	require.Equal(t, c2.fp, served(t, c, ng.addr()))
 	_ = run1
+	// Both replaced keys (c0's by the install, c1's by the rotation) are in
+	// the backups, sealed: never in clear text.
+	for _, l := range []leaf{c0, c1} {
+		require.Empty(t, grepTree(t, e.host.BackupRoot, strings.Split(mustRead(t, l.key), "\n")[1]), "a replaced key is sealed in the backup")
+	}
+	require.NotEmpty(t, grepTree(t, e.host.BackupRoot, "cert_reload"), "the changes were recorded")
 
 	// Refusals change nothing.
 	before = files()

@@ -168,6 +168,123 @@ func (m *DNSRecord) verifyTimeout() (time.Duration, error) {
 	return d, nil
 }
 
+// Check implements modules.Module: one read per record set.
+func (m *DNSRecord) Check(ctx context.Context, _ modules.Conn) (*modules.Change, error) {
+	if err := m.Validate(); err != nil {
+		return nil, err
+	}
+	modules.MarkSensitive(ctx, m.APIKey, m.APISecret, m.TSIGSecret)
+	cfg := m.config()
+	p, err := cfg.provider()
+	if err != nil {
+		return nil, fmt.Errorf("dns_record %s: %w", cfg.Zone, err)
+	}
+	want, _ := m.wanted()
+	var changes, before, after []string
+	for i := range want {
+		r := &want[i]
+		cur, ok, err := p.Get(ctx, r.recordKey)
+		if err != nil {
+			return nil, fmt.Errorf("dns_record %s: read %s %s: %w", cfg.Zone, cfg.fqdn(r.Name), r.Type, err)
+		}
+		r.Existed, r.Old = ok, cur
+		switch {
+		case !ok:
+			r.change = "create"
+		case !cur.equal(r.New):
+			r.change = "update"
+			before = append(before, setText(cfg, r.recordKey, cur))
+		default:
+			continue
+		}
+		after = append(after, setText(cfg, r.recordKey, r.New))
+		changes = append(changes, fmt.Sprintf("%s %s %s", r.change, r.Name, r.Type))
+	}
+	m.plan = want
+	m.output = dnsOutput(want, false)
+	if len(changes) == 0 {
+		return nil, nil
+	}
+	var recs []recordPlan
+	for _, r := range want {
+		if r.change != "" {
+			recs = append(recs, r)
+		}
+	}
+	ch := &modules.Change{
+		Summary: fmt.Sprintf("dns %s (%s): %s", cfg.Zone, cfg.Provider, strings.Join(changes, ", ")),
+		Diff:    &modules.Diff{Label: "zone " + cfg.Zone, Before: strings.Join(before, ""), After: strings.Join(after, "")},
+	}
+	if err := ch.SetBefore(dnsBefore{Config: cfg, Records: recs}); err != nil {
+		return nil, err
+	}
+	return ch, nil
+}
+
+// Apply implements modules.Module: write each differing set, then wait
+// until every one reads back as wanted.
+func (m *DNSRecord) Apply(ctx context.Context, _ modules.Conn, ch *modules.Change) error {
+	var b dnsBefore
+	if err := ch.DecodeBefore(&b); err != nil {
+		return fmt.Errorf("dns_record: %w", err)
+	}
+	p, err := b.Config.provider()
+	if err != nil {
+		return fmt.Errorf("dns_record %s: %w", b.Config.Zone, err)
+	}
+	for _, r := range b.Records {
+		if err := p.Set(ctx, r.recordKey, r.New); err != nil {
+			return fmt.Errorf("dns_record %s: set %s %s: %w", b.Config.Zone, b.Config.fqdn(r.Name), r.Type, err)
+		}
+	}
+	want := map[recordKey]*rrset{}
+	for _, r := range b.Records {
+		want[r.recordKey] = &r.New
+	}
+	if err := waitRecords(ctx, p, b.Config, want); err != nil {
+		return err
+	}
+	m.output = dnsOutput(m.plan, true)
+	return nil
+}
+
+// Rollback implements modules.Rollbacker: put back the previous sets and
+// delete those the change created, then wait until the answers match.
+func (m *DNSRecord) Rollback(ctx context.Context, _ modules.Conn, ch *modules.Change) error {
+	var b dnsBefore
+	if err := ch.DecodeBefore(&b); err != nil {
+		return fmt.Errorf("dns_record: %w", err)
+	}
+	modules.MarkSensitive(ctx, b.Config.APIKey, b.Config.APISecret, b.Config.TSIGSecret)
+	p, err := b.Config.provider()
+	if err != nil {
+		return fmt.Errorf("dns_record %s: %w", b.Config.Zone, err)
+	}
+	want := map[recordKey]*rrset{}
+	for i := len(b.Records) - 1; i >= 0; i-- {
+		r := b.Records[i]
+		if r.Existed {
+			err = p.Set(ctx, r.recordKey, r.Old)
+			want[r.recordKey] = &r.Old
+		} else {
+			err = p.Delete(ctx, r.recordKey)
+			want[r.recordKey] = nil
+		}
+		if err != nil {
+			return fmt.Errorf("dns_record %s: restore %s %s: %w", b.Config.Zone, b.Config.fqdn(r.Name), r.Type, err)
+		}
+	}
+	return waitRecords(ctx, p, b.Config, want)
+}
+
+// Output implements modules.Outputter: records (name → values) and changed.
+func (m *DNSRecord) Output() map[string]any {
+	if m.output == nil {
+		return map[string]any{"changed": false}
+	}
+	return m.output
+}
+
 // wanted lists the record sets the arguments ask for, normalised, in
 // argument order.
 func (m *DNSRecord) wanted() ([]recordPlan, error) {
@@ -304,123 +421,6 @@ func (c dnsConfig) fqdn(name string) string {
 	return name + "." + c.Zone + "."
 }
 
-// Check implements modules.Module: one read per record set.
-func (m *DNSRecord) Check(ctx context.Context, _ modules.Conn) (*modules.Change, error) {
-	if err := m.Validate(); err != nil {
-		return nil, err
-	}
-	modules.MarkSensitive(ctx, m.APIKey, m.APISecret, m.TSIGSecret)
-	cfg := m.config()
-	p, err := cfg.provider()
-	if err != nil {
-		return nil, fmt.Errorf("dns_record %s: %w", cfg.Zone, err)
-	}
-	want, _ := m.wanted()
-	var changes, before, after []string
-	for i := range want {
-		r := &want[i]
-		cur, ok, err := p.Get(ctx, r.recordKey)
-		if err != nil {
-			return nil, fmt.Errorf("dns_record %s: read %s %s: %w", cfg.Zone, cfg.fqdn(r.Name), r.Type, err)
-		}
-		r.Existed, r.Old = ok, cur
-		switch {
-		case !ok:
-			r.change = "create"
-		case !cur.equal(r.New):
-			r.change = "update"
-			before = append(before, setText(cfg, r.recordKey, cur))
-		default:
-			continue
-		}
-		after = append(after, setText(cfg, r.recordKey, r.New))
-		changes = append(changes, fmt.Sprintf("%s %s %s", r.change, r.Name, r.Type))
-	}
-	m.plan = want
-	m.output = dnsOutput(want, false)
-	if len(changes) == 0 {
-		return nil, nil
-	}
-	var recs []recordPlan
-	for _, r := range want {
-		if r.change != "" {
-			recs = append(recs, r)
-		}
-	}
-	ch := &modules.Change{
-		Summary: fmt.Sprintf("dns %s (%s): %s", cfg.Zone, cfg.Provider, strings.Join(changes, ", ")),
-		Diff:    &modules.Diff{Label: "zone " + cfg.Zone, Before: strings.Join(before, ""), After: strings.Join(after, "")},
-	}
-	if err := ch.SetBefore(dnsBefore{Config: cfg, Records: recs}); err != nil {
-		return nil, err
-	}
-	return ch, nil
-}
-
-// Apply implements modules.Module: write each differing set, then wait
-// until every one reads back as wanted.
-func (m *DNSRecord) Apply(ctx context.Context, _ modules.Conn, ch *modules.Change) error {
-	var b dnsBefore
-	if err := ch.DecodeBefore(&b); err != nil {
-		return fmt.Errorf("dns_record: %w", err)
-	}
-	p, err := b.Config.provider()
-	if err != nil {
-		return fmt.Errorf("dns_record %s: %w", b.Config.Zone, err)
-	}
-	for _, r := range b.Records {
-		if err := p.Set(ctx, r.recordKey, r.New); err != nil {
-			return fmt.Errorf("dns_record %s: set %s %s: %w", b.Config.Zone, b.Config.fqdn(r.Name), r.Type, err)
-		}
-	}
-	want := map[recordKey]*rrset{}
-	for _, r := range b.Records {
-		want[r.recordKey] = &r.New
-	}
-	if err := waitRecords(ctx, p, b.Config, want); err != nil {
-		return err
-	}
-	m.output = dnsOutput(m.plan, true)
-	return nil
-}
-
-// Rollback implements modules.Rollbacker: put back the previous sets and
-// delete those the change created, then wait until the answers match.
-func (m *DNSRecord) Rollback(ctx context.Context, _ modules.Conn, ch *modules.Change) error {
-	var b dnsBefore
-	if err := ch.DecodeBefore(&b); err != nil {
-		return fmt.Errorf("dns_record: %w", err)
-	}
-	modules.MarkSensitive(ctx, b.Config.APIKey, b.Config.APISecret, b.Config.TSIGSecret)
-	p, err := b.Config.provider()
-	if err != nil {
-		return fmt.Errorf("dns_record %s: %w", b.Config.Zone, err)
-	}
-	want := map[recordKey]*rrset{}
-	for i := len(b.Records) - 1; i >= 0; i-- {
-		r := b.Records[i]
-		if r.Existed {
-			err = p.Set(ctx, r.recordKey, r.Old)
-			want[r.recordKey] = &r.Old
-		} else {
-			err = p.Delete(ctx, r.recordKey)
-			want[r.recordKey] = nil
-		}
-		if err != nil {
-			return fmt.Errorf("dns_record %s: restore %s %s: %w", b.Config.Zone, b.Config.fqdn(r.Name), r.Type, err)
-		}
-	}
-	return waitRecords(ctx, p, b.Config, want)
-}
-
-// Output implements modules.Outputter: records (name → values) and changed.
-func (m *DNSRecord) Output() map[string]any {
-	if m.output == nil {
-		return map[string]any{"changed": false}
-	}
-	return m.output
-}
-
 func dnsOutput(recs []recordPlan, changed bool) map[string]any {
 	out := map[string]any{}
 	for _, r := range recs {
@@ -432,6 +432,9 @@ func dnsOutput(recs []recordPlan, changed bool) map[string]any {
 func setText(c dnsConfig, k recordKey, s rrset) string {
 	var b strings.Builder
 	for _, v := range s.Values {
+		if k.Type == "CNAME" {
+			v += "."
+		}
 		fmt.Fprintf(&b, "%s %d IN %s %s\n", c.fqdn(k.Name), s.TTL, k.Type, v)
 	}
 	return b.String()
