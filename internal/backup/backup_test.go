@@ -61,7 +61,7 @@ func TestRestoreChangedCreatedDeleted(t *testing.T) {
 
 	// The records on the host: layout, permissions, metadata.
 	h := e.hosts[0]
-	dir := filepath.Join(h.BackupRoot, id)
+	dir := backup.RunDir(h.BackupRoot, h.Name, id)
 	for p, mode := range map[string]os.FileMode{
 		dir: 0o700, filepath.Join(dir, "changes"): 0o700, filepath.Join(dir, "files", "0001"): 0o700,
 		filepath.Join(dir, "run.json"): 0o600, filepath.Join(dir, "changes", "0001.json"): 0o600,
@@ -92,7 +92,7 @@ func TestRestoreChangedCreatedDeleted(t *testing.T) {
 	require.Equal(t, "site.hcl:20", rec.Source)
 	require.Equal(t, "remove "+c(h), rec.Change.Summary)
 
-	rr := readRunRecord(t, h.BackupRoot, id)
+	rr := readRunRecord(t, h, id)
 	require.Equal(t, backup.StatusOK, rr.Status)
 	require.Equal(t, "alice@ctl", rr.User)
 	require.Equal(t, "/srv/deploy/site.hcl", rr.Playbook)
@@ -113,9 +113,9 @@ func TestRestoreChangedCreatedDeleted(t *testing.T) {
 	for p, want := range before {
 		require.Equal(t, want, stateOf(t, p), p)
 	}
-	rr = readRunRecord(t, h.BackupRoot, rid)
+	rr = readRunRecord(t, h, rid)
 	require.Equal(t, id, rr.RollbackOf)
-	rb, err := os.ReadFile(filepath.Join(h.BackupRoot, rid, "rollback_of"))
+	rb, err := os.ReadFile(filepath.Join(backup.RunDir(h.BackupRoot, h.Name, rid), "rollback_of"))
 	require.NoError(t, err)
 	require.Equal(t, id+"\n", string(rb))
 
@@ -217,7 +217,7 @@ func TestRollbackOfRollback(t *testing.T) {
 	requireOK(t, recap, err)
 	require.Equal(t, v2, stateOf(t, a(h)))
 	require.Equal(t, n2, stateOf(t, n(h)))
-	require.Equal(t, r1, readRunRecord(t, h.BackupRoot, r2).RollbackOf)
+	require.Equal(t, r1, readRunRecord(t, h, r2).RollbackOf)
 
 	_, recap, err = e.rollback(r2, false)
 	requireOK(t, recap, err)
@@ -284,7 +284,7 @@ func TestSecretsNeverInRecords(t *testing.T) {
 	require.Empty(t, grepTree(t, newSecret, roots...))
 	require.Empty(t, grepTree(t, oldSecret, roots...))
 
-	dir := filepath.Join(h.BackupRoot, id)
+	dir := backup.RunDir(h.BackupRoot, h.Name, id)
 	rb, err := os.ReadFile(filepath.Join(dir, "changes", "0001.json"))
 	require.NoError(t, err)
 	require.Contains(t, string(rb), modules.Redacted)
@@ -330,7 +330,7 @@ func TestDelegatedChangesRecordedOnControl(t *testing.T) {
 	id, recap, err := e.play(step)
 	requireOK(t, recap, err)
 
-	recs, err := filepath.Glob(filepath.Join(e.control.BackupRoot, id, "changes", "000?.json"))
+	recs, err := filepath.Glob(filepath.Join(backup.RunDir(e.control.BackupRoot, e.control.Name, id), "changes", "000?.json"))
 	require.NoError(t, err)
 	require.Len(t, recs, 2)
 	hosts := map[string]bool{}
@@ -343,7 +343,7 @@ func TestDelegatedChangesRecordedOnControl(t *testing.T) {
 	}
 	require.Equal(t, map[string]bool{"h001": true, "h002": true}, hosts)
 	for _, h := range e.hosts {
-		require.NoDirExists(t, filepath.Join(h.BackupRoot, id))
+		require.NoDirExists(t, backup.RunDir(h.BackupRoot, h.Name, id))
 	}
 
 	_, recap, err = e.rollback(id, false)
@@ -429,8 +429,8 @@ func TestSIGKILLMidRunThenRollback(t *testing.T) {
 	require.Equal(t, backup.StatusInterrupted, runs[0].Status)
 	require.Equal(t, 4, runs[0].Changes)
 	for _, h := range e.hosts {
-		require.Equal(t, backup.StatusRunning, readRunRecord(t, h.BackupRoot, id).Status)
-		require.NoFileExists(t, filepath.Join(h.BackupRoot, id, "changes", "0002.after.json"), "killed mid-apply")
+		require.Equal(t, backup.StatusRunning, readRunRecord(t, h, id).Status)
+		require.NoFileExists(t, filepath.Join(backup.RunDir(h.BackupRoot, h.Name, id), "changes", "0002.after.json"), "killed mid-apply")
 	}
 
 	_, recap, err := e.rollback(id, false)
@@ -459,23 +459,23 @@ func TestRetention(t *testing.T) {
 	// An interrupted run from long ago: never pruned automatically.
 	stale := "2020-01-01T00-00-00Z"
 	for _, h := range e.hosts {
-		require.NoError(t, os.MkdirAll(filepath.Join(h.BackupRoot, stale, "changes"), 0o700))
-		require.NoError(t, os.WriteFile(filepath.Join(h.BackupRoot, stale, "run.json"), []byte(`{"id":"`+stale+`","status":"running"}`), 0o600))
+		require.NoError(t, os.MkdirAll(filepath.Join(backup.RunDir(h.BackupRoot, h.Name, stale), "changes"), 0o700))
+		require.NoError(t, os.WriteFile(filepath.Join(backup.RunDir(h.BackupRoot, h.Name, stale), "run.json"), []byte(`{"id":"`+stale+`","status":"running"}`), 0o600))
 	}
 
 	var ids []string
 	for range 5 {
 		ids = append(ids, deploy())
 	}
-	require.ElementsMatch(t, []string{stale, ids[2], ids[3], ids[4]}, runDirs(t, h1.BackupRoot))
-	require.ElementsMatch(t, []string{stale, ids[3], ids[4]}, runDirs(t, h2.BackupRoot))
+	require.ElementsMatch(t, []string{stale, ids[2], ids[3], ids[4]}, runDirs(t, h1))
+	require.ElementsMatch(t, []string{stale, ids[3], ids[4]}, runDirs(t, h2))
 
 	// A failed run prunes nothing.
 	failed, recap, err := e.play(putStep("config", a, []byte("x"), 0o644, "no-such-user"))
 	require.NoError(t, err)
 	require.True(t, recap.Failed())
-	require.ElementsMatch(t, []string{stale, ids[2], ids[3], ids[4], failed}, runDirs(t, h1.BackupRoot))
-	require.Equal(t, backup.StatusFailed, readRunRecord(t, h1.BackupRoot, failed).Status)
+	require.ElementsMatch(t, []string{stale, ids[2], ids[3], ids[4], failed}, runDirs(t, h1))
+	require.Equal(t, backup.StatusFailed, readRunRecord(t, h1, failed).Status)
 
 	// Roll back the oldest kept run on h1 (h2 drifted past it: limit).
 	target := ids[2]
@@ -485,15 +485,15 @@ func TestRetention(t *testing.T) {
 	requireOK(t, recap, err)
 	e.inv = &inventories.Inventory{Hosts: e.hosts}
 	// Kept: rb, failed, ids[4]; ids[2] stays as rb's target.
-	require.ElementsMatch(t, []string{stale, target, failed, ids[4], rb}, runDirs(t, h1.BackupRoot))
+	require.ElementsMatch(t, []string{stale, target, failed, ids[4], rb}, runDirs(t, h1))
 
 	later := []string{deploy(), deploy()}
 	// Kept: later..., rb; target still protected by rb.
-	require.ElementsMatch(t, []string{stale, target, rb, later[0], later[1]}, runDirs(t, h1.BackupRoot))
+	require.ElementsMatch(t, []string{stale, target, rb, later[0], later[1]}, runDirs(t, h1))
 	last := deploy()
 	// rb aged out, and with it the protection of its target.
-	require.ElementsMatch(t, []string{stale, later[0], later[1], last}, runDirs(t, h1.BackupRoot))
-	require.ElementsMatch(t, []string{stale, later[1], last}, runDirs(t, h2.BackupRoot))
+	require.ElementsMatch(t, []string{stale, later[0], later[1], last}, runDirs(t, h1))
+	require.ElementsMatch(t, []string{stale, later[1], last}, runDirs(t, h2))
 }
 
 func TestRunIDs(t *testing.T) {
@@ -588,7 +588,7 @@ func TestRestoreWithFileModule(t *testing.T) {
 	)
 	requireOK(t, recap, err)
 	require.Equal(t, 10, recap.Changed())
-	require.FileExists(t, filepath.Join(e.hosts[0].BackupRoot, id, "files", "0001", "1.tar"))
+	require.FileExists(t, filepath.Join(backup.RunDir(e.hosts[0].BackupRoot, e.hosts[0].Name, id), "files", "0001", "1.tar"))
 	for _, h := range e.hosts {
 		require.NoDirExists(t, e.path(h, "tree"))
 		require.Equal(t, "target2", stateOf(t, e.path(h, "lnk")).Content)

@@ -20,6 +20,7 @@ import (
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	_ "github.com/iklimco/iklim/modules/stock" // rollback looks modules up by name (file's own Rollback)
 	"github.com/iklimco/iklim/runner"
 	"github.com/stretchr/testify/require"
 )
@@ -337,6 +338,13 @@ func putStep(name string, file func(*inventories.Host) string, content []byte, m
 	}}
 }
 
+// putStepFunc is putStep with content made per host.
+func putStepFunc(name string, file func(*inventories.Host) string, content func(*runner.StepContext) []byte, mode uint32, owner string) runner.Step {
+	return runner.Step{Name: name, Module: "test_put", Source: "site.hcl:10", Build: func(sc *runner.StepContext) (modules.Module, error) {
+		return &putMod{Path: file(sc.Host), Content: content(sc), Mode: mode, Owner: owner}, nil
+	}}
+}
+
 func rmStep(name string, file func(*inventories.Host) string) runner.Step {
 	return runner.Step{Name: name, Module: "test_rm", Source: "site.hcl:20", Build: func(sc *runner.StepContext) (modules.Module, error) {
 		return &rmMod{Path: file(sc.Host)}, nil
@@ -387,10 +395,10 @@ func nobody(t *testing.T) (int, int) {
 	return uid, gid
 }
 
-// runDirs lists the run directories under a backup root.
-func runDirs(t *testing.T, root string) []string {
+// runDirs lists the run directories in h's host directory.
+func runDirs(t *testing.T, h *inventories.Host) []string {
 	t.Helper()
-	ents, err := os.ReadDir(root)
+	ents, err := os.ReadDir(backup.HostDir(h.BackupRoot, h.Name))
 	if os.IsNotExist(err) {
 		return nil
 	}
@@ -404,9 +412,9 @@ func runDirs(t *testing.T, root string) []string {
 	return ids
 }
 
-func readRunRecord(t *testing.T, root, id string) backup.RunRecord {
+func readRunRecord(t *testing.T, h *inventories.Host, id string) backup.RunRecord {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join(root, id, "run.json"))
+	b, err := os.ReadFile(filepath.Join(backup.RunDir(h.BackupRoot, h.Name, id), "run.json"))
 	require.NoError(t, err)
 	var rr backup.RunRecord
 	require.NoError(t, json.Unmarshal(b, &rr))

@@ -124,11 +124,19 @@ func writeJournal(j *Journal) error {
 	if err != nil {
 		return err
 	}
-	tmp := filepath.Join(dir, ".run.json.tmp")
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	f, err := os.CreateTemp(dir, ".run.json.*.tmp") // 0600, a name of its own
+	if err != nil {
 		return fmt.Errorf("journal: %w", err)
 	}
-	if err := os.Rename(tmp, filepath.Join(dir, "run.json")); err != nil {
+	_, err = f.Write(b)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), filepath.Join(dir, "run.json"))
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
 		return fmt.Errorf("journal: %w", err)
 	}
 	return nil

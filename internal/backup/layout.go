@@ -102,7 +102,40 @@ func hostRoot(h *inventories.Host) string {
 
 func seqName(seq int) string { return fmt.Sprintf("%04d", seq) }
 
-func runDir(root, id string) string { return path.Join(root, id) }
+// HostDir is the directory of host under a backup root: <root>/<name>, with
+// the inventory name escaped (see hostDirName).
+func HostDir(root, host string) string { return path.Join(root, hostDirName(host)) }
+
+// RunDir is where host records run id under root: <root>/<host>/<run-id>.
+func RunDir(root, host, id string) string { return path.Join(HostDir(root, host), id) }
+
+// legacyRunDir is where runs were recorded before host directories:
+// <root>/<run-id>, shared by every host that reaches root.
+func legacyRunDir(root, id string) string { return path.Join(root, id) }
+
+// hostDirName is host as one safe path element: bytes other than
+// A-Z a-z 0-9 . _ - become %XX, as do a leading dot (no hidden or . / ..
+// directories) and the first byte of a name that looks like a run id (so a
+// host directory is never taken for a run directory of the old layout).
+func hostDirName(host string) string {
+	if host == "" {
+		return "%"
+	}
+	var b strings.Builder
+	for i := 0; i < len(host); i++ {
+		c := host[i]
+		ok := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-' || c == '.'
+		if i == 0 && (c == '.' || ValidRunID(host)) {
+			ok = false
+		}
+		if ok {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, "%%%02X", c)
+		}
+	}
+	return b.String()
+}
 
 // jsq is s as a JSON string literal, quoted for sh: what the scripts pass
 // to iklim_st as the path field.
@@ -118,7 +151,8 @@ func jsq(s string) string {
 // iklim_snap JSONPATH PATH DIR N snapshots PATH into DIR/N.{path,data,meta.json};
 // a directory's whole tree goes into DIR/N.tar (numeric owners, modes).
 // iklim_tar PATH writes a tar of PATH's tree to stdout.
-// iklim_list ROOT prints every run directory under ROOT, framed.
+// iklim_list DIR prints every run directory under DIR (a host directory,
+// or a root of the old layout), framed.
 const shPrelude = `umask 077
 iklim_st() {
   if [ -L "$2" ]; then
@@ -159,6 +193,7 @@ iklim_list() {
   for _d in "$1"/*/; do
     [ -d "$_d" ] || continue
     _id=${_d%/}; _id=${_id##*/}
+    case $_id in [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*Z|[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*Z-*) ;; *) continue ;; esac
     printf 'R %s\n' "$_id"
     for _f in run.json rollback_of rolled_back; do
       [ -f "$_d$_f" ] && iklim_frame "$_f" "$_d$_f"

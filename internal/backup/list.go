@@ -134,19 +134,27 @@ func runningStatus(id string, rec *RunRecord) string {
 	return StatusRunning
 }
 
+// listSite lists the runs of s.Host: those in its host directory and, from
+// the old layout, those whose run.json names it (or names no host).
 func listSite(ctx context.Context, s Site) ([]runEntry, error) {
 	root := s.Root
 	if root == "" {
 		root = inventories.DefaultBackupRoot
 	}
-	res, err := s.Conn.Run(ctx, shPrelude+fmt.Sprintf("[ -d %s ] || exit 0\niklim_list %s\n", remote.Quote(root), remote.Quote(root)))
+	hdir := HostDir(root, s.Host)
+	res, err := s.Conn.Run(ctx, shPrelude+fmt.Sprintf("R=%s; HD=%s\n[ -d \"$R\" ] || exit 0\n[ -d \"$HD\" ] && iklim_list \"$HD\"\necho LEGACY; iklim_list \"$R\"\n",
+		remote.Quote(root), remote.Quote(hdir)))
 	if err != nil {
 		return nil, err
 	}
 	if err := res.Err("list " + root); err != nil {
 		return nil, err
 	}
-	return parseRunList(res.Stdout)
+	runs, err := parseRunList(res.Stdout, hdir, root)
+	if err != nil {
+		return nil, err
+	}
+	return ownRuns(runs, s.Host, false), nil
 }
 
 // ListHosts is List over inventory hosts: it connects through connector

@@ -91,8 +91,67 @@ func TestRunDirClaimedOnce(t *testing.T) {
 	require.ErrorContains(t, b.Before(ctx, conn, h, rec(1)), "belongs to another run")
 	require.NoError(t, a.Before(ctx, conn, h, rec(2)))
 	require.NoError(t, a.Finish(ctx, conn, h, runner.HostRecap{Host: "h", Changed: 2}))
-	rr, err := os.ReadFile(filepath.Join(h.BackupRoot, info.ID, "run.json"))
+	rr, err := os.ReadFile(filepath.Join(RunDir(h.BackupRoot, "h", info.ID), "run.json"))
 	require.NoError(t, err)
 	require.Contains(t, string(rr), `"changes": 2`)
 	require.Contains(t, string(rr), `"status": "ok"`)
+}
+
+// countConn counts the commands run through it: round trips to the host.
+type countConn struct {
+	modules.Conn
+	runs int
+}
+
+func (c *countConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
+	c.runs++
+	return c.Conn.Run(ctx, cmd, opts...)
+}
+
+// TestRoundTrips: a host's fixed cost per run is the first Before (owner
+// marker, run directory, run.json, record and snapshots, the listing for
+// retention) and Finish (run.json and pruning); each change costs Before
+// and After.
+func TestRoundTrips(t *testing.T) {
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	ctx := context.Background()
+	h := &inventories.Host{Name: "h", BackupRoot: filepath.Join(t.TempDir(), "backups")}
+	file := filepath.Join(t.TempDir(), "f")
+	require.NoError(t, os.WriteFile(file, []byte("x"), 0o600))
+	run := func(id string, changes int) int {
+		conn := &countConn{Conn: runner.NewLocalConn("h")}
+		r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}, Keep: 1})
+		for seq := 1; seq <= changes; seq++ {
+			rec := &runner.ChangeRecord{RunID: id, Seq: seq, Host: "h", Step: "s", Module: "x",
+				Change: &modules.Change{Summary: "change", Files: []string{file}}}
+			require.NoError(t, r.Before(ctx, conn, h, rec))
+			require.NoError(t, r.After(ctx, conn, h, rec, nil))
+		}
+		require.NoError(t, r.Finish(ctx, conn, h, runner.HostRecap{Host: "h", Changed: changes}))
+		return conn.runs
+	}
+	require.Equal(t, 2*1+1, run("2026-11-21T10-15-04Z", 1))
+	require.Equal(t, 2*3+1, run("2026-11-21T10-15-05Z", 3), "pruning the first run costs no round trip")
+	ents, err := os.ReadDir(HostDir(h.BackupRoot, "h"))
+	require.NoError(t, err)
+	var names []string
+	for _, e := range ents {
+		names = append(names, e.Name())
+	}
+	require.Equal(t, []string{"2026-11-21T10-15-05Z", "owner"}, names)
+}
+
+func TestHostDirName(t *testing.T) {
+	for in, want := range map[string]string{
+		"iklim-app-01":         "iklim-app-01",
+		"web_1.example.com":    "web_1.example.com",
+		"a b/c":                "a%20b%2Fc",
+		"..":                   "%2E.",
+		".hidden":              "%2Ehidden",
+		"2026-11-21T10-15-04Z": "%32026-11-21T10-15-04Z",
+		"":                     "%",
+	} {
+		require.Equal(t, want, hostDirName(in), in)
+		require.False(t, ValidRunID(hostDirName(in)))
+	}
 }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"path"
 	"sort"
 	"strconv"
 	"strings"
@@ -42,17 +43,22 @@ type RecorderOptions struct {
 	// Secrets redact records when ctx carries none (runner.Run puts the
 	// run's Secrets on ctx, so the CLI needs not set this).
 	Secrets *modules.Secrets
+	// Control names this control machine in the hosts' owner markers and
+	// run.json; empty means its hostname. Set it where the hostname is not
+	// stable (CI containers) or to tell control machines apart.
+	Control string
 }
 
 // Recorder implements runner.Recorder: it writes each change record and the
-// snapshot of the files it replaces into <backup_root>/<run-id>/ on the
+// snapshot of the files it replaces into <backup_root>/<host>/<run-id>/ on the
 // recording host (the control machine for delegated steps), finishes run.json
 // and prunes old runs.
 type Recorder struct {
 	opts    RecorderOptions
-	control string // this machine's hostname
+	control string // this control machine: RecorderOptions.Control or the hostname
 	pid     int
 	owner   string // control host, pid and a random token: who writes the run dirs
+	tok     string // the random token, in the names of this recorder's temp files
 
 	mu      sync.Mutex
 	sites   map[string]*siteState
@@ -66,6 +72,8 @@ type siteState struct {
 	initialized bool // run.json written
 	changes     int
 	rollbackOf  string
+	listed      bool       // runs holds the host's runs as the first Before found them
+	runs        []runEntry // for retention
 }
 
 var (
@@ -82,11 +90,14 @@ func NewRecorder(opts RecorderOptions) *Recorder {
 	if opts.Keep == 0 {
 		opts.Keep = DefaultKeep
 	}
-	host, _ := os.Hostname()
+	host := opts.Control
+	if host == "" {
+		host, _ = os.Hostname()
+	}
 	tok := make([]byte, 8)
 	_, _ = rand.Read(tok)
 	r := &Recorder{opts: opts, control: host, pid: os.Getpid(), sites: map[string]*siteState{}, secrets: opts.Secrets,
-		owner: fmt.Sprintf("%s pid %d %x", host, os.Getpid(), tok)}
+		owner: fmt.Sprintf("%s pid %d %x", host, os.Getpid(), tok), tok: hex.EncodeToString(tok)}
 	activeMu.Lock()
 	active[opts.Info.ID] = r
 	activeMu.Unlock()
@@ -144,11 +155,20 @@ func (r *Recorder) runRecord(h *inventories.Host, st *siteState, status string) 
 // Before implements runner.Recorder. In one remote command it snapshots
 // every file of the change (content, mode, owner, or absence) and then writes
 // the change record, so that a record that parses always has its snapshots.
-// Changes that touch secrets take one more round trip: their files are read
-// through the Conn and stored sealed with the control machine's key.
+// The first change of a host in the run also checks the host directory's
+// owner marker, claims the run directory, writes run.json and lists the
+// host's runs for retention, in that same command. Changes that touch
+// secrets take one more round trip: their files are read through the Conn
+// and stored sealed with the control machine's key. When the command fails
+// (a full disk, another owner) it removes what it wrote, and the runner
+// does not apply the change.
 func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord) error {
 	if rec == nil || rec.Change == nil {
 		return errors.New("backup: empty change record")
+	}
+	where := fmt.Sprintf("backup on %s, step %q", h.Name, rec.Step)
+	if rec.Delegated {
+		where = fmt.Sprintf("backup on %s (delegated for %s), step %q", h.Name, rec.Host, rec.Step)
 	}
 	st := r.site(h)
 	st.mu.Lock()
@@ -157,18 +177,20 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	sec := r.secretsFor(ctx)
 	full, err := marshal(rec)
 	if err != nil {
-		return fmt.Errorf("backup: encode change record: %w", err)
+		return fmt.Errorf("%s: encode change record: %w", where, err)
 	}
 	red, redacted, err := redactJSON(full, sec)
 	if err != nil {
-		return fmt.Errorf("backup: redact change record: %w", err)
+		return fmt.Errorf("%s: redact change record: %w", where, err)
 	}
 	sensitive := rec.Change.Sensitive || redacted || diffHasSecret(rec.Change.Diff, sec) || moduleSensitive(rec.Module)
 
 	seq := seqName(rec.Seq)
 	root := hostRoot(h)
-	dir := runDir(root, r.opts.Info.ID)
+	hdir := HostDir(root, h.Name)
+	dir := RunDir(root, h.Name, r.opts.Info.ID)
 	tw := newTarBuf()
+	tmp := "changes/." + seq + ".json." + r.tok + ".tmp"
 
 	rollbackOf := ""
 	if rec.Module == RollbackModule {
@@ -180,25 +202,28 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 			sensitive = sensitive || b.Sensitive
 		}
 	}
-	if !st.initialized {
+	first := !st.initialized
+	if first {
 		rr := r.runRecord(h, st, StatusRunning)
 		if rollbackOf != "" {
 			rr.RollbackOf = rollbackOf
 		}
 		b, _ := marshal(rr)
+		// Written in place: if this command fails, the run directory it
+		// created goes with it.
 		tw.add("run.json", b)
 	}
-	tw.add("changes/."+seq+".json.tmp", red)
+	tw.add(tmp, red)
 	var key []byte
 	if sensitive {
 		if key, err = r.sealKey(); err != nil {
-			return fmt.Errorf("backup: %w", err)
+			return fmt.Errorf("%s: %w", where, err)
 		}
 	}
 	if redacted {
 		enc, err := seal(key, full)
 		if err != nil {
-			return fmt.Errorf("backup: seal change record: %w", err)
+			return fmt.Errorf("%s: seal change record: %w", where, err)
 		}
 		tw.add("changes/"+seq+".json.enc", enc)
 	}
@@ -209,7 +234,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	if sensitive && len(rec.Change.Files) > 0 {
 		got, err := readRegularFiles(ctx, conn, rec.Change.Files)
 		if err != nil {
-			return fmt.Errorf("backup: read files to seal: %w", err)
+			return fmt.Errorf("%s: read files to seal: %w", where, err)
 		}
 		for i, f := range got {
 			ext := ".tar.enc"
@@ -221,7 +246,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 			f.meta.Encrypted = true
 			enc, err := seal(key, f.data)
 			if err != nil {
-				return fmt.Errorf("backup: seal %s: %w", f.meta.Path, err)
+				return fmt.Errorf("%s: seal %s: %w", where, f.meta.Path, err)
 			}
 			mb, _ := marshal(f.meta)
 			n := strconv.Itoa(i)
@@ -233,20 +258,34 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	}
 	payload, err := tw.bytes()
 	if err != nil {
-		return fmt.Errorf("backup: %w", err)
+		return fmt.Errorf("%s: %w", where, err)
 	}
 
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "R=%s; D=%s; F=\"$D/files/%s\"\n", remote.Quote(root), remote.Quote(dir), seq)
-	sb.WriteString("[ -d \"$R\" ] || mkdir -p \"$R\" || exit 1\n")
-	if !st.initialized {
+	fmt.Fprintf(&sb, "R=%s; HD=%s; D=%s; F=\"$D/files/%s\"; DC=\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), seq)
+	// iklim_fail removes what this command wrote: the whole run directory
+	// when it created it, else this change's files.
+	// A shell builtin that hits a full disk may say only "I/O error", so
+	// the free space is told too.
+	fmt.Fprintf(&sb, `iklim_fail() {
+  [ -n "$1" ] && printf '%%s\n' "$1" >&2
+  _a=$(df -Pk -- "$R" 2>/dev/null | awk 'NR==2 {print $4}')
+  if [ "$_a" = 0 ]; then echo "No space left on device: the filesystem of $R is full" >&2; fi
+  [ -n "$DC" ] && rm -rf -- "$D"
+  rm -rf -- "$F" "$D/%s" "$D/changes/%s.json.enc" "$HD/.owner.%s" 2>/dev/null
+  exit 1
+}
+`, tmp, seq, r.tok)
+	if first {
+		sb.WriteString("[ -d \"$R\" ] || mkdir -p -- \"$R\" || iklim_fail \"cannot create $R\"\n")
+		sb.WriteString(ownerScript(hostDirName(h.Name), hostDirName(r.control), r.tok))
 		// Claim the run directory: run ids are unique per control machine,
 		// so two control machines could pick the same one.
-		fmt.Fprintf(&sb, "O=%s\nif mkdir \"$D\" 2>/dev/null; then printf '%%s\\n' \"$O\" > \"$D/owner\" || exit 1\n", remote.Quote(r.owner))
-		sb.WriteString("elif [ \"$(cat \"$D/owner\" 2>/dev/null)\" != \"$O\" ]; then echo \"$D belongs to another run: $(cat \"$D/owner\" 2>/dev/null)\" >&2; exit 1; fi\n")
+		fmt.Fprintf(&sb, "O=%s\nif mkdir -- \"$D\" 2>/dev/null; then DC=1; printf '%%s\\n' \"$O\" > \"$D/owner\" || iklim_fail \"cannot write $D/owner\"\n", remote.Quote(r.owner))
+		sb.WriteString("else DX=; { IFS= read -r DX < \"$D/owner\"; } 2>/dev/null; [ \"$DX\" = \"$O\" ] || { echo \"$D belongs to another run: $DX\" >&2; exit 1; }; fi\n")
 	}
-	sb.WriteString("mkdir -p \"$D/changes\" \"$F\" && tar -xf - -C \"$D\" || exit 1\n")
+	sb.WriteString("mkdir -p -- \"$D/changes\" \"$F\" && tar -xf - -C \"$D\" || iklim_fail \"cannot write the change record into $D\"\n")
 	for i, p := range rec.Change.Files {
 		n := i + 1
 		if sealed[n] {
@@ -254,23 +293,36 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 		}
 		if sensitive {
 			// It was not a regular file a moment ago; never store one in clear.
-			fmt.Fprintf(&sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then echo %s >&2; exit 1; fi\n",
+			fmt.Fprintf(&sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then iklim_fail %s; fi\n",
 				remote.Quote(p), remote.Quote(p), remote.Quote(p), remote.Quote(p+" changed while being recorded"))
 		}
-		fmt.Fprintf(&sb, "iklim_snap %s %s \"$F\" %d || { echo %s >&2; exit 1; }\n",
+		fmt.Fprintf(&sb, "iklim_snap %s %s \"$F\" %d || iklim_fail %s\n",
 			jsq(p), remote.Quote(p), n, remote.Quote("snapshot "+p+" failed"))
 	}
 	if rollbackOf != "" {
-		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || exit 1\n", remote.Quote(rollbackOf))
+		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || iklim_fail \"cannot write $D/rollback_of\"\n", remote.Quote(rollbackOf))
 	}
-	fmt.Fprintf(&sb, "mv -f \"$D/changes/.%s.json.tmp\" \"$D/changes/%s.json\"\n", seq, seq)
+	// The record appears last and whole: the change counts as recorded.
+	fmt.Fprintf(&sb, "mv -f -- \"$D/%s\" \"$D/changes/%s.json\" || iklim_fail \"cannot write $D/changes/%s.json\"\n", tmp, seq, seq)
+	if first {
+		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
+	}
 
 	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(payload)))
 	if err != nil {
-		return fmt.Errorf("backup %s: %w", dir, err)
+		return fmt.Errorf("%s: %s: %w", where, dir, err)
 	}
-	if err := res.Err("backup " + dir); err != nil {
-		return err
+	if res.ExitCode == ownerConflictExit {
+		return fmt.Errorf("%s: %w", where, ownerConflict(hdir, res.Stderr))
+	}
+	if err := res.Err(dir); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if first {
+		_, list, _ := strings.Cut(res.Stdout, "LIST\n")
+		if runs, err := parseRunList(list, hdir, root); err == nil {
+			st.runs, st.listed = ownRuns(runs, h.Name, true), true
+		}
 	}
 	st.initialized = true
 	st.changes++
@@ -278,6 +330,52 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 		st.rollbackOf = rollbackOf
 	}
 	return nil
+}
+
+// ownerConflictExit is the exit status of a script that found another
+// owner's marker in the host directory.
+const ownerConflictExit = 3
+
+// ownerScript checks the owner marker of the host directory $HD, creating
+// both when missing, and exits ownerConflictExit naming both owners when
+// the marker names another host, machine or control machine. The machine
+// is /etc/machine-id (else the kernel hostname), read with shell builtins.
+// The marker appears whole (link of a finished temp file) or not at all.
+func ownerScript(host, control, tok string) string {
+	return fmt.Sprintf(`M=; { read -r M < /etc/machine-id || read -r M < /var/lib/dbus/machine-id; } 2>/dev/null
+[ -n "$M" ] || { { read -r M < /proc/sys/kernel/hostname; } 2>/dev/null; M="hostname:$M"; }
+HO="host=%s machine=$M control=%s"; HX=
+[ -d "$HD" ] || mkdir -- "$HD" 2>/dev/null || [ -d "$HD" ] || iklim_fail "cannot create $HD"
+{ IFS= read -r HX < "$HD/owner"; } 2>/dev/null
+if [ -z "$HX" ] && [ ! -e "$HD/owner" ]; then
+  printf '%%s\n' "$HO" > "$HD/.owner.%[3]s" || iklim_fail "cannot write $HD/owner"
+  ln -- "$HD/.owner.%[3]s" "$HD/owner" 2>/dev/null || [ -e "$HD/owner" ] || mv -n -- "$HD/.owner.%[3]s" "$HD/owner"
+  rm -f -- "$HD/.owner.%[3]s"
+  { IFS= read -r HX < "$HD/owner"; } 2>/dev/null
+fi
+[ "$HX" = "$HO" ] || { printf 'OWNER %%s\nOURS %%s\n' "$HX" "$HO" >&2; exit %[4]d; }
+`, host, control, tok, ownerConflictExit)
+}
+
+// ErrOwnerConflict is wrapped by the error of a recorder that found another
+// host or control machine's owner marker in the host directory.
+var ErrOwnerConflict = errors.New("backup directory has another owner")
+
+func ownerConflict(hdir, stderr string) error {
+	var theirs, ours string
+	for _, l := range strings.Split(stderr, "\n") {
+		if v, ok := strings.CutPrefix(l, "OWNER "); ok {
+			theirs = v
+		} else if v, ok := strings.CutPrefix(l, "OURS "); ok {
+			ours = v
+		}
+	}
+	if theirs == "" {
+		theirs = "(an empty or unreadable marker)"
+	}
+	return fmt.Errorf("%w: %s belongs to %q, but this run is %q: two hosts or two control machines would write one backup directory "+
+		"(give them different backup_root values or inventory names, or remove %s/owner on the host to hand the directory over)",
+		ErrOwnerConflict, hdir, theirs, ours, hdir)
 }
 
 type readFile struct {
@@ -357,28 +455,32 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 	}
 	pre, post := prefix[:i+1], prefix[i+1:]
 
-	dir := runDir(hostRoot(h), r.opts.Info.ID)
+	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
 	seq := seqName(rec.Seq)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), remote.Quote(pre))
+	fmt.Fprintf(&sb, "A=%s; T=\"$A.%s.tmp\"\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), r.tok, remote.Quote(pre))
 	for i, p := range rec.Change.Files {
 		if i > 0 {
 			sb.WriteString("printf ,\n")
 		}
 		fmt.Fprintf(&sb, "iklim_st %s %s || exit 1\n", jsq(p), remote.Quote(p))
 	}
-	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A.tmp\" && mv -f \"$A.tmp\" \"$A\"\n", remote.Quote(post))
+	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$T\" && mv -f -- \"$T\" \"$A\" || { rm -f -- \"$T\"; exit 1; }\n", remote.Quote(post))
 	res, err := conn.Run(ctx, sb.String())
 	if err != nil {
-		return fmt.Errorf("backup %s: %w", dir, err)
+		return fmt.Errorf("backup on %s, step %q: %s: %w", h.Name, rec.Step, dir, err)
 	}
-	return res.Err("backup " + dir)
+	if err := res.Err(dir); err != nil {
+		return fmt.Errorf("backup on %s, step %q: %w", h.Name, rec.Step, err)
+	}
+	return nil
 }
 
 // Finish implements runner.Recorder: it writes the host's final run.json
 // and, when the run succeeded on the host, prunes the host's old runs (see
-// pruneSet for what is kept).
+// pruneSet for what is kept), in one command: the runs to prune were listed
+// by the host's first Before.
 func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories.Host, res runner.HostRecap) error {
 	st := r.site(h)
 	st.mu.Lock()
@@ -405,42 +507,99 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	prune := status == StatusOK && keep > 0
 
 	root := hostRoot(h)
-	dir := runDir(root, r.opts.Info.ID)
+	hdir := HostDir(root, h.Name)
+	dir := RunDir(root, h.Name, r.opts.Info.ID)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "R=%s; D=%s\n", remote.Quote(root), remote.Quote(dir))
-	sb.WriteString("mkdir -p \"$D\" && cat > \"$D/.run.json.tmp\" && mv -f \"$D/.run.json.tmp\" \"$D/run.json\" || exit 1\n")
-	if prune {
-		sb.WriteString("iklim_list \"$R\"\n")
+	fmt.Fprintf(&sb, "R=%s; HD=%s; D=%s; T=\"$D/.run.json.%s.tmp\"\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), r.tok)
+	sb.WriteString("mkdir -p -- \"$D\" && cat > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; exit 1; }\n")
+	switch {
+	case prune && st.listed:
+		sb.WriteString(pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, keep)))
+	case prune:
+		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
 	}
 	out, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(body)))
 	if err != nil {
-		return fmt.Errorf("backup %s: %w", dir, err)
+		return fmt.Errorf("backup on %s: %s: %w", h.Name, dir, err)
 	}
-	if err := out.Err("backup " + dir); err != nil {
-		return err
+	if err := out.Err(dir); err != nil {
+		return fmt.Errorf("backup on %s: %w", h.Name, err)
 	}
-	if !prune {
+	if !prune || st.listed {
 		return nil
 	}
-	runs, err := parseRunList(out.Stdout)
+	// No Before listed the runs (a caller that finishes without changes).
+	_, list, _ := strings.Cut(out.Stdout, "LIST\n")
+	runs, err := parseRunList(list, hdir, root)
 	if err != nil {
-		return fmt.Errorf("backup %s: list runs: %w", root, err)
+		return fmt.Errorf("backup on %s: list runs in %s: %w", h.Name, hdir, err)
 	}
-	gone := pruneSet(runs, r.opts.Info.ID, keep)
-	if len(gone) == 0 {
+	script := pruneScript(pruneDirs(ownRuns(runs, h.Name, true), r.opts.Info.ID, st.rollbackOf, keep))
+	if script == "" {
 		return nil
 	}
-	var rm strings.Builder
-	fmt.Fprintf(&rm, "cd %s && rm -rf --", remote.Quote(root))
-	for _, id := range gone {
-		rm.WriteString(" " + remote.Quote(id))
-	}
-	out, err = conn.Run(ctx, rm.String())
+	out, err = conn.Run(ctx, fmt.Sprintf("HD=%s\n%s", remote.Quote(hdir), script))
 	if err != nil {
-		return fmt.Errorf("backup %s: prune: %w", root, err)
+		return fmt.Errorf("backup on %s: prune: %w", h.Name, err)
 	}
-	return out.Err("backup " + root + ": prune")
+	if err := out.Err("prune " + hdir); err != nil {
+		return fmt.Errorf("backup on %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// pruneDirs is the directories of the runs pruneSet lets go, given the runs
+// a host had when this run (current, rolling back rollbackOf if set) began.
+func pruneDirs(runs []runEntry, current, rollbackOf string, keep int) []string {
+	all := append([]runEntry{}, runs...)
+	found := false
+	for i := range all {
+		if all[i].ID == current && !all[i].Legacy {
+			all[i].RollbackOf, found = rollbackOf, true
+		}
+	}
+	if !found {
+		all = append(all, runEntry{ID: current, RollbackOf: rollbackOf})
+	}
+	gone := map[string]bool{}
+	for _, id := range pruneSet(all, current, keep) {
+		gone[id] = true
+	}
+	var out []runEntry
+	for _, e := range all {
+		if gone[e.ID] {
+			out = append(out, e)
+		}
+	}
+	// Newest first: a rollback goes before the run it targets, which
+	// pruneScript would keep while the rollback is there.
+	sort.Slice(out, func(i, j int) bool { return CompareRunIDs(out[i].ID, out[j].ID) > 0 })
+	dirs := make([]string, len(out))
+	for i, e := range out {
+		dirs[i] = e.Dir
+	}
+	return dirs
+}
+
+// pruneScript removes run directories (full paths) unless a run of the host
+// directory $HD names one in its rollback_of, which a run that began after
+// the listing could have written.
+func pruneScript(dirs []string) string {
+	if len(dirs) == 0 {
+		return ""
+	}
+	var sb strings.Builder
+	sb.WriteString("for P in")
+	for _, d := range dirs {
+		sb.WriteString(" " + remote.Quote(d))
+	}
+	sb.WriteString(`; do
+  K=; for B in "$HD"/*/rollback_of; do [ -f "$B" ] || continue; X=; read -r X < "$B"; [ "$X" = "${P##*/}" ] && K=1; done
+  [ -n "$K" ] || rm -rf -- "$P" || exit 1
+done
+`)
+	return sb.String()
 }
 
 // keepFor is how many runs h keeps.
@@ -466,6 +625,8 @@ func (r *Recorder) keepFor(h *inventories.Host) int {
 // runEntry is one run directory as iklim_list shows it.
 type runEntry struct {
 	ID         string
+	Dir        string     // its directory
+	Legacy     bool       // <root>/<run-id>, from before host directories
 	Rec        *RunRecord // nil when run.json is missing or unreadable
 	RollbackOf string
 	RolledBack bool
@@ -476,15 +637,27 @@ func (e runEntry) finished() bool {
 	return e.RolledBack || (e.Rec != nil && e.Rec.Status != StatusRunning)
 }
 
-func parseRunList(out string) ([]runEntry, error) {
+// parseRunList reads the output of `iklim_list "$HD"; echo LEGACY;
+// iklim_list "$R"`: the runs of host directory hdir, then those of the old
+// layout under root.
+func parseRunList(out, hdir, root string) ([]runEntry, error) {
 	frames, err := parseFrames(out)
 	if err != nil {
 		return nil, err
 	}
 	var runs []runEntry
+	legacy := false
 	for _, f := range frames {
-		if f.Kind == "R" {
-			runs = append(runs, runEntry{ID: f.Name})
+		switch f.Kind {
+		case "LEGACY":
+			legacy = true
+			continue
+		case "R":
+			dir := path.Join(hdir, f.Name)
+			if legacy {
+				dir = legacyRunDir(root, f.Name)
+			}
+			runs = append(runs, runEntry{ID: f.Name, Dir: dir, Legacy: legacy})
 			continue
 		}
 		if len(runs) == 0 {
@@ -515,6 +688,22 @@ func parseRunList(out string) ([]runEntry, error) {
 		}
 	}
 	return valid, nil
+}
+
+// ownRuns is runs without the old-layout runs of other hosts: those whose
+// run.json names another host, and, when strict, those that name none.
+func ownRuns(runs []runEntry, host string, strict bool) []runEntry {
+	var out []runEntry
+	for _, e := range runs {
+		if e.Legacy {
+			named := e.Rec != nil && e.Rec.Host != ""
+			if named && e.Rec.Host != host || !named && strict {
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // pruneSet decides which runs of one host to delete after run current

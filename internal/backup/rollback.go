@@ -178,16 +178,17 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 	root, ctl := rootsFrom(ctx, self)
 	plan := &rbPlan{before: rollbackBefore{Run: m.Run}}
 
-	hs, err := readRun(ctx, c, root, m.Run)
+	hs, err := readRun(ctx, c, root, self, m.Run)
 	if err != nil {
 		return nil, fmt.Errorf("rollback %s: read records on %s: %w", m.Run, self, err)
 	}
 	if hs != nil {
-		hs.filter(func(r *runner.ChangeRecord) bool { return !r.Delegated })
+		// A run directory of the old layout may hold other hosts' records.
+		hs.filter(func(r *runner.ChangeRecord) bool { return !r.Delegated && r.Host == self })
 		plan.sites = append(plan.sites, hs)
 	}
 	lc := runner.NewLocalConn(ctl.Name)
-	cs, err := readRun(ctx, lc, hostRoot(ctl), m.Run)
+	cs, err := readRun(ctx, lc, hostRoot(ctl), ctl.Name, m.Run)
 	if err != nil {
 		return nil, fmt.Errorf("rollback %s: read delegated records on the control machine: %w", m.Run, err)
 	}
@@ -337,16 +338,17 @@ func (s *rbSite) filter(keep func(*runner.ChangeRecord) bool) {
 	s.entries = out
 }
 
-// readRun reads a run's records under root in one command: run.json, every
-// change record, after record, snapshot meta and sealed data, and the
-// current state of every snapshotted path. It returns nil when the run left
-// no directory there.
-func readRun(ctx context.Context, c modules.Conn, root, id string) (*rbSite, error) {
-	dir := runDir(root, id)
+// readRun reads the records host keeps of run id under root in one
+// command: run.json, every change record, after record, snapshot meta and
+// sealed data, and the current state of every snapshotted path. The run is
+// looked for in the host directory, then in the old layout
+// (<root>/<run-id>). It returns nil when the run left no directory there.
+func readRun(ctx context.Context, c modules.Conn, root, host, id string) (*rbSite, error) {
+	dir, legacy := RunDir(root, host, id), legacyRunDir(root, id)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "D=%s\n", remote.Quote(dir))
-	sb.WriteString(`[ -d "$D" ] || { echo NORUN; exit 0; }
+	fmt.Fprintf(&sb, "D=%s; L=%s\n", remote.Quote(dir), remote.Quote(legacy))
+	sb.WriteString(`if [ -d "$D" ]; then :; elif [ -f "$L/run.json" ] || [ -d "$L/changes" ]; then D=$L; echo LEGACY; else echo NORUN; exit 0; fi
 cd "$D" || exit 1
 for f in run.json changes/*.json changes/*.json.enc files/*/*.meta.json files/*/*.data.enc files/*/*.tar.enc; do
   [ -f "$f" ] && iklim_frame "$f" "$f"
@@ -382,6 +384,10 @@ exit 0
 	for _, f := range frames {
 		if f.Kind == "NORUN" {
 			return nil, nil
+		}
+		if f.Kind == "LEGACY" {
+			s.dir = legacy
+			continue
 		}
 		name := f.Name
 		switch {

@@ -1,24 +1,42 @@
 // Package backup keeps the records of iklim runs: before a module changes a
 // host, the runner writes the change record and a byte-exact snapshot of
-// every file the change replaces into <backup_root>/<run-id>/ on that host.
-// From those records the rollback module undoes a run, retention keeps the
-// last N runs per host, and List shows runs across hosts.
+// every file the change replaces into <backup_root>/<host>/<run-id>/ on that
+// host. From those records the rollback module undoes a run, retention keeps
+// the last N runs per host, and List shows runs across hosts.
+//
+// Every host has its own directory under the root, named after its inventory
+// name (see HostDir), because several inventory hosts may reach one
+// filesystem: an NFS home, a shared storage box, two names for one machine.
+// Its owner marker names the host, the machine (/etc/machine-id, else the
+// kernel hostname) and the control machine that write there; a recorder
+// that finds another owner refuses to write and names both.
 //
 // On-host layout (every directory 0700, every file 0600):
 //
-//	<root>/<run-id>/run.json                 RunRecord: who, when, playbook, inventory,
-//	                                         git commit; status "running" until Finish
-//	<root>/<run-id>/owner                    the recorder that claimed the directory
-//	<root>/<run-id>/rollback_of              run id this run rolls back (rollback runs only)
-//	<root>/<run-id>/rolled_back              written when a rollback of this run succeeded
-//	<root>/<run-id>/changes/0001.json        runner.ChangeRecord, secrets redacted
-//	<root>/<run-id>/changes/0001.json.enc    full record, AES-256-GCM (only when redacted)
-//	<root>/<run-id>/changes/0001.after.json  AfterRecord: outcome + post-apply file state
-//	<root>/<run-id>/files/0001/<n>.meta.json FileMeta of Change.Files[n-1] before the change
-//	<root>/<run-id>/files/0001/<n>.path      the path, raw (for remote scripts)
-//	<root>/<run-id>/files/0001/<n>.data      old content (regular file) or link target
-//	<root>/<run-id>/files/0001/<n>.tar       old tree of a directory the change replaces or deletes
-//	<root>/<run-id>/files/0001/<n>.data.enc  old content, sealed (sensitive changes); .tar.enc likewise
+//	<root>/<host>/owner                             "host=<name> machine=<id> control=<hostname>"
+//	<root>/<host>/<run-id>/run.json                 RunRecord: who, when, playbook, inventory,
+//	                                                git commit; status "running" until Finish
+//	<root>/<host>/<run-id>/owner                    the recorder that claimed the run directory
+//	<root>/<host>/<run-id>/rollback_of              run id this run rolls back (rollback runs only)
+//	<root>/<host>/<run-id>/rolled_back              written when a rollback of this run succeeded
+//	<root>/<host>/<run-id>/changes/0001.json        runner.ChangeRecord, secrets redacted
+//	<root>/<host>/<run-id>/changes/0001.json.enc    full record, AES-256-GCM (only when redacted)
+//	<root>/<host>/<run-id>/changes/0001.after.json  AfterRecord: outcome + post-apply file state
+//	<root>/<host>/<run-id>/files/0001/<n>.meta.json FileMeta of Change.Files[n-1] before the change
+//	<root>/<host>/<run-id>/files/0001/<n>.path      the path, raw (for remote scripts)
+//	<root>/<host>/<run-id>/files/0001/<n>.data      old content (regular file) or link target
+//	<root>/<host>/<run-id>/files/0001/<n>.tar       old tree of a directory the change replaces or deletes
+//	<root>/<host>/<run-id>/files/0001/<n>.data.enc  old content, sealed (sensitive changes); .tar.enc likewise
+//
+// Delegated changes are recorded on the control machine under the control
+// host's name (<root>/localhost/<run-id>/ for the CLI). Temporary files carry
+// the recorder's random token (.0001.json.<token>.tmp), so no two writers
+// share one. A change record is renamed into place last: a Before that fails
+// (a full disk, say) removes what it wrote, and the change is not applied.
+//
+// Runs recorded before host directories existed, <root>/<run-id>/, are still
+// listed, rolled back and pruned: such a directory belongs to the host its
+// run.json names, and rollback takes from it only that host's records.
 //
 // The control machine keeps a journal of each run it started under
 // $IKLIM_STATE_DIR/runs/<run-id>/run.json (see WriteJournal).
