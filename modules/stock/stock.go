@@ -9,6 +9,7 @@ import (
 	"github.com/iklimco/iklim/modules/docker"
 	"github.com/iklimco/iklim/modules/edge"
 	"github.com/iklimco/iklim/modules/files"
+	"github.com/iklimco/iklim/modules/system"
 )
 
 func init() {
@@ -19,6 +20,7 @@ func init() {
 		docker.Modules(),
 		edge.Modules(),
 		cluster.Modules(),
+		system.Modules(),
 	} {
 		for _, i := range family {
 			modules.RegisterInfo(i)

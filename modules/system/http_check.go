@@ -27,7 +27,7 @@ func httpCheckInfo() modules.Info {
   module     = "http_check"
   url        = "https://app.example.com/health"
   status     = [200]
-  body_regex = "\"version\":\\s*\"${var.image_tag}\""
+  body_regex = "\"version\":\\s*\"abc1234\""
   within     = "60s"
   register   = "health"
 }`,
