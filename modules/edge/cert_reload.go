@@ -18,6 +18,7 @@ import (
 	"net"
 	"os"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -43,7 +44,7 @@ type CertReload struct {
 	SrcChain    string   `hcl:"src_chain,optional" doc:"PEM chain (intermediates, issuer of the leaf first) when src_cert holds only the leaf"`
 	RemoteSrc   bool     `hcl:"remote_src,optional" doc:"src_cert, src_key and src_chain are paths on the host (what SWAG or an ACME client wrote), not on the control machine"`
 	Placeholder bool     `hcl:"placeholder,optional" doc:"create a self-signed certificate for names, only when cert or key is missing; an existing one is never replaced"`
-	Names       []string `hcl:"names,optional" doc:"DNS names or IPs the certificate must cover (the placeholder's names); wildcards in the certificate count"`
+	Names       []string `hcl:"names,optional" doc:"DNS names or IPs the certificate must cover (the placeholder's names); a wildcard certificate covers a name under it, and \"*.example.com\" asks for that wildcard itself"`
 	MinDays     int      `hcl:"min_days,optional" doc:"refuse a certificate that expires within this many days (default 0: refuse only an expired one)"`
 
 	Mode    string `hcl:"mode,optional" doc:"octal mode of cert and chain (default \"0644\")"`
@@ -522,6 +523,9 @@ func (m *CertReload) validate(src certSource, now time.Time) (*certInput, error)
 			certs[0].NotAfter.UTC().Format(time.RFC3339), m.MinDays)
 	}
 	for _, n := range m.Names {
+		if strings.HasPrefix(n, "*.") && slices.Contains(certs[0].DNSNames, n) {
+			continue // a wildcard asked for by name
+		}
 		if err := certs[0].VerifyHostname(n); err != nil {
 			return nil, fmt.Errorf("certificate %s does not cover %q (it covers %s)", describe(certs[0]), n, strings.Join(covered(certs[0]), ", "))
 		}
@@ -642,9 +646,9 @@ func (m *CertReload) verifyName(leaf *x509.Certificate) string {
 	case m.VerifyName != "":
 		return m.VerifyName
 	case len(m.Names) > 0:
-		return m.Names[0]
+		return strings.Replace(m.Names[0], "*.", "iklim-verify.", 1)
 	case len(leaf.DNSNames) > 0:
-		return strings.TrimPrefix(leaf.DNSNames[0], "*.")
+		return strings.Replace(leaf.DNSNames[0], "*.", "iklim-verify.", 1)
 	}
 	return ""
 }

@@ -379,6 +379,14 @@ func TestCertReloadValidateBeforeHosts(t *testing.T) {
 	require.Contains(t, err.Error(), "does not match")
 	require.NotContains(t, err.Error(), "PRIVATE KEY")
 
+	// A wildcard certificate covers one label under it, and can be asked
+	// for by its own name.
+	w := ca.issue(t, src, "w", []string{"*.iklim.test"}, now.Add(-time.Hour), now.AddDate(0, 0, 90))
+	m = &edge.CertReload{SrcCert: w.certPath, SrcKey: w.key, Cert: "/x.pem", Key: "/x.key", Names: []string{"api.iklim.test", "*.iklim.test"}}
+	require.NoError(t, m.Validate())
+	m.Names = []string{"a.b.iklim.test"}
+	require.ErrorContains(t, m.Validate(), `does not cover "a.b.iklim.test"`)
+
 	m = &edge.CertReload{Placeholder: true, Cert: "/x.pem", Key: "/x.key"}
 	require.ErrorAs(t, m.Validate(), &ae)
 	require.Equal(t, "names", ae.Arg)

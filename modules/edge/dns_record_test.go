@@ -81,3 +81,37 @@ func dnsScenario(t *testing.T, be dnsBackend) {
 		require.Empty(t, be.lookup(t, n), n)
 	}
 }
+
+// TestDNSRecordValidate: argument mistakes are bound to their argument and
+// found before any provider is called.
+func TestDNSRecordValidate(t *testing.T) {
+	gd := func(mut func(*edge.DNSRecord)) *edge.DNSRecord {
+		m := &edge.DNSRecord{Provider: "godaddy", Zone: "iklim.co", APIKey: "k-123456", APISecret: "s-123456",
+			Names: []string{"api"}, Values: []string{"192.0.2.1"}}
+		mut(m)
+		return m
+	}
+	for _, tc := range []struct {
+		name, arg, msg string
+		m              *edge.DNSRecord
+	}{
+		{"unknown provider", "provider", "not \"godaddy\"", gd(func(m *edge.DNSRecord) { m.Provider = "route53" })},
+		{"godaddy without secret", "api_secret", "api_secret", gd(func(m *edge.DNSRecord) { m.APISecret = "" })},
+		{"godaddy ttl below 600", "names", "minimum of 600", gd(func(m *edge.DNSRecord) { m.TTL = 300 })},
+		{"not an IPv4 address", "names", "not an IPv4 address", gd(func(m *edge.DNSRecord) { m.Values = []string{"2001:db8::1"} })},
+		{"set twice", "record", "set twice", gd(func(m *edge.DNSRecord) {
+			m.Record = []*edge.DNSRecordBlock{{Name: "api.iklim.co", Values: []string{"192.0.2.2"}}}
+		})},
+		{"no records", "names", "no records", gd(func(m *edge.DNSRecord) { m.Names, m.Values = nil, nil })},
+		{"rfc2136 without server", "server", "authoritative server", &edge.DNSRecord{Provider: "rfc2136", Zone: "iklim.co", Names: []string{"a"}, Values: []string{"192.0.2.1"}}},
+		{"tsig name without secret", "tsig_secret", "together", &edge.DNSRecord{Provider: "rfc2136", Zone: "iklim.co", Server: "127.0.0.1", TSIGName: "k", Names: []string{"a"}, Values: []string{"192.0.2.1"}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.m.Validate()
+			var ae *modules.ArgError
+			require.ErrorAs(t, err, &ae)
+			require.Equal(t, tc.arg, ae.Arg)
+			require.Contains(t, err.Error(), tc.msg)
+		})
+	}
+}
