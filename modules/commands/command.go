@@ -50,10 +50,10 @@ func (m *Command) Validate() error {
 	case len(m.Argv) == 0 && strings.TrimSpace(m.Cmd) == "":
 		return errors.New("command: argv or cmd is required")
 	case len(m.Argv) > 0 && m.Argv[0] == "":
-		return errors.New("command: argv[0] (the program) is empty")
+		return modules.ArgErrorf("argv", "command: argv[0] (the program) is empty")
 	}
 	if _, err := m.argv(); err != nil {
-		return fmt.Errorf("command: %w", err)
+		return modules.ArgErrorf("cmd", "command: %w", err)
 	}
 	e := m.newExec()
 	return e.validate("command")
@@ -110,7 +110,7 @@ type execStep struct {
 func (e *execStep) validate(module string) error {
 	for k := range e.env {
 		if !remote.IsEnvName(k) {
-			return fmt.Errorf("%s: env name %q is not a valid variable name", module, k)
+			return modules.ArgErrorf("env", "%s: env name %q is not a valid variable name", module, k)
 		}
 	}
 	if e.creates != "" && e.removes != "" {

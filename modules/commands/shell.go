@@ -2,7 +2,6 @@ package commands
 
 import (
 	"context"
-	"errors"
 	"strings"
 
 	"github.com/iklimco/iklim/modules"
@@ -40,7 +39,7 @@ type Shell struct {
 // Validate implements Validator.
 func (m *Shell) Validate() error {
 	if strings.TrimSpace(m.Cmd) == "" {
-		return errors.New("shell: cmd is empty")
+		return modules.ArgErrorf("cmd", "shell: cmd is empty")
 	}
 	e := m.newExec()
 	return e.validate("shell")

@@ -50,10 +50,10 @@ const timeoutExit = 124
 
 func (m *WaitFor) durations() (timeout, interval time.Duration, err error) {
 	if timeout, err = remote.ParseDuration("max_wait", m.MaxWait, time.Minute); err != nil {
-		return 0, 0, fmt.Errorf("wait_for: %w", err)
+		return 0, 0, modules.ArgErrorf("max_wait", "wait_for: %w", err)
 	}
 	if interval, err = remote.ParseDuration("interval", m.Interval, time.Second); err != nil {
-		return 0, 0, fmt.Errorf("wait_for: %w", err)
+		return 0, 0, modules.ArgErrorf("interval", "wait_for: %w", err)
 	}
 	return timeout, interval, nil
 }
@@ -77,19 +77,19 @@ func (m *WaitFor) Validate() error {
 	case n != 1:
 		return errors.New("wait_for: set exactly one of port, path or cmd")
 	case m.Port != 0 && (m.Port < 1 || m.Port > 65535):
-		return fmt.Errorf("wait_for: port %d is out of range", m.Port)
+		return modules.ArgErrorf("port", "wait_for: port %d is out of range", m.Port)
 	case m.Host != "" && m.Port == 0:
-		return errors.New("wait_for: host is only for port")
+		return modules.ArgErrorf("host", "wait_for: host is only for port")
 	case m.Host != "" && !hostArg.MatchString(m.Host):
-		return fmt.Errorf("wait_for: host %q is not a host name or address", m.Host)
+		return modules.ArgErrorf("host", "wait_for: host %q is not a host name or address", m.Host)
 	case m.State != "" && m.State != "present" && m.State != "absent":
-		return fmt.Errorf("wait_for: state %q is not present or absent", m.State)
+		return modules.ArgErrorf("state", "wait_for: state %q is not present or absent", m.State)
 	case m.State == "absent" && m.Cmd != "":
-		return errors.New("wait_for: state is not for cmd")
+		return modules.ArgErrorf("state", "wait_for: state is not for cmd")
 	}
 	if m.Path != "" {
 		if err := remote.AbsPath("path", m.Path); err != nil {
-			return fmt.Errorf("wait_for: %w", err)
+			return modules.ArgErrorf("path", "wait_for: %w", err)
 		}
 	}
 	_, _, err := m.durations()

@@ -64,7 +64,7 @@ type networkInspect struct {
 // Validate implements Validator.
 func (m *DockerNetwork) Validate() error {
 	if strings.TrimSpace(m.Name) == "" {
-		return fmt.Errorf("docker_network: name is required")
+		return modules.ArgErrorf("name", "docker_network: name is required")
 	}
 	return nil
 }

@@ -115,7 +115,7 @@ func (m *DockerSecret) mod() string {
 func (m *DockerSecret) Validate() error {
 	m.mod() // defaults kind
 	if m.Name == "" {
-		return fmt.Errorf("%s: name is required", m.mod())
+		return modules.ArgErrorf("name", "%s: name is required", m.mod())
 	}
 	n := 0
 	for _, set := range []bool{m.Value != "", m.File != "", m.Generate > 0} {
@@ -127,10 +127,17 @@ func (m *DockerSecret) Validate() error {
 		return fmt.Errorf("%s: set exactly one of value, file or generate", m.mod())
 	}
 	if m.Generate < 0 || m.Generate > 4096 {
-		return fmt.Errorf("%s: generate must be between 1 and 4096 bytes", m.mod())
+		return modules.ArgErrorf("generate", "%s: generate must be between 1 and 4096 bytes", m.mod())
 	}
 	if m.Keep != nil && *m.Keep < 0 {
-		return fmt.Errorf("%s: keep must not be negative", m.mod())
+		return modules.ArgErrorf("keep", "%s: keep must not be negative", m.mod())
+	}
+	if m.File != "" {
+		// Read at check time on the control machine: a missing file or a
+		// directory is an argument error, found before any host is touched.
+		if err := remote.LocalFile(m.File); err != nil {
+			return modules.ArgErrorf("file", "%s: %w", m.mod(), err)
+		}
 	}
 	return nil
 }

@@ -57,17 +57,25 @@ func (m *NodeLabel) Validate() error {
 	switch m.Mode {
 	case "", "merge", "replace":
 	default:
-		return fmt.Errorf("node_label: mode %q is not merge or replace", m.Mode)
+		return modules.ArgErrorf("mode", "node_label: mode %q is not merge or replace", m.Mode)
 	}
 	if len(m.Labels) == 0 && !m.FromInventory && len(m.Remove) == 0 && m.Mode != "replace" {
 		return errors.New("node_label: nothing to do: set labels, from_inventory or remove")
 	}
 	for k := range m.Labels {
 		if k == "" || strings.ContainsAny(k, "= \t\n") {
-			return fmt.Errorf("node_label: bad label key %q", k)
+			return modules.ArgErrorf("labels", "node_label: bad label key %q", k)
 		}
 	}
 	return nil
+}
+
+// HostArgs implements modules.HostNamer: manager is an inventory host name.
+func (m *NodeLabel) HostArgs() map[string][]string {
+	if m.Manager == "" {
+		return nil
+	}
+	return map[string][]string{"manager": {m.Manager}}
 }
 
 // desired computes the labels the node should end with.

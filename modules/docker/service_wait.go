@@ -329,13 +329,15 @@ func waitConverged(ctx context.Context, c modules.Conn, lsFilter string, names [
 // Validate implements Validator.
 func (m *ServiceWait) Validate() error {
 	if len(m.Services) == 0 {
-		return errors.New("service_wait: services is required")
+		return modules.ArgErrorf("services", "service_wait: services is required")
 	}
 	if _, err := remote.ParseDuration("service_wait: max_wait", m.MaxWait, 0); err != nil {
-		return err
+		return &modules.ArgError{Arg: "max_wait", Err: err}
 	}
-	_, err := remote.ParseDuration("service_wait: interval", m.Interval, 0)
-	return err
+	if _, err := remote.ParseDuration("service_wait: interval", m.Interval, 0); err != nil {
+		return &modules.ArgError{Arg: "interval", Err: err}
+	}
+	return nil
 }
 
 // Check implements Module: one probe.

@@ -90,7 +90,7 @@ func lockCluster(id string) func() {
 // Validate implements Validator.
 func (m *SwarmInit) Validate() error {
 	if len(m.Managers) == 0 {
-		return errors.New("swarm_init: managers needs at least one host (the first is the bootstrap leader)")
+		return modules.ArgErrorf("managers", "swarm_init: managers needs at least one host (the first is the bootstrap leader)")
 	}
 	seen := map[string]bool{}
 	for _, h := range append(slices.Clone(m.Managers), m.Workers...) {
@@ -102,8 +102,16 @@ func (m *SwarmInit) Validate() error {
 		}
 		seen[h] = true
 	}
-	_, err := remote.ParseDuration("swarm_init: join_timeout", m.JoinTimeout, 0)
-	return err
+	if _, err := remote.ParseDuration("swarm_init: join_timeout", m.JoinTimeout, 0); err != nil {
+		return &modules.ArgError{Arg: "join_timeout", Err: err}
+	}
+	return nil
+}
+
+// HostArgs implements modules.HostNamer: managers and workers are
+// inventory host names.
+func (m *SwarmInit) HostArgs() map[string][]string {
+	return map[string][]string{"managers": m.Managers, "workers": m.Workers}
 }
 
 func (m *SwarmInit) timeout() time.Duration {

@@ -62,7 +62,7 @@ func (m *Copy) sensitive() bool { return m.secret }
 // Validate implements Validator.
 func (m *Copy) Validate() error {
 	if err := remote.AbsPath("dest", m.Dest); err != nil {
-		return fmt.Errorf("%s: %w", m.name(), err)
+		return modules.ArgErrorf("dest", "%s: %w", m.name(), err)
 	}
 	switch {
 	case m.Content != nil && m.Src != "":
@@ -72,13 +72,13 @@ func (m *Copy) Validate() error {
 	}
 	if m.Src != "" {
 		if fi, err := os.Stat(m.Src); err != nil {
-			return fmt.Errorf("%s %s: src: %w", m.name(), m.Dest, err)
+			return modules.ArgErrorf("src", "%s %s: src: %w", m.name(), m.Dest, err)
 		} else if fi.IsDir() {
-			return fmt.Errorf("%s %s: src %s is a directory", m.name(), m.Dest, m.Src)
+			return modules.ArgErrorf("src", "%s %s: src %s is a directory", m.name(), m.Dest, m.Src)
 		}
 	}
 	if err := m.attrs().Validate(); err != nil {
-		return fmt.Errorf("%s %s: %w", m.name(), m.Dest, err)
+		return modules.ArgErrorf("mode", "%s %s: %w", m.name(), m.Dest, err)
 	}
 	return nil
 }

@@ -82,32 +82,32 @@ func (m *File) attrs() remote.Attrs {
 // Validate implements Validator.
 func (m *File) Validate() error {
 	if err := remote.AbsPath("path", m.Path); err != nil {
-		return fmt.Errorf("file: %w", err)
+		return modules.ArgErrorf("path", "file: %w", err)
 	}
 	st := m.state()
 	switch st {
 	case "file", "directory", "absent", "link", "touch":
 	default:
-		return fmt.Errorf("file %s: state %q is not one of file, directory, link, touch, absent", m.Path, m.State)
+		return modules.ArgErrorf("state", "file %s: state %q is not one of file, directory, link, touch, absent", m.Path, m.State)
 	}
 	switch {
 	case st == "link" && m.Src == "":
-		return fmt.Errorf("file %s: state = \"link\" needs src (the link target)", m.Path)
+		return modules.ArgErrorf("state", "file %s: state = \"link\" needs src (the link target)", m.Path)
 	case st != "link" && m.Src != "":
-		return fmt.Errorf("file %s: src is only for state = \"link\"", m.Path)
+		return modules.ArgErrorf("src", "file %s: src is only for state = \"link\"", m.Path)
 	case st != "link" && m.Force:
-		return fmt.Errorf("file %s: force is only for state = \"link\"", m.Path)
+		return modules.ArgErrorf("force", "file %s: force is only for state = \"link\"", m.Path)
 	case st != "directory" && m.Recurse:
-		return fmt.Errorf("file %s: recurse is only for state = \"directory\"", m.Path)
+		return modules.ArgErrorf("recurse", "file %s: recurse is only for state = \"directory\"", m.Path)
 	case st == "link" && m.Mode != "":
-		return fmt.Errorf("file %s: mode does not apply to a symlink", m.Path)
+		return modules.ArgErrorf("mode", "file %s: mode does not apply to a symlink", m.Path)
 	case st == "absent" && (m.Mode != "" || m.Owner != "" || m.Group != ""):
 		return fmt.Errorf("file %s: mode, owner and group do not apply to state = \"absent\"", m.Path)
 	case st == "file" && m.Mode == "" && m.Owner == "" && m.Group == "":
-		return fmt.Errorf("file %s: state = \"file\" only sets mode/owner/group; set one (or use state = \"touch\" to create the file)", m.Path)
+		return modules.ArgErrorf("state", "file %s: state = \"file\" only sets mode/owner/group; set one (or use state = \"touch\" to create the file)", m.Path)
 	}
 	if err := m.attrs().Validate(); err != nil {
-		return fmt.Errorf("file %s: %w", m.Path, err)
+		return modules.ArgErrorf("mode", "file %s: %w", m.Path, err)
 	}
 	return nil
 }

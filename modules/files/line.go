@@ -58,15 +58,18 @@ func (m *Line) state() string {
 // Validate implements Validator.
 func (m *Line) Validate() error {
 	if err := remote.AbsPath("path", m.Path); err != nil {
-		return fmt.Errorf("line: %w", err)
+		return modules.ArgErrorf("path", "line: %w", err)
 	}
 	fail := func(format string, args ...any) error {
 		return fmt.Errorf("line %s: %s", m.Path, fmt.Sprintf(format, args...))
 	}
+	argFail := func(arg, format string, args ...any) error {
+		return &modules.ArgError{Arg: arg, Err: fail(format, args...)}
+	}
 	switch m.state() {
 	case "present":
 		if m.Line == "" {
-			return fail("state = \"present\" needs line")
+			return argFail("line", "state = \"present\" needs line")
 		}
 	case "absent":
 		if m.Line == "" && m.Regexp == "" {
@@ -76,10 +79,10 @@ func (m *Line) Validate() error {
 			return fail("create, insertafter and insertbefore are only for state = \"present\"")
 		}
 	default:
-		return fail("state %q is not present or absent", m.State)
+		return argFail("state", "state %q is not present or absent", m.State)
 	}
 	if strings.ContainsAny(m.Line, "\n\r") {
-		return fail("line holds a newline; manage one line per step")
+		return argFail("line", "line holds a newline; manage one line per step")
 	}
 	if m.InsertAfter != "" && m.InsertBefore != "" {
 		return fail("set insertafter or insertbefore, not both")
@@ -89,11 +92,11 @@ func (m *Line) Validate() error {
 			continue
 		}
 		if _, err := regexp.Compile(re); err != nil {
-			return fail("%s: %v", name, err)
+			return argFail(name, "%s: %v", name, err)
 		}
 	}
 	if err := remote.ValidMode(m.Mode); err != nil {
-		return fail("%v", err)
+		return argFail("mode", "%v", err)
 	}
 	return nil
 }

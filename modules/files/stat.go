@@ -34,7 +34,7 @@ type Stat struct {
 // Validate implements Validator.
 func (m *Stat) Validate() error {
 	if err := remote.AbsPath("path", m.Path); err != nil {
-		return fmt.Errorf("stat: %w", err)
+		return modules.ArgErrorf("path", "stat: %w", err)
 	}
 	return nil
 }

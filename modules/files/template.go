@@ -55,12 +55,18 @@ func (m *Template) Validate() error {
 		return fmt.Errorf("template %s: content or src is required", m.Dest)
 	}
 	if err := remote.AbsPath("dest", m.Dest); err != nil {
-		return fmt.Errorf("template: %w", err)
+		return modules.ArgErrorf("dest", "template: %w", err)
 	}
 	if _, err := m.parse(); err != nil {
-		return err
+		if m.Content != nil {
+			return &modules.ArgError{Arg: "content", Err: err}
+		}
+		return &modules.ArgError{Arg: "src", Err: err}
 	}
-	return m.attrs().Validate()
+	if err := m.attrs().Validate(); err != nil {
+		return &modules.ArgError{Arg: "mode", Err: err}
+	}
+	return nil
 }
 
 func (m *Template) attrs() remote.Attrs {

@@ -440,3 +440,17 @@ func TrimOutput(s string) string {
 	}
 	return s
 }
+
+// LocalFile checks that p, a file on the control machine that a module will
+// read, exists and is a regular file (or a link to one), so that Validate
+// reports a missing or misnamed file before any host is touched.
+func LocalFile(p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("local file %s: %w", p, err)
+	}
+	if !fi.Mode().IsRegular() {
+		return fmt.Errorf("local file %s is a directory or not a regular file", p)
+	}
+	return nil
+}
