@@ -348,6 +348,7 @@ cmd_up() {
 	images_build
 	each_host images_load_host || die "loading images failed"
 	bind_up
+	registry_up
 	log "up ($((SECONDS - t0))s: hosts $((t1 - t0))s, images $((SECONDS - t1))s). ssh -i $LAB_DIR/id_ed25519 -o UserKnownHostsFile=$LAB_DIR/known_hosts $LAB_USER@10.77.0.11"
 }
 
@@ -801,6 +802,88 @@ EOF
 		sleep 0.1
 	done
 	die "bind: named did not come up (see $d/named.log)"
+}
+
+# ------------------------------------------------------------- registry ---
+# A private image registry: Debian's docker-registry (distribution 2.8) in
+# iklim-db-02 on 10.77.0.22:5000, with TLS (a self-signed certificate for the
+# name and the address) and htpasswd auth (user iklim; the password is in
+# $LAB_DIR/registry/password, 0600). Every host trusts the certificate through
+# its private /etc/docker/certs.d/iklim-db-02:5000/ca.crt. The lab's busybox
+# image is pushed once as iklim-db-02:5000/lab/busybox:1. A running registry
+# is left alone; keys, password and data are kept across runs.
+REGISTRY_HOST=iklim-db-02
+REGISTRY_ADDR=10.77.0.22
+REGISTRY_PORT=5000
+REGISTRY_USER=iklim
+
+registry_up() {
+	local d=$LAB_DIR/registry reg=$REGISTRY_HOST:$REGISTRY_PORT e h a i
+	[[ -x /usr/bin/docker-registry ]] || { log "registry: /usr/bin/docker-registry not installed (apt-get install docker-registry); skipped"; return 0; }
+	mkdir -p "$d/data"
+	chmod 0700 "$d"
+	if [[ ! -s $d/password ]]; then
+		(umask 077 && head -c 18 /dev/urandom | base64 | tr '+/' 'xy' >"$d/password.tmp")
+		mv "$d/password.tmp" "$d/password"
+		rm -f "$d/htpasswd"
+	fi
+	if [[ ! -s $d/htpasswd ]]; then
+		# bcrypt through libxcrypt; the registry accepts only bcrypt.
+		(umask 077 && python3 -W ignore -c 'import crypt, sys; print(sys.argv[1] + ":" + crypt.crypt(sys.stdin.read().strip(), crypt.mksalt(crypt.METHOD_BLOWFISH)))' \
+			"$REGISTRY_USER" <"$d/password" >"$d/htpasswd.tmp")
+		mv "$d/htpasswd.tmp" "$d/htpasswd"
+	fi
+	if [[ ! -s $d/tls.crt || ! -s $d/tls.key ]]; then
+		(umask 077 && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+			-subj "/CN=$REGISTRY_HOST" -addext "subjectAltName=DNS:$REGISTRY_HOST,IP:$REGISTRY_ADDR" \
+			-addext "basicConstraints=critical,CA:TRUE" -keyout "$d/tls.key.tmp" -out "$d/tls.crt.tmp" 2>/dev/null) ||
+			die "registry: openssl could not make a certificate"
+		mv "$d/tls.key.tmp" "$d/tls.key"
+		mv "$d/tls.crt.tmp" "$d/tls.crt"
+	fi
+	for e in "${HOSTS[@]}"; do
+		read -r h a <<<"$e"
+		install -D -m 0644 "$d/tls.crt" "$(host_dir "$h")/fs/etc-docker/certs.d/$reg/ca.crt"
+	done
+	if pid_ok "$d/registry.pid" "$REGISTRY_HOST"; then
+		hlog "$REGISTRY_HOST" "registry already up (pid $(<"$d/registry.pid")) on $reg"
+	else
+		cat >"$d/config.yml" <<EOF
+version: 0.1
+log: { level: warn, accesslog: { disabled: true } }
+storage:
+  filesystem: { rootdirectory: $d/data }
+  delete: { enabled: true }
+http:
+  addr: $REGISTRY_ADDR:$REGISTRY_PORT
+  tls: { certificate: $d/tls.crt, key: $d/tls.key }
+auth:
+  htpasswd: { realm: iklim-lab, path: $d/htpasswd }
+EOF
+		rm -f "$d/registry.pid"
+		# Not a process group leader here, so setsid does not fork: $! is
+		# the registry itself. 9>&- so it does not hold the lab lock.
+		nsenter --net="/run/netns/$REGISTRY_HOST" --mount="$NS_DIR/$REGISTRY_HOST.mnt" --uts="$NS_DIR/$REGISTRY_HOST.uts" -- \
+			setsid /usr/bin/docker-registry serve "$d/config.yml" >>"$d/registry.log" 2>&1 </dev/null 9>&- &
+		echo $! >"$d/registry.pid"
+		for ((i = 0; i < 100; i++)); do
+			pid_ok "$d/registry.pid" "$REGISTRY_HOST" && tcp_open "$REGISTRY_ADDR" "$REGISTRY_PORT" && break
+			sleep 0.1
+		done
+		((i < 100)) || die "registry: did not come up (see $d/registry.log)"
+		hlog "$REGISTRY_HOST" "started registry (pid $(<"$d/registry.pid")) on $reg"
+	fi
+	[[ -e $d/pushed-r$IMAGE_RECIPE ]] && return 0
+	# The docker CLI keeps the login in its own config, not root's.
+	(
+		export DOCKER_CONFIG=$d/docker-config
+		hdocker "$REGISTRY_HOST" login -u "$REGISTRY_USER" --password-stdin "$reg" <"$d/password" >/dev/null &&
+			hdocker "$REGISTRY_HOST" tag local/busybox:1 "$reg/lab/busybox:1" &&
+			hdocker "$REGISTRY_HOST" push -q "$reg/lab/busybox:1" >/dev/null &&
+			hdocker "$REGISTRY_HOST" logout "$reg" >/dev/null
+	) || die "registry: pushing the lab images failed (see $d/registry.log)"
+	touch "$d/pushed-r$IMAGE_RECIPE"
+	hlog "$REGISTRY_HOST" "pushed $reg/lab/busybox:1"
 }
 
 usage() {
