@@ -1,6 +1,7 @@
 // Package docker is the family of modules that build and deploy a Docker
 // swarm: swarm_init, node_label, docker_network, docker_secret and
-// docker_config, stack_deploy and service_wait. They run the docker CLI on
+// docker_config, stack_deploy and service_wait; docker_login and
+// docker_image for registries. They run the docker CLI on
 // the hosts; docker.go holds what they share.
 package docker
 
@@ -10,6 +11,6 @@ import "github.com/iklimco/iklim/modules"
 func Modules() []modules.Info {
 	return []modules.Info{
 		swarmInitInfo(), nodeLabelInfo(), dockerNetworkInfo(), dockerSecretInfo(), dockerConfigInfo(),
-		stackDeployInfo(), serviceWaitInfo(),
+		stackDeployInfo(), serviceWaitInfo(), dockerLoginInfo(),
 	}
 }
