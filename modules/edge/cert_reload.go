@@ -455,6 +455,16 @@ func (m *CertReload) Output() map[string]any {
 	return m.output
 }
 
+// CheckAhead implements modules.CheckAheader: Check reads the host with one
+// Conn.Run, so it may share a round trip with its neighbours' checks, unless
+// the sources are read from the host with Download.
+func (m *CertReload) CheckAhead() modules.CheckAhead {
+	if m.RemoteSrc {
+		return modules.CheckAheadNever
+	}
+	return modules.CheckAheadReadOnly
+}
+
 // certSource is the PEM input, before validation.
 type certSource struct{ cert, key, chain []byte }
 
