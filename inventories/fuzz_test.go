@@ -3,8 +3,33 @@ package inventories
 import (
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
 )
+
+// parseWithin is Parse, failing the test with every goroutine's stack when
+// it takes longer than d: a hang is a finding too.
+func parseWithin(t *testing.T, src []byte, d time.Duration) (*Inventory, hcl.Diagnostics) {
+	type result struct {
+		inv   *Inventory
+		diags hcl.Diagnostics
+	}
+	done := make(chan result, 1)
+	go func() {
+		inv, diags := Parse(src, "fuzz.hcl")
+		done <- result{inv, diags}
+	}()
+	select {
+	case r := <-done:
+		return r.inv, r.diags
+	case <-time.After(d):
+		buf := make([]byte, 1<<20)
+		panic("Parse took over " + d.String() + ":\n" + string(buf[:runtime.Stack(buf, true)]))
+	}
+}
 
 // FuzzParse feeds arbitrary bytes to the inventory parser: it must neither
 // panic nor overflow its stack, and a parsed inventory must be usable.
@@ -19,7 +44,7 @@ func FuzzParse(f *testing.F) {
 		f.Add(src)
 	}
 	f.Fuzz(func(t *testing.T, src []byte) {
-		inv, diags := Parse(src, "fuzz.hcl")
+		inv, diags := parseWithin(t, src, 20*time.Second)
 		if (inv == nil) != diags.HasErrors() {
 			t.Fatalf("inventory %v with diagnostics %v", inv != nil, diags)
 		}

@@ -2,7 +2,6 @@ package playbooks
 
 import (
 	"fmt"
-	"io"
 	"slices"
 	"sort"
 	"strings"
@@ -11,13 +10,6 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/zclconf/go-cty/cty"
 )
-
-// Diagnose prints diags with source snippets from files (File.Sources,
-// merged with the inventory parser's files by the caller), wrapped at 100
-// columns.
-func Diagnose(w io.Writer, files map[string]*hcl.File, diags hcl.Diagnostics, color bool) error {
-	return hcl.NewDiagnosticTextWriter(w, files, 100, color).WriteDiagnostics(diags)
-}
 
 // scope says which variables an expression may read.
 type scope int

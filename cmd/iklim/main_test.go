@@ -12,10 +12,13 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/stretchr/testify/require"
+	"github.com/urfave/cli/v2"
 )
 
 var binary string
@@ -294,4 +297,124 @@ func TestModulesCommand(t *testing.T) {
 	_, stderr, code := iklim(t, nil, "modules", "fil")
 	require.Equal(t, 2, code)
 	require.Contains(t, stderr, `did you mean "file"`)
+}
+
+// TestHostileInputExitsTwoAndTouchesNoHost runs the binary on bad flags,
+// limits, inventories and playbooks: each must exit 2, promptly, naming the
+// problem, without a single connection to the inventory's host.
+func TestHostileInputExitsTwoAndTouchesNoHost(t *testing.T) {
+	port, accepted := countingListener(t)
+	dir := t.TempDir()
+	inv := writeFile(t, dir, "inv.hcl", fmt.Sprintf(`
+host "web-1" {
+  address = "127.0.0.1"
+  port    = %d
+  user    = "nobody"
+}
+`, port))
+	fifo := filepath.Join(dir, "fifo")
+	require.NoError(t, syscall.Mkfifo(fifo, 0o644))
+	good := writeFile(t, dir, "good.hcl", `play "p" {
+  hosts = "all"
+  step "s" {
+    module = "command"
+    cmd    = "true"
+  }
+}`)
+	step := func(args string) string {
+		return fmt.Sprintf("play \"p\" {\n  hosts = \"all\"\n  step \"s\" {\n    %s\n  }\n}\n", args)
+	}
+	badInv := func(attr string) string {
+		return writeFile(t, t.TempDir(), "inv.hcl", fmt.Sprintf("host \"web-1\" {\n  address = \"127.0.0.1\"\n  port = %d\n}\nhost \"other\" {\n  %s\n}\n", port, attr))
+	}
+	cases := []struct {
+		name     string
+		args     []string
+		playbook string // written to pb.hcl and appended to args when set
+		want     string
+	}{
+		{"unknown limit", []string{"-l", "nosuch", good}, "", `--limit: `},
+		{"limit selecting nothing", []string{"-l", "!web-1", good}, "", `selects no host`},
+		{"bad flag value", []string{"--forks", "abc", good}, "", `invalid value "abc" for flag -forks`},
+		{"unknown flag", []string{"--nosuch", good}, "", `flag provided but not defined`},
+		{"empty module", nil, step(`module = ""`), `pb.hcl:4:14: `},
+		{"bad lock name", nil, "lock \"bad name!\" {\n  host = \"web-1\"\n}\n" + step(`module = "command"
+    cmd = "true"`), `pb.hcl:1:6: `},
+		{"zero lock ttl", nil, "lock \"l\" {\n  host = \"web-1\"\n  ttl = \"0s\"\n}\n" + step(`module = "command"
+    cmd = "true"`), `pb.hcl:3:9: `},
+		{"NUL in an argument", nil, step(`module = "command"
+    cmd = "true\u0000"`), `pb.hcl:5:11: `},
+		{"/dev/zero", nil, step(`module = "copy"
+    dest = "/tmp/x"
+    content = file("/dev/zero")`), `/dev/zero is not a regular file`},
+		{"FIFO", nil, step(fmt.Sprintf(`module = "copy"
+    dest = "/tmp/x"
+    content = file(%q)`, fifo)), `is not a regular file`},
+		{"format width", nil, step(`module = "command"
+    cmd = format("%2000000000s", "x")`), `larger than 16 MiB`},
+		{"indent", nil, step(`module = "command"
+    cmd = indent(2e9, "a\nb")`), `larger than 16 MiB`},
+		{"setproduct", nil, step(`module = "command"
+    cmd = jsonencode(setproduct(range(1000), range(1000), range(1000)))`), `larger than 16 MiB`},
+		{"deep nesting", nil, step(`module = "command"
+    cmd = ` + strings.Repeat("(", 100000) + `"true"` + strings.Repeat(")", 100000)), `Nesting too deep`},
+		{"playbook is /dev/zero", []string{"/dev/zero"}, "", `/dev/zero is not a regular file`},
+		{"playbook is a FIFO", []string{fifo}, "", `is not a regular file`},
+		{"inventory address with port", []string{"-i", badInv(`address = "127.0.0.1:2299"`), good}, "", `inv.hcl:6:13: `},
+		{"blank address", []string{"-i", badInv(`address = " "`), good}, "", `Invalid address`},
+		{"empty address", []string{"-i", badInv(`address = ""`), good}, "", `Invalid address`},
+		{"empty user", []string{"-i", badInv(`user = ""`), good}, "", `Invalid user`},
+		{"bad proxy_jump hop", []string{"-i", badInv(`proxy_jump = "a,,b"`), good}, "", `Invalid proxy_jump`},
+		{"bad proxy_jump port", []string{"-i", badInv(`proxy_jump = "h:notaport"`), good}, "", `Invalid proxy_jump`},
+		{"inventory is a FIFO", []string{"-i", fifo, good}, "", `is not a regular file`},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			args := append([]string{"play", "-i", inv}, tc.args...)
+			if tc.playbook != "" {
+				args = append(args, writeFile(t, t.TempDir(), "pb.hcl", tc.playbook))
+			}
+			start := time.Now()
+			stdout, stderr, code := iklim(t, nil, args...)
+			require.Equal(t, 2, code, "stdout: %s\nstderr: %s", stdout, stderr)
+			require.Contains(t, stderr, tc.want)
+			require.Less(t, time.Since(start), 30*time.Second)
+		})
+	}
+	require.Zero(t, accepted.Load(), "a connection was opened despite invalid input")
+}
+
+// TestDiagnosticsAreCappedAndEscaped: a playbook with a hundred errors
+// shows twenty of them, and a source line with terminal escapes is quoted
+// escaped.
+func TestDiagnosticsAreCappedAndEscaped(t *testing.T) {
+	dir := t.TempDir()
+	inv := writeFile(t, dir, "inv.hcl", "host \"web-1\" {\n  address = \"127.0.0.1\"\n}\n")
+	var sb strings.Builder
+	sb.WriteString("play \"p\" {\n  hosts = \"all\"\n  step \"s\" {\n    module = \"command\"\n    cmd = \"true\"\n")
+	sb.WriteString("    bogus = 1 # \x1b]0;owned\x07\x1b[2J\n")
+	for i := range 100 {
+		fmt.Fprintf(&sb, "    bad%d = 1\n", i)
+	}
+	sb.WriteString("  }\n}\n")
+	pb := writeFile(t, dir, "pb.hcl", sb.String())
+	_, stderr, code := iklim(t, nil, "play", "-i", inv, pb)
+	require.Equal(t, 2, code)
+	require.Equal(t, 20, strings.Count(stderr, "Error: "), stderr)
+	require.Contains(t, stderr, "… and 81 more (101 errors in all).")
+	require.Contains(t, stderr, `bogus = 1 # \x1b]0;owned\x07\x1b[2J`)
+	require.NotContains(t, stderr, "\x1b")
+	require.NotContains(t, stderr, "\x07")
+}
+
+// TestCrashIsNotBadInput: a panic exits with exitCrash, not with Go's 2,
+// which scripts would read as bad input.
+func TestCrashIsNotBadInput(t *testing.T) {
+	boom := &cli.Command{Name: "boom", Action: func(*cli.Context) error { panic("boom") }}
+	require.Equal(t, exitCrash, run([]string{"iklim", "boom"}, boom))
+	require.NotEqual(t, exitInvalid, exitCrash)
+	ok := &cli.Command{Name: "ok", Action: func(*cli.Context) error { return nil }}
+	require.Equal(t, 0, run([]string{"iklim", "ok"}, ok))
+	require.Equal(t, exitInvalid, run([]string{"iklim", "nosuch"}, ok))
+	require.Equal(t, exitInvalid, run([]string{"iklim", "ok", "--nosuch"}, ok))
 }

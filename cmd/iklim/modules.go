@@ -53,7 +53,13 @@ var modulesCommand = &cli.Command{
 // didYouMean suggests the closest name, for typos.
 func didYouMean(name string, names []string) string {
 	best, bestD := "", 3
+	if len(name) > 64 {
+		return "" // the distance costs the product of the lengths
+	}
 	for _, n := range names {
+		if l := len(n) - len(name); l >= bestD || -l >= bestD {
+			continue
+		}
 		if d := levenshtein.Distance(name, n, nil); d < bestD {
 			best, bestD = n, d
 		}

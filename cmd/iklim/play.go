@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/urfave/cli/v2"
 )
@@ -60,12 +62,31 @@ var playCommand = &cli.Command{
 			return err
 		}
 		defer s.close()
+		if err := checkLimit(s.inv, c.String("limit")); err != nil {
+			return err
+		}
 		pb, err := s.compile(c.Args().First(), extra)
 		if err != nil {
 			return err
 		}
 		return result(s.Play(c.Context, pb, playOptions(c)))
 	},
+}
+
+// checkLimit refuses a --limit that names nothing of the inventory or
+// selects no host, before any host is contacted.
+func checkLimit(inv *inventories.Inventory, limit string) error {
+	if limit == "" {
+		return nil
+	}
+	hosts, err := inv.Select(limit)
+	if err != nil {
+		return cli.Exit("iklim: --limit: "+err.Error()+"; no host was contacted", exitInvalid)
+	}
+	if len(hosts) == 0 {
+		return cli.Exit(fmt.Sprintf("iklim: --limit %q selects no host of the inventory %s; no host was contacted", limit, inv.File), exitInvalid)
+	}
+	return nil
 }
 
 func parseExtraVars(kvs []string) (map[string]string, error) {
@@ -82,15 +103,9 @@ func parseExtraVars(kvs []string) (map[string]string, error) {
 
 // printDiags prints diagnostics with file:line and a source snippet and
 // returns the exit error for bad input.
+// Source lines are escaped and at most playbooks.MaxDiagnostics are shown.
 func printDiags(diags hcl.Diagnostics, sources map[string]*hcl.File) error {
-	wr := hcl.NewDiagnosticTextWriter(os.Stderr, sources, 100, isTerminal(os.Stderr))
-	for _, d := range diags {
-		// A compiler-style "file:line:col:" first, for editors and grep.
-		if d.Subject != nil {
-			fmt.Fprintf(os.Stderr, "%s:%d:%d: ", d.Subject.Filename, d.Subject.Start.Line, d.Subject.Start.Column)
-		}
-		_ = wr.WriteDiagnostic(d)
-	}
+	_ = playbooks.WriteDiagnostics(os.Stderr, sources, diags, isTerminal(os.Stderr))
 	n := len(diags.Errs())
 	return cli.Exit(fmt.Sprintf("iklim: %d error(s); no host was contacted", n), exitInvalid)
 }
