@@ -9,9 +9,12 @@
 #    node, with an RFC 2136 update signed with TSIG to the lab's BIND
 #    (named in iklim-db-01, started by `lab.sh up`).
 #
-#   iklim play -i inventories/lab.hcl examples/edge/site.hcl \
-#     -e cert_dir=/path/with/fullchain.pem+privkey.pem
-#   with IKLIM_VAR_tsig_secret="$(cat /var/lib/iklim-lab/bind/tsig.secret)"
+#   IKLIM_VAR_tsig_secret="$(cat /var/lib/iklim-lab/bind/tsig.secret)" \
+#   iklim play -i inventories/lab.hcl -e cert_dir=/dir/with/fullchain+privkey examples/edge/site.hcl
+#
+# cert_dir holds fullchain.pem and privkey.pem for app.lab.iklim.test on the
+# control machine. The test (edge_lab_test.go) makes one, runs this twice
+# (the second run changes nothing) and rolls the first run back.
 
 variable "cert_dir" {}                       # on the control machine: fullchain.pem, privkey.pem
 variable "tsig_secret" { sensitive = true }  # /var/lib/iklim-lab/bind/tsig.secret
