@@ -448,6 +448,7 @@ cmd_down() {
 	check_root
 	lock
 	local t0=$SECONDS
+	bind_down
 	each_host host_down || die "some hosts failed to stop"
 	if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; fi
 	if mountpoint -q "$NS_DIR" 2>/dev/null; then umount "$NS_DIR"; fi
@@ -803,6 +804,10 @@ EOF
 	done
 	die "bind: named did not come up (see $d/named.log)"
 }
+
+# bind_down stops named by its pid file (lab.sh down), before the host's
+# namespace goes.
+bind_down() { stop_pidfile "$LAB_DIR/bind/named.pid" "$BIND_HOST" named 10; }
 
 # ------------------------------------------------------------- registry ---
 # A private image registry: Debian's docker-registry (distribution 2.8) in
