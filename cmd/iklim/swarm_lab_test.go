@@ -39,7 +39,7 @@ import (
 
 const swarmStack = "iklimco"
 
-var swarmServices = []string{"cert-reloader", "db-agent", "redis", "redis-replica", "redis-sentinel", "swag"}
+var swarmServices = []string{"cert-reloader", "db-agent", "rabbitmq", "redis", "redis-replica", "redis-sentinel", "swag"}
 
 // swarmCLI runs the binary against the lab with one control state dir for
 // the whole test (the backup key and journal must outlive each command),
@@ -50,6 +50,8 @@ type swarmCLI struct {
 	env []string
 	mu  sync.Mutex
 	all bytes.Buffer // every stdout and stderr, for the secrecy check
+	// cookie is the RabbitMQ Erlang cookie of this test's run.
+	cookie string
 }
 
 // swarmCmdTimeout bounds one command; a hung run fails the test instead of
@@ -85,17 +87,20 @@ func (c *swarmCLI) run(args ...string) (stdout, stderr string, code int) {
 func redactArgs(args []string) []string {
 	out := slices.Clone(args)
 	for i, a := range out {
-		if strings.HasPrefix(a, "redis_password=") {
-			out[i] = "redis_password=…"
+		for _, v := range []string{"redis_password=", "rabbitmq_cookie="} {
+			if strings.HasPrefix(a, v) {
+				out[i] = v + "…"
+			}
 		}
 	}
 	return out
 }
 
-// play runs site.hcl from dir with the password; extra flags go first.
+// play runs site.hcl from dir with the password (and the test's RabbitMQ
+// cookie); extra flags go first.
 func (c *swarmCLI) play(dir, password string, flags ...string) (string, string, int) {
 	c.t.Helper()
-	args := append([]string{"play", "-i", c.inv, "-e", "redis_password=" + password}, flags...)
+	args := append([]string{"play", "-i", c.inv, "-e", "redis_password=" + password, "-e", "rabbitmq_cookie=" + c.cookie}, flags...)
 	return c.run(append(args, filepath.Join(dir, "site.hcl"))...)
 }
 
@@ -240,6 +245,10 @@ func TestSwarmLabSite(t *testing.T) {
 	// run of this test on the deploying host.
 	lab.ResetSwarm(t)
 	leaks := lab.GossipPortHeld(t, 0)
+	// The example's sentinel_check needs swarm service DNS on every app
+	// node; a leaked network agent takes it away until dockerd restarts.
+	require.Empty(t, leaks, "these dockerds hold the swarm gossip port after leaving their swarm (leaked network agent): "+
+		"service DNS, and so the example's Redis Sentinel set, cannot work there; restart the lab's dockerds (lab.sh down && lab.sh up)")
 	labSh(t, lab, "iklim-app-01", "sudo rm -rf /opt/iklim/stacks/"+swarmStack)
 	t.Cleanup(func() {
 		if os.Getenv("IKLIM_LAB_KEEP") == "" {
@@ -255,8 +264,12 @@ func TestSwarmLabSite(t *testing.T) {
 		"IKLIM_STATE_DIR=" + state,
 		"IKLIM_CONTROL_BACKUP_ROOT=" + filepath.Join(state, "control-backups"),
 		"IKLIM_VAR_redis_password=", // only -e sets it
+		"IKLIM_VAR_rabbitmq_cookie=",
 		"NO_COLOR=1",
 	}}
+	cookieBytes := make([]byte, 16)
+	_, _ = rand.Read(cookieBytes)
+	cli.cookie = "lab-cookie-" + hex.EncodeToString(cookieBytes)
 	begin := time.Now()
 	lap := time.Now()
 	step := func(what string) {
@@ -282,6 +295,25 @@ func TestSwarmLabSite(t *testing.T) {
 		runA, _ = last["recap"].(map[string]any)["run_id"].(string)
 		require.NotEmpty(t, runA)
 		step("bootstrap run (6 hosts + stack)")
+
+		// RabbitMQ: one cluster of three, seen as such from every node.
+		wantRabbit := []string{"rabbit@iklim-app-01", "rabbit@iklim-app-02", "rabbit@iklim-app-03"}
+		for _, h := range []string{"iklim-app-01", "iklim-app-02", "iklim-app-03"} {
+			out := labSh(t, lab, h, `docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=`+swarmStack+`_rabbitmq --filter status=running | head -n1) rabbitmqctl -q cluster_status --formatter json 2>/dev/null`)
+			var st struct {
+				Running []string `json:"running_nodes"`
+				Disk    []string `json:"disk_nodes"`
+			}
+			require.NoError(t, json.Unmarshal([]byte(out), &st), out)
+			slices.Sort(st.Running)
+			slices.Sort(st.Disk)
+			require.Equal(t, wantRabbit, st.Running, "running nodes seen from %s", h)
+			require.Equal(t, wantRabbit, st.Disk, "cluster members seen from %s", h)
+		}
+		pol := labSh(t, lab, "iklim-app-02", `docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=`+swarmStack+`_rabbitmq --filter status=running | head -n1) rabbitmqctl -q list_policies --formatter json 2>/dev/null`)
+		require.Contains(t, pol, `"name":"ha-all"`)
+		require.Contains(t, pol, `"ha-mode":"all"`)
+		step("rabbitmq: 3 running nodes on every node")
 
 		// One swarm, three managers, six ready nodes.
 		nodes := labSh(t, lab, "iklim-app-01", "docker node ls --format '{{.Hostname}} {{.Status}} {{.ManagerStatus}}'")
@@ -392,6 +424,8 @@ func TestSwarmLabSite(t *testing.T) {
 		}
 		require.NotContains(t, stdout, "changed:")
 		require.Equal(t, summary(afterA), summary(stackServices(t, lab)), "a no-change run touched a service")
+		require.Contains(t, stdout, "[rabbitmq cluster]")
+		require.Contains(t, stdout, "[redis sentinel]")
 		step("second run: changed=0 everywhere")
 	})
 	if !ok {
@@ -404,7 +438,7 @@ func TestSwarmLabSite(t *testing.T) {
 	ok = t.Run("c one service changes", func(t *testing.T) {
 		stdout, stderr, code := cli.play(dirC, password, "--check", "--diff")
 		require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
-		require.Regexp(t, `(?m)^changed:\s+iklim-app-01 \[infra stack\] deploy stack iklimco: update swag \(env ~STAGING\); 5 unchanged$`, stdout)
+		require.Regexp(t, `(?m)^changed:\s+iklim-app-01 \[infra stack\] deploy stack iklimco: update swag \(env ~STAGING\); 6 unchanged$`, stdout)
 		require.Equal(t, 1, strings.Count(stdout, "changed:"), stdout)
 		require.Contains(t, stdout, "check mode")
 		diffText := stdout[strings.Index(stdout, "[infra stack]"):strings.Index(stdout, "RECAP")]
@@ -439,7 +473,7 @@ func TestSwarmLabSite(t *testing.T) {
 		stdout, stderr, code = cli.play(dirC, password)
 		require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
 		runC = runID(t, stdout)
-		require.Regexp(t, `update swag \(env ~STAGING\); 5 unchanged`, stdout)
+		require.Regexp(t, `update swag \(env ~STAGING\); 6 unchanged`, stdout)
 		afterC = stackServices(t, lab)
 		for _, s := range swarmServices {
 			if s == "swag" {
@@ -537,6 +571,7 @@ func TestSwarmLabSite(t *testing.T) {
 
 	t.Run("d password never written", func(t *testing.T) {
 		require.NotContains(t, cli.all.String(), password, "password in iklim's stdout/stderr")
+		require.NotContains(t, cli.all.String(), cli.cookie, "RabbitMQ cookie in iklim's stdout/stderr")
 		var wg sync.WaitGroup
 		for _, h := range lab.Hosts {
 			wg.Add(1)

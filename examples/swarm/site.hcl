@@ -8,7 +8,9 @@
 # and the Redis password secret, deploys docker-stack-infra.yml +
 # docker-stack-infra.prod.yml as stack "iklimco" (only services that differ
 # from what runs are redeployed; a deploy that does not converge is put
-# back) and waits for every service.
+# back) and waits for every service. Play 3 joins the three RabbitMQ nodes
+# into one cluster with the HA policy (rabbit_join); play 4 checks that the
+# Redis sentinels agree on the master (sentinel_check).
 #
 #   iklim play -i inventories/lab.hcl examples/swarm/site.hcl -e redis_password=…
 #   IKLIM_VAR_redis_password=… iklim play -i inventories/lab.hcl examples/swarm/site.hcl --check --diff
@@ -21,6 +23,12 @@
 
 variable "redis_password" {
   description = "Redis password (requirepass, masterauth, sentinel auth-pass). Required: -e redis_password=… or IKLIM_VAR_redis_password."
+  type        = string
+  sensitive   = true
+}
+
+variable "rabbitmq_cookie" {
+  description = "Erlang cookie every RabbitMQ node shares (the rabbitmq_erlang_cookie secret). Required: -e rabbitmq_cookie=… or IKLIM_VAR_rabbitmq_cookie."
   type        = string
   sensitive   = true
 }
@@ -83,6 +91,13 @@ play "infra stack" {
     labels = { project = "co.iklim" }
   }
 
+  step "rabbitmq cookie" {
+    module = "docker_secret"
+    name   = "rabbitmq_erlang_cookie"
+    value  = var.rabbitmq_cookie
+    labels = { project = "co.iklim" }
+  }
+
   step "infra stack" {
     module = "stack_deploy"
     name   = var.stack
@@ -100,5 +115,47 @@ play "infra stack" {
     module   = "service_wait"
     services = self.stack.services
     max_wait = "120s"
+  }
+}
+
+# Seed 004 step 6: the three RabbitMQ nodes become one cluster. Every app
+# node runs the step against the RabbitMQ task on it (docker exec); the
+# seed keeps the policy, the others join it one at a time.
+play "rabbitmq cluster" {
+  hosts = "app"
+
+  step "rabbitmq cluster" {
+    module       = "rabbit_join"
+    seed         = "iklim-app-01"
+    service      = "${var.stack}_rabbitmq"
+    start_within = "180s" # the tasks were just (re)started by the deploy
+    register     = "rabbit"
+
+    # The seed sets '{"queue-type":"quorum"}' for ".*". Debian's RabbitMQ
+    # 3.10 refuses that key ("not recognised policy settings": 3.10 sets a
+    # queue's type only when it is declared, x-queue-type=quorum), so the
+    # lab keeps the seed's HA intent with 3.10's classic mirroring.
+    policy "ha-all" {
+      pattern    = ".*"
+      apply_to   = "queues"
+      definition = { "ha-mode" = "all", "ha-sync-mode" = "automatic" }
+    }
+  }
+}
+
+# Seed 004 step 5's verification: the three sentinels agree on one master
+# with two replicas. Read-only; registers the master for later steps.
+play "redis sentinel" {
+  hosts = "iklim-app-01" # a manager: it finds the sentinel tasks
+
+  step "redis sentinel" {
+    module          = "sentinel_check"
+    service         = "${var.stack}_redis-sentinel"
+    master_name     = "prod-master"
+    sentinels       = 3
+    replicas        = 2
+    password_file   = "/run/secrets/redis_password"
+    converge_within = "150s"
+    register        = "redis"
   }
 }

@@ -28,7 +28,7 @@ type target struct {
 	Container string
 }
 
-// prelude is the shell that defines `in CMD...`, which runs CMD where the
+// prelude is the shell that defines `rq CMD...`, which runs CMD where the
 // service runs. Exit 97 means the service has no running container here.
 func (t target) prelude() string {
 	switch {
@@ -36,18 +36,16 @@ func (t target) prelude() string {
 		q := remote.Quote(t.Service)
 		return `ctr=$(docker ps -q --filter label=com.docker.swarm.service.name=` + q + ` --filter status=running | head -n 1)
 [ -n "$ctr" ] || { echo "no running task of service "` + q + `" on $(hostname)" >&2; exit 97; }
-in() { docker exec "$ctr" "$@"; }
-inenv() { n=$1; shift; docker exec -e "$n" "$ctr" "$@"; }
+rq() { docker exec "$ctr" "$@"; }
 `
 	case t.Container != "":
 		q := remote.Quote(t.Container)
 		return `ctr=` + q + `
 [ "$(docker inspect -f '{{.State.Running}}' "$ctr" 2>/dev/null)" = true ] || { echo "container "` + q + `" is not running on $(hostname)" >&2; exit 97; }
-in() { docker exec "$ctr" "$@"; }
-inenv() { n=$1; shift; docker exec -e "$n" "$ctr" "$@"; }
+rq() { docker exec "$ctr" "$@"; }
 `
 	default:
-		return "in() { \"$@\"; }\ninenv() { shift; \"$@\"; }\n"
+		return "rq() { \"$@\"; }\n"
 	}
 }
 

@@ -387,7 +387,7 @@ func TestRabbitJoinLab(t *testing.T) {
 		ctr := "t-rmq-bad-" + randHex(3)
 		for i, h := range []string{"iklim-app-01", "iklim-app-03"} {
 			r, err := l.conns[h].Run(context.Background(), "docker run -d --name "+ctr+" --network host -e RABBITMQ_NODENAME=bad@"+h+
-				" -e RABBITMQ_NODE_PORT=5673 -e RABBITMQ_DIST_PORT=25673 -e RABBITMQ_ENABLED_PLUGINS=rabbitmq_amqp1_0 "+
+				" -e RABBITMQ_NODE_PORT=5673 -e RABBITMQ_DIST_PORT=25673 -e 'RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS=-rabbitmq_management tcp_config [{port,15673}]' "+
 				"-e RABBITMQ_ERLANG_COOKIE="+fmt.Sprintf("test-cookie-%d-%s", i, randHex(8))+" local/rabbitmq:3 >/dev/null")
 			require.NoError(t, err)
 			require.True(t, r.OK(), r.Stderr)

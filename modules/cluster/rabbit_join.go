@@ -64,6 +64,7 @@ type RabbitJoin struct {
 	ForceReset  bool           `hcl:"force_reset,optional" doc:"reset a node that belongs to another cluster before it joins (its data there is lost); default: refuse"`
 	Vhost       string         `hcl:"vhost,optional" doc:"virtual host of the policies (default /)"`
 	JoinTimeout string         `hcl:"join_timeout,optional" doc:"how long a node waits for its turn and then to run in the cluster (default 180s)"`
+	StartWithin string         `hcl:"start_within,optional" doc:"how long Check waits for this node and the seed to run (tasks that just started); default: refuse at once"`
 	Policies    []RabbitPolicy `hcl:"policy,block"`
 
 	self      string
@@ -165,6 +166,9 @@ func (m *RabbitJoin) Validate() error {
 		return modules.ArgErrorf("node_type", "want disc or ram, got %q", m.NodeType)
 	}
 	if _, err := duration("join_timeout", m.JoinTimeout, 0); err != nil {
+		return err
+	}
+	if _, err := duration("start_within", m.StartWithin, 0); err != nil {
 		return err
 	}
 	seen := map[string]bool{}
@@ -272,11 +276,11 @@ if [ -r "$f" ]; then sha256sum <"$f" | cut -c1-64; exit 0; fi; done; echo none`
 func (m *RabbitJoin) probeScript(policies bool) string {
 	var b strings.Builder
 	b.WriteString(m.target().prelude())
-	b.WriteString("echo @@node\nin sh -c " + remote.Quote(nodeNameScript) + "\n")
-	b.WriteString("echo @@cookie\nin sh -c " + remote.Quote(cookieScript) + "\n")
-	b.WriteString("echo @@status\nin rabbitmqctl -q cluster_status --formatter json; echo @@status_rc; echo $?\n")
+	b.WriteString("echo @@node\nrq sh -c " + remote.Quote(nodeNameScript) + "\n")
+	b.WriteString("echo @@cookie\nrq sh -c " + remote.Quote(cookieScript) + "\n")
+	b.WriteString("echo @@status\nrq rabbitmqctl -q cluster_status --formatter json; echo @@status_rc; echo $?\n")
 	if policies {
-		b.WriteString("echo @@policies\nin rabbitmqctl -q list_policies -p " + remote.Quote(m.vhost()) +
+		b.WriteString("echo @@policies\nrq rabbitmqctl -q list_policies -p " + remote.Quote(m.vhost()) +
 			" --formatter json; echo @@policies_rc; echo $?\n")
 	}
 	return b.String()
@@ -289,7 +293,7 @@ func (m *RabbitJoin) runProbe(ctx context.Context, c modules.Conn, host string, 
 		return p, fmt.Errorf("%s: probe rabbitmq in %s: %w", host, m.target(), err)
 	}
 	if res.ExitCode == 97 {
-		return p, fmt.Errorf("%s: %s", host, remote.TrimOutput(res.Stderr))
+		return p, fmt.Errorf("%s: %w: %s", host, errNotRunning, remote.TrimOutput(res.Stderr))
 	}
 	if !res.OK() {
 		return p, res.Err(host + ": probe rabbitmq in " + m.target().String())
@@ -342,11 +346,29 @@ func lastLines(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// Check implements modules.Module.
+// Check implements modules.Module. With start_within it probes again
+// while this node or the seed is not running yet.
 func (m *RabbitJoin) Check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
+	within, _ := duration("start_within", m.StartWithin, 0)
+	deadline := time.Now().Add(within)
+	for {
+		ch, err := m.check(ctx, c)
+		if err == nil || !errors.Is(err, errNotRunning) || time.Now().After(deadline) {
+			return ch, err
+		}
+		if err := sleepCtx(ctx, 2*time.Second); err != nil {
+			return nil, err
+		}
+	}
+}
+
+// errNotRunning marks errors that a node still starting explains.
+var errNotRunning = errors.New("not running")
+
+func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
 	m.self = selfName(ctx, c)
 	if m.self == m.Seed {
 		seed, err := m.runProbe(ctx, c, m.self, len(m.Policies) > 0)
@@ -393,7 +415,7 @@ func (m *RabbitJoin) seedRunning() error {
 		if why == "" && m.seed.Status != nil {
 			why = "running nodes: " + strings.Join(m.seed.Status.RunningNodes, ", ")
 		}
-		return fmt.Errorf("rabbit_join: seed node %s on %s is not running (%s); start it before nodes join it", m.seed.Node, m.Seed, why)
+		return fmt.Errorf("rabbit_join: seed node %s on %s is %w (%s); start it before nodes join it", m.seed.Node, m.Seed, errNotRunning, why)
 	}
 	return nil
 }
@@ -408,7 +430,7 @@ func shortHash(h string) string {
 func (m *RabbitJoin) checkJoin() (*modules.Change, error) {
 	self, seed := m.probe, m.seed
 	if self.Status == nil {
-		return nil, fmt.Errorf("rabbit_join: node %s on %s (%s) is not running: %s", self.Node, m.self, m.target(), self.StatusErr)
+		return nil, fmt.Errorf("rabbit_join: node %s on %s (%s) is %w: %s", self.Node, m.self, m.target(), errNotRunning, self.StatusErr)
 	}
 	seedMembers := seed.Status.members()
 	if slices.Contains(seed.Status.RunningNodes, self.Node) && slices.Contains(self.Status.members(), seed.Node) {
@@ -609,7 +631,7 @@ func (m *RabbitJoin) setPolicy(ctx context.Context, c modules.Conn, vhost string
 	if err != nil {
 		return fmt.Errorf("rabbit_join: policy %q: %w", p.Name, err)
 	}
-	cmd := m.target().prelude() + "in rabbitmqctl -q set_policy -p " + remote.Quote(vhost) + " --priority " + strconv.Itoa(p.Priority) +
+	cmd := m.target().prelude() + "rq rabbitmqctl -q set_policy -p " + remote.Quote(vhost) + " --priority " + strconv.Itoa(p.Priority) +
 		" --apply-to " + remote.Quote(p.ApplyTo) + " " + remote.Quote(p.Name) + " " + remote.Quote(p.Pattern) + " " + remote.Quote(def) + " 2>&1"
 	res, err := c.Run(ctx, cmd)
 	if err != nil {
@@ -672,7 +694,7 @@ echo busy`, joinLock, stale)
 }
 
 func (m *RabbitJoin) ctl(ctx context.Context, c modules.Conn, host, what string, args ...string) error {
-	res, err := c.Run(ctx, m.target().prelude()+"in rabbitmqctl -q "+remote.Join(args)+" 2>&1")
+	res, err := c.Run(ctx, m.target().prelude()+"rq rabbitmqctl -q "+remote.Join(args)+" 2>&1")
 	if err != nil {
 		return fmt.Errorf("%s: rabbitmqctl %s: %w", host, what, err)
 	}
@@ -793,6 +815,9 @@ func (m *RabbitJoin) Rollback(ctx context.Context, c modules.Conn, ch *modules.C
 
 func (m *RabbitJoin) leave(ctx context.Context, c modules.Conn, b rabbitBefore) error {
 	self, err := m.runProbe(ctx, c, m.self, false)
+	if errors.Is(err, errNotRunning) {
+		return nil // no RabbitMQ task here any more (its stack was removed first)
+	}
 	if err != nil {
 		return fmt.Errorf("rabbit_join rollback: %w", err)
 	}
@@ -808,17 +833,25 @@ func (m *RabbitJoin) leave(ctx context.Context, c modules.Conn, b rabbitBefore) 
 		return fmt.Errorf("rabbit_join rollback: %w", err)
 	}
 	defer unlock()
-	for _, step := range []string{"stop_app", "reset", "start_app"} {
-		if err := m.ctl(ctx, c, m.self, step, step); err != nil {
-			return fmt.Errorf("rabbit_join rollback: %w", err)
+	if err := m.ctl(ctx, c, m.self, "stop_app", "stop_app"); err != nil {
+		return fmt.Errorf("rabbit_join rollback: %w", err)
+	}
+	// reset tells the other members; with none left to tell (the whole
+	// cluster is being taken down) only force_reset can leave.
+	if err := m.ctl(ctx, c, m.self, "reset", "reset"); err != nil {
+		if ferr := m.ctl(ctx, c, m.self, "force_reset", "force_reset"); ferr != nil {
+			return fmt.Errorf("rabbit_join rollback: %w; %v", err, ferr)
 		}
+	}
+	if err := m.ctl(ctx, c, m.self, "start_app", "start_app"); err != nil {
+		return fmt.Errorf("rabbit_join rollback: %w", err)
 	}
 	if b.SeedHost == m.self {
 		return nil
 	}
 	seed, err := m.runProbe(ctx, sc, b.SeedHost, false)
-	if err != nil {
-		return fmt.Errorf("rabbit_join rollback: %w", err)
+	if err != nil || !seed.running() {
+		return nil // the seed is gone too: nobody is left to forget the node
 	}
 	if seed.Status != nil && slices.Contains(seed.Status.members(), b.Node) {
 		if err := m.ctl(ctx, sc, b.SeedHost, "forget_cluster_node "+b.Node, "forget_cluster_node", b.Node); err != nil {
