@@ -46,6 +46,12 @@ func requireRegistryLab(t *testing.T, hostName string) *regLab {
 		t.Skip("lab tests disabled by -short")
 	}
 	l := labtest.Require(t)
+	// Rollback finds a module's own Rollback through the registry.
+	for _, i := range docker.Modules() {
+		if _, ok := modules.Lookup(i.Name); !ok {
+			modules.RegisterInfo(i)
+		}
+	}
 	pw, err := os.ReadFile(filepath.Join(l.Dir, "registry", "password"))
 	if err != nil {
 		if os.Getenv("IKLIM_LAB") == "required" {

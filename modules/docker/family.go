@@ -11,6 +11,6 @@ import "github.com/iklimco/iklim/modules"
 func Modules() []modules.Info {
 	return []modules.Info{
 		swarmInitInfo(), nodeLabelInfo(), dockerNetworkInfo(), dockerSecretInfo(), dockerConfigInfo(),
-		stackDeployInfo(), serviceWaitInfo(), dockerLoginInfo(),
+		stackDeployInfo(), serviceWaitInfo(), dockerLoginInfo(), dockerImageInfo(),
 	}
 }
