@@ -35,7 +35,9 @@ func TestDockerImageLab(t *testing.T) {
 		if err != nil {
 			return ""
 		}
-		var m struct{ SchemaV2Manifest struct{ Config struct{ Digest string } } }
+		var m struct {
+			SchemaV2Manifest struct{ Config struct{ Digest string } }
+		}
 		require.NoError(t, json.Unmarshal([]byte(out), &m))
 		return m.SchemaV2Manifest.Config.Digest
 	}
