@@ -183,3 +183,12 @@ func TestLargeInventoriesAreLinear(t *testing.T) {
 	t.Logf("5000 hosts: %v, 20000 hosts: %v", small, large)
 	require.Less(t, large, 10*small, "4x the hosts cost %v against %v", large, small)
 }
+
+// TestCheckSourceCountsPerLine: a newline after a comment ends the
+// expression, so many short lines with comments are not one long chain.
+func TestCheckSourceCountsPerLine(t *testing.T) {
+	src := "host \"h\" {\n  vars = {\n" + strings.Repeat("    a-b-c = 1 - 2 # - - -\n", 300) + "  }\n}\n"
+	require.Empty(t, CheckSource([]byte(src), "c.hcl"))
+	src = strings.ReplaceAll(src, "# - - -", "// - - -")
+	require.Empty(t, CheckSource([]byte(src), "c.hcl"))
+}

@@ -259,11 +259,11 @@ func checkSource(src []byte, filename string, start int) hcl.Diagnostics {
 		// modeCode
 		switch c {
 		case '#':
-			i = skipTo(src, i, "\n") - 1
+			i = lineEnd(src, i) - 1 // the newline itself is seen next
 		case '/':
 			switch {
 			case i+1 < len(src) && src[i+1] == '/':
-				i = skipTo(src, i, "\n") - 1
+				i = lineEnd(src, i) - 1
 			case i+1 < len(src) && src[i+1] == '*':
 				i = skipTo(src, i+2, "*/") + 1
 			default:
@@ -328,6 +328,14 @@ func countOp(src []byte, filename string, i int, f *frame) hcl.Diagnostics {
 			fmt.Sprintf("One expression holds more than %d operators; split it into locals.", MaxOperators))
 	}
 	return nil
+}
+
+// lineEnd is the index of the newline ending the line at i, or len(src).
+func lineEnd(src []byte, i int) int {
+	if j := bytes.IndexByte(src[i:], '\n'); j >= 0 {
+		return i + j
+	}
+	return len(src)
 }
 
 // skipTo is the index just past the next sep at or after i, or len(src).

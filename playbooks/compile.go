@@ -137,6 +137,10 @@ func Compile(f *File, opts Options) (*runner.Playbook, hcl.Diagnostics) {
 	c.diags = append(c.diags, c.localDiags.flush()...)
 
 	diags := c.finish(c.diags)
+	// The Build and When closures keep c for the run: drop what only
+	// validation needed (a context per host), so that memory does not stay
+	// proportional to hosts times locals.
+	c.diags, c.validateCtx, c.localDiags, c.localHosts = nil, nil, nil, nil
 	if diags.HasErrors() {
 		return nil, diags
 	}
