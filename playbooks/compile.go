@@ -601,14 +601,24 @@ var lockNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 // maxLockName keeps "<name>.lock" within a file name's 255 bytes.
 const maxLockName = 200
 
+// CheckLockName refuses a lock name internal/lock cannot use (it names a
+// directory on the lock host), for callers that must check it before any
+// host is touched.
+func CheckLockName(name string) error {
+	if !lockNameRe.MatchString(name) || len(name) > maxLockName {
+		return fmt.Errorf("lock name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-', at most %d of them", name, maxLockName)
+	}
+	return nil
+}
+
 func (c *compiler) compileLock() *runner.LockSpec {
 	l := c.file.Lock
 	if l == nil {
 		return nil
 	}
 	spec := &runner.LockSpec{Name: l.Name}
-	if !lockNameRe.MatchString(l.Name) || len(l.Name) > maxLockName {
-		c.errorf(l.NameRange, "Invalid lock name", "The lock name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-', at most %d of them: it names a directory on the lock host.", l.Name, maxLockName)
+	if err := CheckLockName(l.Name); err != nil {
+		c.errorf(l.NameRange, "Invalid lock name", "The %s.", err)
 	}
 	if l.Host != nil {
 		if h, ok := c.staticString(l.Host, "The lock host"); ok {

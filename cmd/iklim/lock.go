@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/iklimco/iklim/internal/lock"
+	"github.com/iklimco/iklim/playbooks"
 	"github.com/urfave/cli/v2"
 )
 
@@ -33,6 +34,11 @@ var lockCommand = &cli.Command{
 }
 
 func lockStatus(c *cli.Context) error {
+	if name := c.Args().First(); name != "" {
+		if err := playbooks.CheckLockName(name); err != nil {
+			return cli.Exit("iklim: "+err.Error(), exitInvalid)
+		}
+	}
 	s, err := newSession(c)
 	if err != nil {
 		return err
@@ -82,6 +88,9 @@ func lockRelease(c *cli.Context) error {
 	name := c.Args().First()
 	if name == "" {
 		return cli.Exit("usage: iklim lock release --host HOST NAME", exitInvalid)
+	}
+	if err := playbooks.CheckLockName(name); err != nil {
+		return cli.Exit("iklim: "+err.Error(), exitInvalid)
 	}
 	s, err := newSession(c)
 	if err != nil {

@@ -418,3 +418,19 @@ func TestCrashIsNotBadInput(t *testing.T) {
 	require.Equal(t, exitInvalid, run([]string{"iklim", "nosuch"}, ok))
 	require.Equal(t, exitInvalid, run([]string{"iklim", "ok", "--nosuch"}, ok))
 }
+
+// TestLockCommandsRefuseBadNamesBeforeConnecting: lock status and release
+// check the name first (exit 2), with no connection.
+func TestLockCommandsRefuseBadNamesBeforeConnecting(t *testing.T) {
+	port, accepted := countingListener(t)
+	inv := writeFile(t, t.TempDir(), "inv.hcl", fmt.Sprintf("host \"web-1\" {\n  address = \"127.0.0.1\"\n  port = %d\n}\n", port))
+	for _, args := range [][]string{
+		{"lock", "status", "-i", inv, "bad name!"},
+		{"lock", "release", "-i", inv, "--host", "web-1", "../x"},
+	} {
+		_, stderr, code := iklim(t, nil, args...)
+		require.Equal(t, 2, code, stderr)
+		require.Contains(t, stderr, "lock name")
+	}
+	require.Zero(t, accepted.Load())
+}
