@@ -289,7 +289,12 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 		begin = pre.begin
 	}
 	ev := Event{Type: EventHostResult, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name}
-	e.emit(Event{Type: EventStepStart, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name})
+	start := Event{Type: EventStepStart, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name}
+	if d := e.stepTimeout(s); d > 0 {
+		// The deadline is shown while the step runs, not only when it hits.
+		start.Extra = map[string]string{"timeout": d.String()}
+	}
+	e.emit(start)
 	finish := func(st Status, summary string, err error) Status {
 		ev.Status, ev.Summary, ev.Duration = st, summary, time.Since(begin)
 		if err != nil {

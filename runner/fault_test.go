@@ -389,6 +389,14 @@ func TestFaultHostStopsAnsweringMidStep(t *testing.T) {
 	require.NoError(t, fz.err)
 	frozenAt := fz.at
 
+	started := false
+	for _, ev := range evs {
+		if ev.Type == runner.EventStepStart && ev.Host == "frozen" && ev.Step == "sleep" {
+			started = true
+			require.Equal(t, runner.DefaultStepTimeout.String(), ev.Extra["timeout"], "the step's deadline is shown when it starts")
+		}
+	}
+	require.True(t, started, "no step_start for frozen/sleep")
 	ev, ok := eventFor(evs, "frozen", "sleep")
 	require.True(t, ok, "no result for frozen/sleep")
 	require.Equal(t, runner.StatusUnreachable, ev.Status, ev.Error)
