@@ -226,6 +226,16 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 	if err := plan.unseal(); err != nil {
 		return nil, fmt.Errorf("rollback %s on %s: %w", m.Run, self, err)
 	}
+	// In a run directory of the old layout that several hosts shared, a
+	// snapshot may be another host's: never restore one that is not of the
+	// path its change names.
+	for _, e := range plan.entries {
+		for n, meta := range e.metas {
+			if n < 1 || n > len(e.rec.Change.Files) || meta.Path != e.rec.Change.Files[n-1] {
+				delete(e.metas, n)
+			}
+		}
+	}
 
 	drift, err := plan.drift(ctx)
 	if err != nil {
@@ -536,12 +546,12 @@ func (p *rbPlan) drift(ctx context.Context) ([]string, error) {
 			if l.e.after == nil || len(l.e.after.Files) < l.n {
 				continue
 			}
+			if l.e.metas[l.n] == nil {
+				continue // no snapshot (of this path): reported by Check
+			}
 			want := l.e.after.Files[l.n-1]
 			cur, ok := s.cur[ref(l.e.seq, l.n)]
 			if !ok {
-				if l.e.metas[l.n] == nil {
-					continue // no snapshot: reported by Check
-				}
 				out = append(out, fmt.Sprintf("%s%s: cannot read its current state", f, where))
 				continue
 			}

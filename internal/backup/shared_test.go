@@ -265,6 +265,26 @@ func TestOldLayoutRuns(t *testing.T) {
 	requireOK(t, recap, err)
 	require.Zero(t, recap.Changed())
 	require.Equal(t, "by hand on h002\n", stateOf(t, conf(h2)).Content)
+
+	// Two hosts that shared an old-layout directory overwrote each other's
+	// snapshots: h001's record now sits beside a snapshot of h002's file.
+	// Rollback restores no snapshot that is not of its change's own path.
+	e.inv = &inventories.Inventory{Hosts: e.hosts}
+	id2, recap, err := e.play(putStepFunc("config", conf, func(sc *runner.StepContext) []byte { return []byte("v2 of " + sc.Host.Name + "\n") }, 0o644, "root"))
+	requireOK(t, recap, err)
+	old := filepath.Join(root, id2)
+	require.NoError(t, os.Rename(backup.RunDir(root, h1.Name, id2), old))
+	for _, f := range []string{"1.path", "1.meta.json", "1.data"} {
+		b, err := os.ReadFile(filepath.Join(backup.RunDir(root, h2.Name, id2), "files", "0001", f))
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(old, "files", "0001", f), b, 0o600))
+	}
+	h2Before := stateOf(t, conf(h2))
+	e.inv = &inventories.Inventory{Hosts: []*inventories.Host{h1}}
+	_, recap, err = e.rollback(id2, true)
+	requireOK(t, recap, err)
+	require.Equal(t, h2Before, stateOf(t, conf(h2)), "h002's file is not h001's to restore")
+	require.Equal(t, "v2 of h001\n", stateOf(t, conf(h1)).Content, "no snapshot of h001's file is left")
 }
 
 // TestDiskFull: the filesystem holding a host's backup root is full (a
