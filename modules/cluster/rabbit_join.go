@@ -23,7 +23,7 @@ import (
 func rabbitJoinInfo() modules.Info {
 	return modules.Info{
 		Name: "rabbit_join",
-		Doc:  "Make the RabbitMQ node of each host (a swarm task, a container or the host) a running member of the seed host's cluster, one join at a time, and keep the cluster's policy blocks",
+		Doc:  "Make the RabbitMQ node of each host (a swarm task, a container or the host) a running member of the seed host's cluster, one join at a time; policy \"NAME\" { pattern, definition, apply_to, priority } blocks are kept on the cluster",
 		Example: `step "rabbitmq cluster" {
   module   = "rabbit_join"
   seed     = "iklim-app-01"
