@@ -46,7 +46,7 @@ func newSession(c *cli.Context) (*cliSession, error) {
 	}
 	s, err := session.New(session.Options{
 		Inventory: inv, InventoryPath: path, Events: events,
-		Keep: c.Int("keep"),
+		Keep: c.Int("keep"), ControlName: os.Getenv("IKLIM_CONTROL_NAME"),
 		SSH: runner.SSHOptions{
 			MaxHandshakes:     c.Int("max-handshakes"),
 			KeepaliveInterval: c.Duration("keepalive-interval"),

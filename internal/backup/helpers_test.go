@@ -302,7 +302,7 @@ func (e *env) playbook(pb *runner.Playbook) (string, *runner.Recap, error) {
 	recap, err := runner.Run(ctx, pb, runner.Options{
 		Inventory: e.inv, Connector: e.connector, Recorder: rec, Run: info, Control: e.control, Secrets: e.secrets,
 	})
-	require.NoError(e.t, backup.WriteJournal(info, recap, backup.WithRunError(err)))
+	require.NoError(e.t, rec.WriteJournal(recap, err))
 	return id, recap, err
 }
 

@@ -41,9 +41,18 @@ type journalOpts struct {
 // makes the run "interrupted", anything else "failed".
 func WithRunError(err error) JournalOption { return func(o *journalOpts) { o.err = err } }
 
-// WithSecrets redacts the journal with s. Without it WriteJournal uses the
-// Secrets the run's Recorder saw.
+// WithSecrets redacts the journal with s (Recorder.WriteJournal passes the
+// Secrets the recorder saw).
 func WithSecrets(s *modules.Secrets) JournalOption { return func(o *journalOpts) { o.secrets = s } }
+
+// WriteJournal writes the final journal of the recorder's run, redacted
+// with the Secrets the recorder saw.
+func (r *Recorder) WriteJournal(recap *runner.Recap, runErr error) error {
+	r.mu.Lock()
+	sec := r.secrets
+	r.mu.Unlock()
+	return WriteJournal(r.opts.Info, recap, WithSecrets(sec), WithRunError(runErr))
+}
 
 // WriteJournal writes the final journal of a run on the control machine,
 // after runner.Run returned: who, when, playbook, inventory, git commit,
@@ -52,15 +61,6 @@ func WriteJournal(info runner.RunInfo, recap *runner.Recap, opts ...JournalOptio
 	var o journalOpts
 	for _, f := range opts {
 		f(&o)
-	}
-	activeMu.Lock()
-	rec := active[info.ID]
-	delete(active, info.ID)
-	activeMu.Unlock()
-	if o.secrets == nil && rec != nil {
-		rec.mu.Lock()
-		o.secrets = rec.secrets
-		rec.mu.Unlock()
 	}
 	j := newJournal(info)
 	now := time.Now().UTC()

@@ -76,11 +76,6 @@ type siteState struct {
 	runs        []runEntry // for retention
 }
 
-var (
-	activeMu sync.Mutex
-	active   = map[string]*Recorder{} // run id → recorder, for WriteJournal
-)
-
 // NewRecorder returns a Recorder for one run and starts the run's journal on
 // the control machine (best effort: the journal is informational).
 func NewRecorder(opts RecorderOptions) *Recorder {
@@ -98,9 +93,6 @@ func NewRecorder(opts RecorderOptions) *Recorder {
 	_, _ = rand.Read(tok)
 	r := &Recorder{opts: opts, control: host, pid: os.Getpid(), sites: map[string]*siteState{}, secrets: opts.Secrets,
 		owner: fmt.Sprintf("%s pid %d %x", host, os.Getpid(), tok), tok: hex.EncodeToString(tok)}
-	activeMu.Lock()
-	active[opts.Info.ID] = r
-	activeMu.Unlock()
 	_ = startJournal(opts.Info)
 	return r
 }

@@ -47,6 +47,10 @@ type Options struct {
 	// Control is the control machine, for delegated steps and their
 	// records; nil means backup.ControlHost().
 	Control *inventories.Host
+	// ControlName identifies this control machine in the hosts' owner
+	// markers; empty means its hostname. Set it where the hostname changes
+	// from run to run (CI runners), so their records are not refused.
+	ControlName string
 }
 
 // PlayOptions are the knobs of one run.
@@ -146,13 +150,15 @@ func (s *Session) Play(ctx context.Context, pb *runner.Playbook, po PlayOptions)
 		NoCheckAhead: po.NoCheckAhead,
 		StepTimeout:  po.StepTimeout,
 	}
+	var rec *backup.Recorder
 	if !po.Check {
-		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: s.opts.Keep, Secrets: s.opts.Secrets})
+		rec = backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: s.opts.Keep, Secrets: s.opts.Secrets, Control: s.opts.ControlName})
+		opts.Recorder = rec
 	}
 	ctx = backup.WithRoots(ctx, s.opts.Inventory, s.opts.Control)
 	recap, err := runner.Run(ctx, pb, opts)
-	if recap != nil && !po.Check {
-		if jerr := backup.WriteJournal(info, recap, backup.WithSecrets(s.opts.Secrets), backup.WithRunError(err)); jerr != nil {
+	if recap != nil && rec != nil {
+		if jerr := rec.WriteJournal(recap, err); jerr != nil {
 			warn(fmt.Errorf("control journal: %w", jerr))
 		}
 	}
