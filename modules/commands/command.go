@@ -38,6 +38,7 @@ type Command struct {
 	Removes string            `hcl:"removes,optional" doc:"skip the command unless this remote path exists"`
 	Changed *bool             `hcl:"changed,optional" doc:"false declares the command read-only: it then runs during check (also in check mode), the step reports ok and its output can be registered; default true"`
 	Stdin   string            `hcl:"stdin,optional" doc:"text fed to the command's standard input"`
+	Secret  bool              `hcl:"sensitive_output,optional" doc:"the output is secret (a fetched secrets file): stdout, each line and each KEY=VALUE value join the run's secrets, so they are redacted everywhere and files written from them are sealed"`
 
 	exec execStep
 }
@@ -71,7 +72,7 @@ func (m *Command) newExec() execStep {
 	return execStep{
 		body: "exec " + remote.Join(argv), label: remote.Join(argv),
 		chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
-		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin,
+		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin, secret: m.Secret,
 	}
 }
 
@@ -102,6 +103,7 @@ type execStep struct {
 	creates, removes string
 	changed          bool
 	stdin            string
+	secret           bool // sensitive_output: the output joins the run's secrets
 
 	res     modules.Result
 	skipped bool
@@ -189,6 +191,9 @@ func (e *execStep) run(ctx context.Context, c modules.Conn, script string) error
 	}
 	res, err := c.Run(ctx, script, opts...)
 	e.res = res
+	if e.secret {
+		markOutput(ctx, res.Stdout)
+	}
 	if err != nil {
 		return fmt.Errorf("run %s: %w", remote.Short(e.label), err)
 	}
@@ -207,6 +212,20 @@ func (e *execStep) output() map[string]any {
 		"stdout_lines": lines,
 		"skipped":      e.skipped,
 	}
+}
+
+// markOutput adds a secret output to the run's secrets: whole, each line,
+// and each line's value after "=" (env files), so that no part of it is
+// shown and content built from it counts as sensitive.
+func markOutput(ctx context.Context, out string) {
+	vals := []string{out}
+	for _, l := range strings.Split(out, "\n") {
+		vals = append(vals, l)
+		if _, v, ok := strings.Cut(l, "="); ok {
+			vals = append(vals, strings.Trim(v, `"'`))
+		}
+	}
+	modules.MarkSensitive(ctx, vals...)
 }
 
 // splitArgs splits s into words the way sh does for quoting — blanks

@@ -150,3 +150,22 @@ func TestCommandValidate(t *testing.T) {
 		})
 	}
 }
+
+func TestCommandSensitiveOutput(t *testing.T) {
+	s := modules.NewSecrets()
+	ctx := modules.WithSecrets(context.Background(), s)
+	m := &commands.Command{Argv: []string{"printf", `DB_PASSWORD="hunter2-x"\nTOKEN=abcd1234\n`}, Changed: modtest.Boolp(false), Secret: true}
+	ch, err := m.Check(ctx, modtest.NewCountConn())
+	require.NoError(t, err)
+	require.Nil(t, ch)
+	require.True(t, s.Contains(m.Output()["stdout"].(string)), "the whole output is secret")
+	require.Equal(t, "pw="+modules.Redacted, s.Redact("pw=hunter2-x"), "each value is secret on its own")
+	require.Equal(t, modules.Redacted, s.Redact("TOKEN=abcd1234"))
+
+	// without sensitive_output nothing is added.
+	s2 := modules.NewSecrets()
+	m = &commands.Command{Argv: []string{"echo", "TOKEN=abcd1234"}, Changed: modtest.Boolp(false)}
+	_, err = m.Check(modules.WithSecrets(context.Background(), s2), modtest.NewCountConn())
+	require.NoError(t, err)
+	require.False(t, s2.Contains("abcd1234"))
+}

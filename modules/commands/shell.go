@@ -32,6 +32,7 @@ type Shell struct {
 	Removes string            `hcl:"removes,optional" doc:"skip the command unless this remote path exists"`
 	Changed *bool             `hcl:"changed,optional" doc:"false declares the command read-only: it then runs during check (also in check mode), the step reports ok and its output can be registered; default true"`
 	Stdin   string            `hcl:"stdin,optional" doc:"text fed to the command's standard input"`
+	Secret  bool              `hcl:"sensitive_output,optional" doc:"the output is secret (a fetched secrets file): stdout, each line and each KEY=VALUE value join the run's secrets, so they are redacted everywhere and files written from them are sealed"`
 
 	exec execStep
 }
@@ -49,7 +50,7 @@ func (m *Shell) newExec() execStep {
 	return execStep{
 		body: m.Cmd, label: m.Cmd,
 		chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
-		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin,
+		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin, secret: m.Secret,
 	}
 }
 
