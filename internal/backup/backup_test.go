@@ -520,7 +520,9 @@ func TestRunIDs(t *testing.T) {
 	require.Equal(t, 0, backup.CompareRunIDs(ids[3], ids[3]))
 	require.False(t, backup.ValidRunID("../etc"))
 	require.False(t, backup.ValidRunID("2026-11-21T09-15-04Z-0"))
-	require.Equal(t, "2026-11-21T09-15-04Z-12", backup.NewRunID(now))
+	next, err := backup.ClaimRunID(now)
+	require.NoError(t, err)
+	require.Equal(t, "2026-11-21T09-15-04Z-12", next)
 }
 
 // tree captures a directory tree: every entry's type, mode, owner and

@@ -51,7 +51,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -114,29 +113,6 @@ func ClaimRunID(now time.Time) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("claim run id: more than 9999 runs started at %s", base)
-}
-
-var (
-	fallbackMu   sync.Mutex
-	fallbackUsed = map[string]bool{}
-)
-
-// NewRunID is ClaimRunID for callers that cannot handle an error: when the
-// state directory cannot be written it still returns an id unique within
-// this process.
-func NewRunID(now time.Time) string {
-	if id, err := ClaimRunID(now); err == nil {
-		return id
-	}
-	fallbackMu.Lock()
-	defer fallbackMu.Unlock()
-	base := FormatRunID(now)
-	id := base
-	for n := 2; fallbackUsed[id]; n++ {
-		id = base + "-" + strconv.Itoa(n)
-	}
-	fallbackUsed[id] = true
-	return id
 }
 
 // CompareRunIDs orders run ids by start time, then by collision suffix. It
