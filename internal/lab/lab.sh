@@ -349,6 +349,7 @@ cmd_up() {
 	each_host images_load_host || die "loading images failed"
 	bind_up
 	registry_up
+	etcd_up
 	log "up ($((SECONDS - t0))s: hosts $((t1 - t0))s, images $((SECONDS - t1))s). ssh -i $LAB_DIR/id_ed25519 -o UserKnownHostsFile=$LAB_DIR/known_hosts $LAB_USER@10.77.0.11"
 }
 
@@ -448,6 +449,7 @@ cmd_down() {
 	check_root
 	lock
 	local t0=$SECONDS
+	etcd_down
 	bind_down
 	each_host host_down || die "some hosts failed to stop"
 	if ip link show "$BRIDGE" >/dev/null 2>&1; then ip link del "$BRIDGE"; fi
@@ -890,6 +892,42 @@ EOF
 	touch "$d/pushed-r$IMAGE_RECIPE"
 	hlog "$REGISTRY_HOST" "pushed $reg/lab/busybox:1"
 }
+
+# ----------------------------------------------------------------- etcd ---
+# Debian's etcd-server 3.4, one member in iklim-db-03 on 10.77.0.23:2379: it
+# stands in for the etcd that Patroni and APISIX share in prod (seed 000 step
+# 18 waits for its health; examples/iklimco). Idempotent: a running etcd is
+# left alone, its data is kept across runs.
+ETCD_HOST=iklim-db-03
+ETCD_ADDR=10.77.0.23
+
+etcd_up() {
+	local d=$LAB_DIR/etcd i
+	[[ -x /usr/bin/etcd ]] || { log "etcd: /usr/bin/etcd not installed (apt-get install etcd-server); skipped"; return 0; }
+	mkdir -p "$d/data"
+	chmod 0700 "$d" "$d/data"
+	if pid_ok "$d/etcd.pid" "$ETCD_HOST"; then
+		hlog "$ETCD_HOST" "etcd already up (pid $(<"$d/etcd.pid"))"
+		return 0
+	fi
+	rm -f "$d/etcd.pid"
+	# Not a process group leader here, so setsid does not fork: $! is etcd.
+	nsenter --net="/run/netns/$ETCD_HOST" --mount="$NS_DIR/$ETCD_HOST.mnt" --uts="$NS_DIR/$ETCD_HOST.uts" -- \
+		setsid /usr/bin/etcd --name "$ETCD_HOST" --data-dir "$d/data" \
+		--listen-client-urls "http://$ETCD_ADDR:2379,http://127.0.0.1:2379" --advertise-client-urls "http://$ETCD_ADDR:2379" \
+		--listen-peer-urls "http://$ETCD_ADDR:2380" --initial-advertise-peer-urls "http://$ETCD_ADDR:2380" \
+		--initial-cluster "$ETCD_HOST=http://$ETCD_ADDR:2380" >>"$d/etcd.log" 2>&1 </dev/null 9>&- &
+	echo $! >"$d/etcd.pid"
+	for ((i = 0; i < 100; i++)); do
+		pid_ok "$d/etcd.pid" "$ETCD_HOST" && tcp_open "$ETCD_ADDR" 2379 && break
+		sleep 0.1
+	done
+	((i < 100)) || die "etcd: did not come up (see $d/etcd.log)"
+	hlog "$ETCD_HOST" "started etcd (pid $(<"$d/etcd.pid")) on $ETCD_ADDR:2379"
+}
+
+# etcd_down stops etcd by its pid file (lab.sh down).
+etcd_down() { stop_pidfile "$LAB_DIR/etcd/etcd.pid" "$ETCD_HOST" etcd 10; }
 
 usage() {
 	cat <<EOF
