@@ -228,6 +228,8 @@ func TestAptVersionsLatestAbsentRollback(t *testing.T) {
 	// Removed again, and 1.0 gone from the repository: rollback says so.
 	rm = e.play(false, aptStep(absent()))
 	requireOK(t, rm)
+	deb, err := os.ReadFile(filepath.Join(repo.dir, d+"_1.0_all.deb"))
+	require.NoError(t, err)
 	require.NoError(t, os.Remove(filepath.Join(repo.dir, d+"_1.0_all.deb")))
 	repo.scan()
 	r = e.play(false, aptStep(&system.Apt{UpdateCache: true}))
@@ -236,6 +238,12 @@ func TestAptVersionsLatestAbsentRollback(t *testing.T) {
 	require.NotNil(t, r.recap)
 	require.Equal(t, 1, r.recap.Hosts[0].Failed)
 	require.Contains(t, r.recap.Hosts[0].Error, "cannot reinstall "+d+" 1.0: no source offers that version and no .deb is left in /var/cache/apt/archives")
+
+	// With the .deb in apt's cache, the same rollback reinstalls from it.
+	require.NoError(t, os.WriteFile("/var/cache/apt/archives/"+d+"_1.0_all.deb", deb, 0o644))
+	r = e.rollback(rm.id)
+	requireOK(t, r)
+	require.Equal(t, "1.0", repo.version("d"), "reinstalled from /var/cache/apt/archives")
 }
 
 func TestAptValidate(t *testing.T) {
