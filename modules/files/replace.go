@@ -114,7 +114,10 @@ func (m *Replace) Check(ctx context.Context, c modules.Conn) (*modules.Change, e
 		Summary: fmt.Sprintf("replace %d %s in %s (%s %s)", m.replaced, matchesWord(m.replaced),
 			target, plural(len(m.lines), "line"), joinInts(m.lines)),
 		Files: []string{target},
-		Diff:  replaceDiff(target, st, []byte(old), newContent),
+		// A file that holds a known secret, before or after, is snapshotted
+		// sealed; the runner redacts the secret from the diff.
+		Sensitive: modules.SecretsFrom(ctx).Contains(old) || modules.SecretsFrom(ctx).Contains(string(newContent)),
+		Diff:      replaceDiff(target, st, []byte(old), newContent),
 	}
 	if err := ch.SetBefore(newContentBefore(st)); err != nil {
 		return nil, err

@@ -212,3 +212,21 @@ func TestReplaceErrors(t *testing.T) {
 	})
 	require.ErrorContains(t, err, "is a directory, not a file")
 }
+
+// TestReplaceSecretSealed: a replacement that writes a known secret makes
+// the change sensitive, so the runner seals the file's snapshot.
+func TestReplaceSecretSealed(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "app.env")
+	modtest.WriteFile(t, p, "REDIS_PASSWORD=old\nMODE=prod\n", 0o600)
+	sec := modules.NewSecrets()
+	sec.Add("n3w-s3cret")
+	ctx := modules.WithSecrets(context.Background(), sec)
+	m := &files.Replace{Path: p, Regexp: `^(REDIS_PASSWORD)=.*$`, Replace: `\1=n3w-s3cret`}
+	ch, err := m.Check(ctx, modtest.NewCountConn())
+	require.NoError(t, err)
+	require.True(t, ch.Sensitive)
+	m = &files.Replace{Path: p, Regexp: `^(MODE)=.*$`, Replace: `\1=staging`}
+	ch, err = m.Check(ctx, modtest.NewCountConn())
+	require.NoError(t, err)
+	require.False(t, ch.Sensitive)
+}
