@@ -95,6 +95,7 @@ type faultHosts struct {
 	servers map[string]*sshtest.Server
 	control *inventories.Host
 	conn    *runner.SSHConnector
+	onEvent func(runner.Event) // sees every event as it is emitted
 }
 
 func newFaultHosts(t *testing.T, names []string, opts runner.SSHOptions, sshd ...sshtest.Option) *faultHosts {
@@ -181,7 +182,14 @@ func (f *faultHosts) play(pb *runner.Playbook, rec func(runner.Recorder) runner.
 	defer cancel()
 	recap, err := runner.Run(ctx, pb, runner.Options{
 		Inventory: f.inv, Connector: f.conn, Recorder: r, Run: info, Control: f.control,
-		Events: func(ev runner.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() },
+		Events: func(ev runner.Event) {
+			if f.onEvent != nil {
+				f.onEvent(ev)
+			}
+			mu.Lock()
+			events = append(events, ev)
+			mu.Unlock()
+		},
 	})
 	require.NotNil(f.t, recap, "run error: %v", err)
 	require.NoError(f.t, backup.WriteJournal(info, recap, backup.WithRunError(err)))
@@ -367,18 +375,24 @@ func TestFaultHostStopsAnsweringMidStep(t *testing.T) {
 		err  error
 	}
 	froze := make(chan freeze, 1)
-	go func() {
-		// Freeze once the sleep step runs on the host.
-		for range 1000 {
-			if b, _ := os.ReadFile(f.file("frozen", "a.conf")); string(b) == "new frozen\n" {
-				time.Sleep(time.Second)
-				pids, err := signalSSHD(f.servers["frozen"], syscall.SIGSTOP)
-				froze <- freeze{at: time.Now(), pids: pids, err: err}
-				return
-			}
-			time.Sleep(10 * time.Millisecond)
+	sleeping := make(chan struct{})
+	var once sync.Once
+	f.onEvent = func(ev runner.Event) {
+		if ev.Type == runner.EventStepStart && ev.Host == "frozen" && ev.Step == "sleep" {
+			once.Do(func() { close(sleeping) })
 		}
-		froze <- freeze{err: errors.New("the step never changed a.conf")}
+	}
+	go func() {
+		// Freeze the host inside its sleep step.
+		select {
+		case <-sleeping:
+		case <-time.After(time.Minute):
+			froze <- freeze{err: errors.New("the sleep step never started on the host")}
+			return
+		}
+		time.Sleep(500 * time.Millisecond)
+		pids, err := signalSSHD(f.servers["frozen"], syscall.SIGSTOP)
+		froze <- freeze{at: time.Now(), pids: pids, err: err}
 	}()
 	start := time.Now()
 	id, recap, evs, err := f.play(pb, nil)
