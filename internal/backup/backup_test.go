@@ -652,3 +652,28 @@ func TestRollbackCheckMode(t *testing.T) {
 	require.Equal(t, 4, runs[0].Changes)
 	require.False(t, runs[0].RolledBack)
 }
+
+// A change made by a module this program does not have is not skipped: the
+// rollback fails naming it, and nothing is restored.
+func TestRollbackRefusesUnknownModule(t *testing.T) {
+	e := newEnv(t, 1)
+	a := func(h *inventories.Host) string { return e.path(h, "app.conf") }
+	kv := func(h *inventories.Host) string { return e.path(h, "kv") }
+	h := e.hosts[0]
+	writeFile(t, a(h), []byte("v1\n"), 0o644, 0, 0)
+	writeFile(t, kv(h), []byte("blue"), 0o644, 0, 0)
+	id, recap, err := e.play(
+		putStep("config", a, []byte("v2\n"), 0o644, "root"),
+		runner.Step{Name: "kv", Module: "test_not_registered", Build: func(sc *runner.StepContext) (modules.Module, error) {
+			return &kvMod{File: kv(sc.Host), Value: "green"}, nil
+		}},
+	)
+	requireOK(t, recap, err)
+
+	_, recap, err = e.rollback(id, false)
+	require.NoError(t, err)
+	require.True(t, recap.Failed())
+	require.Contains(t, recap.Hosts[0].Error, `module "test_not_registered" is not registered`)
+	require.Equal(t, "v2\n", stateOf(t, a(h)).Content, "nothing restored")
+	require.Equal(t, "green", stateOf(t, kv(h)).Content)
+}
