@@ -18,6 +18,11 @@ import (
 // call such as format("%2000000000s", "") is refused before it allocates.
 const MaxResultSize = MaxFileSize
 
+// MaxArgsSize bounds the arguments of one function call, as ValueSize
+// counts them: a list holding one large list many times is cheap to build
+// but not to flatten or encode.
+const MaxArgsSize = 2 * MaxResultSize
+
 // bounded wraps f: pre, if set, refuses arguments that promise a result over
 // MaxResultSize, and every result over it is refused after the call.
 func bounded(name string, f function.Function, pre func(args []cty.Value) error) function.Function {
@@ -29,6 +34,13 @@ func bounded(name string, f function.Function, pre func(args []cty.Value) error)
 			return f.ReturnTypeForValues(args)
 		},
 		Impl: func(args []cty.Value, _ cty.Type) (cty.Value, error) {
+			size := 0
+			for _, a := range args {
+				size += ValueSize(a, MaxArgsSize)
+				if size > MaxArgsSize {
+					return cty.NilVal, fmt.Errorf("%s: the arguments are larger than %d MiB", name, MaxArgsSize>>20)
+				}
+			}
 			if pre != nil && allKnown(args) {
 				if err := pre(args); err != nil {
 					return cty.NilVal, err
@@ -137,7 +149,7 @@ func preSetProduct(args []cty.Value) error {
 	total := 1
 	for _, a := range args {
 		total *= max(length(a), 1)
-		if total*len(args)*8 > MaxResultSize {
+		if total*(len(args)+1)*elementCost > MaxResultSize {
 			return tooLarge("setproduct")
 		}
 	}
@@ -170,7 +182,7 @@ func preConcat(args []cty.Value) error {
 	for _, a := range args {
 		n += length(a)
 	}
-	if n*8 > MaxResultSize {
+	if n*elementCost > MaxResultSize {
 		return tooLarge("concat")
 	}
 	return nil

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -52,4 +53,16 @@ func TestFunctionsRefuseRunawayResults(t *testing.T) {
 	require.Equal(t, 2, v["l"].LengthInt())
 	require.Equal(t, 3, v["c"].LengthInt())
 	require.True(t, strings.HasPrefix(v["l"].AsValueSlice()[0].AsString(), "a=1"))
+}
+
+// TestSetProductIsBoundedByElements: a million tuples would take seconds
+// and hundreds of MiB; refused before it is built.
+func TestSetProductIsBoundedByElements(t *testing.T) {
+	start := time.Now()
+	_, diags := Parse([]byte(`host "h" {
+  vars = { x = setproduct(range(1000), range(1000)) }
+}
+`), "inv.hcl")
+	require.Contains(t, diags.Error(), "setproduct: the result would be larger than 16 MiB")
+	require.Less(t, time.Since(start), 5*time.Second)
 }

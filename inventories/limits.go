@@ -80,16 +80,21 @@ func regular(path string, fi os.FileInfo) error {
 // errTooLarge is returned by ValueSizeCheck for a value over the limit.
 var errTooLarge = errors.New("value too large")
 
+// elementCost is what ValueSize counts per value besides string bytes:
+// about what a cty value in a collection costs in memory.
+const elementCost = 64
+
 // ValueSize estimates the memory a value holds, in bytes (string bytes plus
-// a few bytes per element), stopping early once it exceeds limit. It lets
-// callers refuse runaway values before they grow further.
+// elementCost per value), stopping early once it exceeds limit. It lets
+// callers refuse runaway values before they grow further. A value shared
+// in several places counts each time: that is what copying it would cost.
 func ValueSize(v cty.Value, limit int) int {
 	n := 0
 	_ = cty.Walk(v, func(_ cty.Path, v cty.Value) (bool, error) {
 		if n > limit {
 			return false, errTooLarge
 		}
-		n += 8
+		n += elementCost
 		if v.IsKnown() && !v.IsNull() && v.Type() == cty.String {
 			s, _ := v.Unmark()
 			n += len(s.AsString())

@@ -268,6 +268,27 @@ func TestHostileValuesAreRefusedWithTheirPosition(t *testing.T) {
 	require.Equal(t, 8, diags[0].Subject.Start.Line, dump(diags))
 }
 
+// TestFunctionArgumentsAreBounded: a list holding one list a thousand
+// times is cheap to build, but flattening it is not.
+func TestFunctionArgumentsAreBounded(t *testing.T) {
+	src := `locals {
+  r = range(1024)
+}
+play "p" {
+  hosts = "app-01"
+  step "s" {
+    module  = "test_echo"
+    message = "x"
+    count   = length(flatten([for i in range(1024) : local.r]))
+  }
+}`
+	start := time.Now()
+	_, diags := compile(t, src, playbooks.Options{})
+	require.Equal(t, []string{at(t, src, "flatten(") + " Error in function call"}, positions(diags))
+	require.Contains(t, diags.Error(), "flatten: the arguments are larger than 32 MiB")
+	require.Less(t, time.Since(start), 20*time.Second)
+}
+
 func TestDeepNestingIsRefusedBeforeParsing(t *testing.T) {
 	src := "play \"p\" {\n  hosts = " + strings.Repeat("(", 100000) + "\"all\"" + strings.Repeat(")", 100000) + "\n}\n"
 	f, diags := playbooks.Parse([]byte(src), "test.hcl")
