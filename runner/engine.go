@@ -369,7 +369,7 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 		return finish(StatusChanged, ch.Summary, nil)
 	}
 
-	rec := e.newRecord(p, s, name, recHost.Name, ch)
+	rec := e.newRecord(p, s, m, name, recHost.Name, ch)
 	if e.opts.Recorder != nil {
 		if err := e.opts.Recorder.Before(sctx, conn, recHost, rec); err != nil {
 			// Never change a host without a record that can undo it.
@@ -434,7 +434,7 @@ func (e *engine) connect(ctx context.Context, h *inventories.Host) (modules.Conn
 
 // newRecord numbers changes per recording host: delegated changes of many
 // hosts share the control machine's sequence.
-func (e *engine) newRecord(p Play, s Step, host, recHost string, ch *modules.Change) *ChangeRecord {
+func (e *engine) newRecord(p Play, s Step, m modules.Module, host, recHost string, ch *modules.Change) *ChangeRecord {
 	e.mu.Lock()
 	e.seq[recHost]++
 	n := e.seq[recHost]
@@ -442,7 +442,13 @@ func (e *engine) newRecord(p Play, s Step, host, recHost string, ch *modules.Cha
 	return &ChangeRecord{
 		RunID: e.opts.Run.ID, Seq: n, Host: host, Play: p.Name, Step: s.Name,
 		Module: s.Module, Source: s.Source, Time: time.Now().UTC(), Change: ch, Delegated: s.Delegate,
+		ModuleUndo: isRollbacker(m),
 	}
+}
+
+func isRollbacker(m modules.Module) bool {
+	_, ok := m.(modules.Rollbacker)
+	return ok
 }
 
 func (e *engine) markRecorded(h *inventories.Host) {

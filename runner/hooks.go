@@ -29,6 +29,10 @@ type ChangeRecord struct {
 	Change *modules.Change `json:"change"`
 	// Delegated changes ran on the control machine in the host's name.
 	Delegated bool `json:"delegated,omitempty"`
+	// ModuleUndo says the module undoes the change itself (it is a
+	// modules.Rollbacker): a rollback needs that module, not only the
+	// file snapshots.
+	ModuleUndo bool `json:"module_undo,omitempty"`
 }
 
 // RunInfo describes a run for the records every host keeps.

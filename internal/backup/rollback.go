@@ -265,7 +265,7 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 			}
 		}
 		what := fmt.Sprintf("%s step %q (%s): %s", e.rec.Host, e.rec.Step, e.rec.Module, e.rec.Change.Summary)
-		if _, known := modules.Lookup(e.rec.Module); !known && e.rec.Module != RollbackModule {
+		if _, known := modules.Lookup(e.rec.Module); !known && e.rec.ModuleUndo {
 			// Skipping it would report a rollback that left the change in place.
 			return nil, fmt.Errorf("cannot roll back %s: module %q is not registered in this program (register its family, e.g. import modules/stock)", what, e.rec.Module)
 		}
