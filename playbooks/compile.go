@@ -594,14 +594,14 @@ func (c *compiler) staticStrings(expr hcl.Expression, what string) []string {
 	return out
 }
 
-// lockNameRe is the lock names internal/lock accepts; checked here so that
+// lockNameRe is the lock names runner/lock accepts; checked here so that
 // a bad one is an error before any host is touched.
 var lockNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
 
 // maxLockName keeps "<name>.lock" within a file name's 255 bytes.
 const maxLockName = 200
 
-// CheckLockName refuses a lock name internal/lock cannot use (it names a
+// CheckLockName refuses a lock name runner/lock cannot use (it names a
 // directory on the lock host), for callers that must check it before any
 // host is touched.
 func CheckLockName(name string) error {

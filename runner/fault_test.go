@@ -6,7 +6,7 @@ package runner_test
 // processes of that connection killed), and a server whose MaxSessions is 1.
 // The CLI and lab cases are in cmd/iklim/fault_test.go and
 // cmd/iklim/fault_lab_test.go; SIGKILL of iklim itself mid-run is
-// internal/backup's TestSIGKILLMidRunThenRollback.
+// runner/backup's TestSIGKILLMidRunThenRollback.
 
 import (
 	"bytes"
@@ -27,7 +27,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/internal/backup"
+	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"

@@ -4,7 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 
-	"github.com/iklimco/iklim/internal/backup"
+	"github.com/iklimco/iklim/runner/backup"
 	"github.com/urfave/cli/v2"
 )
 

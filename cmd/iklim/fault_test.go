@@ -12,7 +12,7 @@ package main
 // The lab cases (a cut link, a healed partition, an unreachable lock host)
 // are in fault_lab_test.go; a connection dropped between record and apply
 // is runner's TestFaultConnectionDropsBetweenRecordAndApply; iklim killed
-// with SIGKILL mid-run is internal/backup's TestSIGKILLMidRunThenRollback.
+// with SIGKILL mid-run is runner/backup's TestSIGKILLMidRunThenRollback.
 // Every case ends with `iklim rollback --run ID` and compares file hashes
 // (content, mode, owner) with those taken before the run.
 

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/iklimco/iklim/internal/lock"
+	"github.com/iklimco/iklim/runner/lock"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/urfave/cli/v2"
 )

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/internal/backup"
+	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/labtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"

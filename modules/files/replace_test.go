@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/internal/backup"
+	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"

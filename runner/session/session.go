@@ -20,8 +20,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iklimco/iklim/internal/backup"
-	"github.com/iklimco/iklim/internal/lock"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/lock"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"

@@ -1,0 +1,780 @@
+package backup
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+	"path"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
+	"github.com/iklimco/iklim/runner"
+	"github.com/zclconf/go-cty/cty"
+)
+
+// KeepVar is the host variable that overrides how many runs the host keeps:
+// vars { backup_keep = 10 } on a host or group.
+const KeepVar = "backup_keep"
+
+// RecorderOptions configure a Recorder.
+type RecorderOptions struct {
+	// Info describes the run; Info.ID names its directories.
+	Info runner.RunInfo
+	// Keep is how many runs each host keeps after a successful run: 0 means
+	// DefaultKeep, negative never prunes. The host variable backup_keep
+	// overrides it per host or group.
+	Keep int
+	// StateDir holds the backup key; empty means StateDir().
+	StateDir string
+	// Secrets redact records when ctx carries none (runner.Run puts the
+	// run's Secrets on ctx, so the CLI needs not set this).
+	Secrets *modules.Secrets
+	// Control names this control machine in the hosts' owner markers and
+	// run.json; empty means its hostname. Set it where the hostname is not
+	// stable (CI containers) or to tell control machines apart.
+	Control string
+}
+
+// Recorder implements runner.Recorder: it writes each change record and the
+// snapshot of the files it replaces into <backup_root>/<host>/<run-id>/ on the
+// recording host (the control machine for delegated steps), finishes run.json
+// and prunes old runs.
+type Recorder struct {
+	opts    RecorderOptions
+	control string // this control machine: RecorderOptions.Control or the hostname
+	pid     int
+	owner   string // control host, pid and a random token: who writes the run dirs
+	tok     string // the random token, in the names of this recorder's temp files
+
+	mu      sync.Mutex
+	sites   map[string]*siteState
+	secrets *modules.Secrets // the run's, learnt from the first ctx
+	key     []byte
+}
+
+// siteState is what the recorder knows of one recording host.
+type siteState struct {
+	mu          sync.Mutex
+	initialized bool // run.json written
+	changes     int
+	rollbackOf  string
+	listed      bool       // runs holds the host's runs as the first Before found them
+	runs        []runEntry // for retention
+}
+
+// NewRecorder returns a Recorder for one run and starts the run's journal on
+// the control machine (best effort: the journal is informational).
+func NewRecorder(opts RecorderOptions) *Recorder {
+	if opts.StateDir == "" {
+		opts.StateDir = StateDir()
+	}
+	if opts.Keep == 0 {
+		opts.Keep = DefaultKeep
+	}
+	host := opts.Control
+	if host == "" {
+		host, _ = os.Hostname()
+	}
+	tok := make([]byte, 8)
+	_, _ = rand.Read(tok)
+	r := &Recorder{opts: opts, control: host, pid: os.Getpid(), sites: map[string]*siteState{}, secrets: opts.Secrets,
+		owner: fmt.Sprintf("%s pid %d %x", host, os.Getpid(), tok), tok: hex.EncodeToString(tok)}
+	_ = startJournal(opts.Info)
+	return r
+}
+
+var _ runner.Recorder = (*Recorder)(nil)
+
+func (r *Recorder) site(h *inventories.Host) *siteState {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sites[h.Name]
+	if !ok {
+		s = &siteState{}
+		r.sites[h.Name] = s
+	}
+	return s
+}
+
+func (r *Recorder) secretsFor(ctx context.Context) *modules.Secrets {
+	if s := modules.SecretsFrom(ctx); s != nil {
+		r.mu.Lock()
+		if r.secrets == nil {
+			r.secrets = s
+		}
+		r.mu.Unlock()
+		return s
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.secrets
+}
+
+func (r *Recorder) sealKey() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.key == nil {
+		k, err := loadKey(r.opts.StateDir, true)
+		if err != nil {
+			return nil, err
+		}
+		r.key = k
+	}
+	return r.key, nil
+}
+
+func (r *Recorder) runRecord(h *inventories.Host, st *siteState, status string) RunRecord {
+	return RunRecord{
+		RunInfo: r.opts.Info, Host: h.Name, Control: r.control, PID: r.pid,
+		Status: status, Changes: st.changes, RollbackOf: st.rollbackOf,
+	}
+}
+
+// Before implements runner.Recorder. In one remote command it snapshots
+// every file of the change (content, mode, owner, or absence) and then writes
+// the change record, so that a record that parses always has its snapshots.
+// The first change of a host in the run also checks the host directory's
+// owner marker, claims the run directory, writes run.json and lists the
+// host's runs for retention, in that same command. Changes that touch
+// secrets take one more round trip: their files are read through the Conn
+// and stored sealed with the control machine's key. When the command fails
+// (a full disk, another owner) it removes what it wrote, and the runner
+// does not apply the change.
+func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord) error {
+	if rec == nil || rec.Change == nil {
+		return errors.New("backup: empty change record")
+	}
+	where := fmt.Sprintf("backup on %s, step %q", h.Name, rec.Step)
+	if rec.Delegated {
+		where = fmt.Sprintf("backup on %s (delegated for %s), step %q", h.Name, rec.Host, rec.Step)
+	}
+	st := r.site(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+
+	sec := r.secretsFor(ctx)
+	full, err := marshal(rec)
+	if err != nil {
+		return fmt.Errorf("%s: encode change record: %w", where, err)
+	}
+	red, redacted, err := redactJSON(full, sec)
+	if err != nil {
+		return fmt.Errorf("%s: redact change record: %w", where, err)
+	}
+	sensitive := rec.Change.Sensitive || redacted || diffHasSecret(rec.Change.Diff, sec) || moduleSensitive(rec.Module)
+
+	seq := seqName(rec.Seq)
+	root := hostRoot(h)
+	hdir := HostDir(root, h.Name)
+	dir := RunDir(root, h.Name, r.opts.Info.ID)
+	tw := newTarBuf()
+	tmp := "changes/." + seq + ".json." + r.tok + ".tmp"
+
+	rollbackOf := ""
+	if rec.Module == RollbackModule {
+		var b rollbackBefore
+		if json.Unmarshal(rec.Change.Before, &b) == nil && ValidRunID(b.Run) {
+			rollbackOf = b.Run
+			// Rolling back sealed snapshots puts secrets back on the host:
+			// what is there now is as sensitive.
+			sensitive = sensitive || b.Sensitive
+		}
+	}
+	first := !st.initialized
+	if first {
+		rr := r.runRecord(h, st, StatusRunning)
+		if rollbackOf != "" {
+			rr.RollbackOf = rollbackOf
+		}
+		b, _ := marshal(rr)
+		// Written in place: if this command fails, the run directory it
+		// created goes with it.
+		tw.add("run.json", b)
+	}
+	tw.add(tmp, red)
+	var key []byte
+	if sensitive {
+		if key, err = r.sealKey(); err != nil {
+			return fmt.Errorf("%s: %w", where, err)
+		}
+	}
+	if redacted {
+		enc, err := seal(key, full)
+		if err != nil {
+			return fmt.Errorf("%s: seal change record: %w", where, err)
+		}
+		tw.add("changes/"+seq+".json.enc", enc)
+	}
+
+	// Regular files and directory trees of a sensitive change are read here
+	// and stored sealed.
+	sealed := map[int]bool{}
+	if sensitive && len(rec.Change.Files) > 0 {
+		got, err := readRegularFiles(ctx, conn, rec.Change.Files)
+		if err != nil {
+			return fmt.Errorf("%s: read files to seal: %w", where, err)
+		}
+		for i, f := range got {
+			ext := ".tar.enc"
+			if f.meta.Type == "file" {
+				sum := sha256.Sum256(f.data)
+				f.meta.SHA256 = hex.EncodeToString(sum[:])
+				ext = ".data.enc"
+			}
+			f.meta.Encrypted = true
+			enc, err := seal(key, f.data)
+			if err != nil {
+				return fmt.Errorf("%s: seal %s: %w", where, f.meta.Path, err)
+			}
+			mb, _ := marshal(f.meta)
+			n := strconv.Itoa(i)
+			tw.add("files/"+seq+"/"+n+".meta.json", mb)
+			tw.add("files/"+seq+"/"+n+".path", []byte(f.meta.Path))
+			tw.add("files/"+seq+"/"+n+ext, enc)
+			sealed[i] = true
+		}
+	}
+	payload, err := tw.bytes()
+	if err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+
+	var sb strings.Builder
+	sb.WriteString(shPrelude)
+	fmt.Fprintf(&sb, "R=%s; HD=%s; D=%s; F=\"$D/files/%s\"; DC=\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), seq)
+	// iklim_fail removes what this command wrote: the whole run directory
+	// when it created it, else this change's files.
+	// A shell builtin that hits a full disk may say only "I/O error", so
+	// the free space is told too.
+	fmt.Fprintf(&sb, `iklim_fail() {
+  [ -n "$1" ] && printf '%%s\n' "$1" >&2
+  _a=$(df -Pk -- "$R" 2>/dev/null | awk 'NR==2 {print $4}')
+  if [ "$_a" = 0 ]; then echo "No space left on device: the filesystem of $R is full" >&2; fi
+  [ -n "$DC" ] && rm -rf -- "$D"
+  rm -rf -- "$F" "$D/%s" "$D/changes/%s.json.enc" "$HD/.owner.%s" 2>/dev/null
+  exit 1
+}
+`, tmp, seq, r.tok)
+	if first {
+		sb.WriteString("[ -d \"$R\" ] || mkdir -p -- \"$R\" || iklim_fail \"cannot create $R\"\n")
+		sb.WriteString(ownerScript(hostDirName(h.Name), hostDirName(r.control), r.tok))
+		// Claim the run directory: run ids are unique per control machine,
+		// so two control machines could pick the same one.
+		fmt.Fprintf(&sb, "O=%s\nif mkdir -- \"$D\" 2>/dev/null; then DC=1; printf '%%s\\n' \"$O\" > \"$D/owner\" || iklim_fail \"cannot write $D/owner\"\n", remote.Quote(r.owner))
+		sb.WriteString("else DX=; { IFS= read -r DX < \"$D/owner\"; } 2>/dev/null; [ \"$DX\" = \"$O\" ] || { echo \"$D belongs to another run: $DX\" >&2; exit 1; }; fi\n")
+	}
+	sb.WriteString("mkdir -p -- \"$D/changes\" \"$F\" && tar -xf - -C \"$D\" || iklim_fail \"cannot write the change record into $D\"\n")
+	for i, p := range rec.Change.Files {
+		n := i + 1
+		if sealed[n] {
+			continue
+		}
+		if sensitive {
+			// It was not a regular file a moment ago; never store one in clear.
+			fmt.Fprintf(&sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then iklim_fail %s; fi\n",
+				remote.Quote(p), remote.Quote(p), remote.Quote(p), remote.Quote(p+" changed while being recorded"))
+		}
+		fmt.Fprintf(&sb, "iklim_snap %s %s \"$F\" %d || iklim_fail %s\n",
+			jsq(p), remote.Quote(p), n, remote.Quote("snapshot "+p+" failed"))
+	}
+	if rollbackOf != "" {
+		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || iklim_fail \"cannot write $D/rollback_of\"\n", remote.Quote(rollbackOf))
+	}
+	// The record appears last and whole: the change counts as recorded.
+	fmt.Fprintf(&sb, "mv -f -- \"$D/%s\" \"$D/changes/%s.json\" || iklim_fail \"cannot write $D/changes/%s.json\"\n", tmp, seq, seq)
+	if first {
+		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
+	}
+
+	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(payload)))
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", where, dir, err)
+	}
+	if res.ExitCode == ownerConflictExit {
+		return fmt.Errorf("%s: %w", where, ownerConflict(hdir, res.Stderr))
+	}
+	if err := res.Err(dir); err != nil {
+		return fmt.Errorf("%s: %w", where, err)
+	}
+	if first {
+		_, list, _ := strings.Cut(res.Stdout, "LIST\n")
+		if runs, err := parseRunList(list, hdir, root); err == nil {
+			st.runs, st.listed = ownRuns(runs, h.Name, true), true
+		}
+	}
+	st.initialized = true
+	st.changes++
+	if rollbackOf != "" {
+		st.rollbackOf = rollbackOf
+	}
+	return nil
+}
+
+// ownerConflictExit is the exit status of a script that found another
+// owner's marker in the host directory.
+const ownerConflictExit = 3
+
+// ownerScript checks the owner marker of the host directory $HD, creating
+// both when missing, and exits ownerConflictExit naming both owners when
+// the marker names another host, machine or control machine. The machine
+// is /etc/machine-id (else the kernel hostname), read with shell builtins.
+// The marker appears whole (link of a finished temp file) or not at all.
+func ownerScript(host, control, tok string) string {
+	return fmt.Sprintf(`M=; { read -r M < /etc/machine-id || read -r M < /var/lib/dbus/machine-id; } 2>/dev/null
+[ -n "$M" ] || { { read -r M < /proc/sys/kernel/hostname; } 2>/dev/null; M="hostname:$M"; }
+HO="host=%s machine=$M control=%s"; HX=
+[ -d "$HD" ] || mkdir -- "$HD" 2>/dev/null || [ -d "$HD" ] || iklim_fail "cannot create $HD"
+{ IFS= read -r HX < "$HD/owner"; } 2>/dev/null
+if [ -z "$HX" ] && [ ! -e "$HD/owner" ]; then
+  printf '%%s\n' "$HO" > "$HD/.owner.%[3]s" || iklim_fail "cannot write $HD/owner"
+  ln -- "$HD/.owner.%[3]s" "$HD/owner" 2>/dev/null || [ -e "$HD/owner" ] || mv -n -- "$HD/.owner.%[3]s" "$HD/owner"
+  rm -f -- "$HD/.owner.%[3]s"
+  { IFS= read -r HX < "$HD/owner"; } 2>/dev/null
+fi
+[ "$HX" = "$HO" ] || { printf 'OWNER %%s\nOURS %%s\n' "$HX" "$HO" >&2; exit %[4]d; }
+`, host, control, tok, ownerConflictExit)
+}
+
+// ErrOwnerConflict is wrapped by the error of a recorder that found another
+// host or control machine's owner marker in the host directory.
+var ErrOwnerConflict = errors.New("backup directory has another owner")
+
+func ownerConflict(hdir, stderr string) error {
+	var theirs, ours string
+	for _, l := range strings.Split(stderr, "\n") {
+		if v, ok := strings.CutPrefix(l, "OWNER "); ok {
+			theirs = v
+		} else if v, ok := strings.CutPrefix(l, "OURS "); ok {
+			ours = v
+		}
+	}
+	if theirs == "" {
+		theirs = "(an empty or unreadable marker)"
+	}
+	return fmt.Errorf("%w: %s belongs to %q, but this run is %q: two hosts or two control machines would write one backup directory "+
+		"(give them different backup_root values or inventory names, or remove %s/owner on the host to hand the directory over)",
+		ErrOwnerConflict, hdir, theirs, ours, hdir)
+}
+
+type readFile struct {
+	meta FileMeta
+	data []byte
+}
+
+// readRegularFiles reads the paths that are regular files or directories,
+// in one command: their FileMeta and content (a tar for a directory), keyed
+// by 1-based index.
+func readRegularFiles(ctx context.Context, conn modules.Conn, paths []string) (map[int]readFile, error) {
+	var sb strings.Builder
+	sb.WriteString(shPrelude)
+	for i, p := range paths {
+		q := remote.Quote(p)
+		// A private copy is framed, so that its length holds even if the
+		// file changes meanwhile; Go hashes what it received.
+		fmt.Fprintf(&sb, `if [ -f %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"
+  T=$(mktemp) && cat -- %s > "$T" && iklim_frame %d "$T" || { rm -f "$T"; exit 1; }; rm -f "$T"
+elif [ -d %s ] && [ ! -L %s ]; then s=$(iklim_st %s %s) || exit 1; printf 'C %d %%s\n' "$s"
+  T=$(mktemp) && iklim_tar %s > "$T" && iklim_frame %d "$T" || { rm -f "$T"; exit 1; }; rm -f "$T"
+fi
+`, q, q, jsq(p), q, i+1, q, i+1, q, q, jsq(p), q, i+1, q, i+1)
+	}
+	res, err := conn.Run(ctx, sb.String())
+	if err != nil {
+		return nil, err
+	}
+	if err := res.Err("read files"); err != nil {
+		return nil, err
+	}
+	frames, err := parseFrames(res.Stdout)
+	if err != nil {
+		return nil, err
+	}
+	out := map[int]readFile{}
+	for _, f := range frames {
+		n, err := strconv.Atoi(f.Name)
+		if err != nil || n < 1 || n > len(paths) {
+			return nil, fmt.Errorf("unexpected output %q", f.Name)
+		}
+		rf := out[n]
+		switch f.Kind {
+		case "C":
+			if err := json.Unmarshal(f.Data, &rf.meta); err != nil {
+				return nil, fmt.Errorf("stat %s: %w", paths[n-1], err)
+			}
+		case "F":
+			rf.data = f.Data
+		}
+		out[n] = rf
+	}
+	return out, nil
+}
+
+// After implements runner.Recorder: it writes changes/<seq>.after.json with
+// the outcome and the state of the change's files right after Apply.
+func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord, applyErr error) error {
+	if rec == nil || rec.Change == nil {
+		return errors.New("backup: empty change record")
+	}
+	sec := r.secretsFor(ctx)
+	ar := AfterRecord{Seq: rec.Seq, Outcome: "applied", Time: time.Now().UTC(), Files: []FileMeta{}}
+	if applyErr != nil {
+		ar.Outcome = "failed"
+		ar.Error = sec.Redact(applyErr.Error())
+	}
+	head, err := marshal(ar)
+	if err != nil {
+		return err
+	}
+	// The script splices the files' states into the empty list.
+	prefix := strings.TrimSpace(string(head))
+	i := strings.LastIndex(prefix, "[]")
+	if i < 0 {
+		return errors.New("backup: after record: unexpected encoding")
+	}
+	pre, post := prefix[:i+1], prefix[i+1:]
+
+	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
+	seq := seqName(rec.Seq)
+	var sb strings.Builder
+	sb.WriteString(shPrelude)
+	fmt.Fprintf(&sb, "A=%s; T=\"$A.%s.tmp\"\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), r.tok, remote.Quote(pre))
+	for i, p := range rec.Change.Files {
+		if i > 0 {
+			sb.WriteString("printf ,\n")
+		}
+		fmt.Fprintf(&sb, "iklim_st %s %s || exit 1\n", jsq(p), remote.Quote(p))
+	}
+	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$T\" && mv -f -- \"$T\" \"$A\" || { rm -f -- \"$T\"; exit 1; }\n", remote.Quote(post))
+	res, err := conn.Run(ctx, sb.String())
+	if err != nil {
+		return fmt.Errorf("backup on %s, step %q: %s: %w", h.Name, rec.Step, dir, err)
+	}
+	if err := res.Err(dir); err != nil {
+		return fmt.Errorf("backup on %s, step %q: %w", h.Name, rec.Step, err)
+	}
+	return nil
+}
+
+// Finish implements runner.Recorder: it writes the host's final run.json
+// and, when the run succeeded on the host, prunes the host's old runs (see
+// pruneSet for what is kept), in one command: the runs to prune were listed
+// by the host's first Before.
+func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories.Host, res runner.HostRecap) error {
+	st := r.site(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	sec := r.secretsFor(ctx)
+
+	status := StatusOK
+	switch {
+	case res.Error == "interrupted" || ctx.Err() != nil:
+		status = StatusInterrupted
+	case res.Failed > 0 || res.Unreachable > 0:
+		status = StatusFailed
+	}
+	now := time.Now().UTC()
+	rr := r.runRecord(h, st, status)
+	rr.Finished = &now
+	res.Error = sec.Redact(res.Error)
+	rr.Result = &res
+	body, err := marshal(rr)
+	if err != nil {
+		return err
+	}
+	keep := r.keepFor(h)
+	prune := status == StatusOK && keep > 0
+
+	root := hostRoot(h)
+	hdir := HostDir(root, h.Name)
+	dir := RunDir(root, h.Name, r.opts.Info.ID)
+	var sb strings.Builder
+	sb.WriteString(shPrelude)
+	fmt.Fprintf(&sb, "R=%s; HD=%s; D=%s; T=\"$D/.run.json.%s.tmp\"\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), r.tok)
+	sb.WriteString("mkdir -p -- \"$D\" && cat > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; exit 1; }\n")
+	switch {
+	case prune && st.listed:
+		sb.WriteString(pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, keep)))
+	case prune:
+		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
+	}
+	out, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(body)))
+	if err != nil {
+		return fmt.Errorf("backup on %s: %s: %w", h.Name, dir, err)
+	}
+	if err := out.Err(dir); err != nil {
+		return fmt.Errorf("backup on %s: %w", h.Name, err)
+	}
+	if !prune || st.listed {
+		return nil
+	}
+	// No Before listed the runs (a caller that finishes without changes).
+	_, list, _ := strings.Cut(out.Stdout, "LIST\n")
+	runs, err := parseRunList(list, hdir, root)
+	if err != nil {
+		return fmt.Errorf("backup on %s: list runs in %s: %w", h.Name, hdir, err)
+	}
+	script := pruneScript(pruneDirs(ownRuns(runs, h.Name, true), r.opts.Info.ID, st.rollbackOf, keep))
+	if script == "" {
+		return nil
+	}
+	out, err = conn.Run(ctx, fmt.Sprintf("HD=%s\n%s", remote.Quote(hdir), script))
+	if err != nil {
+		return fmt.Errorf("backup on %s: prune: %w", h.Name, err)
+	}
+	if err := out.Err("prune " + hdir); err != nil {
+		return fmt.Errorf("backup on %s: %w", h.Name, err)
+	}
+	return nil
+}
+
+// pruneDirs is the directories of the runs pruneSet lets go, given the runs
+// a host had when this run (current, rolling back rollbackOf if set) began.
+func pruneDirs(runs []runEntry, current, rollbackOf string, keep int) []string {
+	all := append([]runEntry{}, runs...)
+	found := false
+	for i := range all {
+		if all[i].ID == current && !all[i].Legacy {
+			all[i].RollbackOf, found = rollbackOf, true
+		}
+	}
+	if !found {
+		all = append(all, runEntry{ID: current, RollbackOf: rollbackOf})
+	}
+	gone := map[string]bool{}
+	for _, id := range pruneSet(all, current, keep) {
+		gone[id] = true
+	}
+	var out []runEntry
+	for _, e := range all {
+		if gone[e.ID] {
+			out = append(out, e)
+		}
+	}
+	// Newest first: a rollback goes before the run it targets, which
+	// pruneScript would keep while the rollback is there.
+	sort.Slice(out, func(i, j int) bool { return CompareRunIDs(out[i].ID, out[j].ID) > 0 })
+	dirs := make([]string, len(out))
+	for i, e := range out {
+		dirs[i] = e.Dir
+	}
+	return dirs
+}
+
+// pruneScript removes run directories (full paths) unless a run of the host
+// directory $HD names one in its rollback_of, which a run that began after
+// the listing could have written.
+func pruneScript(dirs []string) string {
+	if len(dirs) == 0 {
+		return ""
+	}
+	var sb strings.Builder
+	sb.WriteString("for P in")
+	for _, d := range dirs {
+		sb.WriteString(" " + remote.Quote(d))
+	}
+	sb.WriteString(`; do
+  K=; for B in "$HD"/*/rollback_of; do [ -f "$B" ] || continue; X=; read -r X < "$B"; [ "$X" = "${P##*/}" ] && K=1; done
+  [ -n "$K" ] || rm -rf -- "$P" || exit 1
+done
+`)
+	return sb.String()
+}
+
+// keepFor is how many runs h keeps.
+func (r *Recorder) keepFor(h *inventories.Host) int {
+	if v, ok := h.Vars[KeepVar]; ok && v.IsKnown() && !v.IsNull() {
+		switch v.Type() {
+		case cty.Number:
+			if n, acc := v.AsBigFloat().Int64(); acc == big.Exact {
+				if n == 0 {
+					return DefaultKeep
+				}
+				return int(n)
+			}
+		case cty.String:
+			if n, err := strconv.Atoi(v.AsString()); err == nil {
+				return n
+			}
+		}
+	}
+	return r.opts.Keep
+}
+
+// runEntry is one run directory as iklim_list shows it.
+type runEntry struct {
+	ID         string
+	Dir        string     // its directory
+	Legacy     bool       // <root>/<run-id>, from before host directories
+	Rec        *RunRecord // nil when run.json is missing or unreadable
+	RollbackOf string
+	RolledBack bool
+	Changes    int
+}
+
+func (e runEntry) finished() bool {
+	return e.RolledBack || (e.Rec != nil && e.Rec.Status != StatusRunning)
+}
+
+// parseRunList reads the output of `iklim_list "$HD"; echo LEGACY;
+// iklim_list "$R"`: the runs of host directory hdir, then those of the old
+// layout under root.
+func parseRunList(out, hdir, root string) ([]runEntry, error) {
+	frames, err := parseFrames(out)
+	if err != nil {
+		return nil, err
+	}
+	var runs []runEntry
+	legacy := false
+	for _, f := range frames {
+		switch f.Kind {
+		case "LEGACY":
+			legacy = true
+			continue
+		case "R":
+			dir := path.Join(hdir, f.Name)
+			if legacy {
+				dir = legacyRunDir(root, f.Name)
+			}
+			runs = append(runs, runEntry{ID: f.Name, Dir: dir, Legacy: legacy})
+			continue
+		}
+		if len(runs) == 0 {
+			continue
+		}
+		e := &runs[len(runs)-1]
+		switch {
+		case f.Kind == "N":
+			e.Changes, _ = strconv.Atoi(f.Name)
+		case f.Kind == "F" && f.Name == "run.json":
+			var rr RunRecord
+			if json.Unmarshal(f.Data, &rr) == nil {
+				e.Rec = &rr
+			}
+		case f.Kind == "F" && f.Name == "rollback_of":
+			e.RollbackOf = strings.TrimSpace(string(f.Data))
+		case f.Kind == "F" && f.Name == "rolled_back":
+			e.RolledBack = true
+		}
+	}
+	valid := runs[:0]
+	for _, e := range runs {
+		if ValidRunID(e.ID) {
+			if e.RollbackOf == "" && e.Rec != nil {
+				e.RollbackOf = e.Rec.RollbackOf
+			}
+			valid = append(valid, e)
+		}
+	}
+	return valid, nil
+}
+
+// ownRuns is runs without the old-layout runs of other hosts: those whose
+// run.json names another host, and, when strict, those that name none.
+func ownRuns(runs []runEntry, host string, strict bool) []runEntry {
+	var out []runEntry
+	for _, e := range runs {
+		if e.Legacy {
+			named := e.Rec != nil && e.Rec.Host != ""
+			if named && e.Rec.Host != host || !named && strict {
+				continue
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// pruneSet decides which runs of one host to delete after run current
+// succeeded there:
+//   - only finished runs (final status, or rolled back) count and go; a run
+//     still "running" is in progress or was interrupted, and is the one most
+//     likely to need a rollback, so it stays until it is rolled back;
+//   - the newest keep finished runs stay, current among them;
+//   - a run that a remaining run rolls back (rollback_of) stays, and so on
+//     down the chain, so a rollback target never disappears under it.
+func pruneSet(runs []runEntry, current string, keep int) []string {
+	var done []runEntry
+	stay := map[string]bool{current: true}
+	for _, e := range runs {
+		if e.ID == current || !e.finished() {
+			stay[e.ID] = true
+			continue
+		}
+		done = append(done, e)
+	}
+	sort.Slice(done, func(i, j int) bool { return CompareRunIDs(done[i].ID, done[j].ID) > 0 })
+	room := keep - 1 // current is kept
+	for _, e := range done {
+		if room > 0 {
+			stay[e.ID] = true
+			room--
+		}
+	}
+	byID := map[string]runEntry{}
+	for _, e := range runs {
+		byID[e.ID] = e
+	}
+	for changed := true; changed; {
+		changed = false
+		for id := range stay {
+			if t := byID[id].RollbackOf; t != "" && !stay[t] {
+				if _, ok := byID[t]; ok {
+					stay[t] = true
+					changed = true
+				}
+			}
+		}
+	}
+	var gone []string
+	for _, e := range done {
+		if !stay[e.ID] {
+			gone = append(gone, e.ID)
+		}
+	}
+	sort.Slice(gone, func(i, j int) bool { return CompareRunIDs(gone[i], gone[j]) < 0 })
+	return gone
+}
+
+// tarBuf builds the tar stream a script unpacks into a run directory.
+type tarBuf struct {
+	buf bytes.Buffer
+	tw  *tar.Writer
+	err error
+}
+
+func newTarBuf() *tarBuf {
+	t := &tarBuf{}
+	t.tw = tar.NewWriter(&t.buf)
+	return t
+}
+
+func (t *tarBuf) add(name string, data []byte) {
+	if t.err != nil {
+		return
+	}
+	hdr := &tar.Header{Name: name, Mode: 0o600, Size: int64(len(data)), ModTime: time.Now().Truncate(time.Second), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
+	if t.err = t.tw.WriteHeader(hdr); t.err == nil {
+		_, t.err = t.tw.Write(data)
+	}
+}
+
+func (t *tarBuf) bytes() ([]byte, error) {
+	if t.err == nil {
+		t.err = t.tw.Close()
+	}
+	return t.buf.Bytes(), t.err
+}
