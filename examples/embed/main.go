@@ -1,8 +1,9 @@
-// Command embed shows iklim used as a library: load an inventory, run an HCL
-// playbook, run steps built in Go without any HCL, and run one module on one
-// connection.
+// Command embed shows iklim used as a library: load an inventory, open a
+// session (the run owner: backups, journal, lock, events), run an HCL
+// playbook, run steps built in Go without any HCL, roll that run back, read
+// the events (warnings included), and run one module on one connection.
 //
-//	go run ./examples/embed -i inventories/lab.hcl -dir /tmp/iklim-embed [-playbook examples/site.hcl]
+//	go run ./examples/embed -i inventories/lab.hcl -dir /tmp/iklim-embed [-playbook examples/site.hcl] [-rollback]
 package main
 
 import (
@@ -18,8 +19,10 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
+	_ "github.com/iklimco/iklim/modules/stock" // every stock module, for HCL playbooks and rollback
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/session"
 )
 
 func main() {
@@ -37,22 +40,30 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	pbPath := fs.String("playbook", "", "optional HCL playbook to run first")
 	dir := fs.String("dir", "/tmp/iklim-embed", "remote directory the Go-built steps manage")
 	pattern := fs.String("hosts", "all", "host pattern")
+	rollback := fs.Bool("rollback", false, "roll back the Go-built run afterwards")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 
-	// 1. Load an inventory.
+	// 1. Load an inventory and open a session. Every event of every run
+	// reaches one sink: here a printer, plus a count by type.
 	inv, diags := inventories.Load(*invPath)
 	if diags.HasErrors() {
 		return diags
 	}
-	secrets := modules.NewSecrets()
-	connector := runner.NewSSHConnector(runner.SSHOptions{Secrets: secrets})
-	defer connector.Close()
-	opts := runner.Options{
-		Inventory: inv, Connector: connector, Secrets: secrets,
-		Events: (&runner.TextPrinter{W: out}).Event,
+	printer := &runner.TextPrinter{W: out}
+	seen := map[runner.EventType]int{}
+	s, err := session.New(session.Options{
+		Inventory: inv, InventoryPath: *invPath,
+		Events: func(ev runner.Event) {
+			seen[ev.Type]++ // the sink is called one event at a time
+			printer.Event(ev)
+		},
+	})
+	if err != nil {
+		return err
 	}
+	defer s.Close()
 
 	// 2. Run an HCL playbook.
 	if *pbPath != "" {
@@ -60,18 +71,19 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 		if diags.HasErrors() {
 			return diags
 		}
-		pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, Secrets: secrets})
+		pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, Secrets: s.Secrets()})
 		if diags.HasErrors() {
 			return diags
 		}
-		if err := check(runner.Run(ctx, pb, opts)); err != nil {
+		if _, err := check(s.Play(ctx, pb, session.PlayOptions{})); err != nil {
 			return err
 		}
 	}
 
-	// 3. Build steps in Go, without HCL: a directory and a file per host.
+	// 3. Build steps in Go, without HCL: a directory and a file per host,
+	// recorded in each host's backups like any run.
 	content := func(sc *runner.StepContext) string { return "managed by iklim for " + sc.Host.Name + "\n" }
-	pb := &runner.Playbook{Plays: []runner.Play{{
+	pb := &runner.Playbook{File: "examples/embed", Plays: []runner.Play{{
 		Name: "embedded", Hosts: *pattern,
 		Steps: []runner.Step{
 			{Name: "directory", Module: "file", Build: func(sc *runner.StepContext) (modules.Module, error) {
@@ -83,7 +95,8 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 			}},
 		},
 	}}}
-	if err := check(runner.Run(ctx, pb, opts)); err != nil {
+	recap, err := check(s.Play(ctx, pb, session.PlayOptions{}))
+	if err != nil {
 		return err
 	}
 
@@ -92,7 +105,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	conn, err := connector.Connect(ctx, hosts[0])
+	conn, err := s.Connector().Connect(ctx, hosts[0])
 	if err != nil {
 		return err
 	}
@@ -102,16 +115,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	st := m.Output()
 	fmt.Fprintf(out, "stat %s on %s: size=%v mode=%v sha256=%v\n", path.Join(*dir, "motd"), conn.Host(), st["size"], st["mode"], st["sha256"])
+
+	// 5. Roll the Go-built run back: the files it created go away.
+	if *rollback && recap.Changed() > 0 {
+		if _, err := check(s.Rollback(ctx, recap.RunID, false, session.PlayOptions{})); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(out, "events: %d step results, %d warnings\n", seen[runner.EventHostResult], seen[runner.EventWarning])
 	return nil
 }
 
 // check turns a recap with failures into an error.
-func check(recap *runner.Recap, err error) error {
+func check(recap *runner.Recap, err error) (*runner.Recap, error) {
 	if err != nil {
-		return err
+		return recap, err
 	}
 	if recap.Failed() {
-		return errors.New("some hosts failed; see above")
+		return recap, errors.New("some hosts failed; see above")
 	}
-	return nil
+	return recap, nil
 }

@@ -37,4 +37,13 @@ func TestEmbedRunsAgainstRealSSHD(t *testing.T) {
 	require.NoError(t, run(context.Background(), []string{"-i", inv, "-dir", dir, "-hosts", "h001"}, &out), out.String())
 	require.Contains(t, out.String(), "changed=0")
 	require.NotContains(t, out.String(), "changed=1")
+	require.Contains(t, out.String(), "events: 2 step results, 0 warnings")
+
+	// With -rollback the program undoes its own run: what it created is gone.
+	other := filepath.Join(base, "rolled-back")
+	out.Reset()
+	require.NoError(t, run(context.Background(), []string{"-i", inv, "-dir", other, "-hosts", "h001", "-rollback"}, &out), out.String())
+	require.Contains(t, out.String(), "changed=2")
+	require.Contains(t, out.String(), "roll back run")
+	require.NoDirExists(t, other)
 }
