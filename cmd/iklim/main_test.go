@@ -358,6 +358,11 @@ host "web-1" {
     cmd = jsonencode(setproduct(range(1000), range(1000), range(1000)))`), `larger than 16 MiB`},
 		{"deep nesting", nil, step(`module = "command"
     cmd = ` + strings.Repeat("(", 100000) + `"true"` + strings.Repeat(")", 100000)), `Nesting too deep`},
+		{"swarm manager not in the inventory", nil, step(`module = "swarm_init"
+    managers = ["web-1", "ghost"]`), `pb.hcl:5:26: `},
+		{"node_label manager not in the inventory", nil, step(`module = "node_label"
+    labels = { a = "b" }
+    manager = "ghost"`), `pb.hcl:6:15: `},
 		{"playbook is /dev/zero", []string{"/dev/zero"}, "", `/dev/zero is not a regular file`},
 		{"playbook is a FIFO", []string{fifo}, "", `is not a regular file`},
 		{"inventory address with port", []string{"-i", badInv(`address = "127.0.0.1:2299"`), good}, "", `inv.hcl:6:13: `},
