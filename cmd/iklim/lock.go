@@ -5,8 +5,8 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/iklimco/iklim/runner/lock"
 	"github.com/iklimco/iklim/playbooks"
+	"github.com/iklimco/iklim/runner/lock"
 	"github.com/urfave/cli/v2"
 )
 
