@@ -301,14 +301,15 @@ func (m *RabbitJoin) runProbe(ctx context.Context, c modules.Conn, host string, 
 	s := sections(res.Stdout)
 	p.Node = strings.TrimSpace(s["node"])
 	p.Cookie = strings.TrimSpace(s["cookie"])
-	if strings.TrimSpace(s["status_rc"]) == "0" {
-		var st clusterStatus
-		if err := json.Unmarshal([]byte(jsonPart(s["status"])), &st); err != nil {
-			return p, fmt.Errorf("%s: read cluster_status of %s: %w", host, p.Node, err)
-		}
+	var st clusterStatus
+	// A node whose app is stopped answers exit 0 without a status.
+	if strings.TrimSpace(s["status_rc"]) == "0" && json.Unmarshal([]byte(jsonPart(s["status"])), &st) == nil {
 		p.Status = &st
 	} else {
-		p.StatusErr = remote.TrimOutput(s["status"] + "\n" + lastLines(res.Stderr, 5))
+		p.StatusErr = strings.TrimSpace(remote.TrimOutput(s["status"] + "\n" + lastLines(res.Stderr, 5)))
+		if p.StatusErr == "" {
+			p.StatusErr = "cluster_status gave no status"
+		}
 	}
 	if policies {
 		if strings.TrimSpace(s["policies_rc"]) != "0" {
