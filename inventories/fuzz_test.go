@@ -34,7 +34,8 @@ func parseWithin(t *testing.T, src []byte, d time.Duration) (*Inventory, hcl.Dia
 // FuzzParse feeds arbitrary bytes to the inventory parser: it must neither
 // panic nor overflow its stack, and a parsed inventory must be usable.
 // Seeds are in testdata/fuzz/FuzzParse; run it with
-// go test -fuzz FuzzParse -fuzztime 3m ./inventories/
+// go test -run ^$ -fuzz FuzzParse -fuzztime 3m -fuzzminimizetime 3s ./inventories/
+// (the default minute of minimizing per new input stalls a busy machine).
 func FuzzParse(f *testing.F) {
 	for _, p := range []string{"lab.hcl", "prod.hcl", filepath.Join("testdata", "full.hcl")} {
 		src, err := os.ReadFile(p)

@@ -18,7 +18,8 @@ import (
 // error must have a position, and a compiled playbook must be runnable:
 // every step has a registered module and a Build, which (like When) must
 // not panic on any host. Seeds are in testdata/fuzz/FuzzCompile; run it
-// with go test -fuzz FuzzCompile -fuzztime 3m ./playbooks/
+// with go test -run ^$ -fuzz FuzzCompile -fuzztime 3m -fuzzminimizetime 3s
+// ./playbooks/.
 func FuzzCompile(f *testing.F) {
 	for _, p := range []string{"rollback.hcl", "../examples/site.hcl", "../examples/swarm/site.hcl", "../examples/edge/site.hcl"} {
 		src, err := os.ReadFile(p)
