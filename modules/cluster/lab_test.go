@@ -31,7 +31,7 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/cluster"
-	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"github.com/zclconf/go-cty/cty"
@@ -120,7 +120,7 @@ func swarmLab(t *testing.T) *lab {
 	lb.LockSwarm(t)
 	inv, diags := inventories.LoadStock("lab")
 	require.False(t, diags.HasErrors(), diags.Error())
-	conn := runner.NewSSHConnector(runner.SSHOptions{})
+	conn := transport.NewSSHConnector(transport.SSHOptions{})
 	t.Cleanup(func() { _ = conn.Close() })
 	l := &lab{lab: lb, inv: inv, conns: map[string]modules.Conn{}, secrets: modules.NewSecrets(), suffix: randHex(3)}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
