@@ -29,22 +29,24 @@ package runner
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"reflect"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 // checked is a step's when, build and check done ahead by a batch.
@@ -273,17 +275,13 @@ type batchReq struct {
 
 func newBatchConn(ctx context.Context, conn modules.Conn) *batchConn {
 	b := &batchConn{conn: conn, ctx: ctx, gates: map[int]*gate{}}
+	// Only the transport's own conns: a wrapper that embeds one (to count
+	// or change its commands) must see every command through its Run.
 	switch c := conn.(type) {
-	case *SSHConn:
-		b.stream = func(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-			code, _, err := c.exec(ctx, cmd, nil, c.become, stdin, stdout, stderr)
-			if err != nil && err != ctx.Err() {
-				err = c.cmdErr(cmd, err)
-			}
-			return code, err
-		}
-	case *LocalConn:
-		b.stream = streamLocal
+	case *transport.SSHConn:
+		b.stream = c.Stream
+	case *transport.LocalConn:
+		b.stream = c.Stream
 	}
 	return b
 }
@@ -493,7 +491,7 @@ func (b *batchConn) runAlone(r *batchReq) {
 // script) holds it by chance. Before a gated command the script reads a line
 // from its stdin and goes on only if it is 1.
 func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
-	h1, h2 := randomHex(), randomHex()
+	h1, h2 := randomTag(), randomTag()
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "# iklim: the checks of %d steps in one round trip\n_ik1=%s _ik2=%s\n", len(reqs), h1, h2)
 	gated := false
@@ -504,7 +502,7 @@ func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 		}
 		sb.WriteString("(\n")
 		if len(r.env) > 0 {
-			if err := writeEnv(&sb, r.env); err != nil {
+			if err := remote.WriteExport(&sb, r.env); err != nil {
 				r.err = fmt.Errorf("%s: %w", b.conn.Host(), err) // as run alone: fails before running
 				sb.WriteString("exit 125\n")
 			}
@@ -675,23 +673,9 @@ func (p *batchParser) finish() []*batchReq {
 	return p.reqs[p.given:]
 }
 
-// streamLocal is LocalConn's streamFunc. On cancel, as LocalConn.Run, the
-// command's process group gets SIGINT, and two seconds later it is killed.
-func streamLocal(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
-	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
-	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGINT) }
-	c.WaitDelay = 2 * time.Second
-	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
-	err := c.Run()
-	var exitErr *exec.ExitError
-	switch {
-	case err == nil:
-		return 0, nil
-	case errors.As(err, &exitErr) && ctx.Err() == nil:
-		return exitErr.ExitCode(), nil
-	case ctx.Err() != nil:
-		return -1, ctx.Err()
-	}
-	return -1, err
+// randomTag is 16 hex digits from crypto/rand, for batch markers.
+func randomTag() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }

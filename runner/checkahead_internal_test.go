@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -14,7 +15,7 @@ import (
 // newline), stderr, exit status and env. A command that breaks the script (a
 // syntax error) and the ones after it fall back to running alone.
 func TestBatchConnSendBatch(t *testing.T) {
-	conn := NewLocalConn("h1")
+	conn := transport.NewLocalConn("h1")
 	cmds := []struct {
 		cmd string
 		env map[string]string
@@ -50,7 +51,7 @@ func TestBatchConnSendBatch(t *testing.T) {
 // TestBatchConnOneRoundTripPerRound counts the commands that reach the
 // connection when several checks run at once.
 func TestBatchConnOneRoundTripPerRound(t *testing.T) {
-	conn := &countConn{Conn: NewLocalConn("h1")}
+	conn := &countConn{Conn: transport.NewLocalConn("h1")}
 	b := &batchConn{conn: conn, ctx: context.Background()}
 	const n = 5
 	out := make([]string, n)
@@ -91,7 +92,7 @@ func (c *countConn) Run(ctx context.Context, cmd string, opts ...modules.RunOpti
 // gate opens, the second shuts, and the command behind it never runs.
 func TestBatchConnGates(t *testing.T) {
 	dir := t.TempDir()
-	b := newBatchConn(context.Background(), NewLocalConn("h1"))
+	b := newBatchConn(context.Background(), transport.NewLocalConn("h1"))
 	require.NotNil(t, b.stream)
 	b.gates[1] = &gate{decided: make(chan struct{})}
 	b.gates[3] = &gate{decided: make(chan struct{})}

@@ -15,6 +15,7 @@ import (
 	"github.com/iklimco/iklim/modules/commands"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 	"github.com/zclconf/go-cty/cty"
 )
@@ -24,7 +25,7 @@ import (
 type localConnector struct{ runs atomic.Int64 }
 
 type countedConn struct {
-	*runner.LocalConn
+	*transport.LocalConn
 	runs *atomic.Int64
 }
 
@@ -34,7 +35,7 @@ func (c countedConn) Run(ctx context.Context, cmd string, opts ...modules.RunOpt
 }
 
 func (l *localConnector) Connect(ctx context.Context, h *inventories.Host) (modules.Conn, error) {
-	return countedConn{LocalConn: runner.NewLocalConn(h.Name), runs: &l.runs}, nil
+	return countedConn{LocalConn: transport.NewLocalConn(h.Name), runs: &l.runs}, nil
 }
 func (l *localConnector) Close() error { return nil }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/sourcegraph/conc/pool"
 	"github.com/zclconf/go-cty/cty"
 )
@@ -68,7 +69,7 @@ type engine struct {
 	pb      *Playbook
 	opts    Options
 	control *inventories.Host
-	local   *LocalConn
+	local   *transport.LocalConn
 	emitMu  sync.Mutex
 	plays   [][]*inventories.Host // hosts of each play, resolved before any connection
 
@@ -113,7 +114,7 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 		control = &inventories.Host{Name: "localhost", Address: "localhost", Local: true, BackupRoot: inventories.DefaultBackupRoot}
 	}
 	e := &engine{
-		pb: pb, opts: opts, control: control, local: NewLocalConn(control.Name),
+		pb: pb, opts: opts, control: control, local: transport.NewLocalConn(control.Name),
 		recaps: map[string]*HostRecap{}, results: map[string]map[string]cty.Value{},
 		seq: map[string]int{}, dead: map[string]bool{}, recorded: map[string]*inventories.Host{},
 	}
@@ -415,7 +416,7 @@ func (e *engine) stepTimeout(s Step) time.Duration {
 // its host's connection was lost (the host may come back; nothing it ran
 // is known to have failed), failed otherwise.
 func failStatus(err error) Status {
-	var ue *UnreachableError
+	var ue *transport.UnreachableError
 	if errors.As(err, &ue) {
 		return StatusUnreachable
 	}
@@ -427,7 +428,7 @@ func (e *engine) connect(ctx context.Context, h *inventories.Host) (modules.Conn
 		if h == e.control {
 			return e.local, nil
 		}
-		return NewLocalConn(h.Name), nil
+		return transport.NewLocalConn(h.Name), nil
 	}
 	return e.opts.Connector.Connect(ctx, h)
 }

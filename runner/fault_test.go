@@ -27,24 +27,25 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
 func TestKeepaliveDefaultBoundAtMostAMinute(t *testing.T) {
-	def := runner.SSHOptions{}
+	def := transport.SSHOptions{}
 	require.Positive(t, def.UnreachableWithin(), "keepalives are on by default")
 	require.LessOrEqual(t, def.UnreachableWithin(), time.Minute, "a vanished host must be reported within a minute by default")
-	require.Equal(t, (runner.DefaultKeepaliveCount+1)*runner.DefaultKeepaliveInterval, def.UnreachableWithin())
+	require.Equal(t, (transport.DefaultKeepaliveCount+1)*transport.DefaultKeepaliveInterval, def.UnreachableWithin())
 
-	short := runner.SSHOptions{KeepaliveInterval: 500 * time.Millisecond, KeepaliveCount: 2}
+	short := transport.SSHOptions{KeepaliveInterval: 500 * time.Millisecond, KeepaliveCount: 2}
 	require.Equal(t, 1500*time.Millisecond, short.UnreachableWithin())
-	require.Zero(t, runner.SSHOptions{KeepaliveInterval: -1}.UnreachableWithin(), "negative turns keepalives off")
+	require.Zero(t, transport.SSHOptions{KeepaliveInterval: -1}.UnreachableWithin(), "negative turns keepalives off")
 	require.Equal(t, 30*time.Minute, runner.DefaultStepTimeout)
 }
 
@@ -94,11 +95,11 @@ type faultHosts struct {
 	inv     *inventories.Inventory
 	servers map[string]*sshtest.Server
 	control *inventories.Host
-	conn    *runner.SSHConnector
+	conn    *transport.SSHConnector
 	onEvent func(runner.Event) // sees every event as it is emitted
 }
 
-func newFaultHosts(t *testing.T, names []string, opts runner.SSHOptions, sshd ...sshtest.Option) *faultHosts {
+func newFaultHosts(t *testing.T, names []string, opts transport.SSHOptions, sshd ...sshtest.Option) *faultHosts {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "iklim-fault-")
 	require.NoError(t, err)
@@ -119,7 +120,7 @@ func newFaultHosts(t *testing.T, names []string, opts runner.SSHOptions, sshd ..
 	cfg := filepath.Join(dir, "ssh_config")
 	require.NoError(t, os.WriteFile(cfg, nil, 0o600))
 	opts.SSHConfigFile = cfg
-	f.conn = runner.NewSSHConnector(opts)
+	f.conn = transport.NewSSHConnector(opts)
 	t.Cleanup(func() { _ = f.conn.Close() })
 	return f
 }
@@ -203,7 +204,7 @@ func (f *faultHosts) rollback(id, limit string) *runner.Recap {
 	rbID, err := backup.ClaimRunID(time.Now())
 	require.NoError(f.t, err)
 	info := runner.RunInfo{ID: rbID, User: "fault@test", Started: time.Now().UTC(), Playbook: "rollback"}
-	conn := runner.NewSSHConnector(runner.SSHOptions{SSHConfigFile: filepath.Join(f.dir, "ssh_config")})
+	conn := transport.NewSSHConnector(transport.SSHOptions{SSHConfigFile: filepath.Join(f.dir, "ssh_config")})
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(backup.WithRoots(context.Background(), f.inv, f.control), 3*time.Minute)
 	defer cancel()
@@ -352,7 +353,7 @@ func eventFor(evs []runner.Event, host, step string) (runner.Event, bool) {
 // within the keepalive bound, naming host and step; the other host finishes;
 // the records are whole and rollback restores both hosts byte-exact.
 func TestFaultHostStopsAnsweringMidStep(t *testing.T) {
-	ka := runner.SSHOptions{KeepaliveInterval: 500 * time.Millisecond, KeepaliveCount: 2}
+	ka := transport.SSHOptions{KeepaliveInterval: 500 * time.Millisecond, KeepaliveCount: 2}
 	f := newFaultHosts(t, []string{"ok1", "frozen"}, ka)
 	for _, h := range f.inv.Hosts {
 		f.writeFile(h.Name, "a.conf", "orig "+h.Name+"\n")
@@ -467,7 +468,7 @@ func (d *dropAfterBefore) Before(ctx context.Context, conn modules.Conn, h *inve
 // failed), its record stays whole and is finished on a new connection, the
 // other host completes, and rollback restores every file byte-exact.
 func TestFaultConnectionDropsBetweenRecordAndApply(t *testing.T) {
-	f := newFaultHosts(t, []string{"ok1", "victim"}, runner.SSHOptions{})
+	f := newFaultHosts(t, []string{"ok1", "victim"}, transport.SSHOptions{})
 	for _, h := range f.inv.Hosts {
 		f.writeFile(h.Name, "a.conf", "orig "+h.Name+"\n")
 	}
@@ -523,7 +524,7 @@ func TestFaultConnectionDropsBetweenRecordAndApply(t *testing.T) {
 // succeed, in turn, and an idle sftp session makes room for commands
 // instead of blocking them until the refusal limit.
 func TestFaultServerMaxSessionsOne(t *testing.T) {
-	f := newFaultHosts(t, []string{"busy"}, runner.SSHOptions{}, sshtest.MaxSessions(1))
+	f := newFaultHosts(t, []string{"busy"}, transport.SSHOptions{}, sshtest.MaxSessions(1))
 	h, _ := f.inv.Host("busy")
 	conn, err := f.conn.Connect(context.Background(), h)
 	require.NoError(t, err)

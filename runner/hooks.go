@@ -6,6 +6,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 // Connector opens Conns to hosts. One Connector serves one run and keeps one
@@ -14,6 +15,8 @@ type Connector interface {
 	Connect(ctx context.Context, h *inventories.Host) (modules.Conn, error)
 	Close() error
 }
+
+var _ Connector = (*transport.SSHConnector)(nil)
 
 // ChangeRecord is what the runner records on a host before it applies a
 // change, so that an interrupted run can still be rolled back.

@@ -16,6 +16,7 @@ import (
 	"github.com/iklimco/iklim/modules/commands"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -69,7 +70,7 @@ func TestRunManyHostsOverSSHTwice(t *testing.T) {
 	inv := sshInventory(t, srv, hosts)
 	base := sharedDir(t)
 	pb := fileWorkload(base)
-	connector := runner.NewSSHConnector(runner.SSHOptions{MaxHandshakes: 16})
+	connector := transport.NewSSHConnector(transport.SSHOptions{MaxHandshakes: 16})
 	defer connector.Close()
 	opts := runner.Options{Inventory: inv, Connector: connector}
 
@@ -99,7 +100,7 @@ func TestRunInterruptSignalsRemoteCommand(t *testing.T) {
 		Name: "sleep", Module: "shell",
 		Build: func(*runner.StepContext) (modules.Module, error) { return &commands.Shell{Cmd: marker}, nil },
 	}}}}}
-	connector := runner.NewSSHConnector(runner.SSHOptions{})
+	connector := transport.NewSSHConnector(transport.SSHOptions{})
 	defer connector.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	time.AfterFunc(700*time.Millisecond, cancel)

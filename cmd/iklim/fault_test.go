@@ -41,6 +41,7 @@ import (
 
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -669,7 +670,7 @@ func TestFaultCLIKeepaliveFlags(t *testing.T) {
 	require.Regexp(t, `--keepalive-interval value\s+.*\(default: 15s\)`, stdout)
 	require.Regexp(t, `--keepalive-count value\s+.*\(default: 3\)`, stdout)
 	require.Regexp(t, `--step-timeout value\s+.*\(default: 30m0s\)`, stdout)
-	require.LessOrEqual(t, runner.SSHOptions{KeepaliveInterval: 15 * time.Second, KeepaliveCount: 3}.UnreachableWithin(), time.Minute)
-	require.Equal(t, runner.SSHOptions{}.UnreachableWithin(), runner.SSHOptions{KeepaliveInterval: 15 * time.Second, KeepaliveCount: 3}.UnreachableWithin(),
+	require.LessOrEqual(t, transport.SSHOptions{KeepaliveInterval: 15 * time.Second, KeepaliveCount: 3}.UnreachableWithin(), time.Minute)
+	require.Equal(t, transport.SSHOptions{}.UnreachableWithin(), transport.SSHOptions{KeepaliveInterval: 15 * time.Second, KeepaliveCount: 3}.UnreachableWithin(),
 		"the flags' defaults are the library's")
 }

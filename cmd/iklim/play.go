@@ -10,6 +10,7 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/urfave/cli/v2"
 )
 
@@ -42,9 +43,9 @@ var playCommand = &cli.Command{
 			Usage: "SSH handshakes in progress at once; keep it below the servers' MaxStartups (OpenSSH's default is 10)"},
 		&cli.BoolFlag{Name: "check-ahead", Value: true,
 			Usage: "run the read-only checks of a host's consecutive steps in one round trip (false: one per step)"},
-		&cli.DurationFlag{Name: "keepalive-interval", Value: runner.DefaultKeepaliveInterval, EnvVars: []string{"IKLIM_KEEPALIVE_INTERVAL"},
+		&cli.DurationFlag{Name: "keepalive-interval", Value: transport.DefaultKeepaliveInterval, EnvVars: []string{"IKLIM_KEEPALIVE_INTERVAL"},
 			Usage: "ask each host this often whether it is still there (keepalive@openssh.com); negative: never"},
-		&cli.IntFlag{Name: "keepalive-count", Value: runner.DefaultKeepaliveCount, EnvVars: []string{"IKLIM_KEEPALIVE_COUNT"},
+		&cli.IntFlag{Name: "keepalive-count", Value: transport.DefaultKeepaliveCount, EnvVars: []string{"IKLIM_KEEPALIVE_COUNT"},
 			Usage: "report a host unreachable after this many keepalive intervals without an answer"},
 		&cli.DurationFlag{Name: "step-timeout", Value: runner.DefaultStepTimeout, EnvVars: []string{"IKLIM_STEP_TIMEOUT"},
 			Usage: "deadline of a step that sets no timeout of its own; negative: none"},
@@ -122,7 +123,7 @@ func resultError(recap *runner.Recap, runErr error) error {
 	}
 	if recap == nil {
 		// The run did not start: its lock host could not be reached.
-		var ue *runner.UnreachableError
+		var ue *transport.UnreachableError
 		if errors.As(runErr, &ue) {
 			return cli.Exit("iklim: "+runErr.Error()+"; no host was changed", exitUnreachable)
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/session"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/urfave/cli/v2"
 )
 
@@ -47,7 +48,7 @@ func newSession(c *cli.Context) (*cliSession, error) {
 	s, err := session.New(session.Options{
 		Inventory: inv, InventoryPath: path, Events: events,
 		Keep: c.Int("keep"), ControlName: os.Getenv("IKLIM_CONTROL_NAME"),
-		SSH: runner.SSHOptions{
+		SSH: transport.SSHOptions{
 			MaxHandshakes:     c.Int("max-handshakes"),
 			KeepaliveInterval: c.Duration("keepalive-interval"),
 			KeepaliveCount:    c.Int("keepalive-count"),

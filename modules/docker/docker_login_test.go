@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/labtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/docker"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -69,7 +70,7 @@ func requireRegistryLab(t *testing.T, hostName string) *regLab {
 	h.BackupRoot = dir + "/backups"
 	tmp := t.TempDir()
 	t.Setenv("IKLIM_STATE_DIR", filepath.Join(tmp, "state"))
-	conn := runner.NewSSHConnector(runner.SSHOptions{})
+	conn := transport.NewSSHConnector(transport.SSHOptions{})
 	t.Cleanup(func() { _ = conn.Close() })
 	r := &regLab{
 		t: t, lab: l, host: h, inv: &inventories.Inventory{Hosts: []*inventories.Host{h}}, conn: conn,

@@ -30,7 +30,7 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/docker"
-	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -62,7 +62,7 @@ func requireSwarmLab(t *testing.T) *swarmLab {
 	if diags.HasErrors() {
 		t.Fatalf("lab inventory: %s", diags.Error())
 	}
-	conn := runner.NewSSHConnector(runner.SSHOptions{})
+	conn := transport.NewSSHConnector(transport.SSHOptions{})
 	t.Cleanup(func() { _ = conn.Close() })
 	lab := &swarmLab{inv: inv, conns: map[string]modules.Conn{}, secrets: modules.NewSecrets()}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)

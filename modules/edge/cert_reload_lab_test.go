@@ -16,7 +16,7 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/edge"
-	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 // TestCertReloadContainerOnLab reloads a SWAG-like nginx container (the
@@ -29,7 +29,7 @@ func TestCertReloadContainerOnLab(t *testing.T) {
 	require.False(t, diags.HasErrors(), diags.Error())
 	h, ok := inv.Host(host)
 	require.True(t, ok)
-	connector := runner.NewSSHConnector(runner.SSHOptions{})
+	connector := transport.NewSSHConnector(transport.SSHOptions{})
 	t.Cleanup(func() { _ = connector.Close() })
 	ctx := context.Background()
 	c, err := connector.Connect(ctx, h)

@@ -20,6 +20,7 @@ import (
 
 	"github.com/iklimco/iklim/modules/edge"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 // bind is Debian's BIND 9 named, started by the test on a loopback port,
@@ -140,7 +141,7 @@ func TestDNSRecordBind(t *testing.T) {
 func TestDNSRecordBindWrongTSIG(t *testing.T) {
 	b := startBind(t)
 	ctx := context.Background()
-	c := runner.NewLocalConn("localhost")
+	c := transport.NewLocalConn("localhost")
 	wrong := make([]byte, 32)
 	_, _ = rand.Read(wrong)
 	for name, mut := range map[string]func(*edge.DNSRecord){

@@ -9,7 +9,7 @@ import (
 
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/edge"
-	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 // dnsBackend is a real or fake DNS provider the scenario runs against.
@@ -36,7 +36,7 @@ func roundTrip(t *testing.T, ch *modules.Change) *modules.Change {
 // rerun without change, rollback (restore and delete what was created).
 func dnsScenario(t *testing.T, be dnsBackend) {
 	ctx := modules.WithSecrets(context.Background(), modules.NewSecrets())
-	c := runner.NewLocalConn("localhost")
+	c := transport.NewLocalConn("localhost")
 	floating := "192.0.2.10"
 	seed := func() *edge.DNSRecord {
 		m := be.module()

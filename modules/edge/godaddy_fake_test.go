@@ -22,7 +22,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/iklimco/iklim/modules/edge"
-	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 type fakeRecord struct {
@@ -162,7 +162,7 @@ func TestDNSRecordFakeGoDaddyUnauthorized(t *testing.T) {
 	m := f.module()
 	m.APISecret = "wrong-secret-xyz"
 	m.Names, m.Values = []string{"api"}, []string{"192.0.2.10"}
-	_, err := m.Check(context.Background(), runner.NewLocalConn("localhost"))
+	_, err := m.Check(context.Background(), transport.NewLocalConn("localhost"))
 	require.Error(t, err)
 	require.Contains(t, err.Error(), "401")
 	require.Contains(t, err.Error(), "api_key, api_secret")
@@ -177,7 +177,7 @@ func TestDNSRecordFakeGoDaddyInvalid(t *testing.T) {
 	m := f.module()
 	m.Names, m.Values = []string{"www"}, []string{"192.0.2.10"}
 	ctx := context.Background()
-	c := runner.NewLocalConn("localhost")
+	c := transport.NewLocalConn("localhost")
 	ch, err := m.Check(ctx, c)
 	require.NoError(t, err)
 	err = m.Apply(ctx, c, ch)
@@ -196,7 +196,7 @@ func TestDNSRecordFakeGoDaddyRateLimited(t *testing.T) {
 	m := f.module()
 	m.Names, m.Values = []string{"api"}, []string{"192.0.2.10"}
 	ctx := context.Background()
-	c := runner.NewLocalConn("localhost")
+	c := transport.NewLocalConn("localhost")
 	ch, err := m.Check(ctx, c)
 	require.NoError(t, err)
 	require.NoError(t, m.Apply(ctx, c, ch))

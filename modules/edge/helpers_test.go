@@ -10,12 +10,13 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/edge"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -36,7 +37,7 @@ type env struct {
 	tmp       string
 	host      *inventories.Host
 	inv       *inventories.Inventory
-	connector *runner.SSHConnector
+	connector *transport.SSHConnector
 	control   *inventories.Host
 	secrets   *modules.Secrets
 	events    []runner.Event
@@ -53,7 +54,7 @@ func newEnv(t *testing.T) *env {
 	h.BackupRoot = filepath.Join(tmp, "host-backups")
 	cfg := filepath.Join(tmp, "ssh_config")
 	require.NoError(t, os.WriteFile(cfg, nil, 0o600))
-	connector := runner.NewSSHConnector(runner.SSHOptions{SSHConfigFile: cfg})
+	connector := transport.NewSSHConnector(transport.SSHOptions{SSHConfigFile: cfg})
 	t.Cleanup(func() { _ = connector.Close() })
 	return &env{
 		t: t, tmp: tmp, host: h, inv: &inventories.Inventory{Hosts: []*inventories.Host{h}}, connector: connector,

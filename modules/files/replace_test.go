@@ -8,13 +8,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/modules/internal/modtest"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -86,7 +87,7 @@ func TestReplaceSeed001(t *testing.T) {
 	inv := &inventories.Inventory{Hosts: []*inventories.Host{h}}
 	cfg := filepath.Join(tmp, "ssh_config")
 	require.NoError(t, os.WriteFile(cfg, nil, 0o600))
-	conn := runner.NewSSHConnector(runner.SSHOptions{SSHConfigFile: cfg})
+	conn := transport.NewSSHConnector(transport.SSHOptions{SSHConfigFile: cfg})
 	t.Cleanup(func() { _ = conn.Close() })
 
 	dir := filepath.Join(tmp, "app")

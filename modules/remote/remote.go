@@ -15,7 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
-	"regexp"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -422,11 +422,51 @@ func Short(s string) string {
 	return s
 }
 
-// envName is what an environment variable name looks like.
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+// IsEnvName reports whether k can be an environment variable name. It is on
+// every command's path, so a byte loop rather than a regexp.
+func IsEnvName(k string) bool {
+	if k == "" {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9' {
+			continue
+		}
+		return false
+	}
+	return true
+}
 
-// IsEnvName reports whether k can be an environment variable name.
-func IsEnvName(k string) bool { return envName.MatchString(k) }
+// WriteExport writes "export K='v' …" and a newline for env, keys sorted so
+// the same step produces the same command on every host.
+//
+// export, rather than the "K=v cmd" prefix form, is deliberate: a prefix
+// applies only to the first simple command of cmd ("a && b", "if …", loops)
+// and is not visible to expansions in that same command (K=1 echo "$K"
+// prints nothing), which is what step authors almost always expect.
+func WriteExport(b *strings.Builder, env map[string]string) error {
+	keys := make([]string, 0, len(env))
+	for k, v := range env {
+		if !IsEnvName(k) {
+			return fmt.Errorf("invalid environment variable name %q", k)
+		}
+		if strings.IndexByte(v, 0) >= 0 {
+			return fmt.Errorf("environment variable %s contains a NUL byte", k)
+		}
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b.WriteString("export")
+	for _, k := range keys {
+		b.WriteByte(' ')
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(Quote(env[k]))
+	}
+	b.WriteByte('\n')
+	return nil
+}
 
 // TrimOutput cuts a command's output for an error message: trailing blanks
 // go, and more than 2000 bytes are cut with an ellipsis.

@@ -8,12 +8,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/system"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -48,7 +49,7 @@ func newEnv(t *testing.T) *env {
 	h.BackupRoot = filepath.Join(tmp, "backups")
 	cfg := filepath.Join(tmp, "ssh_config")
 	require.NoError(t, os.WriteFile(cfg, nil, 0o600))
-	connector := runner.NewSSHConnector(runner.SSHOptions{SSHConfigFile: cfg})
+	connector := transport.NewSSHConnector(transport.SSHOptions{SSHConfigFile: cfg})
 	t.Cleanup(func() { _ = connector.Close() })
 	return &env{
 		t: t, tmp: tmp, host: h, inv: &inventories.Inventory{Hosts: []*inventories.Host{h}}, connector: connector,

@@ -12,12 +12,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 	"github.com/zclconf/go-cty/cty"
 )
@@ -372,7 +373,7 @@ func TestKillRunHelper(t *testing.T) {
 	var cfg killConfig
 	require.NoError(t, json.Unmarshal(b, &cfg))
 	sshCfg := filepath.Join(cfg.Tmp, "ssh_config")
-	connector := runner.NewSSHConnector(runner.SSHOptions{SSHConfigFile: sshCfg})
+	connector := transport.NewSSHConnector(transport.SSHOptions{SSHConfigFile: sshCfg})
 	e := &env{t: t, tmp: cfg.Tmp, hosts: cfg.Hosts, inv: &inventories.Inventory{Hosts: cfg.Hosts}, connector: connector,
 		control: cfg.Control, secrets: modules.NewSecrets()}
 	_, _, _ = e.play(

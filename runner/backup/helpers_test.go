@@ -16,12 +16,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	_ "github.com/iklimco/iklim/modules/stock" // rollback looks modules up by name (file's own Rollback)
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -266,7 +267,7 @@ func newEnv(t *testing.T, n int) *env {
 	}
 	cfg := filepath.Join(tmp, "ssh_config")
 	require.NoError(t, os.WriteFile(cfg, nil, 0o600))
-	connector := runner.NewSSHConnector(runner.SSHOptions{SSHConfigFile: cfg})
+	connector := transport.NewSSHConnector(transport.SSHOptions{SSHConfigFile: cfg})
 	t.Cleanup(func() { _ = connector.Close() })
 	return &env{
 		t: t, tmp: tmp, hosts: hosts, inv: &inventories.Inventory{Hosts: hosts}, connector: connector,
@@ -444,7 +445,7 @@ func grepTree(t *testing.T, needle string, roots ...string) []string {
 func (e *env) sites() []backup.Site {
 	var s []backup.Site
 	for _, h := range e.hosts {
-		s = append(s, backup.Site{Host: h.Name, Root: h.BackupRoot, Conn: runner.NewLocalConn(h.Name)})
+		s = append(s, backup.Site{Host: h.Name, Root: h.BackupRoot, Conn: transport.NewLocalConn(h.Name)})
 	}
-	return append(s, backup.Site{Host: e.control.Name, Root: e.control.BackupRoot, Conn: runner.NewLocalConn("localhost")})
+	return append(s, backup.Site{Host: e.control.Name, Root: e.control.BackupRoot, Conn: transport.NewLocalConn("localhost")})
 }

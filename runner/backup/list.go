@@ -13,6 +13,7 @@ import (
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 // Site is a machine whose backup root List reads.
@@ -169,7 +170,7 @@ func ListHosts(ctx context.Context, connector runner.Connector, hosts []*invento
 			var c modules.Conn
 			var err error
 			if h.Local {
-				c = runner.NewLocalConn(h.Name)
+				c = transport.NewLocalConn(h.Name)
 			} else {
 				c, err = connector.Connect(ctx, h)
 			}
@@ -188,7 +189,7 @@ func ListHosts(ctx context.Context, connector runner.Connector, hosts []*invento
 		}
 	}
 	if control != nil {
-		ok = append(ok, Site{Host: control.Name, Root: hostRoot(control), Conn: runner.NewLocalConn(control.Name)})
+		ok = append(ok, Site{Host: control.Name, Root: hostRoot(control), Conn: transport.NewLocalConn(control.Name)})
 	}
 	runs, err := List(ctx, ok)
 	return runs, errors.Join(append(errs, err)...)

@@ -9,6 +9,7 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 
 	"github.com/stretchr/testify/require"
 )
@@ -81,7 +82,7 @@ func TestRunDirClaimedOnce(t *testing.T) {
 	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
 	ctx := context.Background()
 	h := &inventories.Host{Name: "h", BackupRoot: filepath.Join(t.TempDir(), "backups")}
-	conn := runner.NewLocalConn("h")
+	conn := transport.NewLocalConn("h")
 	info := runner.RunInfo{ID: "2026-11-21T10-15-04Z"}
 	rec := func(seq int) *runner.ChangeRecord {
 		return &runner.ChangeRecord{RunID: info.ID, Seq: seq, Host: "h", Module: "x", Change: modules.Changef("change %d", seq)}
@@ -119,7 +120,7 @@ func TestRoundTrips(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "f")
 	require.NoError(t, os.WriteFile(file, []byte("x"), 0o600))
 	run := func(id string, changes int) int {
-		conn := &countConn{Conn: runner.NewLocalConn("h")}
+		conn := &countConn{Conn: transport.NewLocalConn("h")}
 		r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}, Keep: 1})
 		for seq := 1; seq <= changes; seq++ {
 			rec := &runner.ChangeRecord{RunID: id, Seq: seq, Host: "h", Step: "s", Module: "x",

@@ -19,6 +19,7 @@ import (
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 // RollbackModule is the registered name of the rollback module.
@@ -187,7 +188,7 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 		hs.filter(func(r *runner.ChangeRecord) bool { return !r.Delegated && r.Host == self })
 		plan.sites = append(plan.sites, hs)
 	}
-	lc := runner.NewLocalConn(ctl.Name)
+	lc := transport.NewLocalConn(ctl.Name)
 	cs, err := readRun(ctx, lc, hostRoot(ctl), ctl.Name, m.Run)
 	if err != nil {
 		return nil, fmt.Errorf("rollback %s: read delegated records on the control machine: %w", m.Run, err)

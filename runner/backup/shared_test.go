@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
 	"github.com/stretchr/testify/require"
 )
 

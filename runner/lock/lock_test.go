@@ -11,11 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/iklimco/iklim/runner/lock"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/lock"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -33,7 +34,7 @@ func sshLockHost(t *testing.T) (modules.Conn, *inventories.Host, runner.Connecto
 	h.Become = true
 	cfg := filepath.Join(t.TempDir(), "ssh_config")
 	require.NoError(t, os.WriteFile(cfg, nil, 0o600))
-	connector := runner.NewSSHConnector(runner.SSHOptions{SSHConfigFile: cfg})
+	connector := transport.NewSSHConnector(transport.SSHOptions{SSHConfigFile: cfg})
 	t.Cleanup(func() { _ = connector.Close() })
 	conn, err := connector.Connect(context.Background(), h)
 	require.NoError(t, err)
@@ -43,7 +44,7 @@ func sshLockHost(t *testing.T) (modules.Conn, *inventories.Host, runner.Connecto
 func TestLockAcquireStatusReleaseLocal(t *testing.T) {
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "locks")
-	conn := runner.NewLocalConn("lockhost")
+	conn := transport.NewLocalConn("lockhost")
 	l := lock.New(lock.WithDir(dir))
 
 	release, err := l.Acquire(ctx, conn, runner.LockSpec{Name: "prod-deploy", TTL: time.Minute}, runInfo("2026-11-21T10-15-04Z", "alice@ctl"))
@@ -80,7 +81,7 @@ func TestLockAcquireStatusReleaseLocal(t *testing.T) {
 }
 
 func TestLockBadName(t *testing.T) {
-	_, err := lock.New().Acquire(context.Background(), runner.NewLocalConn("x"), runner.LockSpec{Name: "../etc"}, runInfo("2026-11-21T10-15-04Z", "a"))
+	_, err := lock.New().Acquire(context.Background(), transport.NewLocalConn("x"), runner.LockSpec{Name: "../etc"}, runInfo("2026-11-21T10-15-04Z", "a"))
 	require.ErrorContains(t, err, "lock name")
 }
 

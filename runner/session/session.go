@@ -20,11 +20,12 @@ import (
 	"strings"
 	"time"
 
-	"github.com/iklimco/iklim/runner/backup"
-	"github.com/iklimco/iklim/runner/lock"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/lock"
+	"github.com/iklimco/iklim/runner/transport"
 )
 
 // Options configure a Session.
@@ -38,7 +39,7 @@ type Options struct {
 	// Connector reaches hosts; nil means SSH with SSH's settings (Secrets
 	// is filled in).
 	Connector runner.Connector
-	SSH       runner.SSHOptions
+	SSH       transport.SSHOptions
 	// Events receives every event of every run, warnings included; nil
 	// drops them.
 	Events func(runner.Event)
@@ -92,7 +93,7 @@ func New(opts Options) (*Session, error) {
 	if s.connector == nil {
 		ssh := opts.SSH
 		ssh.Secrets = opts.Secrets
-		s.connector = runner.NewSSHConnector(ssh)
+		s.connector = transport.NewSSHConnector(ssh)
 		s.ownConnector = true
 	}
 	return s, nil

@@ -1,59 +1,12 @@
-package runner
+package transport
 
 import (
-	"fmt"
 	"io/fs"
-	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/iklimco/iklim/modules/remote"
 )
-
-// validEnvName reports whether k can be a shell variable name.
-func validEnvName(k string) bool {
-	if k == "" {
-		return false
-	}
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if c == '_' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || i > 0 && '0' <= c && c <= '9' {
-			continue
-		}
-		return false
-	}
-	return true
-}
-
-// writeEnv writes "export K='v' …" and a newline for env, keys sorted so the
-// same step produces the same command on every host.
-//
-// export, rather than the "K=v cmd" prefix form, is deliberate: a prefix
-// applies only to the first simple command of cmd ("a && b", "if …", loops)
-// and is not visible to expansions in that same command (K=1 echo "$K"
-// prints nothing), which is what step authors almost always expect.
-func writeEnv(b *strings.Builder, env map[string]string) error {
-	keys := make([]string, 0, len(env))
-	for k, v := range env {
-		if !validEnvName(k) {
-			return fmt.Errorf("invalid environment variable name %q", k)
-		}
-		if strings.IndexByte(v, 0) >= 0 {
-			return fmt.Errorf("environment variable %s contains a NUL byte", k)
-		}
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	b.WriteString("export")
-	for _, k := range keys {
-		b.WriteByte(' ')
-		b.WriteString(k)
-		b.WriteByte('=')
-		b.WriteString(remote.Quote(env[k]))
-	}
-	b.WriteByte('\n')
-	return nil
-}
 
 // buildCommand is the exact command line sent to the host's login shell:
 // cmd with env exported in front of it, and wrapped in sudo when become.
@@ -65,7 +18,7 @@ func buildCommand(cmd string, env map[string]string, become bool, becomeUser str
 	var inner strings.Builder
 	if len(env) > 0 {
 		inner.Grow(len(cmd) + 32*len(env))
-		if err := writeEnv(&inner, env); err != nil {
+		if err := remote.WriteExport(&inner, env); err != nil {
 			return "", err
 		}
 	}

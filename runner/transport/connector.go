@@ -1,4 +1,4 @@
-package runner
+package transport
 
 import (
 	"context"
@@ -89,6 +89,7 @@ func (e *UnreachableError) Unwrap() error { return e.Err }
 // same host once, shares jump host connections, and throttles handshakes.
 type SSHConnector struct {
 	opts       SSHOptions
+	knownHosts knownHostsCache
 	handshakes chan struct{}
 
 	cfgOnce sync.Once
@@ -107,8 +108,6 @@ type SSHConnector struct {
 	agentConn    net.Conn
 	agentSigners []ssh.Signer
 }
-
-var _ Connector = (*SSHConnector)(nil)
 
 type connFlight struct {
 	done chan struct{}
@@ -411,7 +410,7 @@ func (c *SSHConnector) handshake(ctx context.Context, via *ssh.Client, ep *endpo
 		return nil, err
 	}
 	addr := ep.addr()
-	kh := knownHostsFor(ep.knownHosts)
+	kh := c.knownHosts.get(ep.knownHosts)
 	cfg := &ssh.ClientConfig{
 		User:              ep.user,
 		Auth:              auth,

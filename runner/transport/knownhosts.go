@@ -1,4 +1,4 @@
-package runner
+package transport
 
 import (
 	"errors"
@@ -27,8 +27,8 @@ var ErrHostKeyUnknown = errors.New("unknown host key")
 var ErrHostKeyChanged = errors.New("HOST KEY CHANGED")
 
 // knownHostsFile is one known_hosts file, parsed once and parsed again only
-// when it changes on disk. All connectors in a process share one per path,
-// so appends from trust-on-first-use are serialised.
+// when it changes on disk. A connector keeps one per path, so its appends
+// from trust-on-first-use are serialised.
 type knownHostsFile struct {
 	path string
 
@@ -39,22 +39,26 @@ type knownHostsFile struct {
 	exists  bool
 }
 
-var (
-	knownHostsMu    sync.Mutex
-	knownHostsFiles = map[string]*knownHostsFile{}
-)
+// knownHostsCache holds a connector's known_hosts files by path.
+type knownHostsCache struct {
+	mu    sync.Mutex
+	files map[string]*knownHostsFile
+}
 
-// knownHostsFor returns the shared knownHostsFile for path.
-func knownHostsFor(path string) *knownHostsFile {
+// get returns the knownHostsFile for path.
+func (c *knownHostsCache) get(path string) *knownHostsFile {
 	if abs, err := filepath.Abs(path); err == nil {
 		path = abs
 	}
-	knownHostsMu.Lock()
-	defer knownHostsMu.Unlock()
-	k := knownHostsFiles[path]
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	k := c.files[path]
 	if k == nil {
+		if c.files == nil {
+			c.files = map[string]*knownHostsFile{}
+		}
 		k = &knownHostsFile{path: path}
-		knownHostsFiles[path] = k
+		c.files[path] = k
 	}
 	return k
 }

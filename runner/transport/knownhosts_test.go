@@ -1,4 +1,4 @@
-package runner
+package transport
 
 import (
 	"context"
@@ -169,8 +169,8 @@ func TestKnownHostsAlgorithms(t *testing.T) {
 	s := sshtest.Start(t, sshtest.ExtraConfig("HostKey "+ecdsaPath))
 	h := s.Hosts(1)[0]
 	addr := fmt.Sprintf("%s:%d", h.Address, s.Port)
-	require.Equal(t, []string{ssh.KeyAlgoED25519}, knownHostsFor(s.KnownHostsPath).algorithms(addr))
-	require.Nil(t, knownHostsFor(s.KnownHostsPath).algorithms("127.9.9.9:22"))
+	require.Equal(t, []string{ssh.KeyAlgoED25519}, new(knownHostsCache).get(s.KnownHostsPath).algorithms(addr))
+	require.Nil(t, new(knownHostsCache).get(s.KnownHostsPath).algorithms("127.9.9.9:22"))
 
 	conn, err := testConnector(t, SSHOptions{}).Connect(context.Background(), h)
 	require.NoError(t, err)
@@ -182,5 +182,5 @@ func TestKnownHostsRSAAlgorithms(t *testing.T) {
 	rsaLine := "[10.1.1.1]:2222 ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQDhGZmzkQJm2wNqVvAb8OcufxCWjrxkFgnNTYVvEy5rE4cqTxumQRQo4VfXXRDvU9Fea9Fd7VgYXeYWWfDdaDlE1+dRmp2GFUSh+sQXXUH3f9U9ejfArP6WhaxeOfDrxbvF23MUL8B3N4Lc4TlqzqqbGmG4TBd4jW1dGbo3hJfyhw==\n"
 	require.NoError(t, os.WriteFile(kh, []byte(rsaLine), 0o600))
 	require.Equal(t, []string{ssh.KeyAlgoRSASHA512, ssh.KeyAlgoRSASHA256, ssh.KeyAlgoRSA},
-		knownHostsFor(kh).algorithms("10.1.1.1:2222"))
+		new(knownHostsCache).get(kh).algorithms("10.1.1.1:2222"))
 }

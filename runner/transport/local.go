@@ -1,4 +1,4 @@
-package runner
+package transport
 
 import (
 	"bytes"
@@ -140,4 +140,26 @@ func (c ctxReader) Read(p []byte) (int, error) {
 // readerWithContext stops a copy between reads once ctx ends.
 func readerWithContext(ctx context.Context, r io.Reader) io.Reader {
 	return ctxReader{ctx: ctx, r: r}
+}
+
+// Stream runs cmd with a live stdin and output writers (check-ahead's
+// gates). On cancel, as Run, the command's process group gets SIGINT, and
+// two seconds later it is killed.
+func (l *LocalConn) Stream(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	c := exec.CommandContext(ctx, "/bin/sh", "-c", cmd)
+	c.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	c.Cancel = func() error { return syscall.Kill(-c.Process.Pid, syscall.SIGINT) }
+	c.WaitDelay = 2 * time.Second
+	c.Stdin, c.Stdout, c.Stderr = stdin, stdout, stderr
+	err := c.Run()
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &exitErr) && ctx.Err() == nil:
+		return exitErr.ExitCode(), nil
+	case ctx.Err() != nil:
+		return -1, ctx.Err()
+	}
+	return -1, err
 }

@@ -1,4 +1,4 @@
-package runner
+package transport
 
 import (
 	"bytes"
@@ -646,6 +646,17 @@ func randomHex() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// Stream runs cmd with a live stdin and output writers (check-ahead's
+// gates); the exit code is returned, an error only when the outcome is
+// unknown.
+func (c *SSHConn) Stream(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	code, _, err := c.exec(ctx, cmd, nil, c.become, stdin, stdout, stderr)
+	if err != nil && err != ctx.Err() {
+		err = c.cmdErr(cmd, err)
+	}
+	return code, err
 }
 
 // Dial implements modules.Dialer: a direct-tcpip channel over the host's SSH

@@ -18,7 +18,7 @@ import (
 	"github.com/hashicorp/hcl/v2/gohcl"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/iklimco/iklim/modules"
-	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 	"github.com/zclconf/go-cty/cty"
 )
@@ -30,7 +30,7 @@ type CountConn struct {
 }
 
 // NewCountConn counts the round trips of a LocalConn.
-func NewCountConn() *CountConn { return &CountConn{Conn: runner.NewLocalConn("local")} }
+func NewCountConn() *CountConn { return &CountConn{Conn: transport.NewLocalConn("local")} }
 
 // Run counts and runs.
 func (c *CountConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
