@@ -49,16 +49,19 @@ import (
 	"github.com/iklimco/iklim/runner/transport"
 )
 
-// checked is a step's when, build and check done ahead by a batch.
+// checked is a prepared step (its when and build), and its check once
+// made: by commit on the plain path, or ahead by a batch.
 type checked struct {
-	begin time.Time
-	skip  bool // when was false
-	gated bool // a lead inside the batch: its check waits for the steps before
-	m     modules.Module
-	twin  modules.Module // a second, unchecked build; nil when not needed
-	done  chan struct{}  // closed when the check has returned
-	ch    *modules.Change
-	err   error
+	begin   time.Time
+	skip    bool  // when was false
+	prepErr error // when or build failed
+	m       modules.Module
+	checked bool           // ch and err hold the check's result (made by a batch)
+	gated   bool           // a lead inside the batch: its check waits for the steps before
+	twin    modules.Module // a second, unchecked build; nil when not needed
+	done    chan struct{}  // closed when the check has returned
+	ch      *modules.Change
+	err     error
 }
 
 // runHost runs the steps of a segment on one host, batching checks where it
@@ -107,27 +110,24 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		if s.Delegate || s.Timeout > 0 || s.RunOnce || (k > 0 && s.Barrier) || s.Build == nil {
 			break
 		}
-		c := &checked{begin: time.Now(), done: make(chan struct{})}
-		sc := &StepContext{Host: h, Results: results, Check: e.opts.Check}
-		if s.When != nil {
-			ok, err := s.When(sc)
-			if err != nil {
-				break
-			}
-			c.skip = !ok
+		c := e.prepare(s, h, results)
+		if c.prepErr != nil {
+			break // runStep reports it in its turn
 		}
 		if !c.skip {
-			m, err := s.Build(sc)
-			if err != nil || !b.canBatch(aheadMode(m), k) {
+			if !b.canBatch(aheadMode(c.m), k) {
 				break
 			}
-			c.m, c.gated = m, k > 0 && aheadMode(m) == modules.CheckAheadLead
+			c.gated = k > 0 && aheadMode(c.m) == modules.CheckAheadLead
 			if registered {
-				if c.twin, err = s.Build(sc); err != nil {
+				twin, err := s.Build(&StepContext{Host: h, Results: results, Check: e.opts.Check})
+				if err != nil {
 					break
 				}
+				c.twin = twin
 			}
 		}
+		c.checked = true // by the batch below
 		pre = append(pre, c)
 		registered = registered || s.Register != ""
 	}
@@ -182,7 +182,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		if stops {
 			b.closeGates() // nothing runs ahead of a change being applied
 		}
-		st := e.runStepWith(ctx, p, s, h, h.Name, c)
+		st := e.commit(ctx, p, s, h, h.Name, c)
 		switch {
 		case st == StatusOK || st == StatusSkipped:
 		case st == StatusChanged && e.opts.Check:

@@ -278,17 +278,36 @@ func (e *engine) runOnce(ctx context.Context, p Play, s Step, hosts []*inventori
 }
 
 // runStep runs one step on one host and returns how it ended.
+// runStep runs one step on one host by itself: prepare, then commit, which
+// checks it in a round trip of its own.
 func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Host, name string) Status {
-	return e.runStepWith(ctx, p, s, h, name, nil)
+	return e.commit(ctx, p, s, h, name, e.prepare(s, h, e.snapshotResults()))
 }
 
-// runStepWith is runStep; with pre, the step's when, build and check were
-// already done (by a batch of checks, see checkahead.go).
-func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories.Host, name string, pre *checked) Status {
-	begin := time.Now()
-	if pre != nil {
-		begin = pre.begin
+// prepare is the part of a step that needs no host: its when, evaluated
+// against results, and its module built for h. The plain path (runStep) and
+// check-ahead (runAhead) both start a step with it.
+func (e *engine) prepare(s Step, h *inventories.Host, results map[string]map[string]cty.Value) *checked {
+	c := &checked{begin: time.Now(), done: make(chan struct{})}
+	sc := &StepContext{Host: h, Results: results, Check: e.opts.Check}
+	if s.When != nil {
+		ok, err := s.When(sc)
+		if err != nil {
+			c.prepErr = fmt.Errorf("when: %w", err)
+			return c
+		}
+		c.skip = !ok
 	}
+	if !c.skip {
+		c.m, c.prepErr = s.Build(sc)
+	}
+	return c
+}
+
+// commit finishes a prepared step on h: it connects, checks the step unless
+// a batch already did (c.checked), then records and applies the change,
+// registers the result and emits it. Both paths end a step here.
+func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host, name string, c *checked) Status {
 	ev := Event{Type: EventHostResult, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name}
 	start := Event{Type: EventStepStart, Play: p.Name, Step: s.Name, Module: s.Module, Source: s.Source, Host: name}
 	if d := e.stepTimeout(s); d > 0 {
@@ -297,7 +316,7 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 	}
 	e.emit(start)
 	finish := func(st Status, summary string, err error) Status {
-		ev.Status, ev.Summary, ev.Duration = st, summary, time.Since(begin)
+		ev.Status, ev.Summary, ev.Duration = st, summary, time.Since(c.begin)
 		if err != nil {
 			ev.Error = err.Error()
 		}
@@ -306,31 +325,16 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 		return st
 	}
 
-	var m modules.Module
-	if pre == nil {
-		sc := &StepContext{Host: h, Results: e.snapshotResults(), Check: e.opts.Check}
-		if s.When != nil {
-			ok, err := s.When(sc)
-			if err != nil {
-				return finish(StatusFailed, "", fmt.Errorf("when: %w", err))
-			}
-			if !ok {
-				e.registerValue(name, s.Register, cty.ObjectVal(map[string]cty.Value{"skipped": cty.True, "changed": cty.False}))
-				return finish(StatusSkipped, "", nil)
-			}
-		}
-		var err error
-		if m, err = s.Build(sc); err != nil {
-			return finish(StatusFailed, "", err)
-		}
-	} else if pre.skip {
+	switch {
+	case c.prepErr != nil:
+		return finish(StatusFailed, "", c.prepErr)
+	case c.skip:
 		e.registerValue(name, s.Register, cty.ObjectVal(map[string]cty.Value{"skipped": cty.True, "changed": cty.False}))
 		return finish(StatusSkipped, "", nil)
-	} else if pre.err != nil {
-		return finish(failStatus(pre.err), "", pre.err) // no step timeout: not batched
-	} else {
-		m = pre.m
+	case c.checked && c.err != nil:
+		return finish(failStatus(c.err), "", c.err) // no step timeout: not batched
 	}
+	m := c.m
 
 	target, recHost := h, h
 	if s.Delegate {
@@ -348,15 +352,13 @@ func (e *engine) runStepWith(ctx context.Context, p Play, s Step, h *inventories
 		sctx, cancel = context.WithTimeout(sctx, timeout)
 		defer cancel()
 	}
-	var ch *modules.Change
-	if pre == nil {
-		ch, err = m.Check(sctx, conn)
-	} else {
-		ch, err = pre.ch, pre.err
+	if !c.checked {
+		c.ch, c.err = m.Check(sctx, conn)
 	}
-	if err != nil {
-		return finish(failStatus(err), "", stepError(sctx, timeout, err))
+	if c.err != nil {
+		return finish(failStatus(c.err), "", stepError(sctx, timeout, c.err))
 	}
+	ch := c.ch
 	if ch == nil {
 		e.registerOutput(name, s.Register, m, false)
 		e.attachOutput(&ev, m)
