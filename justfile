@@ -45,6 +45,8 @@ demo: build
     if grep -E 'changed=[1-9]|failed=[1-9]|unreachable=[1-9]' /tmp/iklim-demo.out; then
         echo "demo: the second run changed something or failed"; exit 1
     fi
+    echo; echo "review (seed 24): what runs"
+    play -t review -v examples/iklimco/site.hcl | sed -n '/review/,/RECAP/p'
     awk -v a="$t0" -v b="$t1" -v c="$t2" 'BEGIN { printf "\nwall time: first run %.1f s, second run %.1f s\n", b - a, c - b }'
     # One input edited, in a copy: --check --diff shows exactly that change.
     tmp=$(mktemp -d)

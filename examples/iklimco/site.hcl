@@ -361,7 +361,7 @@ play "infra" {
     module             = "stack_deploy"
     name               = var.stack
     compose            = ["${path.dir}/docker-stack-infra.yml", "${path.dir}/docker-stack-infra.prod.yml"]
-    env                = { SWAG_ENV_SECRET = self.swag_env.name, DOMAIN = var.domain }
+    env                = { SWAG_ENV_SECRET = self.swag_env.name } # stack env is sensitive: the name is redacted in output
     resolve_image      = "never" # the local/* images are on every node; the registry one is pulled with the login
     with_registry_auth = true
     converge_timeout   = "300s"
@@ -527,5 +527,6 @@ play "edge" {
     cmd      = "docker node ls --format '{{.Hostname}} {{.ManagerStatus}} {{.Status}}'; docker stack services ${var.stack} --format '{{.Name}} {{.Replicas}} {{.Image}}'; docker secret ls --format '{{.Name}} {{.CreatedAt}}'; tree -L 2 ${local.swag}"
     changed  = false
     register = "review"
+    tags     = ["review"] # iklim play -t review -v: just the summary
   }
 }
