@@ -30,6 +30,7 @@ import (
 
 	"github.com/iklimco/iklim/internal/labtest"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -210,7 +211,7 @@ func (f *faultLab) others() []string {
 }
 
 // TestFaultLabLinkCutNeverReturns: iklim-db-03's network goes away during
-// a 15s step and does not come back. With keepalives every 2s and 2 misses
+// a 10s step and does not come back. With keepalives every 2s and 2 misses
 // the host is reported unreachable, naming it and the step, within the
 // 6s bound (not when the step would have ended, nor ever); the other five
 // finish; exit 4. The records are whole. Rollback while the host is still
@@ -219,10 +220,10 @@ func (f *faultLab) others() []string {
 func TestFaultLabLinkCutNeverReturns(t *testing.T) {
 	f := newFaultLab(t)
 	before := f.prepare()
-	ka := runner.SSHOptions{KeepaliveInterval: 2 * time.Second, KeepaliveCount: 2}
+	ka := transport.SSHOptions{KeepaliveInterval: 2 * time.Second, KeepaliveCount: 2}
 
 	r := f.start("play", "-i", f.lab.InventoryPath, "--output", "json",
-		"--keepalive-interval", "2s", "--keepalive-count", "2", f.playbook("15"))
+		"--keepalive-interval", "2s", "--keepalive-count", "2", f.playbook("10"))
 	r.waitEvent(func(ev runner.Event) bool {
 		return ev.Type == runner.EventStepStart && ev.Host == cutHost && ev.Step == "sleep"
 	})
@@ -306,9 +307,9 @@ func TestFaultLabPartitionHeals(t *testing.T) {
 
 // TestFaultLabLockHostUnreachable: the playbook's lock lives on
 // iklim-db-03, whose link is down when the run starts. iklim fails fast
-// (within the connect timeout, not the lock's wait) with an error that
-// names the lock and its host, exits 4 (unreachable, nothing failed), and
-// no host is changed or holds a record of the run.
+// (within the inventory's connect_timeout, 3s here, not the lock's wait)
+// with an error that names the lock and its host, exits 4 (unreachable,
+// nothing failed), and no host is changed or holds a record of the run.
 func TestFaultLabLockHostUnreachable(t *testing.T) {
 	f := newFaultLab(t)
 	before := f.prepare()
@@ -317,8 +318,13 @@ func TestFaultLabLockHostUnreachable(t *testing.T) {
 	require.NoError(t, err)
 	pb := writeFile(t, f.faultEnv.dir, "locked.hcl", fmt.Sprintf("lock %q {\n  host = %q\n  wait = \"2m\"\n}\n", lockName, cutHost)+string(body))
 
+	lab, err := os.ReadFile(f.lab.InventoryPath)
+	require.NoError(t, err)
+	require.Contains(t, string(lab), "defaults {")
+	inv := writeFile(t, f.faultEnv.dir, "lab.hcl", strings.Replace(string(lab), "defaults {", "defaults {\n  connect_timeout = \"3s\"", 1))
+
 	f.cut()
-	r, code := f.run("play", "-i", f.lab.InventoryPath, pb)
+	r, code := f.run("play", "-i", inv, pb)
 	took := r.took()
 	msg := r.errOut()
 	t.Logf("iklim said in %s: %s", took.Round(time.Millisecond), strings.TrimSpace(msg))
@@ -326,7 +332,7 @@ func TestFaultLabLockHostUnreachable(t *testing.T) {
 	require.Contains(t, msg, fmt.Sprintf("lock %q", lockName))
 	require.Contains(t, msg, cutHost+": unreachable")
 	require.Contains(t, msg, "no host was changed")
-	require.Less(t, took, 20*time.Second, "within the connect timeout (15s), not the lock's wait (2m)")
+	require.Less(t, took, 8*time.Second, "within the connect timeout (3s), not the lock's wait (2m)")
 	require.NotContains(t, r.out(), "changed:")
 	require.Equal(t, before, f.labHashes(), "no host changed")
 	id := r.runID()
