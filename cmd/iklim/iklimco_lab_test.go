@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -41,7 +42,10 @@ const (
 	ikBind       = "10.77.0.21:53"
 )
 
-var ikRecords = []string{"api", "apigw", "rabbitmq", "grafana"}
+var (
+	ikRecords    = []string{"api", "apigw", "rabbitmq", "grafana"}
+	ikSecretName = regexp.MustCompile(`"SecretName":\s*"([^"]+)"`)
+)
 
 // ikClean removes what the pipeline leaves on the hosts and the records it
 // sets, so that neither a demo run nor another test's leftovers are seen.
@@ -107,9 +111,8 @@ func ikSnapshot(t *testing.T, lab *labtest.Lab) ikState {
 	slices.Sort(s.secrets)
 	for n, svc := range stackServices(t, lab) {
 		var sec []string
-		for _, part := range strings.Split(svc.RawSpec, `"SecretName":"`)[1:] {
-			name, _, _ := strings.Cut(part, `"`)
-			sec = append(sec, name)
+		for _, m := range ikSecretName.FindAllStringSubmatch(svc.RawSpec, -1) {
+			sec = append(sec, m[1])
 		}
 		slices.Sort(sec)
 		s.services[n] = svc.specKey() + " secrets=" + strings.Join(sec, ",")
