@@ -8,6 +8,8 @@ type HostInfo struct {
 	Address string
 	Labels  map[string]string
 	Groups  []string
+	// BackupRoot is where the host keeps its backup records.
+	BackupRoot string
 }
 
 // Peers lets a cluster module reach the other hosts of its play: a swarm
@@ -21,18 +23,25 @@ type Peers interface {
 	Hosts() []string
 	// Conn reaches an inventory host over the run's shared connections.
 	Conn(ctx context.Context, name string) (Conn, error)
+	// Control describes the control machine (delegated steps run there).
+	Control() HostInfo
+	// Serialize takes the run's lock named key and returns its release:
+	// work that must happen one host at a time (swarm joins) holds it.
+	Serialize(key string) (release func())
 }
 
-type peersKey struct{}
+// RunPeers, embedded in a module, implements PeersUser.
+type RunPeers struct{ peers Peers }
 
-// WithPeers attaches p to ctx; the runner does this for every step.
-func WithPeers(ctx context.Context, p Peers) context.Context {
-	return context.WithValue(ctx, peersKey{}, p)
-}
+// UsePeers implements PeersUser.
+func (r *RunPeers) UsePeers(p Peers) { r.peers = p }
 
-// PeersFrom returns the Peers of the step, or nil when the module runs alone
-// (a Go program calling Check and Apply directly).
-func PeersFrom(ctx context.Context) Peers {
-	p, _ := ctx.Value(peersKey{}).(Peers)
-	return p
+// Peers is the step's Peers, or nil when the module runs alone.
+func (r *RunPeers) Peers() Peers { return r.peers }
+
+// PeersUser is a module that reaches other hosts of its play. The runner
+// calls UsePeers once the module is built, before Check; a Go program that
+// calls Check itself passes its own Peers, or none.
+type PeersUser interface {
+	UsePeers(Peers)
 }

@@ -1,7 +1,6 @@
 package modules
 
 import (
-	"context"
 	"sort"
 	"strings"
 	"sync"
@@ -78,21 +77,22 @@ func (s *Secrets) Redact(text string) string {
 // Contains reports whether text holds any known sensitive value.
 func (s *Secrets) Contains(text string) bool { return s.Redact(text) != text }
 
-type secretsKey struct{}
-
-// WithSecrets attaches a run's Secrets to ctx.
-func WithSecrets(ctx context.Context, s *Secrets) context.Context {
-	return context.WithValue(ctx, secretsKey{}, s)
+// SecretsUser is a module that must know the run's sensitive values (to
+// mark what it writes as sensitive). The runner calls UseSecrets once the
+// module is built, before Check.
+type SecretsUser interface {
+	UseSecrets(*Secrets)
 }
 
-// SecretsFrom returns the run's Secrets, or nil outside a run.
-func SecretsFrom(ctx context.Context) *Secrets {
-	s, _ := ctx.Value(secretsKey{}).(*Secrets)
-	return s
-}
+// RunSecrets, embedded in a module, implements SecretsUser.
+type RunSecrets struct{ secrets *Secrets }
+
+// UseSecrets implements SecretsUser.
+func (r *RunSecrets) UseSecrets(s *Secrets) { r.secrets = s }
+
+// Secrets is the run's set, or nil when the module runs alone.
+func (r *RunSecrets) Secrets() *Secrets { return r.secrets }
 
 // MarkSensitive marks values learnt at run time (join tokens, generated
 // passwords) so that they never reach output or records in clear text.
-func MarkSensitive(ctx context.Context, values ...string) {
-	SecretsFrom(ctx).Add(values...)
-}
+func (r *RunSecrets) MarkSensitive(values ...string) { r.secrets.Add(values...) }

@@ -110,7 +110,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		if s.Delegate || s.Timeout > 0 || s.RunOnce || (k > 0 && s.Barrier) || s.Build == nil {
 			break
 		}
-		c := e.prepare(s, h, results)
+		c := e.prepare(p, s, h, results)
 		if c.prepErr != nil {
 			break // runStep reports it in its turn
 		}
@@ -142,7 +142,6 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 			b.active++ // before any check starts: each takes itself off
 		}
 	}
-	playHosts := e.playHosts(p)
 	for k, c := range pre {
 		if c.skip {
 			close(c.done)
@@ -155,8 +154,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		go func() {
 			defer wg.Done()
 			defer close(c.done)
-			sctx := modules.WithPeers(ctx, &peers{e: e, self: h, play: playHosts})
-			c.ch, c.err = c.m.Check(sctx, &batchView{b: b, order: k, gated: c.gated})
+			c.ch, c.err = c.m.Check(ctx, &batchView{b: b, order: k, gated: c.gated})
 			b.finished()
 		}()
 	}

@@ -207,11 +207,21 @@ func TestCheckAheadInterrupt(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var mu sync.Mutex
 	got := map[string][]string{}
-	time.AfterFunc(500*time.Millisecond, cancel)
+	// Interrupt once both hosts have ended b (slow's gate opens right
+	// after), not after a fixed time: on a loaded machine a and b may take
+	// longer than any guess.
+	bDone := 0
 	start := time.Now()
 	recap, err := runner.Run(ctx, pb, runner.Options{
 		Inventory: localInventory(t, 2), Connector: noConnector{},
 		Events: func(e runner.Event) {
+			if e.Type == runner.EventHostResult && e.Step == "b" {
+				mu.Lock()
+				if bDone++; bDone == 2 {
+					time.AfterFunc(300*time.Millisecond, cancel)
+				}
+				mu.Unlock()
+			}
 			if e.Type == runner.EventHostResult {
 				mu.Lock()
 				got[e.Host] = append(got[e.Host], e.Step+" "+string(e.Status))

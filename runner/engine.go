@@ -83,6 +83,7 @@ type engine struct {
 	seq      map[string]int                  // host → number of changes recorded
 	dead     map[string]bool                 // hosts that failed or were unreachable
 	recorded map[string]*inventories.Host    // hosts (and control) with records
+	serial   map[string]*sync.Mutex          // Peers.Serialize's locks, by key
 }
 
 func newEngine(pb *Playbook, opts Options) (*engine, error) {
@@ -99,6 +100,9 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 	}
 	if opts.Secrets == nil {
 		opts.Secrets = modules.NewSecrets()
+	}
+	if su, ok := opts.Recorder.(modules.SecretsUser); ok {
+		su.UseSecrets(opts.Secrets)
 	}
 	if opts.StepTimeout == 0 {
 		opts.StepTimeout = DefaultStepTimeout
@@ -117,6 +121,7 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 		pb: pb, opts: opts, control: control, local: transport.NewLocalConn(control.Name),
 		recaps: map[string]*HostRecap{}, results: map[string]map[string]cty.Value{},
 		seq: map[string]int{}, dead: map[string]bool{}, recorded: map[string]*inventories.Host{},
+		serial: map[string]*sync.Mutex{},
 	}
 	// Resolve every play's hosts first: a bad pattern must fail the run
 	// before any host is touched.
@@ -143,7 +148,6 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 }
 
 func (e *engine) run(ctx context.Context) (*Recap, error) {
-	ctx = modules.WithSecrets(ctx, e.opts.Secrets)
 	start := time.Now()
 	e.emit(Event{Type: EventRunStart, Extra: map[string]string{"playbook": e.pb.File}})
 
@@ -281,13 +285,13 @@ func (e *engine) runOnce(ctx context.Context, p Play, s Step, hosts []*inventori
 // runStep runs one step on one host by itself: prepare, then commit, which
 // checks it in a round trip of its own.
 func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Host, name string) Status {
-	return e.commit(ctx, p, s, h, name, e.prepare(s, h, e.snapshotResults()))
+	return e.commit(ctx, p, s, h, name, e.prepare(p, s, h, e.snapshotResults()))
 }
 
 // prepare is the part of a step that needs no host: its when, evaluated
 // against results, and its module built for h. The plain path (runStep) and
 // check-ahead (runAhead) both start a step with it.
-func (e *engine) prepare(s Step, h *inventories.Host, results map[string]map[string]cty.Value) *checked {
+func (e *engine) prepare(p Play, s Step, h *inventories.Host, results map[string]map[string]cty.Value) *checked {
 	c := &checked{begin: time.Now(), done: make(chan struct{})}
 	sc := &StepContext{Host: h, Results: results, Check: e.opts.Check}
 	if s.When != nil {
@@ -301,7 +305,34 @@ func (e *engine) prepare(s Step, h *inventories.Host, results map[string]map[str
 	if !c.skip {
 		c.m, c.prepErr = s.Build(sc)
 	}
+	if c.m != nil {
+		e.wire(c.m, p, h)
+	}
 	return c
+}
+
+// serialize takes the run's lock named key (Peers.Serialize).
+func (e *engine) serialize(key string) func() {
+	e.mu.Lock()
+	mu := e.serial[key]
+	if mu == nil {
+		mu = &sync.Mutex{}
+		e.serial[key] = mu
+	}
+	e.mu.Unlock()
+	mu.Lock()
+	return mu.Unlock
+}
+
+// wire hands a built module what it asked for: the step's Peers and the
+// run's Secrets, explicitly rather than through its context.
+func (e *engine) wire(m modules.Module, p Play, h *inventories.Host) {
+	if pu, ok := m.(modules.PeersUser); ok {
+		pu.UsePeers(&peers{e: e, self: h, play: e.playHosts(p)})
+	}
+	if su, ok := m.(modules.SecretsUser); ok {
+		su.UseSecrets(e.opts.Secrets)
+	}
 }
 
 // commit finishes a prepared step on h: it connects, checks the step unless
@@ -345,7 +376,7 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 		return finish(StatusUnreachable, "", err)
 	}
 
-	sctx := modules.WithPeers(ctx, &peers{e: e, self: h, play: e.playHosts(p)})
+	sctx := ctx
 	timeout := e.stepTimeout(s)
 	if timeout > 0 {
 		var cancel context.CancelFunc

@@ -51,14 +51,14 @@ func (failConnector) Close() error { return nil }
 func TestPrepareNeedsNoHost(t *testing.T) {
 	e, h, _ := localEngine(t)
 	boom := errors.New("boom")
-	c := e.prepare(Step{When: func(*StepContext) (bool, error) { return false, nil }}, h, nil)
+	c := e.prepare(Play{}, Step{When: func(*StepContext) (bool, error) { return false, nil }}, h, nil)
 	require.True(t, c.skip)
 	require.Nil(t, c.m)
-	c = e.prepare(Step{When: func(*StepContext) (bool, error) { return false, boom }}, h, nil)
+	c = e.prepare(Play{}, Step{When: func(*StepContext) (bool, error) { return false, boom }}, h, nil)
 	require.ErrorIs(t, c.prepErr, boom)
-	c = e.prepare(Step{Build: func(*StepContext) (modules.Module, error) { return nil, boom }}, h, nil)
+	c = e.prepare(Play{}, Step{Build: func(*StepContext) (modules.Module, error) { return nil, boom }}, h, nil)
 	require.ErrorIs(t, c.prepErr, boom)
-	c = e.prepare(Step{Build: func(*StepContext) (modules.Module, error) { return &touch{}, nil }}, h, nil)
+	c = e.prepare(Play{}, Step{Build: func(*StepContext) (modules.Module, error) { return &touch{}, nil }}, h, nil)
 	require.NoError(t, c.prepErr)
 	require.False(t, c.checked)
 }
@@ -72,7 +72,7 @@ func TestCommitChecksOnceAndApplies(t *testing.T) {
 		Build: func(*StepContext) (modules.Module, error) { return &touch{path: path}, nil }}
 	p := Play{Name: "p"}
 
-	require.Equal(t, StatusChanged, e.commit(context.Background(), p, s, h, h.Name, e.prepare(s, h, nil)))
+	require.Equal(t, StatusChanged, e.commit(context.Background(), p, s, h, h.Name, e.prepare(p, s, h, nil)))
 	require.FileExists(t, path)
 	require.Equal(t, cty.True, e.snapshotResults()[h.Name]["t"].GetAttr("changed"))
 	require.Equal(t, EventStepStart, (*events)[0].Type)
@@ -81,7 +81,7 @@ func TestCommitChecksOnceAndApplies(t *testing.T) {
 	// Checked ahead as "nothing to do" although the file is gone: commit
 	// trusts the batch's check and changes nothing.
 	require.NoError(t, os.Remove(path))
-	c := e.prepare(s, h, nil)
+	c := e.prepare(p, s, h, nil)
 	c.checked = true
 	require.Equal(t, StatusOK, e.commit(context.Background(), p, s, h, h.Name, c))
 	require.NoFileExists(t, path)

@@ -179,7 +179,7 @@ func (f *faultHosts) play(pb *runner.Playbook, rec func(runner.Recorder) runner.
 	}
 	var mu sync.Mutex
 	var events []runner.Event
-	ctx, cancel := context.WithTimeout(backup.WithRoots(context.Background(), f.inv, f.control), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	recap, err := runner.Run(ctx, pb, runner.Options{
 		Inventory: f.inv, Connector: f.conn, Recorder: r, Run: info, Control: f.control,
@@ -206,7 +206,7 @@ func (f *faultHosts) rollback(id, limit string) *runner.Recap {
 	info := runner.RunInfo{ID: rbID, User: "fault@test", Started: time.Now().UTC(), Playbook: "rollback"}
 	conn := transport.NewSSHConnector(transport.SSHOptions{SSHConfigFile: filepath.Join(f.dir, "ssh_config")})
 	defer conn.Close()
-	ctx, cancel := context.WithTimeout(backup.WithRoots(context.Background(), f.inv, f.control), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	recap, err := runner.Run(ctx, backup.RollbackPlaybook(id, false), runner.Options{
 		Inventory: f.inv, Connector: conn, Limit: limit, Run: info, Control: f.control,

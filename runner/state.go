@@ -200,7 +200,7 @@ type peers struct {
 }
 
 func hostInfo(h *inventories.Host) modules.HostInfo {
-	return modules.HostInfo{Name: h.Name, Address: h.Address, Labels: h.Labels, Groups: h.Groups}
+	return modules.HostInfo{Name: h.Name, Address: h.Address, Labels: h.Labels, Groups: h.Groups, BackupRoot: h.BackupRoot}
 }
 
 func (p *peers) Self() modules.HostInfo { return hostInfo(p.self) }
@@ -214,6 +214,12 @@ func (p *peers) Lookup(name string) (modules.HostInfo, bool) {
 }
 
 func (p *peers) Hosts() []string { return p.play }
+
+func (p *peers) Control() modules.HostInfo { return hostInfo(p.e.control) }
+
+func (p *peers) Serialize(key string) func() {
+	return p.e.serialize(key)
+}
 
 func (p *peers) Conn(ctx context.Context, name string) (modules.Conn, error) {
 	h, ok := p.e.opts.Inventory.Host(name)

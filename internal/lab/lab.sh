@@ -929,15 +929,33 @@ etcd_up() {
 # etcd_down stops etcd by its pid file (lab.sh down).
 etcd_down() { stop_pidfile "$LAB_DIR/etcd/etcd.pid" "$ETCD_HOST" etcd 10; }
 
+# cmd_restart_dockerd restarts the dockerd of each named host: what heals a
+# dockerd whose swarm leave hung or whose network agent leaked the gossip
+# port (moby/moby#38824, #31913). Its containers go with it.
+cmd_restart_dockerd() {
+	local h d
+	(($#)) || die "restart-dockerd: name at least one host"
+	for h in "$@"; do
+		d=$(host_dir "$h")
+		[[ -d $d ]] || die "restart-dockerd: no lab host $h"
+		stop_pidfile "$d/dockerd.pid" "$h" dockerd 30
+		start_dockerd "$h"
+		hlog "$h" "restarted dockerd ($(<"$d/dockerd.pid"))"
+	done
+}
+
 usage() {
 	cat <<EOF
-usage: $0 up|down|status|images [--rebuild]|smoke [HOST]|purge
+usage: $0 up|down|status|images [--rebuild]|smoke [HOST]|restart-dockerd HOST...|purge
   up      create the six hosts (idempotent), write known_hosts, load images
   down    stop everything, remove namespaces, bridge and per-host state
           (keeps the client key, host keys, known_hosts and the image cache)
   status  show each host's sshd and dockerd; exit 1 unless all are up
   images  build missing image tarballs and import them into running hosts
   smoke   run every image's service on HOST (default iklim-app-01) and check it
+  restart-dockerd HOST...
+          restart those hosts' dockerd (heals a wedged swarm leave or a
+          leaked gossip port)
   purge   down, then delete $LAB_DIR entirely
 EOF
 }
@@ -963,6 +981,7 @@ main() {
 	images) cmd_images "$@" ;;
 	purge) cmd_purge "$@" ;;
 	smoke) cmd_smoke "$@" ;;
+	restart-dockerd) cmd_restart_dockerd "$@" ;;
 	-h | --help | help) usage ;;
 	*) usage >&2; exit 2 ;;
 	esac

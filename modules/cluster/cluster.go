@@ -82,12 +82,12 @@ func sections(out string) map[string]string {
 	return m
 }
 
-// peerConn reaches host name: c itself, or through the step's Peers.
-func peerConn(ctx context.Context, c modules.Conn, name string) (modules.Conn, error) {
+// peerConn reaches host name: c itself, or through the step's Peers p.
+func peerConn(ctx context.Context, p modules.Peers, c modules.Conn, name string) (modules.Conn, error) {
 	if name == "" || name == c.Host() {
 		return c, nil
 	}
-	if p := modules.PeersFrom(ctx); p != nil {
+	if p != nil {
 		if p.Self().Name == name {
 			return c, nil
 		}
@@ -100,8 +100,9 @@ func peerConn(ctx context.Context, c modules.Conn, name string) (modules.Conn, e
 	return nil, fmt.Errorf("%s must reach %s but the step has no peers", c.Host(), name)
 }
 
-func selfName(ctx context.Context, c modules.Conn) string {
-	if p := modules.PeersFrom(ctx); p != nil {
+// selfName is the inventory name of the host the module runs for.
+func selfName(p modules.Peers, c modules.Conn) string {
+	if p != nil {
 		return p.Self().Name
 	}
 	return c.Host()

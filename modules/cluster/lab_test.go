@@ -92,10 +92,24 @@ func (p peers) Conn(_ context.Context, name string) (modules.Conn, error) {
 	return c, nil
 }
 
-func (l *lab) ctx(self string) context.Context {
-	ctx := modules.WithPeers(context.Background(), peers{l: l, self: self})
-	return modules.WithSecrets(ctx, l.secrets)
+func (p peers) Control() modules.HostInfo { return modules.HostInfo{Name: "localhost"} }
+
+func (p peers) Serialize(string) func() { return func() {} }
+
+// on wires m for host self as the runner would (the lab's Peers and the
+// test's Secrets) and returns it.
+func (l *lab) on(self string, m modules.Module) modules.Module {
+	if pu, ok := m.(modules.PeersUser); ok {
+		pu.UsePeers(peers{l: l, self: self})
+	}
+	if su, ok := m.(modules.SecretsUser); ok {
+		su.UseSecrets(l.secrets)
+	}
+	return m
 }
+
+// ctx is the context of a module call on the lab.
+func (l *lab) ctx(string) context.Context { return context.Background() }
 
 // sh runs cmd on host and returns its trimmed stdout; failure fails t.
 func (l *lab) sh(t *testing.T, host, cmd string) string {
@@ -212,7 +226,7 @@ func step(l *lab, hosts []string, check bool, mk func() modules.Module) map[stri
 			defer wg.Done()
 			m := mk()
 			var o outcome
-			o.ch, o.err = m.Check(l.ctx(h), l.conns[h])
+			o.ch, o.err = l.on(h, m).Check(l.ctx(h), l.conns[h])
 			if o.err == nil && o.ch != nil && !check {
 				o.err = m.Apply(l.ctx(h), l.conns[h], o.ch)
 			}
@@ -287,7 +301,7 @@ func TestRabbitJoinLab(t *testing.T) {
 		allRunning(t)
 		for _, h := range appHosts {
 			cc := &countConn{Conn: l.conns[h]}
-			ch, err := join().Check(l.ctx(h), cc)
+			ch, err := l.on(h, join()).Check(l.ctx(h), cc)
 			require.NoError(t, err, h)
 			require.Nil(t, ch, h)
 			require.EqualValues(t, 1, cc.n.Load(), "%s: round trips of a no-change check", h)
@@ -328,12 +342,12 @@ func TestRabbitJoinLab(t *testing.T) {
 		requireOK(t, step(l, appHosts[:2], false, join))
 		standaloneOne(t, l, name, "iklim-app-03")
 		m := join()
-		ch, err := m.Check(l.ctx("iklim-app-03"), l.conns["iklim-app-03"])
+		ch, err := l.on("iklim-app-03", m).Check(l.ctx("iklim-app-03"), l.conns["iklim-app-03"])
 		require.NoError(t, err)
 		require.NotNil(t, ch)
 		require.NoError(t, m.Apply(l.ctx("iklim-app-03"), l.conns["iklim-app-03"], ch))
 		allRunning(t)
-		rb := join().(modules.Rollbacker)
+		rb := l.on("iklim-app-03", join()).(modules.Rollbacker)
 		require.NoError(t, rb.Rollback(l.ctx("iklim-app-03"), l.conns["iklim-app-03"], ch))
 		for _, h := range appHosts[:2] {
 			running, members := rabbitStatus(t, l, h, name)
@@ -355,12 +369,12 @@ func TestRabbitJoinLab(t *testing.T) {
 				{Name: pol, Pattern: "^t-", ApplyTo: "queues", Definition: cty.ObjectVal(def)}}}
 		}
 		same := mk(map[string]cty.Value{"max-length": cty.NumberIntVal(10)})
-		ch, err := same.Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		ch, err := l.on("iklim-app-01", same).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.NoError(t, err)
 		require.Nil(t, ch, "the same definition is no change")
 
 		m := mk(map[string]cty.Value{"max-length": cty.NumberIntVal(20), "ha-mode": cty.StringVal("all")})
-		ch, err = m.Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		ch, err = l.on("iklim-app-01", m).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.NoError(t, err)
 		require.NotNil(t, ch)
 		require.Contains(t, ch.Summary, `definition={"max-length":10} → pattern="^t-" apply-to=queues priority=0 definition={"ha-mode":"all","max-length":20}`)
@@ -368,16 +382,16 @@ func TestRabbitJoinLab(t *testing.T) {
 		require.Contains(t, ch.Diff.After, `{"ha-mode":"all","max-length":20}`)
 		require.NoError(t, m.Apply(l.ctx("iklim-app-01"), l.conns["iklim-app-01"], ch))
 		require.Contains(t, rabbitctl(t, l, "iklim-app-02", name, "list_policies"), `"max-length":20`, "seen from another node")
-		ch2, err := mk(map[string]cty.Value{"max-length": cty.NumberIntVal(20), "ha-mode": cty.StringVal("all")}).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		ch2, err := l.on("iklim-app-01", mk(map[string]cty.Value{"max-length": cty.NumberIntVal(20), "ha-mode": cty.StringVal("all")})).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.NoError(t, err)
 		require.Nil(t, ch2, "second run")
-		require.NoError(t, mk(nil).(modules.Rollbacker).Rollback(l.ctx("iklim-app-01"), l.conns["iklim-app-01"], ch))
+		require.NoError(t, l.on("iklim-app-01", mk(nil)).(modules.Rollbacker).Rollback(l.ctx("iklim-app-01"), l.conns["iklim-app-01"], ch))
 		got := rabbitctl(t, l, "iklim-app-01", name, "list_policies")
 		require.Contains(t, got, `{"max-length":10}`)
 		require.NotContains(t, got, "ha-mode")
 
 		// A key 3.10 does not know: refused in check, naming key and versions.
-		_, err = mk(map[string]cty.Value{"queue-type": cty.StringVal("quorum")}).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err = l.on("iklim-app-01", mk(map[string]cty.Value{"queue-type": cty.StringVal("quorum")})).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.ErrorContains(t, err, `key "queue-type" is not accepted by RabbitMQ 3.10.8 on rabbit@iklim-app-01; it needs a release newer than 3.10`)
 		timing("policy")
 	})
@@ -401,7 +415,7 @@ func TestRabbitJoinLab(t *testing.T) {
 		}
 		before := l.sh(t, "iklim-app-03", "docker exec "+ctr+" rabbitmqctl -q cluster_status --formatter json 2>/dev/null")
 		m := &cluster.RabbitJoin{Seed: "iklim-app-01", Container: ctr}
-		_, err := m.Check(l.ctx("iklim-app-03"), l.conns["iklim-app-03"])
+		_, err := l.on("iklim-app-03", m).Check(l.ctx("iklim-app-03"), l.conns["iklim-app-03"])
 		require.Error(t, err)
 		require.Contains(t, err.Error(), "Erlang cookie of bad@iklim-app-03 on iklim-app-03")
 		require.Contains(t, err.Error(), "seed bad@iklim-app-01 on iklim-app-01")
@@ -416,13 +430,13 @@ func TestRabbitJoinLab(t *testing.T) {
 		rabbitctl(t, l, "iklim-app-03", name, "stop_app")
 		rabbitctl(t, l, "iklim-app-03", name, "join_cluster rabbit@iklim-app-02")
 		rabbitctl(t, l, "iklim-app-03", name, "start_app")
-		_, err := join().Check(l.ctx("iklim-app-03"), l.conns["iklim-app-03"])
+		_, err := l.on("iklim-app-03", join()).Check(l.ctx("iklim-app-03"), l.conns["iklim-app-03"])
 		require.ErrorContains(t, err, "node rabbit@iklim-app-03 on iklim-app-03 belongs to another cluster")
 		require.ErrorContains(t, err, "rabbit@iklim-app-02")
 		_, members := rabbitStatus(t, l, "iklim-app-03", name)
 		require.Equal(t, allNodes[1:], members, "refused: not touched")
 		m := &cluster.RabbitJoin{Seed: "iklim-app-01", Service: name, ForceReset: true}
-		ch, err := m.Check(l.ctx("iklim-app-03"), l.conns["iklim-app-03"])
+		ch, err := l.on("iklim-app-03", m).Check(l.ctx("iklim-app-03"), l.conns["iklim-app-03"])
 		require.NoError(t, err)
 		require.NoError(t, m.Apply(l.ctx("iklim-app-03"), l.conns["iklim-app-03"], ch))
 		running, _ := rabbitStatus(t, l, "iklim-app-01", name)
@@ -434,7 +448,7 @@ func TestRabbitJoinLab(t *testing.T) {
 		standalone(t, l, name)
 		rabbitctl(t, l, "iklim-app-01", name, "stop_app")
 		t.Cleanup(func() { rabbitctl(t, l, "iklim-app-01", name, "start_app") })
-		_, err := join().Check(l.ctx("iklim-app-02"), l.conns["iklim-app-02"])
+		_, err := l.on("iklim-app-02", join()).Check(l.ctx("iklim-app-02"), l.conns["iklim-app-02"])
 		require.ErrorContains(t, err, "seed node rabbit@iklim-app-01 on iklim-app-01 is not running")
 		timing("seed down")
 	})
@@ -489,7 +503,7 @@ func TestSentinelCheckLab(t *testing.T) {
 	var first *cluster.SentinelCheck
 	require.Eventually(t, func() bool {
 		first = check("10s")
-		_, err := first.Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err := l.on("iklim-app-01", first).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		return err == nil
 	}, 240*time.Second, time.Second, "the sentinel set never converged")
 	t.Logf("setup (swarm, master, 2 replicas, 3 sentinels converged): %.1fs", time.Since(start).Seconds())
@@ -508,7 +522,7 @@ func TestSentinelCheckLab(t *testing.T) {
 			},
 		} {
 			m := mk()
-			ch, err := m.Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+			ch, err := l.on("iklim-app-01", m).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 			require.NoError(t, err)
 			require.Nil(t, ch, "read-only")
 			out := m.Output()
@@ -521,7 +535,7 @@ func TestSentinelCheckLab(t *testing.T) {
 	})
 
 	t.Run("a stopped sentinel is named", func(t *testing.T) {
-		_, err := check("90s").Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err := l.on("iklim-app-01", check("90s")).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.NoError(t, err, "healthy first")
 		ctr := l.sh(t, "iklim-app-03", "docker ps -q --filter label=com.docker.swarm.service.name="+svc)
 		l.sh(t, "iklim-app-03", "docker pause "+ctr)
@@ -532,7 +546,7 @@ func TestSentinelCheckLab(t *testing.T) {
 			}
 		})
 		began := time.Now()
-		_, err = check("6s").Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err = l.on("iklim-app-01", check("6s")).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.Error(t, err)
 		require.GreaterOrEqual(t, time.Since(began), 6*time.Second, "retried until converge_within")
 		require.Contains(t, err.Error(), "sentinel on iklim-app-03 (container "+ctr[:12])
@@ -540,12 +554,12 @@ func TestSentinelCheckLab(t *testing.T) {
 		require.NotContains(t, err.Error(), "sentinel on iklim-app-02")
 		l.sh(t, "iklim-app-03", "docker unpause "+ctr)
 		unpaused = true
-		_, err = check("90s").Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err = l.on("iklim-app-01", check("90s")).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.NoError(t, err, "converges again")
 	})
 
 	t.Run("a sentinel that points elsewhere is named with its answer", func(t *testing.T) {
-		_, err := check("90s").Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err := l.on("iklim-app-01", check("90s")).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.NoError(t, err, "healthy first")
 		ctr := l.sh(t, "iklim-app-02", "docker ps -q --filter label=com.docker.swarm.service.name="+svc)
 		// The sentinel monitors another master under the same name; the
@@ -559,13 +573,13 @@ func TestSentinelCheckLab(t *testing.T) {
 REDISCLI_AUTH= redis-cli -p 26379 SENTINEL SET prod-master down-after-milliseconds 5000 failover-timeout 10000;
 printf 'SENTINEL SET prod-master auth-pass %s\n' "$(cat /run/secrets/redis_password)" | redis-cli -p 26379`))
 		})
-		_, err = check("5s").Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err = l.on("iklim-app-01", check("5s")).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.Error(t, err)
 		require.Regexp(t, `sentinel on iklim-app-02 \(container `+ctr[:12]+`\) says the master of prod-master is 10\.77\.0\.99:6399, the others `+master, err.Error())
 	})
 
 	t.Run("failover: the new master is reported", func(t *testing.T) {
-		_, err := check("120s").Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err := l.on("iklim-app-01", check("120s")).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.NoError(t, err, "healthy first")
 		old := sentinelSays(t)
 		oldHost, _, _ := strings.Cut(old, ":")
@@ -575,7 +589,7 @@ printf 'SENTINEL SET prod-master auth-pass %s\n' "$(cat /run/secrets/redis_passw
 		l.sh(t, owner, "docker kill $(docker ps -q --filter label=com.docker.swarm.service.name="+pfx+"-master; docker ps -q --filter label=com.docker.swarm.service.name="+pfx+"-replica) >/dev/null")
 		began := time.Now()
 		m := check("150s")
-		_, err = m.Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		_, err = l.on("iklim-app-01", m).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
 		require.NoError(t, err)
 		require.NotEqual(t, old, m.Output()["master"], "no failover seen")
 		require.Equal(t, sentinelSays(t), m.Output()["master"])

@@ -57,6 +57,8 @@ func rabbitJoinInfo() modules.Info {
 // Rollback makes a joined node leave (stop_app, reset, start_app, then
 // forget_cluster_node on the seed) and puts back each policy as it was.
 type RabbitJoin struct {
+	modules.RunPeers // the seed node and the join order
+
 	Seed        string         `hcl:"seed" doc:"inventory host whose RabbitMQ node the others join; it keeps its data and the policies are set through it"`
 	Service     string         `hcl:"service,optional" doc:"swarm service whose running task on each host runs RabbitMQ, e.g. iklimco_rabbitmq (reached with docker exec)"`
 	Container   string         `hcl:"container,optional" doc:"container that runs RabbitMQ on each host, instead of service; neither: rabbitmqctl on the host itself"`
@@ -370,7 +372,7 @@ func (m *RabbitJoin) Check(ctx context.Context, c modules.Conn) (*modules.Change
 var errNotRunning = errors.New("not running")
 
 func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
-	m.self = selfName(ctx, c)
+	m.self = selfName(m.Peers(), c)
 	if m.self == m.Seed {
 		seed, err := m.runProbe(ctx, c, m.self, len(m.Policies) > 0)
 		if err != nil {
@@ -383,7 +385,7 @@ func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change
 		m.running = seed.Status.RunningNodes
 		return m.checkPolicies()
 	}
-	sc, err := peerConn(ctx, c, m.Seed)
+	sc, err := peerConn(ctx, m.Peers(), c, m.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("rabbit_join: seed: %w", err)
 	}
@@ -706,7 +708,7 @@ func (m *RabbitJoin) ctl(ctx context.Context, c modules.Conn, host, what string,
 }
 
 func (m *RabbitJoin) applyJoin(ctx context.Context, c modules.Conn, b rabbitBefore) error {
-	sc, err := peerConn(ctx, c, m.Seed)
+	sc, err := peerConn(ctx, m.Peers(), c, m.Seed)
 	if err != nil {
 		return fmt.Errorf("rabbit_join: seed: %w", err)
 	}
@@ -791,7 +793,7 @@ func (m *RabbitJoin) Rollback(ctx context.Context, c modules.Conn, ch *modules.C
 	if err := ch.DecodeBefore(&b); err != nil {
 		return err
 	}
-	m.self = selfName(ctx, c)
+	m.self = selfName(m.Peers(), c)
 	switch b.Action {
 	case "policies":
 		for _, name := range slices.Sorted(mapKeys(b.Policies)) {
@@ -825,7 +827,7 @@ func (m *RabbitJoin) leave(ctx context.Context, c modules.Conn, b rabbitBefore) 
 	if self.Status != nil && len(self.Status.members()) <= 1 {
 		return nil // standalone already
 	}
-	sc, err := peerConn(ctx, c, b.SeedHost)
+	sc, err := peerConn(ctx, m.Peers(), c, b.SeedHost)
 	if err != nil {
 		return fmt.Errorf("rabbit_join rollback: seed: %w", err)
 	}

@@ -50,6 +50,9 @@ func sentinelCheckInfo() modules.Info {
 // exec's environment) or password_file (a swarm secret inside the
 // containers). It never appears in argv, output or records.
 type SentinelCheck struct {
+	modules.RunPeers   // the sentinel and Redis nodes
+	modules.RunSecrets // the password joins them
+
 	Service        string `hcl:"service" doc:"swarm service of the sentinels, e.g. iklimco_redis-sentinel; the step runs on a manager"`
 	MasterName     string `hcl:"master_name" doc:"the name the sentinels monitor, e.g. prod-master"`
 	Sentinels      int    `hcl:"sentinels" doc:"how many sentinels the set must have"`
@@ -125,7 +128,7 @@ func (m *SentinelCheck) Check(ctx context.Context, c modules.Conn) (*modules.Cha
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	modules.MarkSensitive(ctx, m.Password)
+	m.MarkSensitive(m.Password)
 	within, _ := duration("converge_within", m.ConvergeWithin, 60*time.Second)
 	every, _ := duration("interval", m.Interval, 2*time.Second)
 	start := time.Now()
@@ -214,7 +217,7 @@ func (m *SentinelCheck) probe(ctx context.Context, c modules.Conn) (sentinelView
 
 // askNode asks every running sentinel container on node.
 func (m *SentinelCheck) askNode(ctx context.Context, c modules.Conn, node string) []sentinelAnswer {
-	nc, err := peerConn(ctx, c, node)
+	nc, err := peerConn(ctx, m.Peers(), c, node)
 	if err != nil {
 		return []sentinelAnswer{{Node: node, Container: "?", Err: err.Error()}}
 	}

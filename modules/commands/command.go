@@ -30,6 +30,8 @@ func commandInfo() modules.Info {
 // every time, unless creates/removes say the work is done or changed = false
 // declares it read-only.
 type Command struct {
+	modules.RunSecrets // sensitive_output joins them
+
 	Argv    []string          `hcl:"argv,optional" doc:"program and arguments, passed as they are (set argv or cmd)"`
 	Cmd     string            `hcl:"cmd,optional" doc:"program and arguments in one string, split into words like sh does (quotes and backslashes) but without any expansion (set argv or cmd)"`
 	Chdir   string            `hcl:"chdir,optional" doc:"directory to run in"`
@@ -72,7 +74,7 @@ func (m *Command) newExec() execStep {
 	return execStep{
 		body: "exec " + remote.Join(argv), label: remote.Join(argv),
 		chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
-		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin, secret: m.Secret,
+		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin, secret: m.Secret, secrets: m.Secrets(),
 	}
 }
 
@@ -104,6 +106,7 @@ type execStep struct {
 	changed          bool
 	stdin            string
 	secret           bool // sensitive_output: the output joins the run's secrets
+	secrets          *modules.Secrets
 
 	res     modules.Result
 	skipped bool
@@ -192,7 +195,7 @@ func (e *execStep) run(ctx context.Context, c modules.Conn, script string) error
 	res, err := c.Run(ctx, script, opts...)
 	e.res = res
 	if e.secret {
-		markOutput(ctx, res.Stdout)
+		markOutput(e.secrets, res.Stdout)
 	}
 	if err != nil {
 		return fmt.Errorf("run %s: %w", remote.Short(e.label), err)
@@ -217,7 +220,7 @@ func (e *execStep) output() map[string]any {
 // markOutput adds a secret output to the run's secrets: whole, each line,
 // and each line's value after "=" (env files), so that no part of it is
 // shown and content built from it counts as sensitive.
-func markOutput(ctx context.Context, out string) {
+func markOutput(secrets *modules.Secrets, out string) {
 	vals := []string{out}
 	for _, l := range strings.Split(out, "\n") {
 		vals = append(vals, l)
@@ -225,7 +228,7 @@ func markOutput(ctx context.Context, out string) {
 			vals = append(vals, strings.Trim(v, `"'`))
 		}
 	}
-	modules.MarkSensitive(ctx, vals...)
+	secrets.Add(vals...)
 }
 
 // splitArgs splits s into words the way sh does for quoting — blanks

@@ -153,8 +153,9 @@ func TestCommandValidate(t *testing.T) {
 
 func TestCommandSensitiveOutput(t *testing.T) {
 	s := modules.NewSecrets()
-	ctx := modules.WithSecrets(context.Background(), s)
+	ctx := context.Background()
 	m := &commands.Command{Argv: []string{"printf", `DB_PASSWORD="hunter2-x"\nTOKEN=abcd1234\n`}, Changed: modtest.Boolp(false), Secret: true}
+	m.UseSecrets(s)
 	ch, err := m.Check(ctx, modtest.NewCountConn())
 	require.NoError(t, err)
 	require.Nil(t, ch)
@@ -165,7 +166,8 @@ func TestCommandSensitiveOutput(t *testing.T) {
 	// without sensitive_output nothing is added.
 	s2 := modules.NewSecrets()
 	m = &commands.Command{Argv: []string{"echo", "TOKEN=abcd1234"}, Changed: modtest.Boolp(false)}
-	_, err = m.Check(modules.WithSecrets(context.Background(), s2), modtest.NewCountConn())
+	m.UseSecrets(s2)
+	_, err = m.Check(context.Background(), modtest.NewCountConn())
 	require.NoError(t, err)
 	require.False(t, s2.Contains("abcd1234"))
 }

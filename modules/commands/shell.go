@@ -25,6 +25,8 @@ func shellInfo() modules.Info {
 // module it reports a change every time, unless creates/removes say the work
 // is done or changed = false declares it read-only.
 type Shell struct {
+	modules.RunSecrets // sensitive_output joins them
+
 	Cmd     string            `hcl:"cmd" doc:"command line run by /bin/sh"`
 	Chdir   string            `hcl:"chdir,optional" doc:"directory to run in"`
 	Env     map[string]string `hcl:"env,optional" doc:"environment variables for the command"`
@@ -50,7 +52,7 @@ func (m *Shell) newExec() execStep {
 	return execStep{
 		body: m.Cmd, label: m.Cmd,
 		chdir: m.Chdir, env: m.Env, creates: m.Creates, removes: m.Removes,
-		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin, secret: m.Secret,
+		changed: m.Changed == nil || *m.Changed, stdin: m.Stdin, secret: m.Secret, secrets: m.Secrets(),
 	}
 }
 

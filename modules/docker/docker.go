@@ -146,8 +146,7 @@ func sections(out, sep string) []string {
 
 // findManager returns a Conn to an active swarm manager: prefer, if named,
 // then self when it is one, then the play's hosts in order (probing each).
-func findManager(ctx context.Context, self modules.Conn, selfInfo *swarmInfo, prefer string) (modules.Conn, string, error) {
-	p := modules.PeersFrom(ctx)
+func findManager(ctx context.Context, p modules.Peers, self modules.Conn, selfInfo *swarmInfo, prefer string) (modules.Conn, string, error) {
 	try := func(name string) (modules.Conn, bool, error) {
 		if name == self.Host() {
 			if selfInfo != nil {

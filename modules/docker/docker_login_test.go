@@ -145,7 +145,7 @@ func (r *regLab) playbook(check bool, pb *runner.Playbook) regRun {
 	if !check {
 		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info})
 	}
-	recap, err := runner.Run(backup.WithRoots(context.Background(), r.inv, r.control), pb, opts)
+	recap, err := runner.Run(context.Background(), pb, opts)
 	require.NoError(r.t, err)
 	if !check {
 		require.NoError(r.t, backup.WriteJournal(info, recap, backup.WithRunError(err)))

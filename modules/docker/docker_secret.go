@@ -60,6 +60,8 @@ func dockerConfigInfo() modules.Info {
 // created outside iklim (no fingerprint) counts as present. Run it on one
 // manager (run_once).
 type DockerSecret struct {
+	modules.RunSecrets // secret values join them
+
 	Name      string            `hcl:"name" doc:"secret or config name; with versioned, the base of <name>_v<N>"`
 	Value     string            `hcl:"value,optional" sensitive:"true" doc:"content (set value, file or generate)"`
 	File      string            `hcl:"file,optional" doc:"local file on the control machine holding the content"`
@@ -167,7 +169,7 @@ func (m *DockerSecret) load(ctx context.Context) error {
 		m.content = b
 	}
 	if m.kind == "secret" && m.content != nil {
-		modules.MarkSensitive(ctx, string(m.content))
+		m.MarkSensitive(string(m.content))
 	}
 	return nil
 }
@@ -317,7 +319,7 @@ func (m *DockerSecret) Apply(ctx context.Context, c modules.Conn, ch *modules.Ch
 			return fmt.Errorf("%s: generate: %w", m.mod(), err)
 		}
 		content = []byte(hex.EncodeToString(buf))
-		modules.MarkSensitive(ctx, string(content))
+		m.MarkSensitive(string(content))
 	}
 	labels := map[string]string{}
 	for k, v := range m.Labels {

@@ -34,6 +34,8 @@ func nodeLabelInfo() modules.Info {
 // Docker stores `--label-add key=` and `--label-add key` alike as an empty
 // value; an empty string in labels sets such a label.
 type NodeLabel struct {
+	modules.RunPeers // the manager that sets the labels, the inventory labels
+
 	Labels        map[string]string `hcl:"labels,optional" doc:"labels to set (key = value; an empty value is allowed)"`
 	FromInventory bool              `hcl:"from_inventory,optional" doc:"also set the host's inventory labels (labels wins on a conflict)"`
 	Mode          string            `hcl:"mode,optional" doc:"merge (default): keep other labels; replace: the node ends with exactly these labels"`
@@ -82,7 +84,7 @@ func (m *NodeLabel) HostArgs() map[string][]string {
 func (m *NodeLabel) desired(ctx context.Context, current map[string]string) map[string]string {
 	add := map[string]string{}
 	if m.FromInventory {
-		if p := modules.PeersFrom(ctx); p != nil {
+		if p := m.Peers(); p != nil {
 			maps.Copy(add, p.Self().Labels)
 		}
 	}
@@ -163,7 +165,7 @@ func (m *NodeLabel) Check(ctx context.Context, c modules.Conn) (*modules.Change,
 		return nil, fmt.Errorf("node_label: %s is not an active swarm node (state %s)", c.Host(), si.State)
 	}
 	m.nodeID = si.NodeID
-	mc, mname, err := findManager(ctx, c, &si, m.Manager)
+	mc, mname, err := findManager(ctx, m.Peers(), c, &si, m.Manager)
 	if err != nil {
 		return nil, fmt.Errorf("node_label: %w", err)
 	}
@@ -206,10 +208,10 @@ func (m *NodeLabel) Rollback(ctx context.Context, c modules.Conn, ch *modules.Ch
 }
 
 func (m *NodeLabel) setLabels(ctx context.Context, c modules.Conn, b nodeLabelBefore, want func(have map[string]string) map[string]string) error {
-	mc, _, err := findManager(ctx, c, nil, managerPref(c, b.Manager))
+	mc, _, err := findManager(ctx, m.Peers(), c, nil, managerPref(c, b.Manager))
 	if err != nil && b.Manager != "" {
 		// The recorded manager may be gone; any manager will do.
-		mc, _, err = findManager(ctx, c, nil, "")
+		mc, _, err = findManager(ctx, m.Peers(), c, nil, "")
 	}
 	if err != nil {
 		return fmt.Errorf("node_label: %w", err)

@@ -48,6 +48,9 @@ func swarmInitInfo() modules.Info {
 // Join tokens are marked sensitive the moment they are read and appear in no
 // summary, diff, record or output.
 type SwarmInit struct {
+	modules.RunPeers   // the leader, the managers, the play's hosts
+	modules.RunSecrets // join tokens join them
+
 	Managers      []string `hcl:"managers" doc:"inventory names of the manager hosts; the first one is the bootstrap leader"`
 	Workers       []string `hcl:"workers,optional" doc:"inventory names of the worker hosts"`
 	AdvertiseAddr string   `hcl:"advertise_addr,optional" doc:"address this host advertises to the swarm (ip or interface); default: the host's inventory address"`
@@ -77,14 +80,14 @@ const (
 	roleWorker  = "worker"
 )
 
-// swarmJoinLocks serialises manager joins and promotions per cluster.
-var swarmJoinLocks sync.Map // cluster id → *sync.Mutex
-
-func lockCluster(id string) func() {
-	v, _ := swarmJoinLocks.LoadOrStore(id, &sync.Mutex{})
-	mu := v.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
+// lockCluster serialises manager joins, promotions and demotions per
+// cluster across the run's hosts (Peers.Serialize); a module running alone
+// has no other host to wait for.
+func lockCluster(p modules.Peers, id string) func() {
+	if p == nil {
+		return func() {}
+	}
+	return p.Serialize("swarm:" + id)
 }
 
 // Validate implements Validator.
@@ -128,8 +131,8 @@ func (m *SwarmInit) advertise() string {
 	return m.self.Address
 }
 
-func selfHost(ctx context.Context, c modules.Conn) modules.HostInfo {
-	if p := modules.PeersFrom(ctx); p != nil {
+func selfHost(p modules.Peers, c modules.Conn) modules.HostInfo {
+	if p != nil {
 		return p.Self()
 	}
 	return modules.HostInfo{Name: c.Host()}
@@ -140,7 +143,7 @@ func (m *SwarmInit) leaderConn(ctx context.Context, c modules.Conn) (modules.Con
 	if m.leaderName() == c.Host() || m.leaderName() == m.self.Name {
 		return c, nil
 	}
-	p := modules.PeersFrom(ctx)
+	p := m.Peers()
 	if p == nil {
 		return nil, fmt.Errorf("swarm_init: %s must reach leader %s but the step has no peers", c.Host(), m.leaderName())
 	}
@@ -157,7 +160,7 @@ func (m *SwarmInit) Check(ctx context.Context, c modules.Conn) (*modules.Change,
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	m.self = selfHost(ctx, c)
+	m.self = selfHost(m.Peers(), c)
 	switch {
 	case slices.Contains(m.Managers, m.self.Name):
 		m.role = roleManager
@@ -318,7 +321,7 @@ func (m *SwarmInit) otherSwarm(ctx context.Context, why string) error {
 }
 
 func (m *SwarmInit) lookupClusterID(ctx context.Context, managers []remoteManager) string {
-	p := modules.PeersFrom(ctx)
+	p := m.Peers()
 	if p == nil {
 		return ""
 	}
@@ -449,14 +452,14 @@ func (m *SwarmInit) applyJoin(ctx context.Context, c modules.Conn, b swarmBefore
 	}
 	m.leader = leader
 	if m.role == roleManager {
-		defer lockCluster(leader.ClusterID)()
+		defer lockCluster(m.Peers(), leader.ClusterID)()
 	}
 	res, err := dockerRun(ctx, lc, "docker swarm join-token", "docker swarm join-token -q "+m.role)
 	if err != nil {
 		return fmt.Errorf("swarm_init: read %s join token: %w", m.role, err)
 	}
 	token := strings.TrimSpace(res.Stdout)
-	modules.MarkSensitive(ctx, token)
+	m.MarkSensitive(token)
 	if !strings.HasPrefix(token, "SWMTKN-") {
 		return fmt.Errorf("swarm_init: leader %s returned no join token", m.leaderName())
 	}
@@ -507,7 +510,7 @@ func (m *SwarmInit) applyRole(ctx context.Context, c modules.Conn, action string
 		return err
 	}
 	if m.leader.ClusterID != "" {
-		defer lockCluster(m.leader.ClusterID)()
+		defer lockCluster(m.Peers(), m.leader.ClusterID)()
 	}
 	if _, err := dockerRun(ctx, lc, "docker node "+action, "docker node "+action+" "+remote.Quote(m.info.NodeID)); err != nil {
 		return fmt.Errorf("swarm_init: %w", err)
@@ -545,14 +548,14 @@ func (m *SwarmInit) Rollback(ctx context.Context, c modules.Conn, ch *modules.Ch
 		if si.Control {
 			// The other hosts of the rollback leave first: while they
 			// demote themselves the leader keeps the raft quorum.
-			waitPeersLeft(ctx, c, peersLeaveWait)
+			waitPeersLeft(ctx, m.Peers(), c, peersLeaveWait)
 		}
 		return wrapRollback(swarmLeave(ctx, c, true))
 	case "join":
 		if si.State == "inactive" {
 			return nil
 		}
-		return wrapRollback(leaveSwarm(ctx, c, si))
+		return wrapRollback(leaveSwarm(ctx, m.Peers(), c, si))
 	case "promote", "demote":
 		if si.State != "active" {
 			return nil
@@ -561,7 +564,7 @@ func (m *SwarmInit) Rollback(ctx context.Context, c modules.Conn, ch *modules.Ch
 		if (undo == "demote") != si.Control {
 			return nil // already as before
 		}
-		mc, _, err := findManager(ctx, c, nil, otherManagerPref(ctx, c, b.Leader))
+		mc, _, err := findManager(ctx, m.Peers(), c, nil, otherManagerPref(c, b.Leader))
 		if err != nil {
 			return wrapRollback(err)
 		}
@@ -578,7 +581,7 @@ func wrapRollback(err error) error {
 	return nil
 }
 
-func otherManagerPref(ctx context.Context, c modules.Conn, leader string) string {
+func otherManagerPref(c modules.Conn, leader string) string {
 	if leader != "" && leader != c.Host() {
 		return leader
 	}
@@ -596,8 +599,7 @@ var peersLeaveWait = 90 * time.Second
 // raft quorum halfway through their demotion and could not leave cleanly.
 // Hosts are matched to nodes by hostname and address; when none of the
 // play's other hosts is a node, there is nothing to wait for.
-func waitPeersLeft(ctx context.Context, c modules.Conn, timeout time.Duration) {
-	p := modules.PeersFrom(ctx)
+func waitPeersLeft(ctx context.Context, p modules.Peers, c modules.Conn, timeout time.Duration) {
 	if p == nil {
 		return
 	}
@@ -647,9 +649,9 @@ docker node inspect --format '{{.Status.State}} {{.Description.Hostname}} {{.Sta
 }
 
 // leaveSwarm takes the host out of its swarm as gently as possible.
-func leaveSwarm(ctx context.Context, c modules.Conn, si swarmInfo) error {
+func leaveSwarm(ctx context.Context, p modules.Peers, c modules.Conn, si swarmInfo) error {
 	var mc modules.Conn
-	if p := modules.PeersFrom(ctx); p != nil {
+	if p != nil {
 		for _, h := range p.Hosts() {
 			if h == c.Host() {
 				continue
@@ -669,7 +671,7 @@ func leaveSwarm(ctx context.Context, c modules.Conn, si swarmInfo) error {
 	force := false
 	if si.Control {
 		var err error
-		if force, err = demoteSelf(ctx, c, mc, si); err != nil {
+		if force, err = demoteSelf(ctx, p, c, mc, si); err != nil {
 			return err
 		}
 	}
@@ -687,11 +689,11 @@ func leaveSwarm(ctx context.Context, c modules.Conn, si swarmInfo) error {
 // cluster like joins, and waits until c knows it is a worker. It reports
 // whether c must leave with --force: no other manager, or the demotion did
 // not take effect (a manager cannot leave without it).
-func demoteSelf(ctx context.Context, c, mc modules.Conn, si swarmInfo) (force bool, err error) {
+func demoteSelf(ctx context.Context, p modules.Peers, c, mc modules.Conn, si swarmInfo) (force bool, err error) {
 	if mc == nil {
 		return true, nil // the last manager we can reach
 	}
-	unlock := lockCluster(si.ClusterID)
+	unlock := lockCluster(p, si.ClusterID)
 	defer unlock()
 	if _, err := dockerRun(ctx, mc, "docker node demote", "docker node demote "+remote.Quote(si.NodeID)); err != nil {
 		return true, nil

@@ -45,6 +45,9 @@ type swarmLab struct {
 	inv     *inventories.Inventory
 	conns   map[string]modules.Conn
 	secrets *modules.Secrets
+
+	serialMu sync.Mutex
+	serial   map[string]*sync.Mutex // labPeers.Serialize's locks
 }
 
 func requireSwarmLab(t *testing.T) *swarmLab {
@@ -64,7 +67,7 @@ func requireSwarmLab(t *testing.T) *swarmLab {
 	}
 	conn := transport.NewSSHConnector(transport.SSHOptions{})
 	t.Cleanup(func() { _ = conn.Close() })
-	lab := &swarmLab{inv: inv, conns: map[string]modules.Conn{}, secrets: modules.NewSecrets()}
+	lab := &swarmLab{inv: inv, conns: map[string]modules.Conn{}, secrets: modules.NewSecrets(), serial: map[string]*sync.Mutex{}}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for _, name := range labAll {
@@ -116,10 +119,34 @@ func (p labPeers) Conn(_ context.Context, name string) (modules.Conn, error) {
 	return c, nil
 }
 
-func (l *swarmLab) ctx(self string) context.Context {
-	ctx := modules.WithPeers(context.Background(), labPeers{lab: l, self: self, hosts: labAll})
-	return modules.WithSecrets(ctx, l.secrets)
+func (p labPeers) Control() modules.HostInfo { return modules.HostInfo{Name: "localhost"} }
+
+func (p labPeers) Serialize(key string) func() {
+	p.lab.serialMu.Lock()
+	mu := p.lab.serial[key]
+	if mu == nil {
+		mu = &sync.Mutex{}
+		p.lab.serial[key] = mu
+	}
+	p.lab.serialMu.Unlock()
+	mu.Lock()
+	return mu.Unlock
 }
+
+// wire hands m what the runner would: the lab's Peers for host self and
+// the test's Secrets.
+func wire[M modules.Module](l *swarmLab, self string, m M) M {
+	if pu, ok := any(m).(modules.PeersUser); ok {
+		pu.UsePeers(labPeers{lab: l, self: self, hosts: labAll})
+	}
+	if su, ok := any(m).(modules.SecretsUser); ok {
+		su.UseSecrets(l.secrets)
+	}
+	return m
+}
+
+// ctx is the context of a module call on the lab.
+func (l *swarmLab) ctx(string) context.Context { return context.Background() }
 
 // result is one host's outcome of a step.
 type result struct {
@@ -139,7 +166,7 @@ func (l *swarmLab) step(t *testing.T, hosts []string, mk func(host string) modul
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			m := mk(h)
+			m := wire(l, h, mk(h))
 			ctx := l.ctx(h)
 			c := l.conns[h]
 			var r result
@@ -361,7 +388,7 @@ func TestLabSwarm(t *testing.T) {
 		requireAllOK(t, res)
 		require.Equal(t, `{"empty":"","type":"db"}`, lab.sh(t, "iklim-app-01",
 			"docker node inspect --format '{{json .Spec.Labels}}' $(docker node ls -q --filter name=iklim-db-01)"))
-		require.NoError(t, (&docker.NodeLabel{}).Rollback(lab.ctx("iklim-db-01"), lab.conns["iklim-db-01"], res["iklim-db-01"].ch))
+		require.NoError(t, wire(lab, "iklim-db-01", &docker.NodeLabel{}).Rollback(lab.ctx("iklim-db-01"), lab.conns["iklim-db-01"], res["iklim-db-01"].ch))
 		require.Equal(t, `{"role":"db","type":"db"}`, lab.sh(t, "iklim-app-01",
 			"docker node inspect --format '{{json .Spec.Labels}}' $(docker node ls -q --filter name=iklim-db-01)"))
 		lap("node labels")
@@ -504,7 +531,7 @@ func TestLabSwarm(t *testing.T) {
 		require.Contains(t, env, "GREETING=hello")
 
 		for _, h := range labAll {
-			require.NoError(t, (&docker.NodeLabel{}).Rollback(lab.ctx(h), lab.conns[h], labelChanges[h].ch), h)
+			require.NoError(t, wire(lab, h, &docker.NodeLabel{}).Rollback(lab.ctx(h), lab.conns[h], labelChanges[h].ch), h)
 		}
 		labels := lab.sh(t, "iklim-app-01", `for n in $(docker node ls -q); do docker node inspect --format '{{json .Spec.Labels}}' $n; done`)
 		require.Equal(t, strings.Repeat("{}\n", 5)+"{}", labels)
@@ -516,7 +543,7 @@ func TestLabSwarm(t *testing.T) {
 			t.Skip("needs root for iptables in the host's namespace")
 		}
 		// db-02 leaves through the rollback path, then cannot reach port 2377.
-		require.NoError(t, (&docker.SwarmInit{}).Rollback(lab.ctx("iklim-db-02"), lab.conns["iklim-db-02"], bootstrap["iklim-db-02"].ch))
+		require.NoError(t, wire(lab, "iklim-db-02", &docker.SwarmInit{}).Rollback(lab.ctx("iklim-db-02"), lab.conns["iklim-db-02"], bootstrap["iklim-db-02"].ch))
 		require.Equal(t, "inactive", lab.sh(t, "iklim-db-02", "docker info --format '{{.Swarm.LocalNodeState}}'"))
 		out, err := exec.Command("nsenter", "--net=/run/netns/iklim-db-02", "iptables", "-I", "OUTPUT", "-p", "tcp", "--dport", "2377", "-j", "DROP").CombinedOutput()
 		require.NoError(t, err, string(out))
@@ -543,7 +570,7 @@ func TestLabSwarm(t *testing.T) {
 		order := append(slices.Clone(labWorkers), "iklim-app-03", "iklim-app-02", "iklim-app-01")
 		var errs []error
 		for _, h := range order {
-			if err := (&docker.SwarmInit{}).Rollback(lab.ctx(h), lab.conns[h], bootstrap[h].ch); err != nil {
+			if err := wire(lab, h, &docker.SwarmInit{}).Rollback(lab.ctx(h), lab.conns[h], bootstrap[h].ch); err != nil {
 				errs = append(errs, fmt.Errorf("%s: %w", h, err))
 			}
 		}

@@ -57,6 +57,8 @@ type fakePeers struct {
 func (p fakePeers) Self() modules.HostInfo                   { return p.self }
 func (p fakePeers) Lookup(n string) (modules.HostInfo, bool) { h, ok := p.hosts[n]; return h, ok }
 func (p fakePeers) Hosts() []string                          { return p.order }
+func (p fakePeers) Control() modules.HostInfo                { return modules.HostInfo{Name: "localhost"} }
+func (p fakePeers) Serialize(string) func()                  { return func() {} }
 func (p fakePeers) Conn(_ context.Context, n string) (modules.Conn, error) {
 	if c, ok := p.conns[n]; ok {
 		return c, nil
@@ -77,7 +79,13 @@ func infoJSON(state, node string, control bool, cluster string, managers ...stri
 		state, node, control, mj, cluster) + "\n"
 }
 
-func swarmCtx(self string, conns map[string]*fakeConn) context.Context {
+// with hands m its Peers, as the runner does, and returns it.
+func with[M modules.PeersUser](m M, p modules.Peers) M {
+	m.UsePeers(p)
+	return m
+}
+
+func swarmPeers(self string, conns map[string]*fakeConn) fakePeers {
 	p := fakePeers{hosts: map[string]modules.HostInfo{}, conns: map[string]modules.Conn{}}
 	addr := map[string]string{"lead": "10.0.0.1", "m2": "10.0.0.2", "w1": "10.0.0.3", "other": "10.9.9.9"}
 	for n, c := range conns {
@@ -86,7 +94,7 @@ func swarmCtx(self string, conns map[string]*fakeConn) context.Context {
 		p.order = append(p.order, n)
 	}
 	p.self = p.hosts[self]
-	return modules.WithPeers(context.Background(), p)
+	return p
 }
 
 func TestSwarmInitCheck(t *testing.T) {
@@ -124,7 +132,7 @@ func TestSwarmInitCheck(t *testing.T) {
 				tc.self: {name: tc.self, rules: []fakeRule{{"docker info", modules.Result{Stdout: tc.info}}}},
 				"other": {name: "other", rules: []fakeRule{{"docker info", modules.Result{Stdout: infoJSON("active", "O", true, "OTHERMGR")}}}},
 			}
-			ch, err := m().Check(swarmCtx(tc.self, conns), conns[tc.self])
+			ch, err := with(m(), swarmPeers(tc.self, conns)).Check(context.Background(), conns[tc.self])
 			if tc.err != "" {
 				require.ErrorContains(t, err, tc.err)
 				return
@@ -143,12 +151,12 @@ func TestSwarmInitCheck(t *testing.T) {
 
 func TestSwarmInitLeader(t *testing.T) {
 	conns := map[string]*fakeConn{"lead": {name: "lead", rules: []fakeRule{{"docker info", modules.Result{Stdout: infoJSON("inactive", "", false, "")}}}}}
-	ch, err := (&SwarmInit{Managers: []string{"lead"}}).Check(swarmCtx("lead", conns), conns["lead"])
+	ch, err := with(&SwarmInit{Managers: []string{"lead"}}, swarmPeers("lead", conns)).Check(context.Background(), conns["lead"])
 	require.NoError(t, err)
 	require.Equal(t, "init swarm on lead (advertise 10.0.0.1)", ch.Summary)
 
 	conns["lead"].rules[0].res.Stdout = infoJSON("active", "L", false, "", "10.5.5.5:2377")
-	_, err = (&SwarmInit{Managers: []string{"lead"}}).Check(swarmCtx("lead", conns), conns["lead"])
+	_, err = with(&SwarmInit{Managers: []string{"lead"}}, swarmPeers("lead", conns)).Check(context.Background(), conns["lead"])
 	require.ErrorContains(t, err, "is a worker in a swarm managed by 10.5.5.5:2377")
 }
 
@@ -164,8 +172,9 @@ func TestSwarmInitJoinMarksToken(t *testing.T) {
 	w1.rules = []fakeRule{{"docker swarm join", modules.Result{Stdout: "This node joined a swarm as a worker.\n"}}}
 	conns := map[string]*fakeConn{"lead": lead, "w1": w1}
 	secrets := modules.NewSecrets()
-	ctx := modules.WithSecrets(swarmCtx("w1", conns), secrets)
-	m := &SwarmInit{Managers: []string{"lead"}, Workers: []string{"w1"}, JoinTimeout: "3s"}
+	ctx := context.Background()
+	m := with(&SwarmInit{Managers: []string{"lead"}, Workers: []string{"w1"}, JoinTimeout: "3s"}, swarmPeers("w1", conns))
+	m.UseSecrets(secrets)
 	w1.rules = append(w1.rules, fakeRule{"docker info", modules.Result{Stdout: infoJSON("inactive", "", false, "")}})
 	ch, err := m.Check(ctx, w1)
 	require.NoError(t, err)
@@ -202,9 +211,9 @@ func TestLabelUpdate(t *testing.T) {
 
 func TestNodeLabelDesired(t *testing.T) {
 	p := fakePeers{self: modules.HostInfo{Name: "h", Labels: map[string]string{"type": "service", "role": "app"}}}
-	ctx := modules.WithPeers(context.Background(), p)
+	ctx := context.Background()
 	cur := map[string]string{"keep": "1", "role": "old"}
-	m := &NodeLabel{FromInventory: true, Labels: map[string]string{"role": "mine"}, Remove: []string{"keep"}}
+	m := with(&NodeLabel{FromInventory: true, Labels: map[string]string{"role": "mine"}, Remove: []string{"keep"}}, p)
 	require.Equal(t, map[string]string{"type": "service", "role": "mine"}, m.desired(ctx, cur))
 	m = &NodeLabel{Mode: "replace", Labels: map[string]string{"a": ""}}
 	require.Equal(t, map[string]string{"a": ""}, m.desired(ctx, cur))
@@ -219,12 +228,12 @@ func TestNodeLabelCheckThroughManager(t *testing.T) {
 		{"docker node inspect --format '{{json .Spec.Labels}}' W", modules.Result{Stdout: `{"type":"db"}` + "\n"}},
 	}}
 	p := fakePeers{self: modules.HostInfo{Name: "w"}, conns: map[string]modules.Conn{"w": worker, "m": mgr}, order: []string{"w", "m"}}
-	ctx := modules.WithPeers(context.Background(), p)
-	m := &NodeLabel{Labels: map[string]string{"type": "db"}}
+	ctx := context.Background()
+	m := with(&NodeLabel{Labels: map[string]string{"type": "db"}}, p)
 	ch, err := m.Check(ctx, worker)
 	require.NoError(t, err)
 	require.Nil(t, ch)
-	m = &NodeLabel{Labels: map[string]string{"zone": "a"}, Mode: "replace"}
+	m = with(&NodeLabel{Labels: map[string]string{"zone": "a"}, Mode: "replace"}, p)
 	ch, err = m.Check(ctx, worker)
 	require.NoError(t, err)
 	require.Equal(t, "labels of node w: +zone=a -type", ch.Summary)
@@ -442,9 +451,9 @@ func TestWaitPeersLeft(t *testing.T) {
 		return &fakeConn{name: "lead", rules: []fakeRule{{"docker node inspect", modules.Result{Stdout: lines}}}}
 	}
 	run := func(lead *fakeConn) time.Duration {
-		ctx := swarmCtx("lead", map[string]*fakeConn{"lead": lead, "m2": {name: "m2"}, "w1": {name: "w1"}})
+		p := swarmPeers("lead", map[string]*fakeConn{"lead": lead, "m2": {name: "m2"}, "w1": {name: "w1"}})
 		start := time.Now()
-		waitPeersLeft(ctx, lead, 1500*time.Millisecond)
+		waitPeersLeft(context.Background(), p, lead, 1500*time.Millisecond)
 		return time.Since(start)
 	}
 	self := "ready lead 10.0.0.1 10.0.0.1:2377\n"

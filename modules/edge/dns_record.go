@@ -26,6 +26,8 @@ import (
 // holds the credentials, which the recorder seals because the module marks
 // them sensitive.
 type DNSRecord struct {
+	modules.RunSecrets // the credentials join them
+
 	Provider string `hcl:"provider" doc:"\"godaddy\" (REST API) or \"rfc2136\" (dynamic update with TSIG)"`
 	Zone     string `hcl:"zone" doc:"the zone (GoDaddy: the domain), e.g. \"iklim.co\""`
 
@@ -173,7 +175,7 @@ func (m *DNSRecord) Check(ctx context.Context, _ modules.Conn) (*modules.Change,
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	modules.MarkSensitive(ctx, m.APIKey, m.APISecret, m.TSIGSecret)
+	m.MarkSensitive(m.APIKey, m.APISecret, m.TSIGSecret)
 	cfg := m.config()
 	p, err := cfg.provider()
 	if err != nil {
@@ -255,7 +257,7 @@ func (m *DNSRecord) Rollback(ctx context.Context, _ modules.Conn, ch *modules.Ch
 	if err := ch.DecodeBefore(&b); err != nil {
 		return fmt.Errorf("dns_record: %w", err)
 	}
-	modules.MarkSensitive(ctx, b.Config.APIKey, b.Config.APISecret, b.Config.TSIGSecret)
+	m.MarkSensitive(b.Config.APIKey, b.Config.APISecret, b.Config.TSIGSecret)
 	p, err := b.Config.provider()
 	if err != nil {
 		return fmt.Errorf("dns_record %s: %w", b.Config.Zone, err)

@@ -35,11 +35,13 @@ func roundTrip(t *testing.T, ch *modules.Change) *modules.Change {
 // dnsScenario: create and update A records in one step, check mode and diff,
 // rerun without change, rollback (restore and delete what was created).
 func dnsScenario(t *testing.T, be dnsBackend) {
-	ctx := modules.WithSecrets(context.Background(), modules.NewSecrets())
+	ctx := context.Background()
+	secrets := modules.NewSecrets()
 	c := transport.NewLocalConn("localhost")
 	floating := "192.0.2.10"
 	seed := func() *edge.DNSRecord {
 		m := be.module()
+		m.UseSecrets(secrets)
 		m.Names = []string{"api", "apigw", "rabbitmq", "grafana"}
 		m.Values = []string{floating}
 		m.TTL = 600

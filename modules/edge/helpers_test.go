@@ -90,7 +90,7 @@ func (e *env) playbook(check bool, pb *runner.Playbook) (string, runner.HostReca
 	if !check {
 		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info})
 	}
-	ctx := backup.WithRoots(context.Background(), e.inv, e.control)
+	ctx := context.Background()
 	recap, err := runner.Run(ctx, pb, opts)
 	require.NoError(e.t, err)
 	if !check {

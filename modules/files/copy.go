@@ -30,6 +30,8 @@ func copyInfo() modules.Info {
 // machine. It compares by sha256 on the host, so an unchanged file costs one
 // round trip and is never downloaded; the write is atomic (Conn.Upload).
 type Copy struct {
+	modules.RunSecrets // to seal the old file when the content is a secret
+
 	Dest    string  `hcl:"dest" doc:"absolute remote path; a symlink there is replaced by the file"`
 	Content *string `hcl:"content,optional" doc:"file content; when it holds a sensitive value, diffs show \"(sensitive content)\" and the backup of the old file is sealed"`
 	Src     string  `hcl:"src,optional" doc:"file on the control machine whose content to write (set content or src)"`
@@ -98,7 +100,7 @@ func (m *Copy) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 		}
 		m.data = b
 	}
-	m.secret = modules.SecretsFrom(ctx).Contains(string(m.data))
+	m.secret = m.Secrets().Contains(string(m.data))
 	want := remote.SHA256String(string(m.data))
 	a := m.attrs()
 	script := a.Probe() + remote.StatCall(m.Dest, true)

@@ -146,7 +146,7 @@ func TestCopyDiff(t *testing.T) {
 				m.Content = modtest.Strp(tc.content)
 				secrets := modules.NewSecrets()
 				secrets.Add("hunter2-very-secret")
-				ctx = modules.WithSecrets(ctx, secrets)
+				m.UseSecrets(secrets)
 			} else {
 				m.Src = filepath.Join(t.TempDir(), "src")
 				require.NoError(t, os.WriteFile(m.Src, []byte(tc.content), 0o644))

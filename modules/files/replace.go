@@ -33,6 +33,8 @@ func replaceInfo() modules.Info {
 // atomically, keeping mode and owner. The runner snapshots the file before
 // Apply, so rollback restores it byte-exact. A symlink at path is followed.
 type Replace struct {
+	modules.RunSecrets
+
 	Path         string `hcl:"path" doc:"absolute remote path of a text file"`
 	Regexp       string `hcl:"regexp" doc:"Go (RE2) regexp, multi-line: ^ and $ match at each line; write one that also matches its own result (as seed 001's image line does) so a rerun is no change"`
 	Replace      string `hcl:"replace,optional" doc:"replacement; \\1 … \\99 and \\g<name> insert groups, \\n and \\t a newline and a tab, \\\\ a backslash, $ is literal (in HCL write \"\\\\1\"); default empty"`
@@ -116,7 +118,7 @@ func (m *Replace) Check(ctx context.Context, c modules.Conn) (*modules.Change, e
 		Files: []string{target},
 		// A file that holds a known secret, before or after, is snapshotted
 		// sealed; the runner redacts the secret from the diff.
-		Sensitive: modules.SecretsFrom(ctx).Contains(old) || modules.SecretsFrom(ctx).Contains(string(newContent)),
+		Sensitive: m.Secrets().Contains(old) || m.Secrets().Contains(string(newContent)),
 		Diff:      replaceDiff(target, st, []byte(old), newContent),
 	}
 	if err := ch.SetBefore(newContentBefore(st)); err != nil {

@@ -64,7 +64,7 @@ func replaceRun(t *testing.T, inv *inventories.Inventory, conn runner.Connector,
 	if !check {
 		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info})
 	}
-	recap, err := runner.Run(backup.WithRoots(context.Background(), inv, opts.Control), pb, opts)
+	recap, err := runner.Run(context.Background(), pb, opts)
 	require.NoError(t, err)
 	if !check {
 		require.NoError(t, backup.WriteJournal(info, recap, backup.WithRunError(err)))
@@ -221,12 +221,14 @@ func TestReplaceSecretSealed(t *testing.T) {
 	modtest.WriteFile(t, p, "REDIS_PASSWORD=old\nMODE=prod\n", 0o600)
 	sec := modules.NewSecrets()
 	sec.Add("n3w-s3cret")
-	ctx := modules.WithSecrets(context.Background(), sec)
+	ctx := context.Background()
 	m := &files.Replace{Path: p, Regexp: `^(REDIS_PASSWORD)=.*$`, Replace: `\1=n3w-s3cret`}
+	m.UseSecrets(sec)
 	ch, err := m.Check(ctx, modtest.NewCountConn())
 	require.NoError(t, err)
 	require.True(t, ch.Sensitive)
 	m = &files.Replace{Path: p, Regexp: `^(MODE)=.*$`, Replace: `\1=staging`}
+	m.UseSecrets(sec)
 	ch, err = m.Check(ctx, modtest.NewCountConn())
 	require.NoError(t, err)
 	require.False(t, ch.Sensitive)

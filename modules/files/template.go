@@ -34,6 +34,8 @@ func templateInfo() modules.Info {
 // result to copy's content; template exists for Go templates and for diffs
 // that show the rendered text.
 type Template struct {
+	modules.RunSecrets
+
 	Src     string            `hcl:"src,optional" doc:"template file on the control machine (set src or content)"`
 	Content *string           `hcl:"content,optional" doc:"template text (set src or content)"`
 	Dest    string            `hcl:"dest" doc:"absolute remote path"`
@@ -108,6 +110,7 @@ func (m *Template) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 	rendered := out.String()
 	m.copy = Copy{Dest: m.Dest, Content: &rendered, Mode: m.Mode, Owner: m.Owner, Group: m.Group,
 		module: "template"}
+	m.copy.UseSecrets(m.Secrets())
 	return m.copy.Check(ctx, c)
 }
 

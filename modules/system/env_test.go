@@ -126,7 +126,7 @@ func (e *env) playbook(check bool, pb *runner.Playbook) result {
 	if !check {
 		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info})
 	}
-	ctx := backup.WithRoots(context.Background(), e.inv, e.control)
+	ctx := context.Background()
 	start := time.Now()
 	recap, err := runner.Run(ctx, pb, opts)
 	e.t.Logf("run %s (check=%v): %s", id, check, time.Since(start).Round(time.Millisecond))

@@ -622,7 +622,7 @@ func TestRollbackCheckMode(t *testing.T) {
 	requireOK(t, recap, err)
 
 	var diffs []string
-	ctx := backup.WithRoots(context.Background(), e.inv, e.control)
+	ctx := context.Background()
 	recap, err = runner.Run(ctx, backup.RollbackPlaybook(id, false), runner.Options{
 		Inventory: e.inv, Connector: e.connector, Control: e.control, Check: true, Diff: true,
 		Run: runner.RunInfo{ID: "2026-11-21T10-15-04Z"},

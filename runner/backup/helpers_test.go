@@ -299,7 +299,7 @@ func (e *env) playbook(pb *runner.Playbook) (string, *runner.Recap, error) {
 	require.NoError(e.t, err)
 	info := runner.RunInfo{ID: id, User: "alice@ctl", Started: time.Now().UTC(), Playbook: pb.File, Inventory: "/srv/deploy/prod.hcl", GitCommit: "abc1234"}
 	rec := backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: e.keep})
-	ctx := backup.WithRoots(context.Background(), e.inv, e.control)
+	ctx := context.Background()
 	recap, err := runner.Run(ctx, pb, runner.Options{
 		Inventory: e.inv, Connector: e.connector, Recorder: rec, Run: info, Control: e.control, Secrets: e.secrets,
 	})

@@ -110,15 +110,17 @@ func (r *Recorder) site(h *inventories.Host) *siteState {
 	return s
 }
 
-func (r *Recorder) secretsFor(ctx context.Context) *modules.Secrets {
-	if s := modules.SecretsFrom(ctx); s != nil {
-		r.mu.Lock()
-		if r.secrets == nil {
-			r.secrets = s
-		}
-		r.mu.Unlock()
-		return s
+// UseSecrets implements modules.SecretsUser: the engine hands the recorder
+// the run's Secrets, which redact and seal its records.
+func (r *Recorder) UseSecrets(s *modules.Secrets) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.secrets == nil {
+		r.secrets = s
 	}
+}
+
+func (r *Recorder) secretsFor(ctx context.Context) *modules.Secrets {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.secrets

@@ -53,6 +53,9 @@ type Drifter interface {
 // the module's own Rollback from the record. A host without records for the
 // run is already as wanted.
 type Rollback struct {
+	modules.RunPeers   // the backup roots; handed on to the modules it undoes
+	modules.RunSecrets // handed on to the modules it undoes
+
 	Run   string `hcl:"run" doc:"id of the run to undo, as iklim backups list shows it"`
 	Force bool   `hcl:"force,optional" doc:"roll back even when the host changed since that run"`
 
@@ -88,29 +91,6 @@ func (m *Rollback) Output() map[string]any {
 	return map[string]any{"run": m.Run, "restored_files": 0, "undone_changes": 0}
 }
 
-// Roots tells the rollback module where runs are recorded; runner.Run's
-// ctx carries it (WithRoots). Without it hosts use their default root and
-// delegated records are looked for under ControlHost().
-type Roots struct {
-	Hosts   map[string]string // host name → backup root
-	Control *inventories.Host // the control machine, as runner.Options.Control
-}
-
-type rootsKey struct{}
-
-// WithRoots tells the rollback module the backup roots of inv's hosts and
-// of the control machine (nil: ControlHost()). Call it on the ctx given to
-// runner.Run for any playbook that may roll back.
-func WithRoots(ctx context.Context, inv *inventories.Inventory, control *inventories.Host) context.Context {
-	r := Roots{Hosts: map[string]string{}, Control: control}
-	if inv != nil {
-		for _, h := range inv.Hosts {
-			r.Hosts[h.Name] = hostRoot(h)
-		}
-	}
-	return context.WithValue(ctx, rootsKey{}, r)
-}
-
 // ControlHost is the control machine as the CLI sees it: "localhost" with
 // $IKLIM_CONTROL_BACKUP_ROOT or the default backup root.
 func ControlHost() *inventories.Host {
@@ -121,17 +101,41 @@ func ControlHost() *inventories.Host {
 	return &inventories.Host{Name: "localhost", Address: "localhost", Local: true, BackupRoot: root}
 }
 
-func rootsFrom(ctx context.Context, host string) (string, *inventories.Host) {
-	r, _ := ctx.Value(rootsKey{}).(Roots)
-	root := r.Hosts[host]
-	if root == "" {
-		root = inventories.DefaultBackupRoot
+// module builds the registered module name for an undo, handing it what the
+// runner hands a step's module: this step's Peers and Secrets.
+func (m *Rollback) module(name string) (modules.Module, bool) {
+	info, ok := modules.Lookup(name)
+	if !ok {
+		return nil, false
 	}
-	ctl := r.Control
-	if ctl == nil {
-		ctl = ControlHost()
+	mod := info.New()
+	if pu, ok := mod.(modules.PeersUser); ok {
+		pu.UsePeers(m.Peers())
 	}
-	return root, ctl
+	if su, ok := mod.(modules.SecretsUser); ok {
+		su.UseSecrets(m.Secrets())
+	}
+	return mod, true
+}
+
+// roots is where the run's records are: the host's name and backup root,
+// and the control machine, as the step's Peers tell (the inventory's), or
+// the defaults when the module runs alone.
+func (m *Rollback) roots(c modules.Conn) (self, root string, ctl *inventories.Host) {
+	self, root, ctl = c.Host(), inventories.DefaultBackupRoot, ControlHost()
+	p := m.Peers()
+	if p == nil {
+		return self, root, ctl
+	}
+	si, ci := p.Self(), p.Control()
+	self = si.Name
+	if si.BackupRoot != "" {
+		root = si.BackupRoot
+	}
+	if ci.Name != "" {
+		ctl = &inventories.Host{Name: ci.Name, Address: ci.Address, Local: true, BackupRoot: ci.BackupRoot}
+	}
+	return self, root, ctl
 }
 
 // rbSite is a run directory on one machine: the host's own, or the control
@@ -172,11 +176,7 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	self := c.Host()
-	if p := modules.PeersFrom(ctx); p != nil {
-		self = p.Self().Name
-	}
-	root, ctl := rootsFrom(ctx, self)
+	self, root, ctl := m.roots(c)
 	plan := &rbPlan{before: rollbackBefore{Run: m.Run}}
 
 	hs, err := readRun(ctx, c, root, self, m.Run)
@@ -238,7 +238,7 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 		}
 	}
 
-	drift, err := plan.drift(ctx)
+	drift, err := plan.drift(ctx, m.module)
 	if err != nil {
 		return nil, fmt.Errorf("rollback %s on %s: %w", m.Run, self, err)
 	}
@@ -525,7 +525,7 @@ func (p *rbPlan) unseal() error {
 // compared with the state recorded after the last change of the run that
 // touched it; changes without an after record (the run died mid-apply)
 // cannot be checked and are restored as they are.
-func (p *rbPlan) drift(ctx context.Context) ([]string, error) {
+func (p *rbPlan) drift(ctx context.Context, module func(string) (modules.Module, bool)) ([]string, error) {
 	var out []string
 	for _, s := range p.sites {
 		type last struct {
@@ -565,11 +565,11 @@ func (p *rbPlan) drift(ctx context.Context) ([]string, error) {
 			}
 		}
 		for _, e := range s.entries {
-			info, ok := modules.Lookup(e.rec.Module)
+			mod, ok := module(e.rec.Module)
 			if !ok {
 				continue
 			}
-			d, ok := info.New().(Drifter)
+			d, ok := mod.(Drifter)
 			if !ok {
 				continue
 			}
@@ -684,8 +684,8 @@ func (m *Rollback) Apply(ctx context.Context, c modules.Conn, ch *modules.Change
 		if err := flush(false); err != nil {
 			return fmt.Errorf("rollback %s: %w", m.Run, err)
 		}
-		info, _ := modules.Lookup(e.rec.Module)
-		rb := info.New().(modules.Rollbacker)
+		mod, _ := m.module(e.rec.Module)
+		rb := mod.(modules.Rollbacker)
 		if err := rb.Rollback(ctx, e.site.conn, e.rec.Change); err != nil {
 			return fmt.Errorf("rollback %s: undo step %q (%s): %w", m.Run, e.rec.Step, e.rec.Module, err)
 		}

@@ -156,7 +156,6 @@ func (s *Session) Play(ctx context.Context, pb *runner.Playbook, po PlayOptions)
 		rec = backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: s.opts.Keep, Secrets: s.opts.Secrets, Control: s.opts.ControlName})
 		opts.Recorder = rec
 	}
-	ctx = backup.WithRoots(ctx, s.opts.Inventory, s.opts.Control)
 	recap, err := runner.Run(ctx, pb, opts)
 	if recap != nil && rec != nil {
 		if jerr := rec.WriteJournal(recap, err); jerr != nil {

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -251,7 +252,7 @@ func TestSSHUploadAtomic(t *testing.T) {
 	script := fmt.Sprintf(`n=0; bad=0; while [ ! -e %[1]s.stop ] && [ $n -lt 2000 ]; do
   s=$(sha256sum < %[1]s | cut -d' ' -f1)
   [ "$s" = %[2]s ] || [ "$s" = %[3]s ] || bad=$((bad+1))
-  n=$((n+1))
+  n=$((n+1)); echo >> %[1]s.reads
 done; echo $n $bad`, p, sumA, sumB)
 	var wg sync.WaitGroup
 	var readerOut string
@@ -262,7 +263,16 @@ done; echo $n $bad`, p, sumA, sumB)
 		res, err := c.Run(ctx, script)
 		readerOut, readerErr = res.Stdout+res.Stderr, err
 	}()
-	for i := 0; i < 30; i++ {
+	// Replace the file at least 30 times, and until the reader has read it
+	// 20 times: on a loaded machine the reader may start late.
+	readsSoFar := func() int {
+		res, err := c.Run(ctx, "wc -l < "+p+".reads 2>/dev/null || echo 0")
+		require.NoError(t, err)
+		n, _ := strconv.Atoi(strings.TrimSpace(res.Stdout))
+		return n
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for i := 0; i < 30 || (readsSoFar() < 20 && time.Now().Before(deadline)); i++ {
 		data := a
 		if i%2 == 0 {
 			data = b
@@ -275,11 +285,11 @@ done; echo $n $bad`, p, sumA, sumB)
 	var reads, bad int
 	_, err := fmt.Sscan(readerOut, &reads, &bad)
 	require.NoError(t, err, readerOut)
-	t.Logf("%d reads during 30 uploads", reads)
-	require.Greater(t, reads, 5)
+	t.Logf("%d reads during the uploads", reads)
+	require.GreaterOrEqual(t, reads, 20)
 	require.Zero(t, bad, "a reader saw a partial file")
 	require.Equal(t, sumA+"\n", mustRun(t, c, "sha256sum < "+p+".old | cut -d' ' -f1"), "file was rewritten in place, not renamed over")
-	mustRun(t, c, "rm "+p+".old "+p+".stop")
+	mustRun(t, c, "rm "+p+".old "+p+".stop "+p+".reads")
 
 	// A failed upload leaves the old file alone and no temp file behind.
 	before := mustRun(t, c, "sha256sum < "+p)
