@@ -96,7 +96,7 @@ type ikState struct {
 
 var ikFiles = map[string][]string{
 	ikRunner:     {ikSwag + "/site-confs/default.conf", ikSwag + "/nginx.conf", ikSwag + "/ssl/fullchain.pem", ikWork + "/.env", ikWork + "/.env.secrets.swag"},
-	ikStoragebox: {ikBox + "/.env", ikBox + "/.env.secrets.swag"},
+	ikStoragebox: {ikBox + "/.env"}, // its .env.secrets.swag is the operator's change, not the run's
 }
 
 func ikSnapshot(t *testing.T, lab *labtest.Lab) ikState {
@@ -236,6 +236,7 @@ func TestIklimcoPipelineOnLab(t *testing.T) {
 	step("rollback of run C")
 	back := ikSnapshot(t, lab)
 	require.Equal(t, before.files, back.files)
+	require.Contains(t, labSh(t, lab, ikStoragebox, "sudo cat "+ikBox+"/.env.secrets.swag"), token2, "the operator's change stays")
 	require.Equal(t, before.secrets, back.secrets)
 	require.Equal(t, before.services, back.services)
 	require.Equal(t, before.dns, back.dns)
