@@ -1,6 +1,7 @@
 package files
 
 import (
+	"context"
 	"fmt"
 	"strconv"
 	"strings"
@@ -101,4 +102,33 @@ func withAttrs(summary string, a remote.Attrs) string {
 // changedOutput is the small Output of the file-type modules.
 func changedOutput(p string, changed bool) map[string]any {
 	return map[string]any{"path": p, "changed": changed}
+}
+
+// readText reads the text file at p in one round trip: the path it
+// resolves to (through symlinks), its stat, and its content, whose sha256
+// is filled into the stat. module names the caller in errors.
+func readText(ctx context.Context, c modules.Conn, module, p string) (target string, st remote.FileStat, content string, err error) {
+	q := remote.Quote(p)
+	script := remote.StatFunc + "p=$(readlink -f -- " + q + " 2>/dev/null) || p=" + q + "\n" +
+		"printf '%s\\n' \"$p\"\n_st \"$p\" 0\n" +
+		"if [ \"$st_type\" = file ]; then cat -- \"$p\" || exit 3; fi\n"
+	res, err := c.Run(ctx, script)
+	if err != nil {
+		return "", st, "", fmt.Errorf("%s: read %s: %w", module, p, err)
+	}
+	if err := res.Err(module + ": read " + p); err != nil {
+		return "", st, "", err
+	}
+	target, rest, _ := strings.Cut(res.Stdout, "\n")
+	st, content, err = remote.ParseStat(rest)
+	if err != nil {
+		return "", st, "", fmt.Errorf("%s: read %s: %w", module, p, err)
+	}
+	if target == "" {
+		target = p
+	}
+	if st.Exists {
+		st.SHA256 = remote.SHA256String(content)
+	}
+	return target, st, content, nil
 }

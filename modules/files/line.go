@@ -107,27 +107,9 @@ func (m *Line) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	q := remote.Quote(m.Path)
-	script := remote.StatFunc + "p=$(readlink -f -- " + q + " 2>/dev/null) || p=" + q + "\n" +
-		"printf '%s\\n' \"$p\"\n_st \"$p\" 0\n" +
-		"if [ \"$st_type\" = file ]; then cat -- \"$p\" || exit 3; fi\n"
-	res, err := c.Run(ctx, script)
+	target, st, old, err := readText(ctx, c, "line", m.Path)
 	if err != nil {
-		return nil, fmt.Errorf("line: read %s: %w", m.Path, err)
-	}
-	if err := res.Err("line: read " + m.Path); err != nil {
 		return nil, err
-	}
-	target, rest, _ := strings.Cut(res.Stdout, "\n")
-	st, old, err := remote.ParseStat(rest)
-	if err != nil {
-		return nil, fmt.Errorf("line: read %s: %w", m.Path, err)
-	}
-	if target == "" {
-		target = m.Path
-	}
-	if st.Exists {
-		st.SHA256 = remote.SHA256String(old)
 	}
 	m.target, m.st = target, st
 	if st.Exists && st.Type != "file" {

@@ -72,24 +72,9 @@ func (m *Replace) Check(ctx context.Context, c modules.Conn) (*modules.Change, e
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	q := remote.Quote(m.Path)
-	script := remote.StatFunc + "p=$(readlink -f -- " + q + " 2>/dev/null) || p=" + q + "\n" +
-		"printf '%s\\n' \"$p\"\n_st \"$p\" 0\n" +
-		"if [ \"$st_type\" = file ]; then cat -- \"$p\" || exit 3; fi\n"
-	res, err := c.Run(ctx, script)
+	target, st, old, err := readText(ctx, c, "replace", m.Path)
 	if err != nil {
-		return nil, fmt.Errorf("replace: read %s: %w", m.Path, err)
-	}
-	if err := res.Err("replace: read " + m.Path); err != nil {
 		return nil, err
-	}
-	target, rest, _ := strings.Cut(res.Stdout, "\n")
-	st, old, err := remote.ParseStat(rest)
-	if err != nil {
-		return nil, fmt.Errorf("replace: read %s: %w", m.Path, err)
-	}
-	if target == "" {
-		target = m.Path
 	}
 	m.target, m.st = target, st
 	switch {
@@ -98,8 +83,6 @@ func (m *Replace) Check(ctx context.Context, c modules.Conn) (*modules.Change, e
 	case st.Type != "file":
 		return nil, fmt.Errorf("replace %s: %s is a %s, not a file", m.Path, target, st.Type)
 	}
-	st.SHA256 = remote.SHA256String(old)
-	m.st = st
 
 	newContent := m.edit([]byte(old))
 	if m.matches == 0 {
