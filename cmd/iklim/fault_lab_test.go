@@ -55,7 +55,8 @@ type faultLab struct {
 func newFaultLab(t *testing.T) *faultLab {
 	t.Helper()
 	lab := labtest.Require(t)
-	lab.LockSwarm(t) // no swarm test may run while a host is cut off
+	lab.LockExclusive(t) // no other lab test may run while a host is cut off
+	lab.LockSwarm(t)
 	f := &faultLab{faultEnv: newFaultEnv(t), lab: lab, dir: fmt.Sprintf("/etc/iklim/fault-%d", time.Now().UnixNano())}
 	for _, h := range lab.Hosts {
 		f.hosts = append(f.hosts, h.Name)

@@ -323,8 +323,25 @@ func TestSwarmLabSite(t *testing.T) {
 			require.Equal(t, wantRabbit, st.Disk, "cluster members seen from %s", h)
 		}
 		pol := labSh(t, lab, "iklim-app-02", `docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=`+swarmStack+`_rabbitmq --filter status=running | head -n1) rabbitmqctl -q list_policies --formatter json 2>/dev/null`)
-		require.Contains(t, pol, `"name":"ha-all"`)
-		require.Contains(t, pol, `"ha-mode":"all"`)
+		// RabbitMQ 3.10 prints each definition as a JSON string inside the JSON.
+		var pols []struct {
+			Name       string          `json:"name"`
+			Definition json.RawMessage `json:"definition"`
+		}
+		require.NoError(t, json.Unmarshal([]byte(pol), &pols), pol)
+		var def map[string]any
+		for _, p := range pols {
+			if p.Name != "ha-all" {
+				continue
+			}
+			raw := []byte(p.Definition)
+			var str string
+			if json.Unmarshal(raw, &str) == nil {
+				raw = []byte(str)
+			}
+			require.NoError(t, json.Unmarshal(raw, &def), pol)
+		}
+		require.Equal(t, "all", def["ha-mode"], "policy ha-all: %s", pol)
 		step("rabbitmq: 3 running nodes on every node")
 
 		// One swarm, three managers, six ready nodes.

@@ -33,6 +33,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -71,6 +72,8 @@ type Lab struct {
 	KnownHostsPath string // known_hosts with every host's address (and name)
 	Hosts          []LabHost
 	User           string
+
+	shared *os.File // the test's shared hold on the lab (Require)
 }
 
 // Mode values of the IKLIM_LAB environment variable.
@@ -114,6 +117,9 @@ func Require(t testing.TB) *Lab {
 	if err != nil {
 		unusable("%v", err)
 	}
+	// Every lab test shares the lab; a test that cuts a host off takes it
+	// alone (LockExclusive), so no other package's test sees that host gone.
+	lab.shared = flockWait(t, filepath.Join(lab.Dir, labLockFile), syscall.LOCK_SH)
 	if err := lab.check(); err != nil {
 		if mode != modeStart {
 			unusable("lab is not up: %v", err)
@@ -126,6 +132,46 @@ func Require(t testing.TB) *Lab {
 		}
 	}
 	return lab
+}
+
+// labLockFile, under the lab's state directory, is shared by every lab test
+// and taken alone by tests that cut a host off.
+const labLockFile = ".lab-test.lock"
+
+// LockExclusive makes the test the lab's only user until it ends: it gives
+// up the test's shared hold and waits (up to SwarmLockWait) until no other
+// lab test runs. Take it before LockSwarm.
+func (l *Lab) LockExclusive(t testing.TB) {
+	t.Helper()
+	if l.shared != nil {
+		_ = l.shared.Close()
+		l.shared = nil
+	}
+	flockWait(t, filepath.Join(l.Dir, labLockFile), syscall.LOCK_EX)
+}
+
+// flockWait takes a flock of kind how on path, waiting up to SwarmLockWait,
+// and releases it in t.Cleanup.
+func flockWait(t testing.TB, path string, how int) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		t.Fatalf("lab: lock %s: %v", path, err)
+	}
+	start := time.Now()
+	for {
+		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != syscall.EWOULDBLOCK || time.Since(start) > SwarmLockWait {
+			_ = f.Close()
+			t.Fatalf("lab: lock %s: %v (waited %s)", path, err, time.Since(start).Round(time.Second))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	return f
 }
 
 func newLab() (*Lab, error) {
