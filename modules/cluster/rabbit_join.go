@@ -112,6 +112,10 @@ type rabbitBefore struct {
 	// Policies maps a changed policy to its previous state (nil: absent).
 	Policies map[string]*policyState `json:"policies,omitempty"`
 	Vhost    string                  `json:"vhost,omitempty"`
+	// Service and Container say where RabbitMQ ran, so a rollback (which
+	// builds the module without its arguments) reaches it the same way.
+	Service   string `json:"service,omitempty"`
+	Container string `json:"container,omitempty"`
 }
 
 // clusterStatus is the part of `cluster_status --formatter json` we read.
@@ -445,7 +449,7 @@ func (m *RabbitJoin) checkJoin() (*modules.Change, error) {
 			"every node needs the seed's cookie (the rabbitmq_erlang_cookie secret) — the node was not touched",
 			self.Node, m.self, shortHash(self.Cookie), seed.Node, m.Seed, shortHash(seed.Cookie))
 	}
-	b := rabbitBefore{Action: "join", Node: self.Node, SeedHost: m.Seed, SeedNode: seed.Node}
+	b := rabbitBefore{Action: "join", Node: self.Node, SeedHost: m.Seed, SeedNode: seed.Node, Service: m.Service, Container: m.Container}
 	var others []string
 	for _, n := range self.Status.members() {
 		if n != self.Node {
@@ -540,7 +544,8 @@ func (m *RabbitJoin) checkPolicies() (*modules.Change, error) {
 		return nil, nil
 	}
 	version := m.seed.version()
-	b := rabbitBefore{Action: "policies", SeedHost: m.Seed, SeedNode: m.seed.Node, Policies: map[string]*policyState{}, Vhost: m.vhost()}
+	b := rabbitBefore{Action: "policies", SeedHost: m.Seed, SeedNode: m.seed.Node, Policies: map[string]*policyState{}, Vhost: m.vhost(),
+		Service: m.Service, Container: m.Container}
 	var names, before, after []string
 	for _, p := range m.Policies {
 		def, _ := p.definitionJSON()
@@ -792,6 +797,9 @@ func (m *RabbitJoin) Rollback(ctx context.Context, c modules.Conn, ch *modules.C
 	var b rabbitBefore
 	if err := ch.DecodeBefore(&b); err != nil {
 		return err
+	}
+	if m.Service == "" && m.Container == "" {
+		m.Service, m.Container = b.Service, b.Container
 	}
 	m.self = selfName(m.Peers(), c)
 	switch b.Action {
