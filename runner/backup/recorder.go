@@ -120,7 +120,7 @@ func (r *Recorder) UseSecrets(s *modules.Secrets) {
 	}
 }
 
-func (r *Recorder) secretsFor(ctx context.Context) *modules.Secrets {
+func (r *Recorder) runSecrets() *modules.Secrets {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.secrets
@@ -168,7 +168,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	st.mu.Lock()
 	defer st.mu.Unlock()
 
-	sec := r.secretsFor(ctx)
+	sec := r.runSecrets()
 	full, err := marshal(rec)
 	if err != nil {
 		return fmt.Errorf("%s: encode change record: %w", where, err)
@@ -431,7 +431,7 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 	if rec == nil || rec.Change == nil {
 		return errors.New("backup: empty change record")
 	}
-	sec := r.secretsFor(ctx)
+	sec := r.runSecrets()
 	ar := AfterRecord{Seq: rec.Seq, Outcome: "applied", Time: time.Now().UTC(), Files: []FileMeta{}}
 	if applyErr != nil {
 		ar.Outcome = "failed"
@@ -479,7 +479,7 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	sec := r.secretsFor(ctx)
+	sec := r.runSecrets()
 
 	status := StatusOK
 	switch {
