@@ -84,6 +84,7 @@ type engine struct {
 	dead     map[string]bool                 // hosts that failed or were unreachable
 	recorded map[string]*inventories.Host    // hosts (and control) with records
 	serial   map[string]*sync.Mutex          // Peers.Serialize's locks, by key
+	phase    int                             // current ChangeRecord.Phase
 }
 
 func newEngine(pb *Playbook, opts Options) (*engine, error) {
@@ -222,6 +223,9 @@ func (e *engine) runPlay(ctx context.Context, p Play, hosts []*inventories.Host)
 			if len(live) == 0 {
 				break
 			}
+			e.mu.Lock()
+			e.phase++
+			e.mu.Unlock()
 			if seg[0].RunOnce {
 				e.runOnce(ctx, p, seg[0], live)
 				continue
@@ -472,11 +476,12 @@ func (e *engine) newRecord(p Play, s Step, m modules.Module, host, recHost strin
 	e.mu.Lock()
 	e.seq[recHost]++
 	n := e.seq[recHost]
+	phase := e.phase
 	e.mu.Unlock()
 	return &ChangeRecord{
 		RunID: e.opts.Run.ID, Seq: n, Host: host, Play: p.Name, Step: s.Name,
 		Module: s.Module, Source: s.Source, Time: time.Now().UTC(), Change: ch, Delegated: s.Delegate,
-		ModuleUndo: isRollbacker(m),
+		ModuleUndo: isRollbacker(m), Phase: phase,
 	}
 }
 

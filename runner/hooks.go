@@ -36,6 +36,13 @@ type ChangeRecord struct {
 	// modules.Rollbacker): a rollback needs that module, not only the
 	// file snapshots.
 	ModuleUndo bool `json:"module_undo,omitempty"`
+	// Phase counts the run's points where every host waited for the others
+	// (a play's start, a barrier, a run_once step, a serial batch), from 1.
+	// Changes of one phase ran side by side on different hosts; a later
+	// phase may depend on an earlier one on any host, so a rollback undoes
+	// phase by phase across hosts, newest first. 0 in records of older
+	// versions.
+	Phase int `json:"phase,omitempty"`
 }
 
 // RunInfo describes a run for the records every host keeps.

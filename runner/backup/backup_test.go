@@ -226,6 +226,39 @@ func TestRollbackOfRollback(t *testing.T) {
 	require.False(t, stateOf(t, n(h)).Exists)
 }
 
+// TestRollbackPhasesAcrossHosts: a run's later play depends on an earlier
+// play on another host (nodes join a cluster whose service the manager
+// created). Its rollback undoes the later play on every host before it
+// undoes the earlier one: the leaving node still sees the service.
+func TestRollbackPhasesAcrossHosts(t *testing.T) {
+	e := newEnv(t, 2)
+	mgr, node := e.hosts[0], e.hosts[1]
+	service, member := e.path(mgr, "service"), e.path(node, "member")
+	id, recap, err := e.playbook(&runner.Playbook{File: "/srv/deploy/site.hcl", Plays: []runner.Play{
+		{Name: "service", Hosts: mgr.Name, Steps: []runner.Step{{Name: "create", Module: "test_kv", Build: func(*runner.StepContext) (modules.Module, error) {
+			return &kvMod{File: service, Value: "up"}, nil
+		}}}},
+		{Name: "cluster", Hosts: node.Name, Steps: []runner.Step{{Name: "join", Module: "test_leave", Build: func(*runner.StepContext) (modules.Module, error) {
+			return &leaveMod{File: member, Watch: service}, nil
+		}}}},
+	}})
+	requireOK(t, recap, err)
+
+	phases, err := backup.RollbackPhases(context.Background(), id, runner.Options{
+		Inventory: e.inv, Connector: e.connector, Control: e.control, Secrets: e.secrets,
+	})
+	require.NoError(t, err)
+	require.Equal(t, []int{1, 2}, phases, "one phase per play")
+	pb := backup.RollbackPlaybook(id, false, phases...)
+	require.Len(t, pb.Plays[0].Steps, 2)
+	require.Contains(t, pb.Plays[0].Steps[0].Name, "phase 2", "newest phase first")
+
+	_, recap, err = e.rollback(id, false)
+	requireOK(t, recap, err)
+	require.Equal(t, "left while watch=up", stateOf(t, member).Content, "the node left before the service was removed")
+	require.False(t, stateOf(t, service).Exists, "the service's change was undone too")
+}
+
 // TestRollbackPlaybookHCL: playbooks/rollback.hcl compiled with -e run=ID
 // does what `iklim rollback` does.
 func TestRollbackPlaybookHCL(t *testing.T) {

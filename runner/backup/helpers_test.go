@@ -35,6 +35,7 @@ func init() {
 	modules.Register("test_kv", "test: set a value kept outside Change.Files (Rollbacker, Drifter)", func() modules.Module { return &kvMod{} })
 	modules.Register("test_secret_rmtree", "test: remove a tree, with a sensitive argument", func() modules.Module { return &secretRmTree{} })
 	modules.Register("test_slow", "test: write a file, then hang", func() modules.Module { return &slowMod{} })
+	modules.Register("test_leave", "test: join, and on rollback note what another file held", func() modules.Module { return &leaveMod{} })
 }
 
 func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -239,6 +240,38 @@ func (m *slowMod) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) 
 	return res.Err("slow")
 }
 
+// leaveMod writes "joined" to File. Its Rollback waits a moment, as a
+// cluster node leaving does, then writes what Watch holds at that moment:
+// a rollback that undid the change behind Watch too early shows in File.
+type leaveMod struct {
+	File  string `hcl:"file"`
+	Watch string `hcl:"watch"`
+}
+
+func (m *leaveMod) Check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
+	ch := modules.Changef("join")
+	return ch, ch.SetBefore(m)
+}
+
+func (m *leaveMod) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) error {
+	res, err := c.Run(ctx, "printf joined > "+q(m.File))
+	if err != nil {
+		return err
+	}
+	return res.Err("join")
+}
+
+func (m *leaveMod) Rollback(ctx context.Context, c modules.Conn, ch *modules.Change) error {
+	if err := ch.DecodeBefore(m); err != nil {
+		return err
+	}
+	res, err := c.Run(ctx, fmt.Sprintf("sleep 1; { printf 'left while watch='; cat %s 2>/dev/null; } > %s", q(m.Watch), q(m.File)))
+	if err != nil {
+		return err
+	}
+	return res.Err("leave")
+}
+
 // env is a set of real sshd hosts (all on this machine's filesystem, each
 // with its own backup root and files under its own directory), the control
 // machine, and the state dir.
@@ -307,10 +340,15 @@ func (e *env) playbook(pb *runner.Playbook) (string, *runner.Recap, error) {
 	return id, recap, err
 }
 
-// rollback runs `iklim rollback --run id [--force]`.
+// rollback runs `iklim rollback --run id [--force]`: it reads the run's
+// phases, then undoes them phase by phase.
 func (e *env) rollback(id string, force bool) (string, *runner.Recap, error) {
 	e.t.Helper()
-	return e.playbook(backup.RollbackPlaybook(id, force))
+	phases, err := backup.RollbackPhases(context.Background(), id, runner.Options{
+		Inventory: e.inv, Connector: e.connector, Control: e.control, Secrets: e.secrets,
+	})
+	require.NoError(e.t, err)
+	return e.playbook(backup.RollbackPlaybook(id, force, phases...))
 }
 
 // requireOK fails unless the run succeeded everywhere.

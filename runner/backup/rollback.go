@@ -11,9 +11,11 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
@@ -58,8 +60,13 @@ type Rollback struct {
 
 	Run   string `hcl:"run" doc:"id of the run to undo, as iklim backups list shows it"`
 	Force bool   `hcl:"force,optional" doc:"roll back even when the host changed since that run"`
+	// Phase narrows the undo to the changes of one phase of the run
+	// (runner.ChangeRecord.Phase), so a rollback can go phase by phase
+	// across hosts (RollbackPlaybook). 0 undoes every phase.
+	Phase int `hcl:"phase,optional" doc:"undo only the changes the run made in this phase (its plays and barrier-separated parts, numbered from 1 in run order); 0, the default, undoes all on each host by itself"`
 
 	plan   *rbPlan
+	phases []int // the phases of the run's changes on this host, as Check found them
 	output map[string]any
 }
 
@@ -200,22 +207,21 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 			plan.sites = append(plan.sites, cs)
 		}
 	}
+	m.phases = nil
 	for _, s := range plan.sites {
-		plan.entries = append(plan.entries, s.entries...)
+		for _, e := range s.entries {
+			if !slices.Contains(m.phases, e.rec.Phase) {
+				m.phases = append(m.phases, e.rec.Phase)
+			}
+		}
 	}
+	slices.Sort(m.phases)
+	// Changes of later phases were undone by the steps before this one:
+	// they are neither drift nor to do.
+	plan.keep(func(r *runner.ChangeRecord) bool { return m.Phase == 0 || r.Phase <= m.Phase })
 	if len(plan.entries) == 0 {
 		return nil, nil
 	}
-	sort.SliceStable(plan.entries, func(i, j int) bool {
-		a, b := plan.entries[i], plan.entries[j]
-		if !a.rec.Time.Equal(b.rec.Time) {
-			return a.rec.Time.Before(b.rec.Time)
-		}
-		if a.site != b.site {
-			return !a.site.control
-		}
-		return a.seq < b.seq
-	})
 
 	for _, s := range plan.sites {
 		if s.run != nil && s.run.Status == StatusRunning && !m.Force {
@@ -245,6 +251,10 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 	if len(drift) > 0 && !m.Force {
 		return nil, fmt.Errorf("rollback %s: %s changed since that run (force = true rolls back anyway):\n  %s",
 			m.Run, self, strings.Join(drift, "\n  "))
+	}
+	plan.keep(func(r *runner.ChangeRecord) bool { return m.Phase == 0 || r.Phase == m.Phase })
+	if len(plan.entries) == 0 {
+		return nil, nil
 	}
 
 	var lines []string
@@ -341,6 +351,26 @@ func (e *rbEntry) undoable() undoKind {
 		return undoFiles
 	}
 	return undoNone
+}
+
+// keep narrows the plan, and each of its sites, to the records keep
+// accepts, and orders the plan's entries oldest first.
+func (p *rbPlan) keep(keep func(*runner.ChangeRecord) bool) {
+	p.entries = p.entries[:0]
+	for _, s := range p.sites {
+		s.filter(keep)
+		p.entries = append(p.entries, s.entries...)
+	}
+	sort.SliceStable(p.entries, func(i, j int) bool {
+		a, b := p.entries[i], p.entries[j]
+		if !a.rec.Time.Equal(b.rec.Time) {
+			return a.rec.Time.Before(b.rec.Time)
+		}
+		if a.site != b.site {
+			return !a.site.control
+		}
+		return a.seq < b.seq
+	})
 }
 
 func (s *rbSite) filter(keep func(*runner.ChangeRecord) bool) {
@@ -790,21 +820,76 @@ func restoreSealed(ctx context.Context, e *rbEntry, n int, meta *FileMeta, key [
 }
 
 // RollbackPlaybook is the playbook `iklim rollback --run ID` runs: one play
-// over every host (narrow it with runner.Options.Limit) with one rollback
-// step. playbooks/rollback.hcl is the same in HCL.
-func RollbackPlaybook(run string, force bool) *runner.Playbook {
-	return &runner.Playbook{
-		File: "rollback",
-		Plays: []runner.Play{{
-			Name:  "rollback " + run,
-			Hosts: "all",
-			Steps: []runner.Step{{
-				Name:   "roll back run " + run,
-				Module: RollbackModule,
-				Build: func(*runner.StepContext) (modules.Module, error) {
-					return &Rollback{Run: run, Force: force}, nil
-				},
-			}},
-		}},
+// over every host (narrow it with runner.Options.Limit). Without phases it
+// has one rollback step, in which each host undoes its changes by itself,
+// as playbooks/rollback.hcl does. With the run's phases (RollbackPhases) it
+// has one step per phase, newest first, each a barrier: no host undoes a
+// phase before every host has undone the later ones, so a node leaves its
+// cluster before the manager removes the cluster's service.
+func RollbackPlaybook(run string, force bool, phases ...int) *runner.Playbook {
+	step := func(name string, phase int) runner.Step {
+		return runner.Step{
+			Name:    name,
+			Module:  RollbackModule,
+			Barrier: true,
+			Build: func(*runner.StepContext) (modules.Module, error) {
+				return &Rollback{Run: run, Force: force, Phase: phase}, nil
+			},
+		}
 	}
+	var steps []runner.Step
+	if len(phases) == 0 {
+		steps = append(steps, step("roll back run "+run, 0))
+	}
+	for _, p := range slices.Backward(slices.Sorted(slices.Values(phases))) {
+		steps = append(steps, step(fmt.Sprintf("roll back run %s, phase %d", run, p), p))
+	}
+	return &runner.Playbook{
+		File:  "rollback",
+		Plays: []runner.Play{{Name: "rollback " + run, Hosts: "all", Steps: steps}},
+	}
+}
+
+// RollbackPhases reads, in check mode, the phases of run id's changes on the
+// hosts opts reaches, for RollbackPlaybook. It returns none when one step
+// does as well: the run has a single phase, or it was recorded by a version
+// without phases, or no host could be read (the rollback itself then says
+// why).
+func RollbackPhases(ctx context.Context, id string, opts runner.Options) ([]int, error) {
+	var mu sync.Mutex
+	var seen []*Rollback
+	pb := &runner.Playbook{File: "rollback", Plays: []runner.Play{{
+		Name: "rollback " + id + " (phases)", Hosts: "all",
+		Steps: []runner.Step{{
+			Name: "read run " + id, Module: RollbackModule,
+			Build: func(*runner.StepContext) (modules.Module, error) {
+				// Force: drift is reported by the rollback, not here.
+				m := &Rollback{Run: id, Force: true}
+				mu.Lock()
+				seen = append(seen, m)
+				mu.Unlock()
+				return m, nil
+			},
+		}},
+	}}}
+	opts.Check, opts.Diff, opts.Recorder, opts.Events = true, false, nil, nil
+	if _, err := runner.Run(ctx, pb, opts); err != nil {
+		return nil, err
+	}
+	var phases []int
+	for _, m := range seen {
+		for _, p := range m.phases {
+			if p == 0 {
+				return nil, nil
+			}
+			if !slices.Contains(phases, p) {
+				phases = append(phases, p)
+			}
+		}
+	}
+	if len(phases) < 2 {
+		return nil, nil
+	}
+	slices.Sort(phases)
+	return phases, nil
 }

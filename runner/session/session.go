@@ -166,12 +166,26 @@ func (s *Session) Play(ctx context.Context, pb *runner.Playbook, po PlayOptions)
 }
 
 // Rollback undoes run id on the hosts that recorded it, newest change
-// first; it is itself a recorded run. force rolls back over drift.
+// first and phase by phase across hosts; it is itself a recorded run.
+// force rolls back over drift.
 func (s *Session) Rollback(ctx context.Context, id string, force bool, po PlayOptions) (*runner.Recap, error) {
 	if !backup.ValidRunID(id) {
 		return nil, fmt.Errorf("%q is not a run id (want e.g. 2026-11-21T10-15-04Z)", id)
 	}
-	return s.Play(ctx, backup.RollbackPlaybook(id, force), po)
+	// Read the run's phases first, so the rollback undoes them across hosts
+	// newest first, as the run made them.
+	phases, err := backup.RollbackPhases(ctx, id, runner.Options{
+		Inventory: s.opts.Inventory,
+		Connector: s.connector,
+		Control:   s.opts.Control,
+		Forks:     po.Forks,
+		Limit:     po.Limit,
+		Secrets:   s.opts.Secrets,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read the phases of run %s: %w", id, err)
+	}
+	return s.Play(ctx, backup.RollbackPlaybook(id, force, phases...), po)
 }
 
 // Backups lists the runs recorded on hosts (and on the control machine).
