@@ -18,6 +18,7 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/lock"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
@@ -594,30 +595,13 @@ func (c *compiler) staticStrings(expr hcl.Expression, what string) []string {
 	return out
 }
 
-// lockNameRe is the lock names runner/lock accepts; checked here so that
-// a bad one is an error before any host is touched.
-var lockNameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-
-// maxLockName keeps "<name>.lock" within a file name's 255 bytes.
-const maxLockName = 200
-
-// CheckLockName refuses a lock name runner/lock cannot use (it names a
-// directory on the lock host), for callers that must check it before any
-// host is touched.
-func CheckLockName(name string) error {
-	if !lockNameRe.MatchString(name) || len(name) > maxLockName {
-		return fmt.Errorf("lock name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-', at most %d of them", name, maxLockName)
-	}
-	return nil
-}
-
 func (c *compiler) compileLock() *runner.LockSpec {
 	l := c.file.Lock
 	if l == nil {
 		return nil
 	}
 	spec := &runner.LockSpec{Name: l.Name}
-	if err := CheckLockName(l.Name); err != nil {
+	if err := lock.CheckName(l.Name); err != nil {
 		c.errorf(l.NameRange, "Invalid lock name", "The %s.", err)
 	}
 	if l.Host != nil {

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner/lock"
 	"github.com/urfave/cli/v2"
 )
@@ -35,7 +34,7 @@ var lockCommand = &cli.Command{
 
 func lockStatus(c *cli.Context) error {
 	if name := c.Args().First(); name != "" {
-		if err := playbooks.CheckLockName(name); err != nil {
+		if err := lock.CheckName(name); err != nil {
 			return cli.Exit("iklim: "+err.Error(), exitInvalid)
 		}
 	}
@@ -89,7 +88,7 @@ func lockRelease(c *cli.Context) error {
 	if name == "" {
 		return cli.Exit("usage: iklim lock release --host HOST NAME", exitInvalid)
 	}
-	if err := playbooks.CheckLockName(name); err != nil {
+	if err := lock.CheckName(name); err != nil {
 		return cli.Exit("iklim: "+err.Error(), exitInvalid)
 	}
 	s, err := newSession(c)

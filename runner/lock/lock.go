@@ -150,9 +150,15 @@ func New(opts ...Option) *Locker { return &Locker{o: apply(opts)} }
 
 func lockDir(o options, name string) string { return path.Join(o.dir, name+".lock") }
 
-func checkName(name string) error {
-	if !nameRe.MatchString(name) {
-		return fmt.Errorf("lock name %q: use letters, digits, '.', '_' and '-'", name)
+// maxName keeps "<name>.lock" within a file name's 255 bytes.
+const maxName = 200
+
+// CheckName refuses a name this package cannot use (it names a directory on
+// the lock host); playbooks call it so that a bad name is an error before
+// any host is touched.
+func CheckName(name string) error {
+	if !nameRe.MatchString(name) || len(name) > maxName {
+		return fmt.Errorf("lock name %q must start with a letter or digit and hold only letters, digits, '.', '_' and '-', at most %d of them", name, maxName)
 	}
 	return nil
 }
@@ -174,7 +180,7 @@ done
 // spec.TakeOverStale is set, in the same kind of single command, and only
 // if it is still the stale holder that was seen (compare-and-delete).
 func (l *Locker) Acquire(ctx context.Context, conn modules.Conn, spec runner.LockSpec, run runner.RunInfo) (func(context.Context) error, error) {
-	if err := checkName(spec.Name); err != nil {
+	if err := CheckName(spec.Name); err != nil {
 		return nil, err
 	}
 	if run.ID == "" {
@@ -418,7 +424,7 @@ if [ -d "$N" ] && [ "$(cat "$N/run_id" 2>/dev/null)" = %s ]; then mv "$N" "$N.re
 // Status reads who holds lock name on the host behind conn; nil means the
 // lock is free. For `iklim lock status NAME`.
 func Status(ctx context.Context, conn modules.Conn, name string, opts ...Option) (*Holder, error) {
-	if err := checkName(name); err != nil {
+	if err := CheckName(name); err != nil {
 		return nil, err
 	}
 	o := apply(opts)
