@@ -14,6 +14,64 @@ type Info struct {
 	Doc     string // one line
 	Example string // an HCL step using the module, shown by `iklim modules NAME`
 	New     func() Module
+	// Outputs are the values a step's register gets from the module's
+	// Output, besides "changed", which every registered step has.
+	Outputs []Output
+	// Diff says what diff mode shows of a change; empty when it shows none.
+	Diff string
+	// ReadOnly marks a module that never changes the host: check mode runs
+	// it as a run would and there is nothing to roll back.
+	ReadOnly bool
+	// Files marks a module whose changes list the files they replace
+	// (Change.Files): the runner snapshots them and rollback restores them
+	// byte-exact.
+	Files bool
+}
+
+// Output is one value a module's Output gives a registered step.
+type Output struct {
+	Name string
+	Type string // as Arg.Type: string, number, bool, list(…), map(…)
+	Doc  string
+}
+
+// Changed is the output every registered step has, set by the runner.
+var Changed = Output{Name: "changed", Type: "bool", Doc: "whether the step changed the host (in check mode: would change it)"}
+
+// Support says what a module supports, in words for its documentation.
+type Support struct {
+	Check    string
+	Diff     string
+	Rollback string
+}
+
+// Supports describes check, diff and rollback support, from the module's
+// interfaces (Rollbacker) where they tell and from Info's flags otherwise.
+func (i Info) Supports() Support {
+	var s Support
+	if i.ReadOnly {
+		s.Check = "yes: read-only, a check runs as a run would"
+	} else {
+		s.Check = "yes: only Check runs; the host is not changed"
+	}
+	s.Diff = "no"
+	if i.Diff != "" {
+		s.Diff = "yes: " + i.Diff
+	}
+	_, undoes := i.New().(Rollbacker)
+	switch {
+	case i.ReadOnly:
+		s.Rollback = "nothing to undo: it never changes the host"
+	case undoes && i.Files:
+		s.Rollback = "yes: the runner restores the files and the module undoes the rest"
+	case undoes:
+		s.Rollback = "yes: the module undoes its change from the record"
+	case i.Files:
+		s.Rollback = "yes: the runner restores the files byte-exact"
+	default:
+		s.Rollback = "no: a rollback reports its changes as not undone"
+	}
+	return s
 }
 
 // Arg is one argument of a module, read from its struct tags.

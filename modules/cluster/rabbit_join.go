@@ -35,7 +35,15 @@ func rabbitJoinInfo() modules.Info {
     definition = { "ha-mode" = "all", "ha-sync-mode" = "automatic" }
   }
 }`,
-		New: func() modules.Module { return &RabbitJoin{} },
+		Outputs: []modules.Output{
+			{Name: "node", Type: "string", Doc: "the host's RabbitMQ node name"},
+			{Name: "seed_node", Type: "string", Doc: "the seed's node name"},
+			{Name: "running_nodes", Type: "list(string)", Doc: "the cluster's running nodes"},
+			{Name: "joined", Type: "bool", Doc: "whether this step joined the node"},
+			{Name: "would_join", Type: "bool", Doc: "whether it would join (check mode)"},
+		},
+		Diff: "the cluster's members and policies before and after",
+		New:  func() modules.Module { return &RabbitJoin{} },
 	}
 }
 

@@ -28,7 +28,15 @@ func sentinelCheckInfo() modules.Info {
   converge_within = "90s"
   register        = "redis"
 }`,
-		New: func() modules.Module { return &SentinelCheck{} },
+		Outputs: []modules.Output{
+			{Name: "master", Type: "string", Doc: "the master as host:port"},
+			{Name: "master_host", Type: "string", Doc: "the master's address"},
+			{Name: "master_port", Type: "string", Doc: "the master's port"},
+			{Name: "replicas", Type: "list(string)", Doc: "the master's replicas as host:port"},
+			{Name: "sentinels", Type: "list(string)", Doc: "the sentinels asked, node/container"},
+		},
+		ReadOnly: true,
+		New:      func() modules.Module { return &SentinelCheck{} },
 	}
 }
 

@@ -21,6 +21,13 @@ func commandInfo() modules.Info {
   changed  = false
   register = "up"
 }`,
+		Outputs: []modules.Output{
+			{Name: "stdout", Type: "string", Doc: "what the command printed (redacted)"},
+			{Name: "stderr", Type: "string", Doc: "its standard error (redacted)"},
+			{Name: "rc", Type: "number", Doc: "its exit status"},
+			{Name: "stdout_lines", Type: "list(string)", Doc: "stdout split into lines"},
+			{Name: "skipped", Type: "bool", Doc: "whether creates/removes skipped it"},
+		},
 		New: func() modules.Module { return &Command{} },
 	}
 }

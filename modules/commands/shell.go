@@ -17,6 +17,13 @@ func shellInfo() modules.Info {
   cmd     = "app migrate >> /var/log/app-migrate.log 2>&1 && touch /srv/app/.migrated"
   creates = "/srv/app/.migrated"
 }`,
+		Outputs: []modules.Output{
+			{Name: "stdout", Type: "string", Doc: "what the command printed (redacted)"},
+			{Name: "stderr", Type: "string", Doc: "its standard error (redacted)"},
+			{Name: "rc", Type: "number", Doc: "its exit status"},
+			{Name: "stdout_lines", Type: "list(string)", Doc: "stdout split into lines"},
+			{Name: "skipped", Type: "bool", Doc: "whether creates/removes skipped it"},
+		},
 		New: func() modules.Module { return &Shell{} },
 	}
 }

@@ -23,7 +23,11 @@ func waitForInfo() modules.Info {
   port     = 8080
   max_wait = "30s"
 }`,
-		New: func() modules.Module { return &WaitFor{} },
+		Outputs: []modules.Output{
+			{Name: "elapsed", Type: "number", Doc: "seconds waited"},
+		},
+		ReadOnly: true,
+		New:      func() modules.Module { return &WaitFor{} },
 	}
 }
 

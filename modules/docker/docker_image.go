@@ -20,7 +20,13 @@ func dockerImageInfo() modules.Info {
   module = "docker_image"
   name   = "registry.example.com/framework:abc1234-1696234567"
 }`,
-		New: func() modules.Module { return &DockerImage{} },
+		Outputs: []modules.Output{
+			{Name: "name", Type: "string", Doc: "the image reference"},
+			{Name: "id_before", Type: "string", Doc: "the image id before the step"},
+			{Name: "digest", Type: "string", Doc: "the digest pulled or pushed"},
+		},
+		Diff: "the image id and digest before and after",
+		New:  func() modules.Module { return &DockerImage{} },
 	}
 }
 

@@ -22,7 +22,14 @@ func dockerLoginInfo() modules.Info {
   username = "deploy"
   password = "s3cret"
 }`,
-		New: func() modules.Module { return &DockerLogin{} },
+		Outputs: []modules.Output{
+			{Name: "registry", Type: "string", Doc: "the registry"},
+			{Name: "username", Type: "string", Doc: "the user logged in"},
+			{Name: "config", Type: "string", Doc: "the docker config file written"},
+		},
+		Diff:  "the registry entry of the docker config file, never the password",
+		Files: true,
+		New:   func() modules.Module { return &DockerLogin{} },
 	}
 }
 

@@ -21,7 +21,13 @@ func dockerNetworkInfo() modules.Info {
   subnet   = "10.20.0.0/24"
   run_once = true
 }`,
-		New: func() modules.Module { return &DockerNetwork{} },
+		Outputs: []modules.Output{
+			{Name: "id", Type: "string", Doc: "the network id"},
+			{Name: "name", Type: "string", Doc: "the network name"},
+			{Name: "created", Type: "bool", Doc: "whether this step created it"},
+		},
+		Diff: "the network's settings it would create",
+		New:  func() modules.Module { return &DockerNetwork{} },
 	}
 }
 

@@ -28,7 +28,14 @@ func dockerSecretInfo() modules.Info {
   generate = 32
   run_once = true
 }`,
-		New: func() modules.Module { return &DockerSecret{kind: "secret"} },
+		Outputs: []modules.Output{
+			{Name: "name", Type: "string", Doc: "the current (versioned) secret name"},
+			{Name: "version", Type: "number", Doc: "its version (0 when not versioned)"},
+			{Name: "created", Type: "bool", Doc: "whether this step created it"},
+			{Name: "pruned", Type: "list(string)", Doc: "old versions removed"},
+		},
+		Diff: "the secret's name and labels it would create, never its value",
+		New:  func() modules.Module { return &DockerSecret{kind: "secret"} },
 	}
 }
 
@@ -44,7 +51,14 @@ func dockerConfigInfo() modules.Info {
   versioned = true
   run_once  = true
 }`,
-		New: func() modules.Module { return NewDockerConfig() },
+		Outputs: []modules.Output{
+			{Name: "name", Type: "string", Doc: "the current (versioned) config name"},
+			{Name: "version", Type: "number", Doc: "its version (0 when not versioned)"},
+			{Name: "created", Type: "bool", Doc: "whether this step created it"},
+			{Name: "pruned", Type: "list(string)", Doc: "old versions removed"},
+		},
+		Diff: "the config it would create",
+		New:  func() modules.Module { return NewDockerConfig() },
 	}
 }
 

@@ -22,7 +22,12 @@ func nodeLabelInfo() modules.Info {
   labels         = { tier = "db" }
   from_inventory = true
 }`,
-		New: func() modules.Module { return &NodeLabel{} },
+		Outputs: []modules.Output{
+			{Name: "node_id", Type: "string", Doc: "the host's node id"},
+			{Name: "labels", Type: "map(string)", Doc: "the labels wanted"},
+		},
+		Diff: "the node's labels before and after",
+		New:  func() modules.Module { return &NodeLabel{} },
 	}
 }
 

@@ -24,6 +24,10 @@ func serviceWaitInfo() modules.Info {
   max_wait = "5m"
   run_once = true
 }`,
+		Outputs: []modules.Output{
+			{Name: "services", Type: "map(object)", Doc: "per service: running, desired (replicas) and update (update state)"},
+			{Name: "waited", Type: "string", Doc: "how long it waited, e.g. 12.5s"},
+		},
 		New: func() modules.Module { return &ServiceWait{} },
 	}
 }

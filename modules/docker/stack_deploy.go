@@ -27,7 +27,16 @@ func stackDeployInfo() modules.Info {
   env_files = ["${path.dir}/app.env"]
   run_once  = true
 }`,
-		New: func() modules.Module { return &StackDeploy{} },
+		Outputs: []modules.Output{
+			{Name: "stack", Type: "string", Doc: "the stack name"},
+			{Name: "hash", Type: "string", Doc: "hash of the rendered compose files and env"},
+			{Name: "services", Type: "list(string)", Doc: "every service the compose files define"},
+			{Name: "deployed", Type: "list(string)", Doc: "services this step (re)deployed"},
+			{Name: "pruned", Type: "list(string)", Doc: "services removed"},
+		},
+		Diff:  "the rendered compose files and the services that would change",
+		Files: true,
+		New:   func() modules.Module { return &StackDeploy{} },
 	}
 }
 

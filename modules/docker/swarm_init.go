@@ -25,7 +25,13 @@ func swarmInitInfo() modules.Info {
   workers  = ["iklim-db-01", "iklim-db-02"]
   register = "swarm"
 }`,
-		New: func() modules.Module { return &SwarmInit{} },
+		Outputs: []modules.Output{
+			{Name: "cluster_id", Type: "string", Doc: "the swarm the host ended in"},
+			{Name: "node_id", Type: "string", Doc: "the host's node id"},
+			{Name: "role", Type: "string", Doc: "manager or worker"},
+		},
+		Diff: "the host's swarm membership and role before and after",
+		New:  func() modules.Module { return &SwarmInit{} },
 	}
 }
 

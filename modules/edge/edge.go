@@ -22,13 +22,25 @@ func Modules() []modules.Info {
 			Name:    "cert_reload",
 			Doc:     "Install a validated TLS certificate, chain and key atomically, reload the server when it changed, verify it is served, else put the old one back",
 			Example: certReloadExample,
-			New:     func() modules.Module { return &CertReload{} },
+			Outputs: []modules.Output{
+				{Name: "reloaded", Type: "bool", Doc: "whether the server was reloaded"},
+				{Name: "fingerprint", Type: "string", Doc: "the installed certificate's SHA-256 fingerprint (absent when there is none)"},
+				{Name: "not_after", Type: "string", Doc: "its expiry, RFC 3339"},
+				{Name: "previous_fingerprint", Type: "string", Doc: "the replaced certificate (after a change)"},
+			},
+			Diff:  "the certificate's fingerprint, subject, names and expiry, never the key",
+			Files: true,
+			New:   func() modules.Module { return &CertReload{} },
 		},
 		{
 			Name:    "dns_record",
 			Doc:     "Set DNS records through GoDaddy's API or RFC 2136 dynamic update with TSIG, changing only what differs, and wait until the answer matches",
 			Example: dnsRecordExample,
-			New:     func() modules.Module { return &DNSRecord{} },
+			Outputs: []modules.Output{
+				{Name: "records", Type: "map(list(string))", Doc: "the values wanted, keyed \"NAME TYPE\""},
+			},
+			Diff: "the zone's records before and after",
+			New:  func() modules.Module { return &DNSRecord{} },
 		},
 	}
 }

@@ -22,7 +22,12 @@ func copyInfo() modules.Info {
   content = "PORT=8080\n"
   mode    = "0640"
 }`,
-		New: func() modules.Module { return &Copy{} },
+		Outputs: []modules.Output{
+			{Name: "path", Type: "string", Doc: "the destination file"},
+		},
+		Diff:  "the file's content before and after (a sensitive file's content is never shown)",
+		Files: true,
+		New:   func() modules.Module { return &Copy{} },
 	}
 }
 

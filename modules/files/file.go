@@ -23,7 +23,12 @@ func fileInfo() modules.Info {
   mode   = "0750"
   owner  = "root"
 }`,
-		New: func() modules.Module { return &File{} },
+		Outputs: []modules.Output{
+			{Name: "path", Type: "string", Doc: "the path"},
+		},
+		Diff:  "the path's type, mode, owner and content before and after",
+		Files: true,
+		New:   func() modules.Module { return &File{} },
 	}
 }
 

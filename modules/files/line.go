@@ -23,7 +23,12 @@ func lineInfo() modules.Info {
   line   = "vm.max_map_count=262144"
   create = true
 }`,
-		New: func() modules.Module { return &Line{} },
+		Outputs: []modules.Output{
+			{Name: "path", Type: "string", Doc: "the file"},
+		},
+		Diff:  "the file's content before and after",
+		Files: true,
+		New:   func() modules.Module { return &Line{} },
 	}
 }
 

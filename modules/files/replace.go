@@ -22,7 +22,14 @@ func replaceInfo() modules.Info {
   regexp  = "^(\\s+image:\\s+registry.example.com/framework):.*$"
   replace = "\\1:abc1234-1696234567"
 }`,
-		New: func() modules.Module { return &Replace{} },
+		Outputs: []modules.Output{
+			{Name: "path", Type: "string", Doc: "the file"},
+			{Name: "matches", Type: "number", Doc: "how many matches the regexp has"},
+			{Name: "lines", Type: "list(number)", Doc: "the lines (from 1) where a match changes text"},
+		},
+		Diff:  "the changed lines before and after",
+		Files: true,
+		New:   func() modules.Module { return &Replace{} },
 	}
 }
 

@@ -18,7 +18,23 @@ func statInfo() modules.Info {
   path     = "/etc/motd"
   register = "motd"
 }`,
-		New: func() modules.Module { return &Stat{} },
+		Outputs: []modules.Output{
+			{Name: "exists", Type: "bool", Doc: "whether the path exists"},
+			{Name: "path", Type: "string", Doc: "the path"},
+			{Name: "mode", Type: "string", Doc: "permission bits in octal, e.g. 0644 (\"\" when absent)"},
+			{Name: "uid", Type: "number", Doc: "owner uid"},
+			{Name: "gid", Type: "number", Doc: "group gid"},
+			{Name: "owner", Type: "string", Doc: "owner name, or the uid when it has none"},
+			{Name: "group", Type: "string", Doc: "group name, or the gid when it has none"},
+			{Name: "size", Type: "number", Doc: "size in bytes"},
+			{Name: "sha256", Type: "string", Doc: "sha256 of a regular file's content"},
+			{Name: "is_dir", Type: "bool", Doc: "a directory"},
+			{Name: "is_file", Type: "bool", Doc: "a regular file"},
+			{Name: "is_link", Type: "bool", Doc: "a symbolic link"},
+			{Name: "link_target", Type: "string", Doc: "a link's target"},
+		},
+		ReadOnly: true,
+		New:      func() modules.Module { return &Stat{} },
 	}
 }
 

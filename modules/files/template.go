@@ -22,7 +22,12 @@ func templateInfo() modules.Info {
   dest   = "/etc/nginx/conf.d/app.conf"
   vars   = { upstream = "127.0.0.1:8080" }
 }`,
-		New: func() modules.Module { return &Template{} },
+		Outputs: []modules.Output{
+			{Name: "path", Type: "string", Doc: "the destination file"},
+		},
+		Diff:  "the rendered file's content before and after",
+		Files: true,
+		New:   func() modules.Module { return &Template{} },
 	}
 }
 

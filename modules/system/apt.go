@@ -23,7 +23,12 @@ func aptInfo() modules.Info {
   update_cache     = true
   cache_valid_time = "1h"
 }`,
-		New: func() modules.Module { return &Apt{} },
+		Outputs: []modules.Output{
+			{Name: "cache_updated", Type: "bool", Doc: "whether the package lists were refreshed"},
+			{Name: "packages", Type: "map(string)", Doc: "installed version per named package (\"\" when absent)"},
+		},
+		Diff: "the packages' versions before and after",
+		New:  func() modules.Module { return &Apt{} },
 	}
 }
 

@@ -31,7 +31,16 @@ func httpCheckInfo() modules.Info {
   within     = "60s"
   register   = "health"
 }`,
-		New: func() modules.Module { return &HTTPCheck{} },
+		Outputs: []modules.Output{
+			{Name: "url", Type: "string", Doc: "the URL"},
+			{Name: "status", Type: "number", Doc: "the last HTTP status"},
+			{Name: "body", Type: "string", Doc: "an excerpt of the last body"},
+			{Name: "latency_ms", Type: "number", Doc: "the last request's latency in ms"},
+			{Name: "attempts", Type: "number", Doc: "requests made"},
+			{Name: "elapsed", Type: "number", Doc: "seconds until it was as expected"},
+		},
+		ReadOnly: true,
+		New:      func() modules.Module { return &HTTPCheck{} },
 	}
 }
 

@@ -28,9 +28,24 @@ import (
 const RollbackModule = "rollback"
 
 func init() {
-	modules.Register(RollbackModule,
-		"Undo a recorded run on each host: restore its files byte-exact and undo module changes, newest first",
-		func() modules.Module { return &Rollback{} })
+	modules.RegisterInfo(modules.Info{
+		Name: RollbackModule,
+		Doc:  "Undo a recorded run on each host: restore its files byte-exact and undo module changes, newest first",
+		Example: `step "undo" {
+  module = "rollback"
+  run    = var.run   # the run id, as iklim backups list shows it
+}`,
+		Outputs: []modules.Output{
+			{Name: "run", Type: "string", Doc: "the run undone"},
+			{Name: "restored_files", Type: "number", Doc: "files put back (or deleted, when the run created them)"},
+			{Name: "undone_changes", Type: "number", Doc: "changes undone by their module's Rollback"},
+			{Name: "not_undone", Type: "list(string)", Doc: "changes nothing could undo (only when there are some)"},
+			{Name: "kept_dirs", Type: "list(string)", Doc: "directories the run created that were kept because they hold other files now (only when there are some)"},
+		},
+		Diff:  "every file it would restore or delete and every change it would undo",
+		Files: true,
+		New:   func() modules.Module { return &Rollback{} },
+	})
 }
 
 // Drifter is a module that can tell whether the state one of its changes
