@@ -67,6 +67,15 @@ type Inventory struct {
 	byName map[string]*Host
 	// addGroups are the groups Add created; they list only added hosts.
 	addGroups map[string]bool
+	// origins records, per host, where the file set each setting.
+	origins map[string]map[string]string
+}
+
+// Origins says where each setting the file gave host came from: "user",
+// "vars.NAME" or "labels.NAME" -> `group "app" at inv.hcl:3`. Settings the
+// file left alone, and hosts added in Go, have none.
+func (inv *Inventory) Origins(host string) map[string]string {
+	return inv.origins[host]
 }
 
 // Host finds a host by name.

@@ -237,11 +237,15 @@ type settings struct {
 	timeout                                                           *time.Duration
 	labels                                                            map[string]string
 	vars                                                              map[string]cty.Value
+	// from names the block ("defaults", `group "app"`); at holds each
+	// attribute's file:line, for Host.Origins.
+	from string
+	at   map[string]string
 }
 
 // apply folds s over h: attributes s sets replace h's; labels and vars are
 // merged key by key.
-func (s *settings) apply(h *Host) {
+func (s *settings) apply(h *Host, origins map[string]string) {
 	setStr := func(dst *string, v *string) {
 		if v != nil {
 			*dst = *v
@@ -273,6 +277,24 @@ func (s *settings) apply(h *Host) {
 	}
 	for k, v := range s.vars {
 		h.Vars[k] = v
+	}
+	if origins == nil {
+		return
+	}
+	set := map[string]bool{"user": s.user != nil, "key": s.key != nil, "known_hosts": s.knownHosts != nil,
+		"proxy_jump": s.proxyJump != nil, "become_user": s.becomeUser != nil, "backup_root": s.backupRoot != nil,
+		"address": s.address != nil, "port": s.port != nil, "trust_on_first_use": s.tofu != nil,
+		"become": s.become != nil, "local": s.local != nil, "connect_timeout": s.timeout != nil}
+	for k, ok := range set {
+		if ok {
+			origins[k] = s.from + " at " + s.at[k]
+		}
+	}
+	for k := range s.labels {
+		origins["labels."+k] = s.from + " at " + s.at["labels"]
+	}
+	for k := range s.vars {
+		origins["vars."+k] = s.from + " at " + s.at["vars"]
 	}
 }
 
@@ -333,12 +355,14 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 			c, d := b.Body.Content(defaultsSchema)
 			p.diags = append(p.diags, d...)
 			defaults = &hclDefaults{def: b.DefRange, s: p.settings(c)}
+			defaults.s.from = "defaults"
 		case "host":
 			name := b.Labels[0]
 			p.checkName("host", name, b.LabelRanges[0])
 			c, d := b.Body.Content(hostSchema)
 			p.diags = append(p.diags, d...)
 			h := &hostDecl{name: name, def: b.DefRange, s: p.settings(c)}
+			h.s.from = fmt.Sprintf("host %q", name)
 			if prev, dup := hostByName[name]; dup {
 				p.errorf(b.LabelRanges[0], fmt.Sprintf("Duplicate host %q", name),
 					"previous definition was at %s", at(prev.def))
@@ -352,6 +376,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 			c, d := b.Body.Content(groupSchema)
 			p.diags = append(p.diags, d...)
 			g := &groupDecl{name: name, def: b.DefRange, s: p.settings(c)}
+			g.s.from = fmt.Sprintf("group %q", name)
 			if a, ok := c.Attributes["hosts"]; ok {
 				g.hosts = p.names(a)
 			}
@@ -397,7 +422,8 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	}
 	p.checkCycles(groups, groupByName)
 
-	inv := &Inventory{Groups: map[string]*Group{}, File: filename, byName: make(map[string]*Host, len(hosts))}
+	inv := &Inventory{Groups: map[string]*Group{}, File: filename, byName: make(map[string]*Host, len(hosts)),
+		origins: make(map[string]map[string]string, len(hosts))}
 	for _, g := range groups {
 		grp := &Group{Name: g.name, Vars: map[string]cty.Value{}}
 		for _, h := range g.hosts {
@@ -421,13 +447,15 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	for _, hd := range hosts {
 		order := gr.groupsOf(direct[hd.name])
 		h := &Host{Name: hd.name, Labels: map[string]string{}, Vars: map[string]cty.Value{}}
+		origins := map[string]string{}
+		inv.origins[h.Name] = origins
 		if defaults != nil {
-			defaults.s.apply(h)
+			defaults.s.apply(h, origins)
 		}
 		for _, n := range order {
-			groupByName[n].s.apply(h)
+			groupByName[n].s.apply(h, origins)
 		}
-		hd.s.apply(h)
+		hd.s.apply(h, origins)
 		h.Groups = append([]string{AllGroup}, order...)
 		fillDefaults(h)
 		inv.Hosts = append(inv.Hosts, h)
@@ -871,7 +899,9 @@ func (p *parser) settings(c *hcl.BodyContent) settings {
 		attrs = append(attrs, a)
 	}
 	sort.Slice(attrs, func(i, j int) bool { return attrs[i].Range.Start.Byte < attrs[j].Range.Start.Byte })
+	s.at = make(map[string]string, len(attrs))
 	for _, a := range attrs {
+		s.at[a.Name] = at(a.Range)
 		switch a.Name {
 		case "user":
 			s.user = p.str(a)

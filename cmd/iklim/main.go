@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"strings"
 	"syscall"
 
 	_ "github.com/iklimco/iklim/modules/stock"
@@ -24,11 +25,20 @@ const (
 	exitInterrupted = 130
 )
 
-var version = "dev"
-
 func main() {
-	os.Exit(run(os.Args, playCommand, modulesCommand, backupsCommand, rollbackCommand, lockCommand))
+	os.Exit(run(os.Args, commands()...))
 }
+
+// commands are iklim's subcommands, in the order help lists them.
+func commands() []*cli.Command {
+	return []*cli.Command{playCommand, inventoryCommand, modulesCommand, backupsCommand, reportCommand, rollbackCommand,
+		lockCommand, versionCommand, completionCommand, completeCommand}
+}
+
+// versionFlag replaces urfave/cli's global --version, whose -v alias would
+// clash with the commands' -v (--verbose): -v means --verbose wherever a
+// command has it, and nothing at the top level.
+var versionFlag = &cli.BoolFlag{Name: "version", Usage: "print the version (as `iklim version`)"}
 
 // run runs the CLI with cmds and returns the exit status; a panic is
 // reported as a crash, not as bad input.
@@ -43,12 +53,24 @@ func run(args []string, cmds ...*cli.Command) (code int) {
 	app := &cli.App{
 		Name:           "iklim",
 		Usage:          "agentless, parallel SSH executor for Docker Swarm clusters",
-		Version:        version,
+		Version:        buildVersion().String(),
+		HideVersion:    true,
+		Flags:          []cli.Flag{versionFlag},
 		Commands:       cmds,
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors once
 		OnUsageError:   usageError,
 		CommandNotFound: func(c *cli.Context, name string) {
 			notFound = name
+		},
+		Action: func(c *cli.Context) error {
+			if c.Bool("version") {
+				fmt.Fprintln(c.App.Writer, buildVersion().Long())
+				return nil
+			}
+			if c.NArg() > 0 {
+				return cli.Exit(fmt.Sprintf("iklim: no command %q (see iklim --help)", c.Args().First()), exitInvalid)
+			}
+			return cli.ShowAppHelp(c)
 		},
 	}
 	setUsageError(app.Commands)
@@ -61,7 +83,7 @@ func run(args []string, cmds ...*cli.Command) (code int) {
 		stop()
 	}()
 	stopProfiling := startProfiling()
-	err := app.RunContext(ctx, args)
+	err := app.RunContext(ctx, interspersed(args, cmds))
 	stopProfiling()
 	if notFound != "" && err == nil {
 		err = cli.Exit(fmt.Sprintf("iklim: no command %q (see iklim --help)", notFound), exitInvalid)
@@ -69,10 +91,115 @@ func run(args []string, cmds ...*cli.Command) (code int) {
 	return exitCode(err)
 }
 
+// interspersed moves the flags that follow a command's positional
+// arguments in front of them, because urfave/cli v2 stops parsing flags at
+// the first positional one and Ansible users put -e last by habit:
+// `iklim play site.hcl -e k=v --check` is `iklim play -e k=v --check site.hcl`.
+// A "--" ends the flags; what follows it stays positional.
+func interspersed(args []string, cmds []*cli.Command) []string {
+	if len(args) < 2 {
+		return args
+	}
+	out := []string{args[0]}
+	i := 1
+	// Global flags take no value.
+	for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
+		out = append(out, args[i])
+		i++
+	}
+	var cmd *cli.Command
+	for i < len(args) {
+		next := findCommand(cmds, args[i])
+		if next == nil {
+			break
+		}
+		cmd, cmds = next, next.Subcommands
+		out = append(out, args[i])
+		i++
+		if len(cmds) == 0 {
+			break
+		}
+		// Flags between a command and its subcommand stay where they are.
+		for i < len(args) && strings.HasPrefix(args[i], "-") && args[i] != "--" {
+			out = append(out, args[i])
+			if takesValue(cmd, args[i]) && i+1 < len(args) {
+				out = append(out, args[i+1])
+				i++
+			}
+			i++
+		}
+	}
+	if cmd == nil || cmd.SkipFlagParsing {
+		return args
+	}
+	var flags, positional []string
+	dashdash := false
+	for ; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--":
+			dashdash = true
+			positional = append(positional, args[i+1:]...)
+			i = len(args)
+		case strings.HasPrefix(a, "-") && a != "-":
+			flags = append(flags, a)
+			if takesValue(cmd, a) && i+1 < len(args) {
+				flags = append(flags, args[i+1])
+				i++
+			}
+		default:
+			positional = append(positional, a)
+		}
+	}
+	out = append(out, flags...)
+	if dashdash {
+		out = append(out, "--")
+	}
+	return append(out, positional...)
+}
+
+func findCommand(cmds []*cli.Command, name string) *cli.Command {
+	for _, c := range cmds {
+		if c.HasName(name) {
+			return c
+		}
+	}
+	return nil
+}
+
+// takesValue reports whether arg (-x or --name, without =value) is a flag
+// of cmd that reads the next argument as its value.
+func takesValue(cmd *cli.Command, arg string) bool {
+	if strings.Contains(arg, "=") {
+		return false
+	}
+	f := findFlag(cmd.Flags, strings.TrimLeft(arg, "-"))
+	if f == nil {
+		return false
+	}
+	dg, ok := f.(cli.DocGenerationFlag)
+	return ok && dg.TakesValue()
+}
+
+func findFlag(flags []cli.Flag, name string) cli.Flag {
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return f
+			}
+		}
+	}
+	return nil
+}
+
 // usageError makes a bad flag or argument exit with exitInvalid, as other
 // bad input does.
 func usageError(_ *cli.Context, err error, _ bool) error {
-	return cli.Exit("iklim: "+err.Error()+" (see --help)", exitInvalid)
+	msg := err.Error()
+	if strings.Contains(msg, "-v") && strings.Contains(msg, "not defined") {
+		msg += "; -v is --verbose, and only play and rollback have it (the version is --version or iklim version)"
+	}
+	return cli.Exit("iklim: "+msg+" (see --help)", exitInvalid)
 }
 
 func setUsageError(cmds []*cli.Command) {

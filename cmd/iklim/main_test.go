@@ -29,7 +29,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "iklim")
-	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-buildvcs=auto", "-o", binary, ".").CombinedOutput(); err != nil {
 		panic(fmt.Sprintf("build iklim: %v\n%s", err, out))
 	}
 	code := m.Run()
@@ -40,7 +40,14 @@ func TestMain(m *testing.M) {
 // iklim runs the built binary and returns stdout, stderr and the exit code.
 func iklim(t *testing.T, env []string, args ...string) (string, string, int) {
 	t.Helper()
+	return iklimIn(t, "", env, args...)
+}
+
+// iklimIn is iklim run in dir.
+func iklimIn(t *testing.T, dir string, env []string, args ...string) (string, string, int) {
+	t.Helper()
 	cmd := exec.Command(binary, args...)
+	cmd.Dir = dir
 	// Keep the control machine's records inside the test unless env says.
 	state := t.TempDir()
 	cmd.Env = append(os.Environ(), "IKLIM_STATE_DIR="+state, "IKLIM_CONTROL_BACKUP_ROOT="+filepath.Join(state, "backups"))
@@ -438,4 +445,144 @@ func TestLockCommandsRefuseBadNamesBeforeConnecting(t *testing.T) {
 		require.Contains(t, stderr, "lock name")
 	}
 	require.Zero(t, accepted.Load())
+}
+
+func TestInterspersedFlags(t *testing.T) {
+	cmds := commands()
+	for _, tc := range []struct{ in, want string }{
+		{"iklim play site.hcl -e k=v --check", "iklim play -e k=v --check site.hcl"},
+		{"iklim play -i inv site.hcl -e k=v -C", "iklim play -i inv -e k=v -C site.hcl"},
+		{"iklim play site.hcl --extra-vars=k=v", "iklim play --extra-vars=k=v site.hcl"},
+		{"iklim play -i inv -- -odd.hcl --check", "iklim play -i inv -- -odd.hcl --check"},
+		{"iklim play site.hcl -e -- --check", "iklim play -e -- --check site.hcl"}, // -e's value is "--"
+		{"iklim lock status prod -i inv", "iklim lock status -i inv prod"},
+		{"iklim modules copy", "iklim modules copy"},
+		{"iklim __complete play -i", "iklim __complete play -i"},
+		{"iklim nosuch -x y", "iklim nosuch -x y"},
+	} {
+		require.Equal(t, strings.Fields(tc.want), interspersed(strings.Fields(tc.in), cmds), tc.in)
+	}
+}
+
+// TestFlagsAfterPlaybook parses with the real flag parser: flags after
+// PLAYBOOK take effect and -- ends them.
+func TestFlagsAfterPlaybook(t *testing.T) {
+	var got *cli.Context
+	cmds := parseOnly(commands(), &got)
+	require.Equal(t, 0, run(strings.Fields("iklim play -i inv site.hcl -e k=v --check -t a -v"), cmds...))
+	require.Equal(t, []string{"site.hcl"}, got.Args().Slice())
+	require.Equal(t, "inv", got.String("inventory"))
+	require.Equal(t, []string{"k=v"}, got.StringSlice("extra-vars"))
+	require.True(t, got.Bool("check"))
+	require.True(t, got.Bool("verbose"), "-v is --verbose")
+	require.Equal(t, []string{"a"}, got.StringSlice("tags"))
+
+	require.Equal(t, 0, run(strings.Fields("iklim play -i inv -- -odd.hcl"), cmds...))
+	require.Equal(t, []string{"-odd.hcl"}, got.Args().Slice())
+	require.Equal(t, exitInvalid, run(strings.Fields("iklim play -i inv -- a.hcl --check"), commands()...), "after --, --check is a second PLAYBOOK")
+	require.Equal(t, exitInvalid, run(strings.Fields("iklim play site.hcl --nosuch"), cmds...))
+}
+
+// TestPlayDryOptionsContactNoHost: --syntax-check, --list-hosts and
+// --list-steps after --limit, --tags and --start-at-step, all with no
+// connection to the inventory's hosts.
+func TestPlayDryOptionsContactNoHost(t *testing.T) {
+	port, accepted := countingListener(t)
+	dir := t.TempDir()
+	inv := writeFile(t, dir, "inv.hcl", fmt.Sprintf(`
+defaults { port = %d }
+host "web-1" { address = "127.0.0.1" }
+host "web-2" { address = "127.0.0.1" }
+host "db-1" { address = "127.0.0.1" }
+group "web" { hosts = ["web-1", "web-2"] }
+`, port))
+	pb := writeFile(t, dir, "pb.hcl", `
+play "one" {
+  hosts = "web"
+  step "first" {
+    module = "command"
+    cmd    = "true"
+    tags   = ["a"]
+  }
+  step "second" {
+    module = "command"
+    cmd    = "true"
+    tags   = ["b"]
+  }
+}
+play "two" {
+  hosts = "all"
+  step "third" {
+    module = "command"
+    cmd    = "true"
+    tags   = ["always"]
+  }
+}
+`)
+	out, errOut, code := iklim(t, nil, "play", pb, "-i", inv, "--syntax-check")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "syntax OK (2 play(s), 3 step(s))")
+
+	out, errOut, code = iklim(t, nil, "play", pb, "-i", inv, "--list-hosts", "-l", "web-2:db-1")
+	require.Equal(t, 0, code, errOut)
+	require.Equal(t, "play \"one\" (web): 1 host(s)\n  web-2\nplay \"two\" (all): 2 host(s)\n  web-2\n  db-1\n", out)
+
+	out, errOut, code = iklim(t, nil, "play", pb, "-i", inv, "--list-steps", "-t", "b")
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "  second\tcommand\ttags=b\t")
+	require.Contains(t, out, "  third\tcommand\ttags=always\t", "always runs whatever the tags")
+	require.NotContains(t, out, "first")
+
+	out, errOut, code = iklim(t, nil, "play", pb, "-i", inv, "--list-steps", "--start-at-step", "second")
+	require.Equal(t, 0, code, errOut)
+	require.NotContains(t, out, "first")
+	require.Contains(t, out, "second")
+	require.Contains(t, out, "third")
+
+	_, errOut, code = iklim(t, nil, "play", pb, "-i", inv, "--start-at-step", "secnd")
+	require.Equal(t, exitInvalid, code)
+	require.Contains(t, errOut, `no step "secnd"; did you mean "second"?`)
+
+	// A playbook error is reported by --syntax-check with file:line.
+	bad := writeFile(t, dir, "bad.hcl", "play \"p\" {\n  hosts = \"all\"\n  step \"s\" {\n    module = \"nosuch\"\n  }\n}\n")
+	_, errOut, code = iklim(t, nil, "play", bad, "-i", inv, "--syntax-check")
+	require.Equal(t, exitInvalid, code)
+	require.Contains(t, errOut, "bad.hcl:4")
+
+	// --step needs a terminal: the test's stdin is not one.
+	_, errOut, code = iklim(t, nil, "play", pb, "-i", inv, "--step")
+	require.Equal(t, exitInvalid, code)
+	require.Contains(t, errOut, "--step asks before each step and needs a terminal on stdin")
+	require.Zero(t, accepted.Load(), "no host may be contacted")
+}
+
+func TestVersionFromBuildInfo(t *testing.T) {
+	out, errOut, code := iklim(t, nil, "version")
+	require.Equal(t, 0, code, errOut)
+	flagOut, _, code := iklim(t, nil, "--version")
+	require.Equal(t, 0, code)
+	require.Equal(t, out, flagOut)
+	// What the toolchain says it stamped into the binary.
+	info, err := exec.Command("go", "version", "-m", binary).Output()
+	require.NoError(t, err)
+	var mod, rev string
+	for _, l := range strings.Split(string(info), "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) >= 3 && f[0] == "mod":
+			mod = f[2]
+		case len(f) == 2 && strings.HasPrefix(f[1], "vcs.revision="):
+			rev = strings.TrimPrefix(f[1], "vcs.revision=")
+		}
+	}
+	require.NotEmpty(t, mod)
+	require.Contains(t, out, "iklim "+mod+"\n")
+	if rev != "" { // a checkout without git builds without it
+		require.Contains(t, out, "commit "+rev)
+	}
+	require.NotContains(t, out, "dev\n")
+
+	_, errOut, code = iklim(t, nil, "-v")
+	require.Equal(t, exitInvalid, code, "-v is not --version")
+	require.Contains(t, errOut, "-v is --verbose")
 }
