@@ -9,10 +9,13 @@ build:
     go build -o bin/iklim ./cmd/iklim
 
 # Every test, with the race detector (lab-backed tests skip unless the lab is up or IKLIM_LAB=required).
+# -p 8: the lab tests of several packages wait on the lab's swarm lock, and
+# with only as many package slots as cores they would hold every slot while
+# waiting, so the packages that need no lab would queue behind them.
 test:
     go vet ./...
     test -z "$(gofmt -l .)" || { gofmt -l .; exit 1; }
-    go test -race -shuffle=on -timeout 60m ./...
+    go test -race -shuffle=on -p 8 -timeout 60m ./...
 
 # The main job: seed 000's production pipeline (examples/iklimco/site.hcl) on
 # the lab, twice (the second run must change nothing), then --check --diff
