@@ -586,3 +586,66 @@ func TestVersionFromBuildInfo(t *testing.T) {
 	require.Equal(t, exitInvalid, code, "-v is not --version")
 	require.Contains(t, errOut, "-v is --verbose")
 }
+
+// TestStepAsksOnATerminal runs `iklim play --step` in a real terminal (a
+// tmux pane) against the local machine: it answers y to the first step and
+// n to the second, and only the first one runs.
+func TestStepAsksOnATerminal(t *testing.T) {
+	tmux, err := exec.LookPath("tmux")
+	require.NoError(t, err, "tmux is installed by .ci/install")
+	dir := t.TempDir()
+	inv := writeFile(t, dir, "inv.hcl", fmt.Sprintf(`host "me" {
+  local       = true
+  backup_root = %q
+}
+`, filepath.Join(dir, "backups")))
+	pb := writeFile(t, dir, "pb.hcl", fmt.Sprintf(`play "p" {
+  hosts = "all"
+  step "one" {
+    module  = "shell"
+    cmd     = "touch one"
+    chdir   = %[1]q
+    creates = "%[1]s/one"
+  }
+  step "two" {
+    module  = "shell"
+    cmd     = "touch two"
+    chdir   = %[1]q
+    creates = "%[1]s/two"
+  }
+}
+`, dir))
+	sock := fmt.Sprintf("iklim-step-%d", time.Now().UnixNano())
+	tm := func(args ...string) string {
+		cmd := exec.Command(tmux, append([]string{"-L", sock}, args...)...)
+		cmd.Env = append(os.Environ(), "TERM=xterm")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "tmux %v: %s", args, out)
+		return string(out)
+	}
+	state := t.TempDir()
+	script := fmt.Sprintf("IKLIM_STATE_DIR=%s IKLIM_CONTROL_BACKUP_ROOT=%s/b %s play --step -i %s %s; echo EXIT=$?; sleep 60",
+		state, state, binary, inv, pb)
+	tm("new-session", "-d", "-x", "200", "-y", "50", script)
+	t.Cleanup(func() { _ = exec.Command(tmux, "-L", sock, "kill-server").Run() })
+	screenHas := func(s string) string {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			screen := tm("capture-pane", "-p")
+			if strings.Contains(screen, s) {
+				return screen
+			}
+			require.True(t, time.Now().Before(deadline), "the screen never showed %q:\n%s", s, screen)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	screenHas("Perform step p / one (shell)? (y)es/(n)o/(c)ontinue:")
+	tm("send-keys", "y", "Enter")
+	screenHas("Perform step p / two (shell)? (y)es/(n)o/(c)ontinue:")
+	tm("send-keys", "n", "Enter")
+	screen := screenHas("EXIT=")
+	require.Contains(t, screen, "EXIT=0")
+	require.FileExists(t, filepath.Join(dir, "one"))
+	require.NoFileExists(t, filepath.Join(dir, "two"), "step two was declined")
+}
