@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
+	"sync"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/iklimco/iklim/inventories"
@@ -39,7 +41,7 @@ func newSession(c *cli.Context) (*cliSession, error) {
 	var events func(runner.Event)
 	switch c.String("output") {
 	case "json":
-		events = (&runner.JSONPrinter{W: c.App.Writer}).Event
+		events = (&jsonEvents{enc: json.NewEncoder(c.App.Writer)}).Event
 	case "text", "":
 		events = (&runner.TextPrinter{W: c.App.Writer, Diff: c.Bool("diff"), Verbose: c.Bool("verbose"), Color: isTerminal(os.Stdout)}).Event
 	default:
@@ -105,4 +107,28 @@ func result(recap *runner.Recap, err error) error {
 		err = errInterrupted
 	}
 	return resultError(recap, err)
+}
+
+// eventSchema is the version of the JSON events that docs/events.md and
+// docs/events.schema.json describe; it changes when a field changes
+// meaning or goes away, not when one is added.
+const eventSchema = 1
+
+// jsonEvent is a runner.Event as --output json writes it: with the schema
+// version first.
+type jsonEvent struct {
+	Schema int `json:"schema"`
+	runner.Event
+}
+
+// jsonEvents writes one JSON event per line (--output json).
+type jsonEvents struct {
+	mu  sync.Mutex
+	enc *json.Encoder
+}
+
+func (p *jsonEvents) Event(ev runner.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_ = p.enc.Encode(jsonEvent{Schema: eventSchema, Event: ev})
 }
