@@ -41,7 +41,7 @@ var backupsCommand = &cli.Command{
 			}
 			return nil
 		},
-	}},
+	}, backupsShowCommand},
 }
 
 var rollbackCommand = &cli.Command{

@@ -155,6 +155,26 @@ func (s *Session) Play(ctx context.Context, pb *runner.Playbook, po PlayOptions)
 	if !po.Check {
 		rec = backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: s.opts.Keep, Secrets: s.opts.Secrets, Control: s.opts.ControlName})
 		opts.Recorder = rec
+		// The step log keeps each step's time and (redacted) diff beside
+		// the journal, for iklim report; the sink sees diffs only when asked.
+		if log, err := backup.OpenStepLog(info.ID); err != nil {
+			warn(err)
+		} else {
+			defer func() {
+				if err := log.Close(); err != nil {
+					warn(err)
+				}
+			}()
+			sink, showDiff := s.opts.Events, po.Diff
+			opts.Diff = true
+			opts.Events = func(ev runner.Event) {
+				log.Event(ev)
+				if !showDiff {
+					ev.Diff = nil
+				}
+				sink(ev)
+			}
+		}
 	}
 	recap, err := runner.Run(ctx, pb, opts)
 	if recap != nil && rec != nil {
