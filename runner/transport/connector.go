@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -438,7 +439,16 @@ func (c *SSHConnector) handshake(ctx context.Context, via *ssh.Client, ep *endpo
 	}
 	if err != nil {
 		if ctx.Err() == nil && dctx.Err() != nil {
-			return nil, fmt.Errorf("dial %s: timed out after %s", addr, ep.timeout)
+			return nil, fmt.Errorf("dial %s: timed out after %s: no answer; the host is down, not reachable from here, "+
+				"or a firewall drops the SSH port: check address and port (and proxy_jump), or raise connect_timeout", addr, ep.timeout)
+		}
+		switch {
+		case errors.Is(err, syscall.ECONNREFUSED):
+			return nil, fmt.Errorf("dial %s: %w: nothing listens on that port; check that sshd runs on the host "+
+				"and that address and port in the inventory (or ssh_config) are right", addr, err)
+		case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
+			return nil, fmt.Errorf("dial %s: %w: no route to the host; check the address (and proxy_jump), "+
+				"and that the host is up", addr, err)
 		}
 		return nil, fmt.Errorf("dial %s: %w", addr, err)
 	}
@@ -452,12 +462,22 @@ func (c *SSHConnector) handshake(ctx context.Context, via *ssh.Client, ep *endpo
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fmt.Errorf("ssh %s: handshake timed out after %s", addr, ep.timeout)
+		return nil, fmt.Errorf("ssh %s: handshake timed out after %s: the port accepts connections but no SSH server "+
+			"answered in time (sshd stuck or overloaded, past its MaxStartups, or another service on that port); "+
+			"check the port and the host's load, or raise connect_timeout", addr, ep.timeout)
 	}
 	if err != nil {
 		_ = conn.Close()
 		if strings.Contains(err.Error(), "unable to authenticate") {
-			return nil, fmt.Errorf("ssh %s: log in as %s with %s: %w", addr, ep.user, tried, err)
+			if ids := c.agentIdentities(); len(ids) > 0 {
+				tried = strings.Replace(tried, "ssh-agent", "ssh-agent ("+strings.Join(ids, ", ")+")", 1)
+			} else {
+				tried = strings.Replace(tried, "ssh-agent", "ssh-agent (no keys)", 1)
+			}
+			return nil, fmt.Errorf("ssh %s: log in as %s with %s: %s refused every key; "+
+				"add one of these public keys to ~%s/.ssh/authorized_keys on the host (ssh-copy-id -i KEY.pub %s@HOST), "+
+				"or set user and key in the inventory: %w",
+				addr, ep.user, tried, ep.name, ep.user, ep.user, err)
 		}
 		return nil, fmt.Errorf("ssh %s: %w", addr, err)
 	}
@@ -486,13 +506,13 @@ func (c *SSHConnector) auth(ep *endpoint) (methods []ssh.AuthMethod, tried strin
 			return nil, "", fmt.Errorf("key %s: %w", ep.key, err)
 		default:
 			signers = append(signers, s)
-			names = append(names, ep.key)
+			names = append(names, keyName(ep.key, s.PublicKey()))
 		}
 	}
 	for _, f := range ep.identities {
 		if s, err := c.signer(f); err == nil {
 			signers = append(signers, s)
-			names = append(names, f)
+			names = append(names, keyName(f, s.PublicKey()))
 		}
 	}
 	if useAgent {
@@ -547,6 +567,35 @@ func (c *SSHConnector) signer(path string) (ssh.Signer, error) {
 
 // agentKeys returns the ssh-agent's keys, asked once per connector; nil
 // when the agent cannot be reached.
+// keyName names a key file with its type and fingerprint, which is what
+// authorized_keys and ssh-keygen -l show.
+func keyName(path string, pub ssh.PublicKey) string {
+	return fmt.Sprintf("%s (%s %s)", path, pub.Type(), ssh.FingerprintSHA256(pub))
+}
+
+// agentIdentities lists the ssh-agent's keys with their comments, for the
+// error of a refused login; none without an agent.
+func (c *SSHConnector) agentIdentities() []string {
+	sock := os.Getenv("SSH_AUTH_SOCK")
+	if sock == "" {
+		return nil
+	}
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		return nil
+	}
+	defer conn.Close()
+	keys, err := agent.NewClient(conn).List()
+	if err != nil {
+		return nil
+	}
+	out := make([]string, 0, len(keys))
+	for _, k := range keys {
+		out = append(out, fmt.Sprintf("%s %s %s", k.Comment, k.Type(), ssh.FingerprintSHA256(k)))
+	}
+	return out
+}
+
 func (c *SSHConnector) agentKeys() []ssh.Signer {
 	c.agentMu.Lock()
 	defer c.agentMu.Unlock()

@@ -267,6 +267,11 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 	if stdin != nil {
 		sess.Stdin = readerWithContext(ctx, stdin)
 	}
+	var head *headWriter // the start of stderr, to tell why sudo refused
+	if become {
+		head = &headWriter{w: stderr}
+		stderr = head
+	}
 	sess.Stdout, sess.Stderr = stdout, stderr
 	if err := sess.Start(full); err != nil {
 		return -1, true, err
@@ -306,6 +311,11 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 	var missing *ssh.ExitMissingError
 	switch {
 	case errors.As(err, &exitErr):
+		if head != nil && exitErr.ExitStatus() == 1 {
+			if err := c.sudoRefused(head.String()); err != nil {
+				return 1, true, err
+			}
+		}
 		return exitErr.ExitStatus(), true, nil
 	case errors.As(err, &missing):
 		if c.goneAfter(err) {
@@ -667,4 +677,54 @@ func (c *SSHConn) Dial(ctx context.Context, network, addr string) (net.Conn, err
 		return nil, c.lostOr(fmt.Errorf("dial %s through ssh: %w", addr, err))
 	}
 	return nc, nil
+}
+
+// headWriter passes writes on and keeps the first bytes written.
+type headWriter struct {
+	w    io.Writer
+	mu   sync.Mutex
+	head []byte
+}
+
+func (h *headWriter) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	if n := 256 - len(h.head); n > 0 {
+		h.head = append(h.head, p[:min(n, len(p))]...)
+	}
+	h.mu.Unlock()
+	return h.w.Write(p)
+}
+
+func (h *headWriter) String() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return string(h.head)
+}
+
+// ErrSudoPassword is returned (wrapped) when sudo on a host wants a
+// password or a terminal: iklim runs sudo -n and never types a password.
+var ErrSudoPassword = errors.New("sudo wants a password")
+
+// sudoRefused explains a become command that sudo refused to start, from
+// the start of its stderr; nil when sudo did not refuse it.
+func (c *SSHConn) sudoRefused(stderr string) error {
+	if !strings.HasPrefix(stderr, "sudo: ") {
+		return nil
+	}
+	user := c.client.User()
+	who := c.becomeUser
+	if who == "" {
+		who = "root"
+	}
+	switch {
+	case strings.Contains(stderr, "password is required"):
+		return fmt.Errorf("%w: %s may not run commands as %s through sudo without a password (iklim runs sudo -n: it never types one); "+
+			"allow it on the host, e.g. `%s ALL=(ALL:ALL) NOPASSWD: ALL` in /etc/sudoers.d/iklim (edit it with visudo -f), "+
+			"or set become = false for this host", ErrSudoPassword, user, who, user)
+	case strings.Contains(stderr, "terminal is required"), strings.Contains(stderr, "no tty present"):
+		return fmt.Errorf("%w: sudo on the host needs a terminal (requiretty) or a password for %s; iklim runs sudo -n without one: "+
+			"give %s NOPASSWD and drop requiretty for it in /etc/sudoers.d/iklim (`Defaults:%s !requiretty`), or set become = false",
+			ErrSudoPassword, user, user, user)
+	}
+	return nil
 }
