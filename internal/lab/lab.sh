@@ -39,7 +39,7 @@ PRIVATE_DIRS=(
 	"/home/$LAB_USER home"
 	"/tmp tmp"
 )
-APT_PACKAGES=(docker.io openssh-server openssh-client iproute2 sudo debootstrap busybox-static iptables util-linux procps curl)
+APT_PACKAGES=(docker.io docker-compose openssh-server openssh-client iproute2 sudo debootstrap busybox-static iptables util-linux procps curl)
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 CACHE=$LAB_DIR/cache
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin

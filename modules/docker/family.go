@@ -1,7 +1,7 @@
 // Package docker is the family of modules that build and deploy a Docker
 // swarm: swarm_init, node_label, docker_network, docker_secret and
 // docker_config, stack_deploy and service_wait; docker_login and
-// docker_image for registries. They run the docker CLI on
+// docker_image for registries; compose_up for a compose project. They run the docker CLI on
 // the hosts; docker.go holds what they share.
 package docker
 
@@ -11,6 +11,6 @@ import "github.com/iklimco/iklim/modules"
 func Modules() []modules.Info {
 	return []modules.Info{
 		swarmInitInfo(), nodeLabelInfo(), dockerNetworkInfo(), dockerSecretInfo(), dockerConfigInfo(),
-		stackDeployInfo(), serviceWaitInfo(), dockerLoginInfo(), dockerImageInfo(),
+		stackDeployInfo(), serviceWaitInfo(), dockerLoginInfo(), dockerImageInfo(), composeUpInfo(),
 	}
 }
