@@ -22,7 +22,7 @@ func composeUpInfo() modules.Info {
   module   = "compose_up"
   project  = "app"
   files    = ["/srv/app/docker-compose.yml", "/srv/app/docker-compose.prod.yml"]
-  env      = { REDIS_PASSWORD = var.redis_password }
+  env      = { APP_TAG = "abc1234" }
   max_wait = "60s"
 }`,
 		Outputs: []modules.Output{
