@@ -28,8 +28,9 @@ import (
 const readmeRunID = "2026-11-21T10-15-04Z"
 
 type readmeCommand struct {
-	line int
-	argv []string // without the leading "iklim"
+	line        int
+	argv        []string // without the leading "iklim"
+	placeholder bool     // names a placeholder such as NAME: parse only
 }
 
 // readme returns the README's commands (from sh blocks, from `source
@@ -65,7 +66,7 @@ func readme(t *testing.T) (cmds []readmeCommand, env []string, hclBlocks map[int
 			for _, m := range inline.FindAllStringSubmatch(line, -1) {
 				words := shellWords(t, m[1])
 				if len(words) > 1 { // `iklim play` alone names the command
-					cmds = append(cmds, readmeCommand{n, words})
+					cmds = append(cmds, readmeCommand{line: n, argv: words})
 				}
 			}
 		case "hcl":
@@ -75,26 +76,36 @@ func readme(t *testing.T) (cmds []readmeCommand, env []string, hclBlocks map[int
 			switch {
 			case len(words) == 0:
 			case words[0] == "iklim":
-				cmds = append(cmds, readmeCommand{n, words[1:]})
+				cmds = append(cmds, readmeCommand{line: n, argv: words[1:]})
 			case words[0] == "export":
 				for _, kv := range words[1:] {
 					env = append(env, strings.ReplaceAll(kv, "…", "readme-placeholder"))
 				}
 			case subshell.MatchString(line):
-				cmds = append(cmds, readmeCommand{n, shellWords(t, subshell.FindStringSubmatch(line)[1])})
+				cmds = append(cmds, readmeCommand{line: n, argv: shellWords(t, subshell.FindStringSubmatch(line)[1])})
 			}
 		}
 	}
 	require.NoError(t, sc.Err())
+	// ID and RUN stand for a run id; another word in capitals (NAME, HOST)
+	// is a placeholder too, and its command is only parsed.
+	placeholder := regexp.MustCompile(`^[A-Z][A-Z_]+$`)
 	for i := range cmds {
 		for j, w := range cmds[i].argv {
-			if w == "ID" {
-				cmds[i].argv[j] = readmeRunID
+			k, v, kv := strings.Cut(w, "=")
+			if !kv {
+				k, v = "", w
 			}
-			cmds[i].argv[j] = strings.TrimSuffix(cmds[i].argv[j], "=ID")
-			if strings.HasSuffix(w, "=ID") {
-				cmds[i].argv[j] += "=" + readmeRunID
+			switch {
+			case v == "ID" || v == "RUN":
+				v = readmeRunID
+			case placeholder.MatchString(v):
+				cmds[i].placeholder = true
 			}
+			if kv {
+				v = k + "=" + v
+			}
+			cmds[i].argv[j] = v
 		}
 	}
 	return cmds, env, hclBlocks
@@ -171,6 +182,9 @@ func TestReadmeCommandsParse(t *testing.T) {
 			code := run(append([]string{"iklim"}, rc.argv...), parseOnly(commands(), &got)...)
 			require.Equal(t, 0, code, "README.md:%d: iklim %v does not parse", rc.line, rc.argv)
 			require.NotNil(t, got, "README.md:%d: no command ran", rc.line)
+			if rc.placeholder {
+				return
+			}
 			switch rc.argv[0] {
 			case "play":
 				require.Equal(t, 1, got.NArg(), "README.md:%d: play takes one PLAYBOOK; got %v", rc.line, got.Args().Slice())
