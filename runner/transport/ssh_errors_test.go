@@ -186,3 +186,33 @@ func TestErrorSudoPasswordRequired(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, nosudoUser+"\n", res.Stdout)
 }
+
+// TestErrorDialTimeout: a listener whose accept queue is full drops new
+// SYNs, so the dial itself gets no answer, as behind a dropping firewall.
+func TestErrorDialTimeout(t *testing.T) {
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = syscall.Close(fd) })
+	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	require.NoError(t, syscall.Listen(fd, 0))
+	sa, err := syscall.Getsockname(fd)
+	require.NoError(t, err)
+	port := sa.(*syscall.SockaddrInet4).Port
+	// Fill the accept queue; nothing ever accepts.
+	for i := 0; i < 4; i++ {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), 300*time.Millisecond)
+		if err != nil {
+			break
+		}
+		t.Cleanup(func() { _ = c.Close() })
+	}
+	s := sshtest.Start(t)
+	h := s.Host("dropped", "127.0.0.1")
+	h.Port = port
+	h.ConnectTimeout = time.Second
+	_, err = testConnector(t, SSHOptions{}).Connect(context.Background(), h)
+	var ue *UnreachableError
+	require.ErrorAs(t, err, &ue)
+	require.ErrorContains(t, err, "dial 127.0.0.1:"+strconv.Itoa(port)+": timed out after 1s: no answer")
+	require.ErrorContains(t, err, "raise connect_timeout")
+}
