@@ -438,7 +438,9 @@ func (c *SSHConnector) handshake(ctx context.Context, via *ssh.Client, ep *endpo
 		conn, err = via.DialContext(dctx, "tcp", addr)
 	}
 	if err != nil {
-		if ctx.Err() == nil && dctx.Err() != nil {
+		// The dialer may see its deadline a moment before dctx reports it.
+		var ne net.Error
+		if ctx.Err() == nil && (dctx.Err() != nil || errors.As(err, &ne) && ne.Timeout()) {
 			return nil, fmt.Errorf("dial %s: timed out after %s: no answer; the host is down, not reachable from here, "+
 				"or a firewall drops the SSH port: check address and port (and proxy_jump), or raise connect_timeout", addr, ep.timeout)
 		}
