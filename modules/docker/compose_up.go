@@ -65,6 +65,7 @@ type ComposeUp struct {
 	RollbackOnFailure *bool             `hcl:"rollback_on_failure,optional" doc:"when up fails or a container does not become healthy, bring the previous config back up and fail the step (default true)"`
 
 	maxWait   time.Duration
+	config    string // the files rendered by Check
 	before    composeBefore
 	recreated []string
 	health    map[string]string
@@ -199,8 +200,10 @@ func (m *ComposeUp) probe(ctx context.Context, c modules.Conn) (composeState, er
 	p := remote.Quote(m.Project)
 	var b strings.Builder
 	b.WriteString(pre)
-	b.WriteString("dc -p " + p + m.fileArgs() + " config || exit 7\necho " + composeSep + "\n")
-	b.WriteString("dc -p " + p + m.fileArgs() + " config --hash '*' || exit 7\necho " + composeSep + "\n")
+	// The two compose runs (a Python start each) go side by side.
+	b.WriteString("t=$(mktemp) || exit 7\ndc -p " + p + m.fileArgs() + " config --hash '*' > \"$t\" 2>&1 & hp=$!\n")
+	b.WriteString("dc -p " + p + m.fileArgs() + " config || { wait $hp; rm -f \"$t\"; exit 7; }\necho " + composeSep + "\n")
+	b.WriteString("wait $hp || { cat \"$t\" >&2; rm -f \"$t\"; exit 7; }\ncat \"$t\"; rm -f \"$t\"\necho " + composeSep + "\n")
 	b.WriteString(containersScript(m.Project))
 	b.WriteString("echo " + composeSep + "\n")
 	b.WriteString("cat " + remote.Quote(statePath(m.dir(), m.Project)) + " 2>/dev/null; exit 0\n")
@@ -214,7 +217,7 @@ func (m *ComposeUp) probe(ctx context.Context, c modules.Conn) (composeState, er
 	}
 	st := composeState{config: sec[0], hashes: map[string]string{}, prev: sec[3]}
 	for _, l := range strings.Split(sec[1], "\n") {
-		if f := strings.Fields(l); len(f) == 2 {
+		if f := strings.Fields(l); len(f) == 2 && len(f[1]) == 64 {
 			st.hashes[f[0]] = f[1]
 		}
 	}
@@ -269,6 +272,7 @@ func (m *ComposeUp) Check(ctx context.Context, c modules.Conn) (*modules.Change,
 			}
 		}
 	}
+	m.config = st.config
 	m.before = composeBefore{Project: m.Project, Dir: m.dir(), Files: m.Files, Config: st.prev, Containers: st.containers, MaxWait: m.maxWait.String()}
 	if len(parts) == 0 {
 		return nil, nil
@@ -310,8 +314,11 @@ func (m *ComposeUp) Apply(ctx context.Context, c modules.Conn, ch *modules.Chang
 	state := remote.Quote(statePath(m.dir(), m.Project))
 	var b strings.Builder
 	b.WriteString(pre)
-	b.WriteString("umask 077\n")
-	b.WriteString("dc -p " + p + m.fileArgs() + " config > " + state + ".tmp || exit 7\n")
+	// The config Check rendered is kept for the next change's record; it
+	// goes over sftp (it may hold env values), mode 0600.
+	if err := c.Upload(ctx, statePath(m.dir(), m.Project)+".tmp", strings.NewReader(m.config), 0o600); err != nil {
+		return fmt.Errorf("%s: compose_up %s: keep the rendered config: %w", c.Host(), m.Project, err)
+	}
 	up := "dc -p " + p + m.fileArgs() + " up -d"
 	if m.RemoveOrphans {
 		up += " --remove-orphans"
