@@ -129,7 +129,7 @@ func Compile(f *File, opts Options) (*runner.Playbook, hcl.Diagnostics) {
 	c.orderLocals()
 
 	pb := &runner.Playbook{File: f.Path, Lock: c.compileLock()}
-	regs := &registers{names: map[string]int{}}
+	regs := &registers{names: map[string]int{}, unregistered: map[string]hcl.Range{}, all: allRegisters(f)}
 	for i, p := range f.Plays {
 		regs.play = i
 		pb.Plays = append(pb.Plays, c.compilePlay(p, regs))
@@ -712,8 +712,33 @@ func CheckModule(info modules.Info) (err error) {
 	return nil
 }
 
+// allRegisters maps every register name a step of f declares (a literal
+// string) to the first step declaring it. compileStep reports bad ones.
+func allRegisters(f *File) map[string]stepRef {
+	all := map[string]stepRef{}
+	schema := &hcl.BodySchema{Attributes: []hcl.AttributeSchema{{Name: "register"}}}
+	for _, p := range f.Plays {
+		for _, s := range p.Steps {
+			content, _, _ := s.Body.PartialContent(schema)
+			a, ok := content.Attributes["register"]
+			if !ok {
+				continue
+			}
+			v, d := a.Expr.Value(nil)
+			if d.HasErrors() || !v.IsWhollyKnown() || v.IsNull() || v.Type() != cty.String {
+				continue
+			}
+			if _, seen := all[v.AsString()]; !seen {
+				all[v.AsString()] = stepRef{name: s.Name, where: s.DeclRange}
+			}
+		}
+	}
+	return all
+}
+
 func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registers) runner.Step {
 	rs := runner.Step{Name: s.Name, Module: s.Module, Source: rangeLine(s.DeclRange)}
+	regs.current = s.DeclRange
 	info, known := modules.Lookup(s.Module)
 	if s.Module != "" && !known {
 		c.errorf(s.ModuleRange, "Unknown module", "There is no module named %q.%s", s.Module, suggestion(s.Module, modules.Names()))
@@ -805,6 +830,8 @@ func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registe
 
 	if rs.Register != "" {
 		regs.names[rs.Register] = regs.play // the latest registration counts
+	} else if _, seen := regs.unregistered[s.Name]; !seen {
+		regs.unregistered[s.Name] = s.DeclRange
 	}
 	if known {
 		readsResult := readsRoot(rootResult, nil, args)

@@ -302,7 +302,38 @@ locals { a = 2 }`,
 			want: []wantDiag{
 				{`self.frist`, `Unknown result; No earlier step registers "frist". Did you mean "first"?`},
 				{`result["app-03"]`, `Unknown host; There is no host "app-03" in the inventory.`},
-				{`result["app-01"].later`, `No earlier step registers "later"`},
+				{`result["app-01"].later`, `Result read before it is registered; Step "c" (test.hcl:14) registers "later", but it runs after this step: a step reads only the results of steps before it.`},
+			},
+		},
+		{
+			name: "reacting to a step that never registers",
+			src: `play "p" {
+  hosts = "all"
+  step "conf" {
+    module  = "test_echo"
+    message = "hi"
+  }
+  step "reload" {
+    module  = "test_echo"
+    message = "reload"
+    when    = self.conf.changed
+  }
+  step "again" {
+    module   = "test_echo"
+    message  = "x"
+    when     = self.again.changed
+    register = "again"
+  }
+  step "typo" {
+    module  = "test_echo"
+    message = "x"
+    when    = result["app-01"].conff.changed
+  }
+}`,
+			want: []wantDiag{
+				{`self.conf.changed`, `Step does not register; Step "conf" (test.hcl:3) does not register its result: add register = "conf" to it to read self.conf.changed.`},
+				{`self.again.changed`, `Result read before it is registered; Step "again" registers "again" itself: its own arguments and when cannot read it; only later steps can.`},
+				{`result["app-01"].conff`, `Unknown result; No earlier step registers "conff".`},
 			},
 		},
 		{

@@ -49,6 +49,13 @@
 // A step that reads another host's result registered in the same play gets
 // a barrier by itself.
 //
+// Handlers are written as when = self.REG.changed: every registered result
+// has changed (false when the step was ok or skipped), so a step runs only
+// when the step registering REG changed this host. A reference to a step
+// that does not register, to a result only a later step (or the step
+// itself) registers, or to a register nobody declares, is a diagnostic at
+// the reference.
+//
 // Functions are the go-cty standard library under Terraform's names (upper,
 // format, join, merge, lookup, jsonencode, regex, tolist, …), can and try,
 // md5/sha1/sha256/sha512, base64encode/decode, startswith/endswith/

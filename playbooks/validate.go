@@ -39,6 +39,37 @@ func (s scope) roots() []string {
 type registers struct {
 	names map[string]int // register name → index of the play that declared it first
 	play  int            // index of the play being compiled
+	// unregistered maps the name of each step compiled so far that has no
+	// register to where it is declared: a reference to it (self.conf.changed
+	// with step "conf") is a step that never registers.
+	unregistered map[string]hcl.Range
+	// all maps every register name in the playbook to the step that first
+	// declares it, so a reference to a later step's result says so.
+	all map[string]stepRef
+	// current is the step being compiled.
+	current hcl.Range
+}
+
+// stepRef names a step and where it is declared.
+type stepRef struct {
+	name  string
+	where hcl.Range
+}
+
+// unknownResult explains a reference to reg, which no earlier step
+// registers: a later step registers it, a step of that name has no
+// register, or nothing is called so.
+func (r *registers) unknownResult(reg string) (summary, detail string) {
+	if s, ok := r.all[reg]; ok && s.where == r.current {
+		return "Result read before it is registered", fmt.Sprintf("Step %q registers %q itself: its own arguments and when cannot read it; only later steps can.", s.name, reg)
+	}
+	if s, ok := r.all[reg]; ok {
+		return "Result read before it is registered", fmt.Sprintf("Step %q (%s) registers %q, but it runs after this step: a step reads only the results of steps before it.", s.name, rangeLine(s.where), reg)
+	}
+	if where, ok := r.unregistered[reg]; ok {
+		return "Step does not register", fmt.Sprintf("Step %q (%s) does not register its result: add register = %q to it to read self.%s.changed.", reg, rangeLine(where), reg, reg)
+	}
+	return "Unknown result", fmt.Sprintf("No earlier step registers %q.%s", reg, suggestion(reg, r.list()))
 }
 
 // refCheck is what checkRefs learnt about one expression.
@@ -119,7 +150,8 @@ func (c *compiler) checkRefs(expr hcl.Expression, sc scope, regs *registers, wha
 			}
 			play, declared := regs.names[reg]
 			if !declared {
-				errf(t, "Unknown result", "No earlier step registers %q.%s", reg, suggestion(reg, regs.list()))
+				sum, det := regs.unknownResult(reg)
+				errf(t, sum, "%s", det)
 				continue
 			}
 			if play == regs.play {
@@ -128,7 +160,8 @@ func (c *compiler) checkRefs(expr hcl.Expression, sc scope, regs *registers, wha
 		case rootSelf:
 			if reg, ok := staticKey(rest, 0); ok {
 				if _, declared := regs.names[reg]; !declared {
-					errf(t, "Unknown result", "No earlier step registers %q.%s", reg, suggestion(reg, regs.list()))
+					sum, det := regs.unknownResult(reg)
+					errf(t, sum, "%s", det)
 				}
 			}
 		case rootRun:
