@@ -24,6 +24,7 @@ func composeUpInfo() modules.Info {
   files    = ["/srv/app/docker-compose.yml", "/srv/app/docker-compose.prod.yml"]
   env      = { APP_TAG = "abc1234" }
   max_wait = "60s"
+  metadata = { image_tag = "abc1234", git_commit = "abc1234567890" }
 }`,
 		Outputs: []modules.Output{
 			{Name: "project", Type: "string", Doc: "the compose project name"},
@@ -54,7 +55,9 @@ func composeUpInfo() modules.Info {
 // containers ran re-tagged where a tag has since moved, or removes the
 // project's containers when it had none. When the containers do not become
 // healthy, Apply does that rollback itself (rollback_on_failure, default on)
-// and fails naming the container and its failing check.
+// and fails naming the container and its failing check. The change's
+// record keeps the config brought up, the containers it replaced (service,
+// config hash, image, state) and the step's metadata.
 type ComposeUp struct {
 	Files             []string          `hcl:"files" doc:"compose files on the host (absolute paths), merged in order like -f a -f b"`
 	Project           string            `hcl:"project" doc:"compose project name (-p)"`
@@ -62,6 +65,7 @@ type ComposeUp struct {
 	Env               map[string]string `hcl:"env,optional" sensitive:"true" doc:"variables that interpolate the compose files; passed on stdin, never in argv"`
 	RemoveOrphans     bool              `hcl:"remove_orphans,optional" doc:"remove containers of services no longer in the files"`
 	MaxWait           string            `hcl:"max_wait,optional" doc:"how long to wait for the containers to run and be healthy, a Go duration (default 120s)"`
+	Metadata          map[string]string `hcl:"metadata,optional" doc:"deployment facts (timestamp, git commit, image…) kept in the change's record in the run directory, beside the config brought up and the containers replaced"`
 	RollbackOnFailure *bool             `hcl:"rollback_on_failure,optional" doc:"when up fails or a container does not become healthy, bring the previous config back up and fail the step (default true)"`
 
 	maxWait   time.Duration
@@ -82,6 +86,10 @@ type composeBefore struct {
 	Config     string             `json:"config,omitempty"`
 	Containers []composeContainer `json:"containers,omitempty"`
 	MaxWait    string             `json:"max_wait,omitempty"`
+	// Deployed is the rendered config this change brings up and Metadata
+	// the step's deployment facts: the run's record of what it deployed.
+	Deployed string            `json:"deployed,omitempty"`
+	Metadata map[string]string `json:"metadata,omitempty"`
 }
 
 // composeContainer is one container of the project as the probe sees it.
@@ -273,7 +281,8 @@ func (m *ComposeUp) Check(ctx context.Context, c modules.Conn) (*modules.Change,
 		}
 	}
 	m.config = st.config
-	m.before = composeBefore{Project: m.Project, Dir: m.dir(), Files: m.Files, Config: st.prev, Containers: st.containers, MaxWait: m.maxWait.String()}
+	m.before = composeBefore{Project: m.Project, Dir: m.dir(), Files: m.Files, Config: st.prev, Containers: st.containers, MaxWait: m.maxWait.String(),
+		Deployed: st.config, Metadata: m.Metadata}
 	if len(parts) == 0 {
 		return nil, nil
 	}
