@@ -55,6 +55,7 @@ var rollbackCommand = &cli.Command{
 		&cli.IntFlag{Name: "forks", Aliases: []string{"f"}, Value: 100},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}},
 		&cli.StringFlag{Name: "output", Value: "text"},
+		colorFlag, stillWaitingFlag,
 		&cli.IntFlag{Name: "keep", Value: 5, Usage: "backup runs kept per host"},
 	},
 	Action: func(c *cli.Context) error {

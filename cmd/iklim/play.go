@@ -44,6 +44,7 @@ var playCommand = &cli.Command{
 		&cli.IntFlag{Name: "forks", Aliases: []string{"f"}, Usage: "hosts at once (default: all of them)"},
 		&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "show module output and skipped steps"},
 		&cli.StringFlag{Name: "output", Value: "text", Usage: "text or json (one event per line)"},
+		colorFlag, stillWaitingFlag,
 		&cli.IntFlag{Name: "keep", Value: 5, Usage: "backup runs kept per host"},
 		&cli.IntFlag{Name: "max-handshakes", Value: 8, EnvVars: []string{"IKLIM_MAX_HANDSHAKES"},
 			Usage: "SSH handshakes in progress at once; keep it below the servers' MaxStartups (OpenSSH's default is 10)"},

@@ -24,6 +24,8 @@ type cliSession struct {
 	*session.Session
 	parser *hclparse.Parser
 	inv    *inventories.Inventory
+	// stopProgress ends the live progress of the text printer.
+	stopProgress func()
 }
 
 func newSession(c *cli.Context) (*cliSession, error) {
@@ -39,11 +41,15 @@ func newSession(c *cli.Context) (*cliSession, error) {
 		}
 	}
 	var events func(runner.Event)
+	stopProgress := func() {}
 	switch c.String("output") {
 	case "json":
 		events = (&jsonEvents{enc: json.NewEncoder(c.App.Writer)}).Event
 	case "text", "":
-		events = (&runner.TextPrinter{W: c.App.Writer, Diff: c.Bool("diff"), Verbose: c.Bool("verbose"), Color: isTerminal(os.Stdout)}).Event
+		var err error
+		if events, stopProgress, err = textEvents(c); err != nil {
+			return nil, err
+		}
 	default:
 		return nil, cli.Exit("iklim: --output must be text or json", exitInvalid)
 	}
@@ -57,12 +63,16 @@ func newSession(c *cli.Context) (*cliSession, error) {
 		},
 	})
 	if err != nil {
+		stopProgress()
 		return nil, err
 	}
-	return &cliSession{Session: s, parser: parser, inv: inv}, nil
+	return &cliSession{Session: s, parser: parser, inv: inv, stopProgress: stopProgress}, nil
 }
 
-func (s *cliSession) close() { _ = s.Close() }
+func (s *cliSession) close() {
+	s.stopProgress()
+	_ = s.Close()
+}
 
 // hosts selects the inventory hosts a --limit pattern names; all without one.
 func (s *cliSession) hosts(limit string) ([]*inventories.Host, error) {

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// slowPlaybook writes an inventory of the local machine and a playbook
+// whose step "slow" runs for about secs seconds.
+func slowPlaybook(t *testing.T, secs string) (inv, pb string) {
+	t.Helper()
+	dir := t.TempDir()
+	inv = writeFile(t, dir, "inv.hcl", fmt.Sprintf(`host "me" {
+  local       = true
+  backup_root = %q
+}
+`, filepath.Join(dir, "backups")))
+	pb = writeFile(t, dir, "pb.hcl", fmt.Sprintf(`play "p" {
+  hosts = "all"
+  step "slow" {
+    module  = "shell"
+    cmd     = "sleep %s"
+    timeout = "1m"
+  }
+}
+`, secs))
+	return inv, pb
+}
+
+// TestLiveProgressOnATerminal runs iklim play in a real terminal (a tmux
+// pane) and reads the screen: while a step runs, its host, name and elapsed
+// time of its deadline are shown; when it ends, the live line is gone and
+// the result is there, coloured unless NO_COLOR is set.
+func TestLiveProgressOnATerminal(t *testing.T) {
+	tmux, err := exec.LookPath("tmux")
+	require.NoError(t, err, "tmux is installed by .ci/install")
+	inv, pb := slowPlaybook(t, "4")
+	var sock string // one tmux server per terminal
+	tm := func(args ...string) string {
+		cmd := exec.Command(tmux, append([]string{"-L", sock}, args...)...)
+		cmd.Env = append(os.Environ(), "TERM=xterm")
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "tmux %v: %s", args, out)
+		return string(out)
+	}
+	screenHas := func(s string, args ...string) string {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			screen := tm(append([]string{"capture-pane", "-p"}, args...)...)
+			if strings.Contains(screen, s) {
+				return screen
+			}
+			require.True(t, time.Now().Before(deadline), "the screen never showed %q:\n%s", s, screen)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, noColor := range []bool{false, true} {
+		state := t.TempDir()
+		env := "env -u NO_COLOR"
+		if noColor {
+			env = "env NO_COLOR=1"
+		}
+		script := fmt.Sprintf("%s IKLIM_STATE_DIR=%s IKLIM_CONTROL_BACKUP_ROOT=%s/b %s play -i %s %s; echo EXIT=$?; sleep 60",
+			env, state, state, binary, inv, pb)
+		sock = fmt.Sprintf("iklim-progress-%d", time.Now().UnixNano())
+		server := sock
+		t.Cleanup(func() { _ = exec.Command(tmux, "-L", server, "kill-server").Run() })
+		tm("new-session", "-d", "-x", "120", "-y", "40", script)
+		screen := screenHas("me  [slow] 1s of 1m0s")
+		require.NotContains(t, screen, "changed:", "the step is still running")
+		screenHas("me  [slow] 2s of 1m0s")
+		screen = screenHas("EXIT=")
+		require.Contains(t, screen, "EXIT=0")
+		require.Regexp(t, `changed:\s+me \[slow\] run sleep 4`, screen)
+		require.NotContains(t, screen, "me  [slow]", "the live line is erased when the step ends")
+		require.NotContains(t, screen, "still waiting", "a terminal gets the live line, not still-waiting lines")
+		colored := tm("capture-pane", "-p", "-e")
+		if noColor {
+			require.NotContains(t, colored, "\x1b[33m", "NO_COLOR: no colour")
+		} else {
+			require.Contains(t, colored, "\x1b[33mchanged", "the changed status is coloured on a terminal")
+		}
+	}
+}
+
+// TestProgressWithoutATerminal: in a pipe, a step past --still-waiting
+// gets plain "still waiting" lines, with no control codes, unless
+// --color=always asks for colour.
+func TestProgressWithoutATerminal(t *testing.T) {
+	inv, pb := slowPlaybook(t, "2.5")
+	stdout, stderr, code := iklim(t, nil, "play", "--still-waiting", "1s", "-i", inv, pb)
+	require.Equal(t, 0, code, "stdout: %s\nstderr: %s", stdout, stderr)
+	require.Contains(t, stdout, "still waiting: me [slow] (shell) 1s of 1m0s\n")
+	require.Contains(t, stdout, "still waiting: me [slow] (shell) 2s of 1m0s\n")
+	require.NotContains(t, stdout, "\x1b", "no control codes in a pipe")
+
+	stdout, _, code = iklim(t, nil, "play", "--color=always", "-i", inv, pb)
+	require.Equal(t, 0, code)
+	require.Contains(t, stdout, "\x1b[33mchanged\x1b[0m:")
+	require.NotContains(t, stdout, "still waiting", "the step ends before the default 10 s")
+	require.NotContains(t, stdout, "\x1b[1A", "no live block in a pipe, even in colour")
+
+	_, stderr, code = iklim(t, nil, "play", "--color=pink", "-i", inv, pb)
+	require.Equal(t, exitInvalid, code)
+	require.Contains(t, stderr, "--color must be auto, always or never")
+}
