@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -74,10 +75,18 @@ func TestLiveProgressOnATerminal(t *testing.T) {
 		server := sock
 		t.Cleanup(func() { _ = exec.Command(tmux, "-L", server, "kill-server").Run() })
 		tm("new-session", "-d", "-x", "120", "-y", "40", script)
-		screen := screenHas("me  [slow] 1s of 1m0s")
-		require.NotContains(t, screen, "changed:", "the step is still running")
-		screenHas("me  [slow] 2s of 1m0s")
-		screen = screenHas("EXIT=")
+		// The live line counts the seconds while the step runs.
+		first := screenMatches(t, tm, live)
+		require.NotContains(t, first[0], "changed:", "the step is still running")
+		for {
+			next := screenMatches(t, tm, live)
+			if next[1] != first[1] {
+				require.NotContains(t, next[0], "changed:", "the step is still running")
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		screen := screenHas("EXIT=")
 		require.Contains(t, screen, "EXIT=0")
 		require.Regexp(t, `changed:\s+me \[slow\] run sleep 4`, screen)
 		require.NotContains(t, screen, "me  [slow]", "the live line is erased when the step ends")
@@ -91,6 +100,24 @@ func TestLiveProgressOnATerminal(t *testing.T) {
 	}
 }
 
+// live is the live line of the running step; its group is the seconds.
+var live = regexp.MustCompile(`me  \[slow\] (\d)s of 1m0s`)
+
+// screenMatches waits until the tmux pane shows re and returns the screen
+// and re's first group.
+func screenMatches(t *testing.T, tm func(...string) string, re *regexp.Regexp) [2]string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		screen := tm("capture-pane", "-p")
+		if m := re.FindStringSubmatch(screen); m != nil {
+			return [2]string{screen, m[1]}
+		}
+		require.True(t, time.Now().Before(deadline), "the screen never showed %s:\n%s", re, screen)
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // TestProgressWithoutATerminal: in a pipe, a step past --still-waiting
 // gets plain "still waiting" lines, with no control codes, unless
 // --color=always asks for colour.
@@ -98,8 +125,9 @@ func TestProgressWithoutATerminal(t *testing.T) {
 	inv, pb := slowPlaybook(t, "2.5")
 	stdout, stderr, code := iklim(t, nil, "play", "--still-waiting", "1s", "-i", inv, pb)
 	require.Equal(t, 0, code, "stdout: %s\nstderr: %s", stdout, stderr)
-	require.Contains(t, stdout, "still waiting: me [slow] (shell) 1s of 1m0s\n")
-	require.Contains(t, stdout, "still waiting: me [slow] (shell) 2s of 1m0s\n")
+	still := regexp.MustCompile(`(?m)^still waiting: me \[slow\] \(shell\) ([1-9])s of 1m0s$`).FindAllStringSubmatch(stdout, -1)
+	require.GreaterOrEqual(t, len(still), 2, "a line after 1 s and another after 2 s: %s", stdout)
+	require.Less(t, still[0][1], still[1][1], "the lines count the time waited")
 	require.NotContains(t, stdout, "\x1b", "no control codes in a pipe")
 
 	stdout, _, code = iklim(t, nil, "play", "--color=always", "-i", inv, pb)
