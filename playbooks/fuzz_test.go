@@ -21,7 +21,7 @@ import (
 // with go test -run ^$ -fuzz FuzzCompile -fuzztime 3m -fuzzminimizetime 3s
 // ./playbooks/.
 func FuzzCompile(f *testing.F) {
-	for _, p := range []string{"rollback.hcl", "../examples/site.hcl", "../examples/swarm/site.hcl", "../examples/edge/site.hcl"} {
+	for _, p := range []string{"rollback.hcl", "../examples/site.hcl", "../examples/swarm/site.hcl", "../examples/edge/site.hcl", "../examples/app/deploy.hcl"} {
 		src, err := os.ReadFile(p)
 		if err != nil {
 			f.Fatal(err)
