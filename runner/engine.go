@@ -205,7 +205,7 @@ func (e *engine) runPlay(ctx context.Context, p Play, hosts []*inventories.Host)
 		e.recapFor(h.Name)
 	}
 	e.emit(Event{Type: EventPlayStart, Play: p.Name, Hosts: names})
-	steps := e.selectSteps(p.Steps)
+	steps := SelectSteps(p.Steps, e.opts.Tags, e.opts.SkipTags)
 	if len(hosts) == 0 || len(steps) == 0 {
 		return nil
 	}
@@ -534,16 +534,18 @@ func (e *engine) finishRecords(ctx context.Context) {
 	wp.Wait()
 }
 
-func (e *engine) selectSteps(steps []Step) []Step {
-	if len(e.opts.Tags) == 0 && len(e.opts.SkipTags) == 0 {
+// SelectSteps is the steps a run with tags and skipTags (Options.Tags,
+// Options.SkipTags) runs: a step tagged "always" runs unless skipped.
+func SelectSteps(steps []Step, tags, skipTags []string) []Step {
+	if len(tags) == 0 && len(skipTags) == 0 {
 		return steps
 	}
 	var out []Step
 	for _, s := range steps {
-		if anyTag(s.Tags, e.opts.SkipTags) {
+		if anyTag(s.Tags, skipTags) {
 			continue
 		}
-		if len(e.opts.Tags) > 0 && !anyTag(s.Tags, e.opts.Tags) && !slices.Contains(s.Tags, "always") {
+		if len(tags) > 0 && !anyTag(s.Tags, tags) && !slices.Contains(s.Tags, "always") {
 			continue
 		}
 		out = append(out, s)

@@ -219,31 +219,6 @@ func startAtStep(pb *runner.Playbook, name string) (*runner.Playbook, error) {
 		name, didYouMean(name, names)), exitInvalid)
 }
 
-// selectSteps is the runner's tag selection (runner.Options.Tags), for
-// listing what a run would do.
-func selectSteps(steps []runner.Step, tags, skip []string) []runner.Step {
-	var out []runner.Step
-	for _, s := range steps {
-		if anyTag(s.Tags, skip) {
-			continue
-		}
-		if len(tags) > 0 && !anyTag(s.Tags, tags) && !slices.Contains(s.Tags, "always") {
-			continue
-		}
-		out = append(out, s)
-	}
-	return out
-}
-
-func anyTag(have, want []string) bool {
-	for _, t := range have {
-		if slices.Contains(want, t) {
-			return true
-		}
-	}
-	return false
-}
-
 // listPlays prints each play's hosts (--list-hosts) and steps
 // (--list-steps) as a run with the same flags would see them.
 func listPlays(c *cli.Context, inv *inventories.Inventory, pb *runner.Playbook) error {
@@ -263,7 +238,7 @@ func listPlays(c *cli.Context, inv *inventories.Inventory, pb *runner.Playbook) 
 			}
 		}
 		if c.Bool("list-steps") {
-			for _, st := range selectSteps(p.Steps, c.StringSlice("tags"), c.StringSlice("skip-tags")) {
+			for _, st := range runner.SelectSteps(p.Steps, c.StringSlice("tags"), c.StringSlice("skip-tags")) {
 				line := fmt.Sprintf("  %s\t%s", st.Name, st.Module)
 				if len(st.Tags) > 0 {
 					line += "\ttags=" + strings.Join(st.Tags, ",")
