@@ -27,6 +27,10 @@ demo: build
     lab=${IKLIM_LAB_DIR:-/var/lib/iklim-lab}
     exec 8>"$lab/.swarm-test.lock"
     flock -w 900 8 || { echo "demo: the lab's swarm is busy (swarm lock)"; exit 1; }
+    # A lab run that was killed may have left the deploy lock; every lab
+    # user of it holds the swarm lock, so a lock still there is a leftover.
+    # Without --force, release refuses a holder that still heartbeats.
+    ./bin/iklim lock release --host iklim-app-01 -i inventories/lab.hcl prod-deploy >/dev/null 2>&1 || true
     # The lab's stand-in for what SWAG's ACME client wrote: a certificate
     # for api.lab.iklim.test, renewed when it has under 14 days left.
     acme=$lab/acme

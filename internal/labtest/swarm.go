@@ -93,6 +93,12 @@ func (l *Lab) ResetSwarm(t testing.TB) {
 		}(h)
 	}
 	wg.Wait()
+	// A run that was killed leaves the examples' deploy lock behind, and
+	// the next run would refuse it as stale. Every lab user of that lock
+	// holds the swarm lock, so none of them is live now.
+	if _, err := l.Exec(t, l.Hosts[0].Name, "sudo -n rm -rf /var/lib/iklim/locks/prod-deploy.lock"); err != nil {
+		t.Fatalf("lab: clear the examples' deploy lock: %v", err)
+	}
 	// A dockerd whose leave hung, or whose network agent leaked the gossip
 	// port after leaving (moby/moby#38824, #31913), would break the next
 	// swarm: restart it, as an operator would, and check again.
