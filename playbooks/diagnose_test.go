@@ -13,7 +13,8 @@ import (
 
 // TestWriteDiagnosticsCapsTheCount renders the errors of 64 KiB of random
 // printable bytes: thousands of them, of which only the first
-// MaxDiagnostics are rendered, quickly.
+// MaxDiagnostics are rendered. (Its time is logged, never asserted: the
+// cap is what keeps the work bounded.)
 func TestWriteDiagnosticsCapsTheCount(t *testing.T) {
 	r := rand.New(rand.NewSource(1))
 	src := make([]byte, 64<<10)
@@ -32,7 +33,6 @@ func TestWriteDiagnosticsCapsTheCount(t *testing.T) {
 	t.Logf("%d diagnostics parsed and written in %v", len(diags), elapsed)
 	require.Equal(t, playbooks.MaxDiagnostics, strings.Count(out.String(), "Error: "))
 	require.Contains(t, out.String(), "… and ")
-	require.Less(t, elapsed, 5*time.Second)
 }
 
 func TestWriteDiagnosticsEscapesTheSource(t *testing.T) {

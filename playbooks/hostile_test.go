@@ -282,11 +282,9 @@ play "p" {
     count   = length(flatten([for i in range(1024) : local.r]))
   }
 }`
-	start := time.Now()
 	_, diags := compile(t, src, playbooks.Options{})
 	require.Equal(t, []string{at(t, src, "flatten(") + " Error in function call"}, positions(diags))
 	require.Contains(t, diags.Error(), "flatten: the arguments are larger than 32 MiB")
-	require.Less(t, time.Since(start), 20*time.Second)
 }
 
 func TestDeepNestingIsRefusedBeforeParsing(t *testing.T) {
