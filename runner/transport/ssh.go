@@ -25,9 +25,14 @@ import (
 	"github.com/iklimco/iklim/modules/remote"
 )
 
-// cancelGrace is how long a cancelled command has, after SIGINT, to end
-// before its session is closed under it.
+// cancelGrace is how long Run waits, after SIGINT, for a cancelled command
+// to end before it returns without it.
 const cancelGrace = 500 * time.Millisecond
+
+// cancelKill is when, after SIGINT, a cancelled command that is still
+// running gets SIGKILL, as LocalConn does. It also covers a SIGINT that sshd
+// dropped because it came before the command's process group existed.
+const cancelKill = 2 * time.Second
 
 // sessionRefusedLimit bounds how long Run keeps retrying a session the server
 // refuses ("open failed") while this connection holds no other session: a
@@ -64,6 +69,10 @@ type SSHConn struct {
 	sftpMu    sync.Mutex
 	sftp      *sftp.Client
 	sftpUsers atomic.Int32 // transfers in flight; raised only under sftpMu
+
+	// killing counts cancelled commands not yet ended or sent SIGKILL;
+	// Close waits for them, or closing would spare them their SIGKILL.
+	killing sync.WaitGroup
 
 	closeOnce sync.Once
 	closeErr  error
@@ -161,9 +170,11 @@ func (c *SSHConn) lostReason() error {
 // Host implements modules.Conn.
 func (c *SSHConn) Host() string { return c.name }
 
-// Close ends the sftp client and the connection.
+// Close ends the sftp client and the connection, after the SIGKILL of any
+// cancelled command still running (at most cancelKill).
 func (c *SSHConn) Close() error {
 	c.closeOnce.Do(func() {
+		c.killing.Wait()
 		c.sftpMu.Lock()
 		if c.sftp != nil {
 			_ = c.sftp.Close()
@@ -222,8 +233,9 @@ var errConnLost = errors.New("connection lost before the command ended")
 
 // Run implements modules.Conn: one session, one exec. On cancel the remote
 // command's process group gets SIGINT; if it has not ended within half a
-// second the session is closed and Run returns ctx.Err() at once. If the
-// connection has died the error is an *UnreachableError.
+// second Run returns ctx.Err() without it, and the group gets SIGKILL two
+// seconds after the SIGINT. If the connection has died the error is an
+// *UnreachableError.
 func (c *SSHConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
 	o := modules.ApplyRunOptions(opts)
 	var stdout, stderr bytes.Buffer
@@ -292,14 +304,11 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 			case <-done:
 				return -1, true, ctx.Err()
 			case <-t.C:
-				// sshd keeps a session until its command exits; do not
-				// wait for that, but keep the slot taken until it has.
-				_ = sess.Close()
+				// Do not wait for the command; keep its session (sshd
+				// signals only through it) and slot until it has ended.
 				released = true
-				go func() {
-					<-done
-					c.release(sess)
-				}()
+				c.killing.Add(1)
+				go c.killCancelled(sess, done)
 				return -1, false, ctx.Err()
 			}
 		}
@@ -324,6 +333,31 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 		return -1, true, errors.New("the command ended without an exit status")
 	}
 	return -1, true, err
+}
+
+// killCancelled ends a cancelled command that outlived cancelGrace: SIGKILL
+// at cancelKill, then the session is closed and its slot released once the
+// command is gone (or the connection is).
+func (c *SSHConn) killCancelled(sess *ssh.Session, done <-chan error) {
+	defer c.release(sess)
+	kill := time.NewTimer(cancelKill - cancelGrace)
+	defer kill.Stop()
+	select {
+	case <-done:
+		c.killing.Done()
+		return
+	case <-kill.C:
+	}
+	_ = sess.Signal(ssh.SIGKILL)
+	c.killing.Done()
+	closeAfter := time.NewTimer(cancelGrace)
+	defer closeAfter.Stop()
+	select {
+	case <-done:
+	case <-closeAfter.C:
+		_ = sess.Close()
+		<-done
+	}
 }
 
 // cmdErr wraps err with the host and a short, redacted form of cmd. When
