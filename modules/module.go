@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"time"
 )
 
 // Conn runs commands and moves files on one host: an SSH connection or the
@@ -195,4 +196,28 @@ func trimOutput(s string) string {
 // to do a TLS handshake to what the host serves on its loopback.
 type Dialer interface {
 	Dial(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Status is what a running step waits for, as its module reports it with
+// ReportStatus while it polls: "iklimco_redis 2/3 replicas".
+type Status struct {
+	Text string
+	// Since is when the wait began and Max its bound, so a display can
+	// show "42s of 7m0s"; Max 0 means the step's own deadline.
+	Since time.Time
+	Max   time.Duration
+}
+
+// Reporter is a Conn that shows a running step's Status: the runner hands
+// every module a Conn that is one, so a long wait says what it waits for.
+type Reporter interface {
+	Report(Status)
+}
+
+// ReportStatus reports st through c when c is a Reporter and does nothing
+// otherwise (a program's own Conn, a batch of checks).
+func ReportStatus(c Conn, st Status) {
+	if r, ok := c.(Reporter); ok {
+		r.Report(st)
+	}
 }

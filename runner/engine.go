@@ -350,7 +350,9 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 		start.Extra = map[string]string{"timeout": d.String()}
 	}
 	e.emit(start)
+	status := e.newStepStatus(start)
 	finish := func(st Status, summary string, err error) Status {
+		status.stop() // no status after the result
 		ev.Status, ev.Summary, ev.Duration = st, summary, time.Since(c.begin)
 		if err != nil {
 			ev.Error = err.Error()
@@ -379,6 +381,7 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 	if err != nil {
 		return finish(StatusUnreachable, "", err)
 	}
+	mc := status.wrap(conn) // the module's Conn: it may report its status
 
 	sctx := ctx
 	timeout := e.stepTimeout(s)
@@ -388,7 +391,7 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 		defer cancel()
 	}
 	if !c.checked {
-		c.ch, c.err = m.Check(sctx, conn)
+		c.ch, c.err = m.Check(sctx, mc)
 	}
 	if c.err != nil {
 		return finish(failStatus(c.err), "", stepError(sctx, timeout, c.err))
@@ -415,7 +418,7 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 		}
 		e.markRecorded(recHost)
 	}
-	applyErr := m.Apply(sctx, conn, ch)
+	applyErr := m.Apply(sctx, mc, ch)
 	if e.opts.Recorder != nil {
 		// Record the outcome even when the step timed out or the run was
 		// interrupted; rollback needs to know how far the change got.

@@ -11,9 +11,15 @@ type EventType string
 
 // Event types, in the order a run emits them.
 const (
-	EventRunStart   EventType = "run_start"
-	EventPlayStart  EventType = "play_start"
-	EventStepStart  EventType = "step_start"
+	EventRunStart  EventType = "run_start"
+	EventPlayStart EventType = "play_start"
+	EventStepStart EventType = "step_start"
+	// EventStepStatus is what a running step waits for, as its module
+	// reports it (modules.ReportStatus): Summary is the status, Duration
+	// how long the wait has lasted, Extra["max_wait"] its bound if any. A
+	// host's statuses are coalesced: one when the text changes, at most
+	// about one a second.
+	EventStepStatus EventType = "step_status"
 	EventHostResult EventType = "host_result"
 	// EventWarning is trouble that did not fail a step (a lock release or a
 	// final backup record that could not be written); Host names the host

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/printer"
 	"github.com/stretchr/testify/require"
 )
 
@@ -232,7 +233,7 @@ func TestEventsDocumented(t *testing.T) {
 	}
 	require.Len(t, enum, len(eventTypes(t)), "the schema lists an event type the runner does not have")
 	require.Contains(t, string(doc), "events.schema.json")
-	require.Contains(t, string(doc), fmt.Sprintf(`"schema": %d`, eventSchema))
+	require.Contains(t, string(doc), fmt.Sprintf(`"schema": %d`, printer.EventSchema))
 
 	// The examples in the doc are valid events.
 	examples := regexp.MustCompile("(?s)```json\n(.*?)```").FindAllStringSubmatch(string(doc), -1)
@@ -331,7 +332,7 @@ host "gone" {
 	// A warning goes through the same printer; no play provokes one on
 	// demand, so this one is made here.
 	var buf bytes.Buffer
-	(&jsonEvents{enc: json.NewEncoder(&buf)}).Event(runner.Event{Type: runner.EventWarning, Time: time.Now().UTC(),
+	(&printer.JSON{W: &buf}).Event(runner.Event{Type: runner.EventWarning, Time: time.Now().UTC(),
 		RunID: "2026-11-29T04-00-00Z", Host: "me", Error: "finish backup record: disk full"})
 	_, errs := c.line(t, buf.Bytes())
 	require.Empty(t, errs, buf.String())

@@ -7,7 +7,7 @@ import (
 	"unsafe"
 
 	"github.com/iklimco/iklim/runner"
-	"github.com/iklimco/iklim/runner/progress"
+	"github.com/iklimco/iklim/runner/printer"
 	"github.com/urfave/cli/v2"
 )
 
@@ -32,11 +32,11 @@ func textEvents(c *cli.Context) (events func(runner.Event), stop func(), err err
 		return nil, nil, cli.Exit("iklim: --color must be auto, always or never", exitInvalid)
 	}
 	w := c.App.Writer
-	tp := &runner.TextPrinter{W: w, Diff: c.Bool("diff"), Verbose: c.Bool("verbose"), Color: color}
+	tp := &printer.Text{W: w, Diff: c.Bool("diff"), Verbose: c.Bool("verbose"), Color: color}
 	// --step asks on the terminal between steps: a redrawn block would
 	// scribble over its question.
 	live := w == os.Stdout && isTTY(os.Stdout) && os.Getenv("TERM") != "dumb" && !c.Bool("step")
-	p := progress.New(progress.Options{W: w, Print: tp.Event, Live: live, Color: color,
+	p := printer.NewProgress(printer.ProgressOptions{W: w, Print: tp.Event, Live: live, Color: color,
 		Width: func() int { return termWidth(os.Stdout) }, StillAfter: c.Duration("still-waiting")})
 	return p.Event, p.Close, nil
 }

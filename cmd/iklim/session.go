@@ -2,15 +2,14 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
-	"sync"
 
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/printer"
 	"github.com/iklimco/iklim/runner/session"
 	"github.com/iklimco/iklim/runner/transport"
 	"github.com/urfave/cli/v2"
@@ -44,7 +43,7 @@ func newSession(c *cli.Context) (*cliSession, error) {
 	stopProgress := func() {}
 	switch c.String("output") {
 	case "json":
-		events = (&jsonEvents{enc: json.NewEncoder(c.App.Writer)}).Event
+		events = (&printer.JSON{W: c.App.Writer}).Event
 	case "text", "":
 		var err error
 		if events, stopProgress, err = textEvents(c); err != nil {
@@ -117,28 +116,4 @@ func result(recap *runner.Recap, err error) error {
 		err = errInterrupted
 	}
 	return resultError(recap, err)
-}
-
-// eventSchema is the version of the JSON events that docs/events.md and
-// docs/events.schema.json describe; it changes when a field changes
-// meaning or goes away, not when one is added.
-const eventSchema = 1
-
-// jsonEvent is a runner.Event as --output json writes it: with the schema
-// version first.
-type jsonEvent struct {
-	Schema int `json:"schema"`
-	runner.Event
-}
-
-// jsonEvents writes one JSON event per line (--output json).
-type jsonEvents struct {
-	mu  sync.Mutex
-	enc *json.Encoder
-}
-
-func (p *jsonEvents) Event(ev runner.Event) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	_ = p.enc.Encode(jsonEvent{Schema: eventSchema, Event: ev})
 }

@@ -22,6 +22,7 @@ import (
 	_ "github.com/iklimco/iklim/modules/stock" // every stock module, for HCL playbooks and rollback
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/printer"
 	"github.com/iklimco/iklim/runner/session"
 )
 
@@ -51,13 +52,13 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	if diags.HasErrors() {
 		return diags
 	}
-	printer := &runner.TextPrinter{W: out}
+	text := &printer.Text{W: out}
 	seen := map[runner.EventType]int{}
 	s, err := session.New(session.Options{
 		Inventory: inv, InventoryPath: *invPath,
 		Events: func(ev runner.Event) {
 			seen[ev.Type]++ // the sink is called one event at a time
-			printer.Event(ev)
+			text.Event(ev)
 		},
 	})
 	if err != nil {

@@ -766,12 +766,14 @@ func (m *RabbitJoin) applyJoin(ctx context.Context, c modules.Conn, b rabbitBefo
 	if err := m.ctl(ctx, c, m.self, "start_app", "start_app"); err != nil {
 		return fmt.Errorf("rabbit_join: %w", err)
 	}
-	return m.waitRunning(ctx, sc, b.Node)
+	return m.waitRunning(ctx, c, sc, b.Node)
 }
 
-// waitRunning polls the seed until node is one of its running nodes.
-func (m *RabbitJoin) waitRunning(ctx context.Context, sc modules.Conn, node string) error {
-	deadline := time.Now().Add(m.timeout())
+// waitRunning polls the seed (sc) until node is one of its running nodes;
+// c is the step's own Conn, which reports the wait.
+func (m *RabbitJoin) waitRunning(ctx context.Context, c, sc modules.Conn, node string) error {
+	start := time.Now()
+	deadline := start.Add(m.timeout())
 	for {
 		p, err := m.runProbe(ctx, sc, m.Seed, false)
 		if err == nil && p.Status != nil && slices.Contains(p.Status.RunningNodes, node) {
@@ -788,6 +790,7 @@ func (m *RabbitJoin) waitRunning(ctx context.Context, sc modules.Conn, node stri
 			}
 			return fmt.Errorf("rabbit_join: %s did not run in the cluster of %s within %s (%s)", node, m.seed.Node, m.timeout(), got)
 		}
+		modules.ReportStatus(c, modules.Status{Text: "waiting for " + node + " to run in the cluster of " + m.seed.Node, Since: start, Max: m.timeout()})
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return err
 		}

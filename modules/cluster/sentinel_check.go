@@ -153,6 +153,8 @@ func (m *SentinelCheck) Check(ctx context.Context, c modules.Conn) (*modules.Cha
 			return nil, fmt.Errorf("sentinel_check: %s did not converge within %s: %s",
 				m.MasterName, within, strings.Join(v.problems, "; "))
 		}
+		modules.ReportStatus(c, modules.Status{Text: "waiting for sentinels of " + m.MasterName + " to agree: " + strings.Join(v.problems, "; "),
+			Since: start, Max: within})
 		if err := sleepCtx(ctx, every); err != nil {
 			return nil, err
 		}

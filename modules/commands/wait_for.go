@@ -169,6 +169,9 @@ func (m *WaitFor) Check(ctx context.Context, c modules.Conn) (*modules.Change, e
 	runCtx, cancel := context.WithTimeout(ctx, timeout+10*time.Second)
 	defer cancel()
 	start := time.Now()
+	// The loop runs on the host: its status is set once, the display
+	// counts the time.
+	modules.ReportStatus(c, modules.Status{Text: "waiting for " + what, Since: start, Max: timeout})
 	res, err := c.Run(runCtx, m.script(timeout, interval))
 	m.elapsed = time.Since(start)
 	switch {

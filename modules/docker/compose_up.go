@@ -356,7 +356,8 @@ func (m *ComposeUp) Apply(ctx context.Context, c modules.Conn, ch *modules.Chang
 // with a healthcheck, is healthy; an exited or unhealthy container ends the
 // wait at once.
 func waitHealthy(ctx context.Context, c modules.Conn, project string, max time.Duration) (map[string]string, error) {
-	deadline := time.Now().Add(max)
+	start := time.Now()
+	deadline := start.Add(max)
 	for {
 		res, err := dockerRun(ctx, c, "compose_up "+project+": containers", containersScript(project))
 		if err != nil {
@@ -397,6 +398,7 @@ func waitHealthy(ctx context.Context, c modules.Conn, project string, max time.D
 		if time.Now().After(deadline) {
 			return health, fmt.Errorf("%s: compose_up %s: not healthy after %s: %s", c.Host(), project, max, strings.Join(waiting, ", "))
 		}
+		modules.ReportStatus(c, modules.Status{Text: "waiting for healthy containers: " + strings.Join(waiting, ", "), Since: start, Max: max})
 		select {
 		case <-ctx.Done():
 			return health, fmt.Errorf("%s: compose_up %s: wait for health: %w", c.Host(), project, ctx.Err())

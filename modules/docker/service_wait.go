@@ -324,6 +324,7 @@ func waitConverged(ctx context.Context, c modules.Conn, lsFilter string, names [
 		if time.Now().After(deadline) {
 			return states, fmt.Errorf("not converged after %s: %s", o.timeout, strings.Join(pending, "; "))
 		}
+		modules.ReportStatus(c, modules.Status{Text: "waiting for replicas: " + strings.Join(pending, "; "), Since: start, Max: o.timeout})
 		if err := sleepCtx(ctx, o.interval); err != nil {
 			return states, err
 		}

@@ -406,7 +406,8 @@ func (m *SwarmInit) applyInit(ctx context.Context, c modules.Conn) error {
 
 // waitState polls the host's docker info until ok or join_timeout.
 func (m *SwarmInit) waitState(ctx context.Context, c modules.Conn, ok func(swarmInfo) bool) (swarmInfo, error) {
-	deadline := time.Now().Add(m.timeout())
+	start := time.Now()
+	deadline := start.Add(m.timeout())
 	for {
 		si, err := probeSwarm(ctx, c)
 		if err == nil && ok(si) {
@@ -418,6 +419,8 @@ func (m *SwarmInit) waitState(ctx context.Context, c modules.Conn, ok func(swarm
 			}
 			return si, fmt.Errorf("still %s (control %v) after %s%s", si.State, si.Control, m.timeout(), withErr(si.Error))
 		}
+		modules.ReportStatus(c, modules.Status{Text: fmt.Sprintf("waiting for the swarm: still %s (control %v)%s", si.State, si.Control, withErr(si.Error)),
+			Since: start, Max: m.timeout()})
 		if err := sleepCtx(ctx, time.Second); err != nil {
 			return si, err
 		}

@@ -718,7 +718,8 @@ func verifyServed(ctx context.Context, c modules.Conn, v *certVerify, want strin
 	if err != nil {
 		return fmt.Errorf("verify %s: %w", v.Addr, err)
 	}
-	deadline := time.Now().Add(wait)
+	start := time.Now()
+	deadline := start.Add(wait)
 	var last string
 	for {
 		fp, err := servedFingerprint(ctx, d, v.Addr, v.Name)
@@ -733,6 +734,7 @@ func verifyServed(ctx context.Context, c modules.Conn, v *certVerify, want strin
 		if time.Now().After(deadline) {
 			return fmt.Errorf("verify %s (SNI %q): %s not served within %s; last: %s", v.Addr, v.Name, want, wait, last)
 		}
+		modules.ReportStatus(c, modules.Status{Text: "waiting for " + v.Addr + " to serve the new certificate: " + last, Since: start, Max: wait})
 		t := time.NewTimer(250 * time.Millisecond)
 		select {
 		case <-ctx.Done():

@@ -15,6 +15,7 @@ import (
 	"github.com/iklimco/iklim/modules/internal/modtest"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/printer"
 	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
@@ -126,7 +127,7 @@ func TestReplaceSeed001(t *testing.T) {
 	require.Equal(t, "3:     image: registry.michaelschiemer.de/framework:abc1234-1696234567\n"+
 		"8:     image: registry.michaelschiemer.de/framework:abc1234-1696234567\n"+
 		"12:     image:   registry.michaelschiemer.de/framework:abc1234-1696234567\n", diff.After)
-	ud := runner.UnifiedDiff(diff.Label, diff.Before, diff.After)
+	ud := printer.UnifiedDiff(diff.Label, diff.Before, diff.After)
 	require.NotContains(t, ud, "nginx")
 	require.Equal(t, before, modtest.Snapshot(t, dir), "check mode changes nothing")
 

@@ -197,6 +197,7 @@ func (m *HTTPCheck) Check(ctx context.Context, c modules.Conn) (*modules.Change,
 			return nil, fmt.Errorf("http_check %s: not as expected within %s (%d %s): %s",
 				m.URL, within, m.out.attempts, plural(m.out.attempts, "attempt"), last)
 		}
+		modules.ReportStatus(c, modules.Status{Text: "waiting for " + m.URL + ": " + last, Since: start, Max: within})
 		t := time.NewTimer(min(wait, interval))
 		select {
 		case <-ctx.Done():

@@ -11,6 +11,7 @@ import (
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/printer"
 )
 
 // WriteHTML writes the run as one self-contained HTML page: inline CSS, no
@@ -182,7 +183,7 @@ func diffLines(d *modules.Diff) ([]diffLine, string) {
 	if d == nil {
 		return nil, "the module shows no diff for this change"
 	}
-	text := runner.UnifiedDiff(d.Label, d.Before, d.After)
+	text := printer.UnifiedDiff(d.Label, d.Before, d.After)
 	if text == "" {
 		return nil, "no difference in text"
 	}

@@ -1,9 +1,12 @@
-// Package progress shows a run while it runs. On a terminal it keeps a live
-// block under the printed results with each host's current step, how long
-// it has run and its deadline; elsewhere (CI logs, pipes) it prints plain
-// "still waiting" lines, without control codes, for steps that run long.
-// It wraps the printer of results and writes only to the writer it is given.
-package progress
+// Package printer shows a run: the engine emits events (runner.Event) and
+// the printers here turn them into text for people (Text), JSON lines for
+// programs (JSON), and, while a run runs, its progress (Progress): on a
+// terminal a live block under the printed results with each host's current
+// step, how long it has run of its deadline and what it waits for;
+// elsewhere (CI logs, pipes) plain "still waiting" lines, without control
+// codes, for steps that run long. Printers write only to the writer they
+// are given.
+package printer
 
 import (
 	"fmt"
@@ -12,15 +15,16 @@ import (
 	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/iklimco/iklim/runner"
 )
 
-// Options configure a Progress.
-type Options struct {
+// ProgressOptions configure a Progress.
+type ProgressOptions struct {
 	// W is where the results printer writes; the live block goes there too.
 	W io.Writer
-	// Print prints one event (a runner.TextPrinter's Event writing to W).
+	// Print prints one event (a Text's Event writing to W).
 	Print func(runner.Event)
 	// Live redraws a block of running steps: W is a terminal.
 	Live bool
@@ -41,7 +45,7 @@ type Options struct {
 // Progress is a run's event sink that shows running steps. Close it when
 // the run ends.
 type Progress struct {
-	o       Options
+	o       ProgressOptions
 	mu      sync.Mutex
 	running map[string]*step // by host
 	drawn   int              // lines of the live block on screen
@@ -54,10 +58,15 @@ type step struct {
 	host, play, name, module, timeout string
 	start                             time.Time
 	nextStill                         time.Duration
+	// status is what the step waits for (runner.EventStepStatus); when
+	// its wait has a bound, waitMax, the time shown is the wait's, from
+	// waitStart.
+	status, waitMax string
+	waitStart       time.Time
 }
 
-// New starts a Progress; its ticker runs until Close.
-func New(o Options) *Progress {
+// NewProgress starts a Progress; its ticker runs until Close.
+func NewProgress(o ProgressOptions) *Progress {
 	if o.Tick <= 0 {
 		o.Tick = 250 * time.Millisecond
 	}
@@ -84,6 +93,14 @@ func (p *Progress) Event(ev runner.Event) {
 			s.timeout = ev.Extra["timeout"]
 		}
 		p.running[ev.Host] = s
+	case runner.EventStepStatus:
+		if s := p.running[ev.Host]; s != nil && s.name == ev.Step {
+			s.status, s.waitMax = ev.Summary, ev.Extra["max_wait"]
+			s.waitStart = ev.Time.Add(-ev.Duration)
+			if ev.Time.IsZero() {
+				s.waitStart = time.Now().Add(-ev.Duration)
+			}
+		}
 	case runner.EventHostResult:
 		delete(p.running, ev.Host)
 	case runner.EventRecap:
@@ -150,7 +167,7 @@ func (p *Progress) still(now time.Time) {
 		if took < s.nextStill {
 			continue
 		}
-		fmt.Fprintf(p.o.W, "still waiting: %s [%s] (%s) %s\n", s.host, s.name, s.module, elapsed(took, s.timeout))
+		fmt.Fprintf(p.o.W, "still waiting: %s [%s] (%s) %s\n", s.host, s.name, s.module, s.progress(now))
 		every := p.o.StillAfter
 		if took >= time.Minute {
 			every = max(every, time.Minute)
@@ -180,8 +197,15 @@ func (p *Progress) drawBlock(now time.Time) {
 	var b strings.Builder
 	lines := 0
 	for _, s := range steps {
-		line := fmt.Sprintf("%-*s  [%s] %s", hw, s.host, s.name, elapsed(now.Sub(s.start), s.timeout))
-		line = cut(line, width-1)
+		head := fmt.Sprintf("%-*s  [%s] ", hw, s.host, s.name)
+		line := cut(head+s.progress(now), width-1)
+		if s.status != "" {
+			// Shorten the status, not the time.
+			tail := ", " + s.elapsed(now)
+			if room := width - 1 - utf8.RuneCountInString(head+tail); room >= 8 {
+				line = head + cut(s.status, room) + tail
+			}
+		}
 		if p.o.Color {
 			line = "\x1b[2m" + line + "\x1b[0m"
 		}
@@ -201,8 +225,27 @@ func (p *Progress) clearBlock() {
 	p.drawn = 0
 }
 
-// elapsed is "42s of 7m0s" when the step has a deadline, else "42s".
+// progress is "42s of 7m0s", or with a status "iklimco_redis 2/3
+// replicas, 42s of 7m0s".
+func (s *step) progress(now time.Time) string {
+	if s.status == "" {
+		return s.elapsed(now)
+	}
+	return s.status + ", " + s.elapsed(now)
+}
+
+// elapsed is the time of the step of its deadline or, when its status
+// names a wait with a bound, the time of that wait of its bound.
+func (s *step) elapsed(now time.Time) string {
+	if s.waitMax != "" {
+		return elapsed(now.Sub(s.waitStart), s.waitMax)
+	}
+	return elapsed(now.Sub(s.start), s.timeout)
+}
+
+// elapsed is "42s of 7m0s" when there is a deadline, else "42s".
 func elapsed(d time.Duration, timeout string) string {
+	d = max(d, 0)
 	s := d.Truncate(time.Second).String()
 	if timeout != "" {
 		s += " of " + timeout
