@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/require"
 )
@@ -58,11 +57,9 @@ func TestFunctionsRefuseRunawayResults(t *testing.T) {
 // TestSetProductIsBoundedByElements: a million tuples would take seconds
 // and hundreds of MiB; refused before it is built.
 func TestSetProductIsBoundedByElements(t *testing.T) {
-	start := time.Now()
 	_, diags := Parse([]byte(`host "h" {
   vars = { x = setproduct(range(1000), range(1000)) }
 }
 `), "inv.hcl")
 	require.Contains(t, diags.Error(), "setproduct: the result would be larger than 16 MiB")
-	require.Less(t, time.Since(start), 5*time.Second)
 }

@@ -125,7 +125,7 @@ func TestWaitForTimeout(t *testing.T) {
 			start := time.Now()
 			_, err := tc.m.Check(context.Background(), modtest.NewCountConn())
 			require.EqualError(t, err, "wait_for: "+tc.err)
-			require.Less(t, time.Since(start), 3*time.Second)
+			require.Less(t, time.Since(start), 30*time.Second, "max_wait was not kept")
 		})
 	}
 }
@@ -137,7 +137,7 @@ func TestWaitForCancel(t *testing.T) {
 	m := &commands.WaitFor{Path: "/no/such/path", MaxWait: "60s"}
 	_, err := m.Check(ctx, modtest.NewCountConn())
 	require.ErrorIs(t, err, context.DeadlineExceeded)
-	require.Less(t, time.Since(start), 3*time.Second, "cancel stops the remote loop")
+	require.Less(t, time.Since(start), 30*time.Second, "cancel stops the remote loop (max_wait is 60 s)")
 }
 
 func TestWaitForValidate(t *testing.T) {

@@ -143,7 +143,7 @@ func TestConnectorUnreachable(t *testing.T) {
 			require.ErrorAs(t, err, &ue)
 			require.Equal(t, "h001", ue.Host)
 			require.Contains(t, err.Error(), tt.want)
-			require.Less(t, time.Since(start), 3*time.Second)
+			require.Less(t, time.Since(start), 30*time.Second, "a refused login was retried")
 		})
 	}
 

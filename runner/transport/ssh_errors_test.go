@@ -137,7 +137,7 @@ func TestErrorTimeout(t *testing.T) {
 	h.ConnectTimeout = time.Second
 	start := time.Now()
 	_, err = testConnector(t, SSHOptions{}).Connect(context.Background(), h)
-	require.Less(t, time.Since(start), 10*time.Second)
+	require.Less(t, time.Since(start), 30*time.Second, "the 1 s connect timeout was not kept")
 	var ue *UnreachableError
 	require.ErrorAs(t, err, &ue)
 	require.ErrorContains(t, err, "handshake timed out after 1s")
