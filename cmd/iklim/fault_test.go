@@ -402,7 +402,7 @@ func killAll(t *testing.T, pids []int) {
 			}
 		}
 		return true
-	}, 10*time.Second, 10*time.Millisecond)
+	}, 30*time.Second, 10*time.Millisecond)
 }
 
 // restartSSHD starts sshd again with srv's config (same port and host key)
@@ -424,7 +424,7 @@ func restartSSHD(t *testing.T, srv *sshtest.Server) {
 		}
 		conn.Close()
 		return true
-	}, 10*time.Second, 20*time.Millisecond, "restarted sshd: %s", &log)
+	}, 30*time.Second, 20*time.Millisecond, "restarted sshd: %s", &log)
 }
 
 func requireNoFailure(t *testing.T, recap map[string]runner.HostRecap, hosts ...string) {

@@ -246,7 +246,7 @@ func TestLockReleaseCLI(t *testing.T) {
 		logMu.Lock()
 		defer logMu.Unlock()
 		return len(logs) > 0 && strings.Contains(strings.Join(logs, "\n"), "lost")
-	}, 5*time.Second, 50*time.Millisecond)
+	}, 30*time.Second, 50*time.Millisecond)
 	err = release(ctx)
 	require.ErrorContains(t, err, "taken over")
 	// and the first holder's release did not remove bob's lock.

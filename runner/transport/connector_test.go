@@ -60,7 +60,7 @@ func TestConnectorSharesOneDialPerHost(t *testing.T) {
 
 	// A connection that died is replaced on the next Connect.
 	require.NoError(t, conns[0].(*SSHConn).Close())
-	require.Eventually(t, func() bool { return !conns[0].(*SSHConn).alive() }, time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { return !conns[0].(*SSHConn).alive() }, 30*time.Second, 10*time.Millisecond)
 	_, err := conns[0].Run(context.Background(), "true")
 	var lost *UnreachableError
 	require.ErrorAs(t, err, &lost, "a command on a dead connection reports the host unreachable")
@@ -189,7 +189,7 @@ func TestConnectorAgent(t *testing.T) {
 		_ = agentCmd.Process.Kill()
 		_ = agentCmd.Wait()
 	})
-	require.Eventually(t, func() bool { _, err := os.Stat(sock); return err == nil }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { _, err := os.Stat(sock); return err == nil }, 30*time.Second, 10*time.Millisecond)
 	add := exec.Command("ssh-add", s.KeyPath)
 	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
 	out, err := add.CombinedOutput()

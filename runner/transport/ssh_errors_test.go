@@ -79,7 +79,7 @@ func TestErrorAuthRefused(t *testing.T) {
 		_ = agentCmd.Process.Kill()
 		_ = agentCmd.Wait()
 	})
-	require.Eventually(t, func() bool { _, err := os.Stat(sock); return err == nil }, 5*time.Second, 10*time.Millisecond)
+	require.Eventually(t, func() bool { _, err := os.Stat(sock); return err == nil }, 30*time.Second, 10*time.Millisecond)
 	add := exec.Command("ssh-add", agentKey)
 	add.Env = append(os.Environ(), "SSH_AUTH_SOCK="+sock)
 	out, err := add.CombinedOutput()
