@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/run.sh [HOSTS]: benchmark iklim against Ansible and the raw SSH floor
-# on HOSTS loopback hosts (default 100) served by one OpenSSH sshd.
+# on HOSTS loopback hosts (default 100) served by OpenSSH sshd (one per 250
+# hosts), optionally behind a delaying proxy.
 #
 # Everything lives in a temp dir (sshd config, host key, client key,
 # known_hosts, inventories, the hosts' files, logs) that is removed at the end;
@@ -16,6 +17,11 @@
 #   BENCH_ANSIBLE_STRATEGY=linear  Ansible strategy (linear or free)
 #   BENCH_HANDSHAKES=64    iklim --max-handshakes (sshd here allows 400 at once)
 #   BENCH_IKLIM_FLAGS=...  extra flags for `iklim play`
+#   BENCH_HOSTS_PER_SSHD=250  hosts per sshd: more hosts are sharded over
+#                          several sshds, each on its own port (one sshd's
+#                          MaxStartups cannot take 1000 handshakes at once)
+#   BENCH_RTT_MS=0         when > 0, every host is behind bench/delayproxy
+#                          adding this round-trip time (no netem here)
 set -euo pipefail
 
 HOSTS=${1:-100}
@@ -26,6 +32,10 @@ SKIP_ANSIBLE=${BENCH_SKIP_ANSIBLE:-0}
 REPEAT=${BENCH_REPEAT:-3}
 STRATEGY=${BENCH_ANSIBLE_STRATEGY:-linear}
 HANDSHAKES=${BENCH_HANDSHAKES:-64}
+PER_SSHD=${BENCH_HOSTS_PER_SSHD:-250}
+RTT_MS=${BENCH_RTT_MS:-0}
+[[ $PER_SSHD =~ ^[0-9]+$ && $PER_SSHD -ge 1 && $RTT_MS =~ ^[0-9]+$ ]] || { echo "bench: BENCH_HOSTS_PER_SSHD and BENCH_RTT_MS must be numbers" >&2; exit 2; }
+SHARDS=$(((HOSTS + PER_SSHD - 1) / PER_SSHD))
 IKLIM_FLAGS="-f $HOSTS --max-handshakes $HANDSHAKES ${BENCH_IKLIM_FLAGS:-}"
 BENCH_USER=iklimtest
 SSHD=/usr/sbin/sshd
@@ -57,26 +67,40 @@ mkdir -p /run/sshd
 # --- temp dir and cleanup ---------------------------------------------------
 TMP=$(mktemp -d /tmp/iklim-bench.XXXXXX)
 chmod 755 "$TMP" # sshd reads authorized_keys as the login user
-SSHD_PID=
+SSHD_PIDS=()    # the sshd listeners (pid 1 of their pid namespaces)
+UNSHARE_PIDS=() # their unshare parents
+PORTS=()        # sshd ports, one per shard
+PPORTS=()       # the proxy's ports, one per shard (BENCH_RTT_MS > 0)
+PROXY_PID=
 CGROOT=
 children_of() { cat /proc/"$1"/task/*/children 2>/dev/null || true; }
 stop_sshd() {
-  [[ -n $SSHD_PID ]] || return 0
-  # Connections end when their clients exit; give them a moment, then end
-  # the listener's remaining children and the listener, all by pid.
-  for _ in $(seq 50); do [[ -z $(children_of "$SSHD_PID") ]] && break; sleep 0.1; done
-  local kids
-  kids=$(children_of "$SSHD_PID")
-  [[ -z $kids ]] || kill -TERM $kids 2>/dev/null || true
-  kill -TERM "$SSHD_PID" 2>/dev/null || true
-  for _ in $(seq 50); do kill -0 "$SSHD_PID" 2>/dev/null || break; sleep 0.1; done
-  kill -KILL "$SSHD_PID" 2>/dev/null || true
-  wait "$SSHD_PID" 2>/dev/null || true
-  SSHD_PID=
+  local i kids
+  for i in "${!SSHD_PIDS[@]}"; do
+    # Connections end when their clients exit; give them a moment, then end
+    # the listener's remaining children and the listener, all by pid. The
+    # listener is its pid namespace's init: when it exits, the kernel ends
+    # whatever is left in the namespace.
+    for _ in $(seq 50); do [[ -z $(children_of "${SSHD_PIDS[i]}") ]] && break; sleep 0.1; done
+    kids=$(children_of "${SSHD_PIDS[i]}")
+    [[ -z $kids ]] || kill -TERM $kids 2>/dev/null || true
+    kill -TERM "${SSHD_PIDS[i]}" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "${SSHD_PIDS[i]}" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "${SSHD_PIDS[i]}" 2>/dev/null || true
+    wait "${UNSHARE_PIDS[i]}" 2>/dev/null || true
+  done
+  SSHD_PIDS=() UNSHARE_PIDS=()
+}
+stop_proxy() {
+  [[ -n $PROXY_PID ]] || return 0
+  kill -TERM "$PROXY_PID" 2>/dev/null || true
+  wait "$PROXY_PID" 2>/dev/null || true
+  PROXY_PID=
 }
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
+  stop_proxy
   stop_sshd
   if [[ -n $CGROOT ]]; then
     rmdir "$CGROOT"/*/ 2>/dev/null || true
@@ -88,13 +112,14 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-mkdir -p "$TMP"/{bin,logs,m,state,remote/iklim,remote/ansible,backups,ansible-local,ansible-remote-tmp}
-chown "$BENCH_USER" "$TMP"/remote/iklim "$TMP"/remote/ansible "$TMP"/backups "$TMP"/ansible-remote-tmp
+mkdir -p "$TMP"/{bin,logs,m,state,remote/iklim,remote/steady,remote/ansible,backups,ansible-local,ansible-remote-tmp}
+chown "$BENCH_USER" "$TMP"/remote/iklim "$TMP"/remote/steady "$TMP"/remote/ansible "$TMP"/backups "$TMP"/ansible-remote-tmp
 
 # --- build ------------------------------------------------------------------
-say "building iklim, floor, timeit and report"
+say "building iklim, floor, timeit, delayproxy and report"
 (cd "$ROOT" && go build -o "$TMP/bin/iklim" ./cmd/iklim && go build -o "$TMP/bin/floor" ./bench/floor &&
-  go build -o "$TMP/bin/timeit" ./bench/timeit && go build -o "$TMP/bin/report" ./bench/report)
+  go build -o "$TMP/bin/timeit" ./bench/timeit && go build -o "$TMP/bin/report" ./bench/report &&
+  go build -o "$TMP/bin/delayproxy" ./bench/delayproxy)
 
 # --- keys, hosts, sshd ------------------------------------------------------
 ssh-keygen -q -t ed25519 -N '' -C 'iklim bench host' -f "$TMP/ssh_host_ed25519_key"
@@ -103,33 +128,46 @@ cp "$TMP/id_ed25519.pub" "$TMP/authorized_keys"
 chmod 644 "$TMP/authorized_keys"
 
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-while port_busy "$PORT"; do PORT=$((PORT + 1)); done
+# free_port N: the first port from N on that nothing listens on and that is
+# not taken by this run already.
+free_port() {
+  local p=$1
+  while port_busy "$p" || [[ " ${PORTS[*]} ${PPORTS[*]} " == *" $p "* ]]; do p=$((p + 1)); done
+  echo "$p"
+}
+for ((s = 0; s < SHARDS; s++)); do
+  PORTS[s]=$(free_port "$PORT")
+  if ((RTT_MS > 0)); then PPORTS[s]=$(free_port $((PORTS[s] + 1000))); else PPORTS[s]=${PORTS[s]}; fi
+done
+PORT=${PORTS[0]}
 
 width=${#HOSTS}; ((width < 3)) && width=3
 hostkey=$(cut -d' ' -f1,2 "$TMP/ssh_host_ed25519_key.pub")
 : >"$TMP/hosts.txt"
 {
-  printf 'defaults {\n  user        = "%s"\n  port        = %d\n  key         = "%s"\n  known_hosts = "%s"\n}\n' \
-    "$BENCH_USER" "$PORT" "$TMP/id_ed25519" "$TMP/known_hosts"
+  printf 'defaults {\n  user        = "%s"\n  key         = "%s"\n  known_hosts = "%s"\n}\n' \
+    "$BENCH_USER" "$TMP/id_ed25519" "$TMP/known_hosts"
 } >"$TMP/inventory.hcl"
-printf '[all:vars]\nansible_port=%d\n\n[all]\n' "$PORT" >"$TMP/hosts.ini"
+printf '[all]\n' >"$TMP/hosts.ini"
 : >"$TMP/known_hosts"
+# Host i is served by shard i % SHARDS; clients connect to the shard's proxy
+# port when there is a proxy, else to its sshd.
 for ((i = 0; i < HOSTS; i++)); do
   addr="127.0.$((1 + i / 254)).$((1 + i % 254))"
   name=$(printf "h%0${width}d" $((i + 1)))
-  echo "$addr" >>"$TMP/hosts.txt"
-  echo "[$addr]:$PORT $hostkey" >>"$TMP/known_hosts"
-  printf 'host "%s" {\n  address     = "%s"\n  backup_root = "%s"\n}\n' "$name" "$addr" "$TMP/backups/$name" >>"$TMP/inventory.hcl"
-  printf '%s ansible_host=%s\n' "$name" "$addr" >>"$TMP/hosts.ini"
+  port=${PPORTS[i % SHARDS]}
+  echo "$addr:$port" >>"$TMP/hosts.txt"
+  echo "[$addr]:$port $hostkey" >>"$TMP/known_hosts"
+  printf 'host "%s" {\n  address     = "%s"\n  port        = %d\n  backup_root = "%s"\n}\n' "$name" "$addr" "$port" "$TMP/backups/$name" >>"$TMP/inventory.hcl"
+  printf '%s ansible_host=%s ansible_port=%d\n' "$name" "$addr" "$port" >>"$TMP/hosts.ini"
 done
 chmod 644 "$TMP/known_hosts"
 
 cat >"$TMP/sshd_config" <<EOF
-Port $PORT
 ListenAddress 0.0.0.0
 AddressFamily inet
 HostKey $TMP/ssh_host_ed25519_key
-PidFile $TMP/sshd.pid
+PidFile none
 AuthorizedKeysFile $TMP/authorized_keys
 UsePAM no
 StrictModes no
@@ -165,12 +203,57 @@ else
   say "no cgroup v2: CPU times come from getrusage, server CPU from sshd's reaped children"
 fi
 
-"$SSHD" -D -e -f "$TMP/sshd_config" 2>"$TMP/logs/sshd.log" &
-SSHD_PID=$!
-[[ -z $CGROOT ]] || echo "$SSHD_PID" >"$CGROOT/sshd/cgroup.procs"
-for _ in $(seq 100); do port_busy "$PORT" && break; kill -0 "$SSHD_PID" 2>/dev/null || die "sshd exited: $(cat "$TMP/logs/sshd.log")"; sleep 0.05; done
-port_busy "$PORT" || die "sshd does not listen on port $PORT"
-say "sshd pid $SSHD_PID on port $PORT; $HOSTS hosts 127.0.1.1 … $(tail -n1 "$TMP/hosts.txt"); temp dir $TMP"
+# Each sshd runs as the init of a pid namespace of its own, so that the
+# namespace's last pid counts every process it spawned (see remote_pids).
+for ((s = 0; s < SHARDS; s++)); do
+  unshare --pid --fork --kill-child "$SSHD" -D -e -f "$TMP/sshd_config" -p "${PORTS[s]}" 2>"$TMP/logs/sshd$s.log" &
+  UNSHARE_PIDS[s]=$!
+  [[ -z $CGROOT ]] || echo "${UNSHARE_PIDS[s]}" >"$CGROOT/sshd/cgroup.procs"
+  for _ in $(seq 100); do
+    SSHD_PIDS[s]=$(children_of "${UNSHARE_PIDS[s]}" | awk '{ print $1 }')
+    [[ -n ${SSHD_PIDS[s]} ]] && break
+    sleep 0.02
+  done
+  [[ -n ${SSHD_PIDS[s]} ]] || die "sshd did not start: $(cat "$TMP/logs/sshd$s.log")"
+  [[ -z $CGROOT ]] || echo "${SSHD_PIDS[s]}" >"$CGROOT/sshd/cgroup.procs"
+  for _ in $(seq 100); do port_busy "${PORTS[s]}" && break; kill -0 "${SSHD_PIDS[s]}" 2>/dev/null || die "sshd exited: $(cat "$TMP/logs/sshd$s.log")"; sleep 0.05; done
+  port_busy "${PORTS[s]}" || die "sshd does not listen on port ${PORTS[s]}"
+done
+SSHD_LIST=$(IFS=,; echo "${SSHD_PIDS[*]}")
+say "$SHARDS sshd (pids $SSHD_LIST) on ports ${PORTS[*]}; $HOSTS hosts 127.0.1.1 … $(tail -n1 "$TMP/hosts.txt"); temp dir $TMP"
+
+if ((RTT_MS > 0)); then
+  pmap=
+  for ((s = 0; s < SHARDS; s++)); do pmap+="${pmap:+,}${PPORTS[s]}=${PORTS[s]}"; done
+  "$TMP/bin/delayproxy" -rtt "${RTT_MS}ms" -map "$pmap" -stats "$TMP/proxy.json" 2>"$TMP/logs/proxy.log" &
+  PROXY_PID=$!
+  for _ in $(seq 100); do port_busy "${PPORTS[SHARDS - 1]}" && break; sleep 0.05; done
+  port_busy "${PPORTS[SHARDS - 1]}" || die "delayproxy does not listen: $(cat "$TMP/logs/proxy.log")"
+  say "delayproxy pid $PROXY_PID adds ${RTT_MS} ms round-trip time on ports ${PPORTS[*]}"
+fi
+
+# remote_pids prints the sum over the sshds of their pid namespace's last
+# pid. Pids are handed out in order, so between two readings it grows by the
+# number of processes (and threads) spawned for the clients, plus one for
+# the reading itself (cat runs in the namespace).
+PID_MAX=$(cat /proc/sys/kernel/pid_max)
+remote_pids() {
+  local p sum=0
+  for p in "${SSHD_PIDS[@]}"; do sum=$((sum + $(nsenter -t "$p" -p cat /proc/sys/kernel/ns_last_pid))); done
+  echo "$sum"
+}
+# proxy_stats FILE: have the proxy write its counters and copy them to FILE.
+proxy_stats() {
+  local old=-1 new
+  [[ -s $TMP/proxy.json ]] && old=$(jq .seq "$TMP/proxy.json")
+  kill -USR1 "$PROXY_PID"
+  for _ in $(seq 200); do
+    new=$(jq .seq "$TMP/proxy.json" 2>/dev/null || echo "$old")
+    [[ $new != "$old" ]] && break
+    sleep 0.02
+  done
+  cp "$TMP/proxy.json" "$1"
+}
 
 # --- runs -------------------------------------------------------------------
 # measure NAME CMD…: run CMD under timeit, output to logs/NAME.log, result to
@@ -179,10 +262,18 @@ measure() {
   local name=$1
   shift
   say "run $name"
-  local cg=()
+  local cg=() before after
   [[ -z $CGROOT ]] || cg=(-cgroup "$CGROOT/$name" -server-cgroup "$CGROOT/sshd")
-  "$TMP/bin/timeit" -o "$TMP/m/$name.json" -sshd-pid "$SSHD_PID" "${cg[@]}" -- "$@" >"$TMP/logs/$name.log" 2>&1 ||
+  [[ -z $PROXY_PID ]] || proxy_stats "$TMP/m/$name.proxy0.json"
+  before=$(remote_pids)
+  "$TMP/bin/timeit" -o "$TMP/m/$name.json" -sshd-pid "$SSHD_LIST" "${cg[@]}" -- "$@" >"$TMP/logs/$name.log" 2>&1 ||
     say "$name exited with status $? (see the report)"
+  after=$(remote_pids)
+  # Minus one reading per sshd; a namespace's pids wrap at pid_max (to 300).
+  local n=$((after - before - SHARDS))
+  ((n >= 0)) || n=$((n + PID_MAX - 300))
+  echo "$n" >"$TMP/m/$name.procs"
+  [[ -z $PROXY_PID ]] || proxy_stats "$TMP/m/$name.proxy1.json"
 }
 
 unset SSH_AUTH_SOCK # both tools log in with the bench key only
@@ -190,12 +281,18 @@ unset SSH_AUTH_SOCK # both tools log in with the bench key only
 export IKLIM_STATE_DIR=$TMP/state
 # shellcheck disable=SC2206 # IKLIM_FLAGS splits into flags
 iklim_play=("$TMP/bin/iklim" play -i "$TMP/inventory.hcl" $IKLIM_FLAGS -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl")
-# iklim1 is the first run; iklim2… are no-change runs, in turns with the floor.
+# shellcheck disable=SC2206
+steady_play=("$TMP/bin/iklim" play -i "$TMP/inventory.hcl" $IKLIM_FLAGS -e base="$TMP/remote/steady" "$ROOT/bench/workload-steady.hcl")
+# iklim1 is the first run; iklim2… are no-change runs, and steady1… steady
+# state runs (2 of 10 steps change), in turns with the floor. steady0 sets up
+# the steady-state hosts and is not reported.
 measure iklim1 "${iklim_play[@]}"
+measure steady0 "${steady_play[@]}" -e rev=0
 for ((r = 1; r <= REPEAT; r++)); do
   measure "floor$r" "$TMP/bin/floor" -hosts "$TMP/hosts.txt" -port "$PORT" -user "$BENCH_USER" \
     -key "$TMP/id_ed25519" -known-hosts "$TMP/known_hosts" -n 10
   measure "iklim$((r + 1))" "${iklim_play[@]}"
+  measure "steady$r" "${steady_play[@]}" -e rev="$r"
 done
 
 if [[ $SKIP_ANSIBLE != 1 ]]; then
@@ -227,16 +324,23 @@ EOF
     export ANSIBLE_CONFIG=$TMP/ansible$r.cfg ANSIBLE_NOCOLOR=1
     measure "ansible$r" ansible-playbook -e base="$TMP/remote/ansible" "$ROOT/bench/workload.yml"
   done
+  # Steady state on the hosts the two runs above left: 2 of 10 steps change.
+  mkdir -p "$TMP/cp3"
+  sed "s#$TMP/cp2#$TMP/cp3#" "$TMP/ansible2.cfg" >"$TMP/ansible3.cfg"
+  export ANSIBLE_CONFIG=$TMP/ansible3.cfg
+  measure ansible3 ansible-playbook -e base="$TMP/remote/ansible" -e rev=1 "$ROOT/bench/workload-steady.yml"
 fi
 
+stop_proxy
 stop_sshd
 
 # --- report -----------------------------------------------------------------
 mkdir -p "$ROOT/bench/results"
-"$TMP/bin/report" -dir "$TMP" -hosts "$HOSTS" -repeat "$REPEAT" -skip-ansible="$([[ $SKIP_ANSIBLE == 1 ]] && echo true || echo false)" \
+"$TMP/bin/report" -dir "$TMP" -hosts "$HOSTS" -repeat "$REPEAT" -shards "$SHARDS" -rtt-ms "$RTT_MS" -skip-ansible="$([[ $SKIP_ANSIBLE == 1 ]] && echo true || echo false)" \
   -repo "$ROOT" -out "$ROOT/bench/results" \
   -setting "iklim=iklim play $IKLIM_FLAGS; first run, then $REPEAT no-change runs in turns with the floor (median)" \
   -setting "ansible=$([[ $SKIP_ANSIBLE == 1 ]] && echo "skipped (BENCH_SKIP_ANSIBLE=1)" ||
     echo "ansible-core, forks=$HOSTS, strategy=$STRATEGY, pipelining, ControlPersist=60s (masters ended between runs), gathering=explicit, same key and known_hosts")" \
-  -setting "sshd=one OpenSSH sshd for all hosts, MaxStartups 400:30:800, MaxSessions 20, UsePAM no, login shell /bin/sh" \
+  -setting "sshd=$SHARDS OpenSSH sshd ($( ((SHARDS == 1)) && echo "one for all hosts" || echo "hosts sharded round-robin, at most $PER_SSHD per sshd, each on its own port")), MaxStartups 400:30:800, MaxSessions 20, UsePAM no, login shell /bin/sh; each sshd in a pid namespace of its own to count the processes it spawns" \
+  -setting "latency=$( ((RTT_MS > 0)) && echo "every host behind bench/delayproxy: ${RTT_MS} ms round trip (half each way, each chunk held, order kept)" || echo "none (loopback)")" \
   -setting "floor=x/crypto/ssh, one connection per host all at once, 10 sessions per host running true, median of $REPEAT runs"

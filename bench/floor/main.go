@@ -6,7 +6,8 @@
 //
 //	floor -hosts hosts.txt -port 2299 -user iklimtest -key id -known-hosts kh -n 10
 //
-// hosts.txt holds one address per line. It prints one JSON object with the
+// hosts.txt holds one address per line, or ADDRESS:PORT for a host on a
+// port of its own (the bench shards many hosts over several sshds). It prints one JSON object with the
 // time to connect every host and the time to run every command.
 package main
 
@@ -60,7 +61,11 @@ func main() {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			client, err := ssh.Dial("tcp", net.JoinHostPort(h, strconv.Itoa(*port)), cfg)
+			addr := h
+			if !strings.Contains(h, ":") {
+				addr = net.JoinHostPort(h, strconv.Itoa(*port))
+			}
+			client, err := ssh.Dial("tcp", addr, cfg)
 			if err != nil {
 				fmt.Fprintf(os.Stderr, "%s: %v\n", h, err)
 				failures.Add(1)

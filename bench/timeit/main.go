@@ -3,7 +3,7 @@
 // process tree, the largest single process's peak RSS, and a sampled peak of
 // the tree's summed RSS.
 //
-//	timeit -o result.json [-sshd-pid PID] -- command args…
+//	timeit -o result.json [-sshd-pid PID[,PID…]] -- command args…
 //
 // timeit makes itself a child subreaper, so processes that daemonize under
 // the command (Ansible's ControlPersist ssh masters) stay its descendants:
@@ -16,9 +16,9 @@
 // Without, it is getrusage(RUSAGE_CHILDREN), which misses processes reaped by
 // a parent that ignores SIGCHLD.
 //
-// With -sshd-pid it also reports the server side once the sshd listener has
-// no children left: the CPU time of -server-cgroup (the cgroup sshd runs in)
-// when given, else of the listener's reaped children.
+// With -sshd-pid it also reports the server side once the sshd listeners
+// have no children left: the CPU time of -server-cgroup (the cgroup the
+// sshds run in) when given, else of the listeners' reaped children.
 package main
 
 import (
@@ -55,7 +55,7 @@ type result struct {
 
 func main() {
 	out := flag.String("o", "", "write the JSON result here (default stdout)")
-	sshdPID := flag.Int("sshd-pid", 0, "pid of the sshd listener, to report server-side CPU")
+	sshdPIDs := flag.String("sshd-pid", "", "pids of the sshd listeners, comma separated, to report server-side CPU")
 	cgroup := flag.String("cgroup", "", "cgroup v2 `DIR` to create and run the command in")
 	serverCgroup := flag.String("server-cgroup", "", "cgroup v2 `DIR` sshd runs in")
 	flag.Parse()
@@ -66,12 +66,24 @@ func main() {
 	if err := setSubreaper(); err != nil {
 		fail(err)
 	}
+	var sshds []int
+	for _, f := range strings.Split(*sshdPIDs, ",") {
+		if n, err := strconv.Atoi(strings.TrimSpace(f)); err == nil && n > 0 {
+			sshds = append(sshds, n)
+		}
+	}
 	serverCPU := func() float64 {
-		waitChildless(*sshdPID)
+		for _, p := range sshds {
+			waitChildless(p)
+		}
 		if *serverCgroup != "" {
 			return cgroupCPU(*serverCgroup)
 		}
-		return sshdChildrenCPU(*sshdPID)
+		var sum float64
+		for _, p := range sshds {
+			sum += sshdChildrenCPU(p)
+		}
+		return sum
 	}
 	serverBefore := serverCPU()
 
@@ -164,7 +176,7 @@ func main() {
 	}
 	res.MaxRSSMB = round(float64(ru.Maxrss) / 1024)
 	res.TreeRSSPeakMB = round(float64(peak.Load()) / (1 << 20))
-	if *sshdPID > 0 {
+	if len(sshds) > 0 {
 		res.ServerCPUS = round(serverCPU() - serverBefore)
 	}
 
