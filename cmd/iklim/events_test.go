@@ -15,9 +15,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/printer"
 	"github.com/stretchr/testify/require"
@@ -336,4 +339,75 @@ host "gone" {
 		RunID: "2026-11-29T04-00-00Z", Host: "me", Error: "finish backup record: disk full"})
 	_, errs := c.line(t, buf.Bytes())
 	require.Empty(t, errs, buf.String())
+}
+
+// TestWaitSaysWhatItWaitsFor runs a wait_for step over SSH (a real sshd)
+// on a port that starts listening about 3 s later, with --output json:
+// the run carries a step_status event that names the address, valid by
+// the schema and before the step's result, and the step ends ok.
+func TestWaitSaysWhatItWaitsFor(t *testing.T) {
+	c := loadEventSchema(t)
+	srv := sshtest.Start(t)
+	inv := srv.WriteInventory(t, 1)
+
+	// A port bound now, so no one else takes it, and listening later: until
+	// then a connection to it is refused.
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
+	require.NoError(t, err)
+	require.NoError(t, syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}))
+	sa, err := syscall.Getsockname(fd)
+	require.NoError(t, err)
+	port := sa.(*syscall.SockaddrInet4).Port
+	var mu sync.Mutex
+	closed := false
+	timer := time.AfterFunc(3*time.Second, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if !closed {
+			_ = syscall.Listen(fd, 16)
+		}
+	})
+	t.Cleanup(func() {
+		timer.Stop()
+		mu.Lock()
+		defer mu.Unlock()
+		closed = true
+		_ = syscall.Close(fd)
+	})
+
+	pb := writeFile(t, t.TempDir(), "pb.hcl", fmt.Sprintf(`play "p" {
+  hosts = "all"
+  step "redis up" {
+    module   = "wait_for"
+    host     = "127.0.0.1"
+    port     = %d
+    max_wait = "60s"
+  }
+}
+`, port))
+	stdout, stderr, code := iklim(t, nil, "play", pb, "-i", inv, "--output", "json")
+	require.Equal(t, 0, code, "stdout:\n%s\nstderr:\n%s", stdout, stderr)
+	var statuses []map[string]any
+	var result map[string]any
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		v, errs := c.line(t, sc.Bytes())
+		require.Empty(t, errs, sc.Text())
+		switch v["type"] {
+		case "step_status":
+			require.Nil(t, result, "a status after the step's result: %s", stdout)
+			statuses = append(statuses, v)
+		case "host_result":
+			result = v
+		}
+	}
+	require.NotEmpty(t, statuses, "no step_status event in:\n%s", stdout)
+	st := statuses[0]
+	require.Equal(t, "redis up", st["step"])
+	require.Equal(t, "wait_for", st["module"])
+	require.Equal(t, "h001", st["host"])
+	require.Equal(t, fmt.Sprintf("waiting for port %d on 127.0.0.1", port), st["summary"])
+	require.Equal(t, map[string]any{"max_wait": "1m0s"}, st["extra"])
+	require.NotNil(t, result)
+	require.Equal(t, "ok", result["status"], stdout)
 }

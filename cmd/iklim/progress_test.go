@@ -14,8 +14,9 @@ import (
 )
 
 // slowPlaybook writes an inventory of the local machine and a playbook
-// whose step "slow" runs for about secs seconds.
-func slowPlaybook(t *testing.T, secs string) (inv, pb string) {
+// whose step "slow" runs for about secs seconds; more is HCL of steps
+// after it.
+func slowPlaybook(t *testing.T, secs string, more ...string) (inv, pb string) {
 	t.Helper()
 	dir := t.TempDir()
 	inv = writeFile(t, dir, "inv.hcl", fmt.Sprintf(`host "me" {
@@ -30,19 +31,27 @@ func slowPlaybook(t *testing.T, secs string) (inv, pb string) {
     cmd     = "sleep %s"
     timeout = "1m"
   }
-}
-`, secs))
+%s}
+`, secs, strings.Join(more, "")))
 	return inv, pb
 }
 
 // TestLiveProgressOnATerminal runs iklim play in a real terminal (a tmux
 // pane) and reads the screen: while a step runs, its host, name and elapsed
-// time of its deadline are shown; when it ends, the live line is gone and
-// the result is there, coloured unless NO_COLOR is set.
+// time of its deadline are shown, and a wait says what it waits for; when
+// it ends, the live line is gone and the result is there, coloured unless
+// NO_COLOR is set.
 func TestLiveProgressOnATerminal(t *testing.T) {
 	tmux, err := exec.LookPath("tmux")
 	require.NoError(t, err, "tmux is installed by .ci/install")
-	inv, pb := slowPlaybook(t, "4")
+	ready := filepath.Join(t.TempDir(), "ready")
+	inv, pb := slowPlaybook(t, "4", fmt.Sprintf(`  step "ready" {
+    module   = "wait_for"
+    path     = %q
+    max_wait = "1m"
+  }
+`, ready))
+	waiting := regexp.MustCompile(`me  \[ready\] waiting for ` + regexp.QuoteMeta(ready) + `, (\d+)s of 1m0s`)
 	var sock string // one tmux server per terminal
 	tm := func(args ...string) string {
 		cmd := exec.Command(tmux, append([]string{"-L", sock}, args...)...)
@@ -86,10 +95,16 @@ func TestLiveProgressOnATerminal(t *testing.T) {
 			}
 			time.Sleep(50 * time.Millisecond)
 		}
+		// The wait's live line says what it waits for, until it is there.
+		screenMatches(t, tm, waiting)
+		require.NoError(t, os.WriteFile(ready, nil, 0o644))
 		screen := screenHas("EXIT=")
 		require.Contains(t, screen, "EXIT=0")
 		require.Regexp(t, `changed:\s+me \[slow\] run sleep 4`, screen)
+		require.Regexp(t, `ok:\s+me \[ready\]`, screen)
 		require.NotContains(t, screen, "me  [slow]", "the live line is erased when the step ends")
+		require.NotContains(t, screen, "me  [ready]", "the live line is erased when the step ends")
+		require.NoError(t, os.Remove(ready))
 		require.NotContains(t, screen, "still waiting", "a terminal gets the live line, not still-waiting lines")
 		colored := tm("capture-pane", "-p", "-e")
 		if noColor {
