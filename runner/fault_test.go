@@ -419,7 +419,9 @@ func TestFaultHostStopsAnsweringMidStep(t *testing.T) {
 	require.Contains(t, ev.Error, "keepalive")
 	noticed := ev.Time.Sub(frozenAt)
 	t.Logf("frozen host reported unreachable %s after it stopped answering: %s", noticed.Round(time.Millisecond), ev.Error)
-	require.LessOrEqual(t, noticed, ka.UnreachableWithin()+time.Second)
+	// The slack is for a loaded machine; without keepalives the host would
+	// be waited for until the step's deadline.
+	require.LessOrEqual(t, noticed, ka.UnreachableWithin()+15*time.Second)
 
 	rec := map[string]runner.HostRecap{}
 	for _, h := range recap.Hosts {

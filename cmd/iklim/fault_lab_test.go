@@ -239,7 +239,9 @@ func TestFaultLabLinkCutNeverReturns(t *testing.T) {
 	require.Equal(t, "sleep", ev.Step)
 	require.Contains(t, ev.Error, cutHost)
 	require.Contains(t, ev.Error, "keepalive")
-	require.LessOrEqual(t, noticed, ka.UnreachableWithin()+time.Second, "within the keepalive bound")
+	// The slack is for a loaded machine; without keepalives the run waited
+	// until the link came back.
+	require.LessOrEqual(t, noticed, ka.UnreachableWithin()+15*time.Second, "within the keepalive bound")
 	for range r.events {
 	}
 	code := r.wait()
