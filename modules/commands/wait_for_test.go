@@ -80,7 +80,6 @@ func TestWaitForPathAppears(t *testing.T) {
 	require.Nil(t, ch)
 	took := time.Since(start)
 	require.GreaterOrEqual(t, took, 300*time.Millisecond)
-	require.Less(t, took, 3*time.Second)
 	require.Equal(t, 1, c.Trips(), "polling happens on the host, not per round trip")
 }
 
