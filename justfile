@@ -75,3 +75,7 @@ lab ACTION="status":
 # Benchmark iklim against Ansible and the raw SSH floor on HOSTS loopback hosts.
 bench HOSTS="100":
     bash bench/run.sh {{HOSTS}}
+
+# The swarm site on the lab: N no-change runs against a plain `docker stack deploy` (holds the swarm lock; resets the swarm).
+bench-swarm N="3":
+    bash bench/swarm.sh {{N}}

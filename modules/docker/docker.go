@@ -2,7 +2,8 @@ package docker
 
 // Shared helpers for the Docker and Swarm modules. They drive the docker CLI
 // on the host over the Conn — no SDK — and read its answers as JSON
-// (`--format '{{json .}}'`), one round trip per probe.
+// (`--format '{{json .}}'`), one round trip per probe. Read-only probes
+// ask the Engine API over the SSH connection first (engine.go).
 
 import (
 	"bufio"
@@ -82,8 +83,15 @@ func parseSwarmInfo(out string) (swarmInfo, error) {
 	return si, nil
 }
 
-// probeSwarm runs `docker info` on c: one round trip.
+// probeSwarm asks c's dockerd for its swarm facts: GET /info over the
+// engine API, else `docker info`. One round trip either way.
 func probeSwarm(ctx context.Context, c modules.Conn) (swarmInfo, error) {
+	if si, err := engineSwarmInfo(ctx, c); !errors.Is(err, errNoEngine) {
+		if err != nil {
+			return si, fmt.Errorf("%s: docker info: %w", c.Host(), err)
+		}
+		return si, nil
+	}
 	res, err := c.Run(ctx, swarmInfoCmd)
 	if err != nil {
 		return swarmInfo{}, fmt.Errorf("%s: docker info: %w", c.Host(), err)

@@ -3,7 +3,10 @@ package docker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/iklimco/iklim/modules"
@@ -89,29 +92,23 @@ func (m *DockerNetwork) attachable() bool {
 	return m.driver() == "overlay"
 }
 
-// Check implements Module: one `docker network inspect`.
+// Check implements Module: one GET /networks/{name} over the engine API,
+// else one `docker network inspect`.
 func (m *DockerNetwork) Check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	res, err := c.Run(ctx, "docker network inspect --format '{{json .}}' "+remote.Quote(m.Name))
+	n, found, err := m.inspect(ctx, c)
 	if err != nil {
-		return nil, fmt.Errorf("docker_network: %s: %w", c.Host(), err)
+		return nil, err
 	}
-	if !res.OK() {
-		if strings.Contains(res.Stderr, "No such network") || strings.Contains(res.Stderr, "not found") {
-			ch := modules.Changef("create %s network %s%s", m.driver(), m.Name, map[bool]string{true: " (attachable)"}[m.attachable()])
-			if err := ch.SetBefore(networkBefore{Name: m.Name}); err != nil {
-				return nil, err
-			}
-			ch.Diff = &modules.Diff{Label: "network " + m.Name, Before: "(absent)\n", After: m.describe()}
-			return ch, nil
+	if !found {
+		ch := modules.Changef("create %s network %s%s", m.driver(), m.Name, map[bool]string{true: " (attachable)"}[m.attachable()])
+		if err := ch.SetBefore(networkBefore{Name: m.Name}); err != nil {
+			return nil, err
 		}
-		return nil, fmt.Errorf("docker_network: %w", res.Err(c.Host()+": docker network inspect"))
-	}
-	var n networkInspect
-	if err := json.Unmarshal([]byte(lastJSONLine(res.Stdout)), &n); err != nil {
-		return nil, fmt.Errorf("docker_network: read inspect of %s: %w", m.Name, err)
+		ch.Diff = &modules.Diff{Label: "network " + m.Name, Before: "(absent)\n", After: m.describe()}
+		return ch, nil
 	}
 	m.id = n.ID
 	var diffs []string
@@ -138,6 +135,33 @@ func (m *DockerNetwork) Check(ctx context.Context, c modules.Conn) (*modules.Cha
 			m.Name, strings.Join(diffs, ", "))
 	}
 	return nil, nil
+}
+
+// inspect reads the network; found is false when there is none by the name.
+func (m *DockerNetwork) inspect(ctx context.Context, c modules.Conn) (n networkInspect, found bool, err error) {
+	err = engineGet(ctx, c, "/networks/"+url.PathEscape(m.Name), nil, &n)
+	switch {
+	case engineStatus(err) == http.StatusNotFound:
+		return n, false, nil
+	case err == nil:
+		return n, true, nil
+	case !errors.Is(err, errNoEngine):
+		return n, false, fmt.Errorf("docker_network: %s: docker network inspect: %w", c.Host(), err)
+	}
+	res, err := c.Run(ctx, "docker network inspect --format '{{json .}}' "+remote.Quote(m.Name))
+	if err != nil {
+		return n, false, fmt.Errorf("docker_network: %s: %w", c.Host(), err)
+	}
+	if !res.OK() {
+		if strings.Contains(res.Stderr, "No such network") || strings.Contains(res.Stderr, "not found") {
+			return n, false, nil
+		}
+		return n, false, fmt.Errorf("docker_network: %w", res.Err(c.Host()+": docker network inspect"))
+	}
+	if err := json.Unmarshal([]byte(lastJSONLine(res.Stdout)), &n); err != nil {
+		return n, false, fmt.Errorf("docker_network: read inspect of %s: %w", m.Name, err)
+	}
+	return n, true, nil
 }
 
 func (m *DockerNetwork) describe() string {

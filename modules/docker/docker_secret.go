@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"regexp"
 	"sort"
 	"strconv"
@@ -188,16 +189,15 @@ func (m *DockerSecret) load(ctx context.Context) error {
 	return nil
 }
 
-// list finds name and its versions: one round trip.
+// list finds name and its versions: one round trip (GET /secrets or
+// /configs over the engine API, else the CLI).
 func (m *DockerSecret) list(ctx context.Context, c modules.Conn) (exact *dockerObject, versions map[int]dockerObject, err error) {
-	script := fmt.Sprintf(`ids=$(docker %[1]s ls -q --filter name=%[2]s) || exit 1; [ -z "$ids" ] && echo '[]' && exit 0; docker %[1]s inspect $ids`, m.kind, remote.Quote(m.Name))
-	res, err := dockerRun(ctx, c, "docker "+m.kind+" ls", script)
-	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", m.mod(), err)
+	objs, err := m.engineList(ctx, c)
+	if errors.Is(err, errNoEngine) {
+		objs, err = m.cliList(ctx, c)
 	}
-	var objs []dockerObject
-	if err := json.Unmarshal([]byte(strings.TrimSpace(res.Stdout)), &objs); err != nil {
-		return nil, nil, fmt.Errorf("%s: read docker %s inspect: %w", m.mod(), m.kind, err)
+	if err != nil {
+		return nil, nil, err
 	}
 	re := regexp.MustCompile("^" + regexp.QuoteMeta(m.Name) + `_v([0-9]+)$`)
 	versions = map[int]dockerObject{}
@@ -211,6 +211,39 @@ func (m *DockerSecret) list(ctx context.Context, c modules.Conn) (exact *dockerO
 		}
 	}
 	return exact, versions, nil
+}
+
+// cliList is list's `docker secret|config ls` and inspect.
+func (m *DockerSecret) cliList(ctx context.Context, c modules.Conn) ([]dockerObject, error) {
+	script := fmt.Sprintf(`ids=$(docker %[1]s ls -q --filter name=%[2]s) || exit 1; [ -z "$ids" ] && echo '[]' && exit 0; docker %[1]s inspect $ids`, m.kind, remote.Quote(m.Name))
+	res, err := dockerRun(ctx, c, "docker "+m.kind+" ls", script)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.mod(), err)
+	}
+	var objs []dockerObject
+	if err := json.Unmarshal([]byte(strings.TrimSpace(res.Stdout)), &objs); err != nil {
+		return nil, fmt.Errorf("%s: read docker %s inspect: %w", m.mod(), m.kind, err)
+	}
+	return objs, nil
+}
+
+// engineList is list's GET /secrets|/configs with the name filter. A
+// config's content comes from inspecting it (GET /configs/{id}), as the CLI
+// does; secrets carry no content anyway.
+func (m *DockerSecret) engineList(ctx context.Context, c modules.Conn) ([]dockerObject, error) {
+	var objs []dockerObject
+	err := engineGet(ctx, c, "/"+m.kind+"s", filtersQuery(map[string][]string{"name": {m.Name}}), &objs)
+	if err == nil && m.kind == "config" {
+		for i := range objs {
+			if err = engineGet(ctx, c, "/configs/"+url.PathEscape(objs[i].ID), nil, &objs[i]); err != nil {
+				break
+			}
+		}
+	}
+	if err != nil && !errors.Is(err, errNoEngine) {
+		return nil, fmt.Errorf("%s: %s: docker %s ls: %w", m.mod(), c.Host(), m.kind, err)
+	}
+	return objs, err
 }
 
 // sameContent reports whether object o holds the wanted content, and

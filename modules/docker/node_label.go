@@ -107,6 +107,17 @@ func (m *NodeLabel) desired(ctx context.Context, current map[string]string) map[
 
 // nodeLabels reads a node's labels through manager mc.
 func nodeLabels(ctx context.Context, mc modules.Conn, nodeID string) (map[string]string, error) {
+	if n, found, err := engineNode(ctx, mc, nodeID); !errors.Is(err, errNoEngine) {
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("%s: docker node inspect: %w", mc.Host(), err)
+		case !found:
+			return nil, fmt.Errorf("%s: docker node inspect: no such node: %s", mc.Host(), nodeID)
+		case n.Spec.Labels == nil:
+			return map[string]string{}, nil
+		}
+		return n.Spec.Labels, nil
+	}
 	res, err := dockerRun(ctx, mc, "docker node inspect", "docker node inspect --format '{{json .Spec.Labels}}' "+remote.Quote(nodeID))
 	if err != nil {
 		return nil, err

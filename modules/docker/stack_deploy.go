@@ -191,19 +191,9 @@ func (m *StackDeploy) Check(ctx context.Context, c modules.Conn) (*modules.Chang
 	if err := m.load(); err != nil {
 		return nil, err
 	}
-	quick := "cat " + remote.Quote(m.hashPath()) + " 2>/dev/null; echo; echo " + probeSep +
-		"\ndocker service ls " + m.stackFilter() + " --format '{{.Name}}'"
-	res, err := dockerRun(ctx, c, "read stack "+m.Name, quick)
+	oldHash, running, err := m.quickProbe(ctx, c)
 	if err != nil {
 		return nil, fmt.Errorf("stack_deploy: %w", err)
-	}
-	parts := sections(res.Stdout, probeSep)
-	oldHash := strings.TrimSpace(parts[0])
-	running := map[string]bool{}
-	if len(parts) > 1 {
-		for _, n := range strings.Fields(parts[1]) {
-			running[n] = true
-		}
 	}
 	allThere := true
 	for _, s := range m.services {
@@ -223,13 +213,13 @@ func (m *StackDeploy) Check(ctx context.Context, c modules.Conn) (*modules.Chang
 		`if [ -n "$ids" ]; then docker service inspect $ids; else echo '[]'; fi` + "\n" +
 		"echo " + probeSep + "\n" +
 		`[ -n "$ids" ] && docker service ps --no-trunc --format '{{json .}}' $ids` + "\nexit 0\n"
-	res, err = retryTransient(ctx, func() (modules.Result, error) {
+	res, err := retryTransient(ctx, func() (modules.Result, error) {
 		return dockerRun(ctx, c, "docker stack config", script, modules.WithEnv(m.env))
 	})
 	if err != nil {
 		return nil, fmt.Errorf("stack_deploy: merge compose files %v and read stack %s: %w", m.Compose, m.Name, err)
 	}
-	parts = sections(res.Stdout, probeSep)
+	parts := sections(res.Stdout, probeSep)
 	if len(parts) < 3 {
 		return nil, fmt.Errorf("stack_deploy: unexpected probe output %q", remote.TrimOutput(res.Stdout))
 	}
@@ -248,6 +238,40 @@ func (m *StackDeploy) Check(ctx context.Context, c modules.Conn) (*modules.Chang
 		return nil, err
 	}
 	return m.change(oldHash, current, tasks)
+}
+
+// quickProbe reads the recorded hash and the names of the stack's services:
+// the names over the engine API when it answers, else with the hash in one
+// script.
+func (m *StackDeploy) quickProbe(ctx context.Context, c modules.Conn) (oldHash string, running map[string]bool, err error) {
+	running = map[string]bool{}
+	cat := "cat " + remote.Quote(m.hashPath()) + " 2>/dev/null; echo"
+	names, err := engineServiceNames(ctx, c, map[string][]string{"label": {stackNamespace + "=" + m.Name}})
+	switch {
+	case err == nil:
+		res, err := dockerRun(ctx, c, "read stack "+m.Name, cat)
+		if err != nil {
+			return "", nil, err
+		}
+		for _, n := range names {
+			running[n] = true
+		}
+		return strings.TrimSpace(res.Stdout), running, nil
+	case !errors.Is(err, errNoEngine):
+		return "", nil, fmt.Errorf("%s: docker service ls: %w", c.Host(), err)
+	}
+	res, err := dockerRun(ctx, c, "read stack "+m.Name, cat+"; echo "+probeSep+
+		"\ndocker service ls "+m.stackFilter()+" --format '{{.Name}}'")
+	if err != nil {
+		return "", nil, err
+	}
+	parts := sections(res.Stdout, probeSep)
+	if len(parts) > 1 {
+		for _, n := range strings.Fields(parts[1]) {
+			running[n] = true
+		}
+	}
+	return strings.TrimSpace(parts[0]), running, nil
 }
 
 func (m *StackDeploy) change(oldHash string, current map[string]*svcInspect, tasks []taskInfo) (*modules.Change, error) {

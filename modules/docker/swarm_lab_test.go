@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -494,6 +495,65 @@ func TestLabSwarm(t *testing.T) {
 		lap("one-service redeploy")
 	})
 
+	t.Run("engine API and CLI agree", func(t *testing.T) {
+		// The checks read the engine API over the SSH connection; without
+		// a Dialer, or with a socket sshd cannot open, they use the CLI.
+		// All three must see the same.
+		variants := map[string]func(modules.Conn) modules.Conn{
+			"api":       func(c modules.Conn) modules.Conn { return c },
+			"cli":       func(c modules.Conn) modules.Conn { return cliOnly{c} },
+			"no socket": func(c modules.Conn) modules.Conn { return noSocket{c} },
+		}
+		checks := map[string]func() modules.Module{
+			"swarm_init":     func() modules.Module { return swarmInit("") },
+			"node_label":     func() modules.Module { return &docker.NodeLabel{FromInventory: true} },
+			"docker_network": func() modules.Module { return &docker.DockerNetwork{Name: "iklimco-net"} },
+			"docker_network missing": func() modules.Module {
+				return &docker.DockerNetwork{Name: "iklim-no-such-net"}
+			},
+			"docker_secret": func() modules.Module {
+				return &docker.DockerSecret{Name: "redis_password", Value: "s3cret-two", Versioned: true}
+			},
+			"docker_secret missing": func() modules.Module {
+				return &docker.DockerSecret{Name: "iklim_no_such_secret", Value: "x"}
+			},
+			"stack_deploy": func() modules.Module { return stack("lab", "stack.yml", "stack.prod.yml") },
+			"service_wait": func() modules.Module {
+				return &docker.ServiceWait{Services: []string{"lab_web", "lab_cache", "lab_store"}}
+			},
+		}
+		for _, host := range []string{"iklim-app-01", "iklim-db-02"} {
+			for name, mk := range checks {
+				if host != "iklim-app-01" && name != "swarm_init" && name != "node_label" {
+					continue // manager-only modules
+				}
+				seen := map[string]string{}
+				for v, wrap := range variants {
+					vl := &swarmLab{inv: lab.inv, conns: map[string]modules.Conn{}, secrets: lab.secrets, serial: map[string]*sync.Mutex{}}
+					for h, c := range lab.conns {
+						vl.conns[h] = wrap(c)
+					}
+					m := wire(vl, host, mk())
+					ch, err := m.Check(lab.ctx(host), vl.conns[host])
+					require.NoError(t, err, "%s on %s over %s", name, host, v)
+					got := "no change"
+					if ch != nil {
+						got = ch.Summary
+					}
+					if o, ok := m.(modules.Outputter); ok && ch == nil {
+						b, err := json.Marshal(o.Output())
+						require.NoError(t, err)
+						got += " " + string(b)
+					}
+					seen[v] = got
+				}
+				require.Equal(t, seen["cli"], seen["api"], "%s on %s", name, host)
+				require.Equal(t, seen["cli"], seen["no socket"], "%s on %s", name, host)
+			}
+		}
+		lap("engine API and CLI agree")
+	})
+
 	t.Run("failed deploy is restored", func(t *testing.T) {
 		ctx, c := lab.ctx("iklim-app-01"), lab.conns["iklim-app-01"]
 		before := lab.services(t, "lab_web", "lab_cache", "lab_store")
@@ -504,9 +564,16 @@ func TestLabSwarm(t *testing.T) {
 		require.NoError(t, err)
 		require.Contains(t, ch.Summary, "create ghost")
 		require.Contains(t, ch.Summary, "update cache")
-		err = m.Apply(ctx, c, ch)
+		rc := &reportingConn{Conn: c}
+		err = m.Apply(ctx, rc, ch)
 		require.Error(t, err)
 		t.Logf("deploy error: %v", err)
+		// The convergence wait (service_wait's) said what it waited for.
+		st := rc.statuses()
+		require.NotEmpty(t, st, "no status while waiting for convergence")
+		require.Contains(t, st[0].Text, "waiting for replicas: ")
+		require.Regexp(t, "lab_(cache|ghost)", st[len(st)-1].Text)
+		require.Equal(t, 90*time.Second, st[0].Max)
 		require.Contains(t, err.Error(), "failed to converge")
 		require.Regexp(t, "lab_(cache|ghost)", err.Error())
 		require.Contains(t, err.Error(), "restored")
@@ -580,4 +647,38 @@ func TestLabSwarm(t *testing.T) {
 		}
 		lap("swarm rollback (6 hosts leave)")
 	})
+}
+
+// reportingConn is a Conn that keeps the statuses a module reports
+// (modules.Reporter), as the runner's step Conn shows them.
+type reportingConn struct {
+	modules.Conn
+	mu sync.Mutex
+	st []modules.Status
+}
+
+func (c *reportingConn) Report(st modules.Status) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.st = append(c.st, st)
+}
+
+func (c *reportingConn) statuses() []modules.Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]modules.Status(nil), c.st...)
+}
+
+// cliOnly hides the Conn's Dialer: the modules must use the docker CLI.
+type cliOnly struct{ modules.Conn }
+
+// noSocket is a Dialer whose unix socket is not there (sshd refuses the
+// channel): the modules must fall back to the docker CLI.
+type noSocket struct{ modules.Conn }
+
+func (c noSocket) Dial(ctx context.Context, network, addr string) (net.Conn, error) {
+	if network == "unix" {
+		addr = "/nonexistent/iklim-test/docker.sock"
+	}
+	return c.Conn.(modules.Dialer).Dial(ctx, network, addr)
 }
