@@ -345,14 +345,22 @@ func (m *ServiceWait) Validate() error {
 	return nil
 }
 
-// Check implements Module: one probe.
+// Check implements Module: one probe. Over the engine API the services'
+// status says whether they converged; only when one has not are its tasks
+// read (with the CLI), for the verdict and the message.
 func (m *ServiceWait) Check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	states, err := probeServices(ctx, c, nameFilter(m.Services))
-	if err != nil {
-		return nil, fmt.Errorf("service_wait: %w", err)
+	states, ok, err := engineServiceStates(ctx, c, m.Services)
+	switch {
+	case err != nil && !errors.Is(err, errNoEngine):
+		return nil, fmt.Errorf("service_wait: %s: docker service ls: %w", c.Host(), err)
+	case err != nil || !ok || !m.converged(states):
+		states, err = probeServices(ctx, c, nameFilter(m.Services))
+		if err != nil {
+			return nil, fmt.Errorf("service_wait: %w", err)
+		}
 	}
 	var pending []string
 	m.states = nil
@@ -372,6 +380,21 @@ func (m *ServiceWait) Check(ctx context.Context, c modules.Conn) (*modules.Chang
 		return nil, nil
 	}
 	return modules.Changef("wait for %s", strings.Join(pending, ", ")), nil
+}
+
+// converged reports whether every service of the step runs its replicas
+// and no update or rollback is under way.
+func (m *ServiceWait) converged(states map[string]*serviceState) bool {
+	for _, n := range m.Services {
+		s, ok := states[n]
+		if !ok {
+			return false
+		}
+		if done, failure := s.verdict(nil, true); !done || failure != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // Apply implements Module: poll until converged.
