@@ -358,6 +358,12 @@ func nodeKnown(ctx context.Context, lc modules.Conn, id string) (bool, error) {
 	if id == "" {
 		return false, nil
 	}
+	if n, found, err := engineNode(ctx, lc, id); !errors.Is(err, errNoEngine) {
+		if err != nil {
+			return false, fmt.Errorf("%s: docker node inspect: %w", lc.Host(), err)
+		}
+		return found && n.ID == id, nil
+	}
 	res, err := lc.Run(ctx, "docker node inspect --format '{{.ID}}' "+remote.Quote(id))
 	if err != nil {
 		return false, fmt.Errorf("%s: docker node inspect: %w", lc.Host(), err)
