@@ -1,6 +1,7 @@
 package modules
 
 import (
+	"errors"
 	"fmt"
 	"reflect"
 	"sort"
@@ -8,7 +9,7 @@ import (
 	"sync"
 )
 
-// Info describes a registered module.
+// Info describes a module of a Registry.
 type Info struct {
 	Name    string
 	Doc     string // one line
@@ -83,56 +84,98 @@ type Arg struct {
 	Doc       string
 }
 
-var (
-	regMu    sync.RWMutex
-	registry = map[string]Info{}
-)
-
-// Register adds a module under name; embedding programs may register their
-// own. The stock families are registered by modules/stock. It panics on a duplicate name, since that
-// is a programming error.
-func Register(name, doc string, newFn func() Module) {
-	RegisterInfo(Info{Name: name, Doc: doc, New: newFn})
+// Registry is a set of modules by name: what a playbook's steps may use,
+// what a rollback may call to undo a change, and what iklim modules lists.
+// A program builds its own, explicitly: stock.Registry() holds every module
+// iklim ships, and an embedding program may add its own modules to it. The
+// zero value and nil are empty registries. A Registry is safe for
+// concurrent use.
+type Registry struct {
+	mu     sync.RWMutex
+	byName map[string]Info
 }
 
-// RegisterInfo adds a module described by i; module families list theirs
-// in a Modules() function and modules/stock registers them.
-func RegisterInfo(i Info) {
-	regMu.Lock()
-	defer regMu.Unlock()
-	if _, dup := registry[i.Name]; dup {
-		panic(fmt.Sprintf("modules: %q registered twice", i.Name))
+// NewRegistry returns a registry of infos; a duplicate or unusable entry
+// is an error.
+func NewRegistry(infos ...Info) (*Registry, error) {
+	r := &Registry{}
+	if err := r.Add(infos...); err != nil {
+		return nil, err
 	}
-	registry[i.Name] = i
+	return r, nil
 }
 
-// Lookup finds a registered module.
-func Lookup(name string) (Info, bool) {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	i, ok := registry[name]
+// Add adds infos to r, all or none: a name that is empty or already in r
+// (or twice in infos), or an entry without New, is an error.
+func (r *Registry) Add(infos ...Info) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seen := map[string]bool{}
+	for _, i := range infos {
+		switch {
+		case i.Name == "":
+			return errors.New("modules: a module without a name")
+		case i.New == nil:
+			return fmt.Errorf("modules: module %q has no New", i.Name)
+		case seen[i.Name]:
+			return fmt.Errorf("modules: module %q added twice", i.Name)
+		}
+		if _, dup := r.byName[i.Name]; dup {
+			return fmt.Errorf("modules: module %q is already in the registry", i.Name)
+		}
+		seen[i.Name] = true
+	}
+	if r.byName == nil {
+		r.byName = make(map[string]Info, len(infos))
+	}
+	for _, i := range infos {
+		r.byName[i.Name] = i
+	}
+	return nil
+}
+
+// Lookup finds a module by name; a nil registry has none.
+func (r *Registry) Lookup(name string) (Info, bool) {
+	if r == nil {
+		return Info{}, false
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	i, ok := r.byName[name]
 	return i, ok
 }
 
-// All lists registered modules by name.
-func All() []Info {
-	regMu.RLock()
-	defer regMu.RUnlock()
-	out := make([]Info, 0, len(registry))
-	for _, i := range registry {
+// All lists the registry's modules by name.
+func (r *Registry) All() []Info {
+	if r == nil {
+		return nil
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	out := make([]Info, 0, len(r.byName))
+	for _, i := range r.byName {
 		out = append(out, i)
 	}
 	sort.Slice(out, func(a, b int) bool { return out[a].Name < out[b].Name })
 	return out
 }
 
-// Names lists registered module names, sorted; for "did you mean" hints.
-func Names() []string {
+// Names lists the registry's module names, sorted; for "did you mean" hints.
+func (r *Registry) Names() []string {
 	var names []string
-	for _, i := range All() {
+	for _, i := range r.All() {
 		names = append(names, i.Name)
 	}
 	return names
+}
+
+// RegistryUser is a module that calls other modules by name (the rollback
+// module undoes each change with the module that made it). The runner
+// calls UseRegistry with its run's registry (runner.Options.Modules) once
+// the module is built, before Check; the backup recorder gets it the same
+// way.
+type RegistryUser interface {
+	UseRegistry(*Registry)
 }
 
 // Args lists a module's arguments from its `hcl`, `doc` and `sensitive` tags.

@@ -44,6 +44,9 @@ type Options struct {
 	// arguments computed from them, and fields tagged `sensitive:"true"`.
 	// It also redacts diagnostics. Nil means a private set.
 	Secrets *modules.Secrets
+	// Modules is required: the registry a step's module is looked up in
+	// (stock.Registry() has iklim's). Run the playbook with the same one.
+	Modules *modules.Registry
 }
 
 // metaArgs are the step attributes that configure the step rather than its
@@ -73,6 +76,7 @@ type compiler struct {
 	file    *File
 	inv     *inventories.Inventory
 	secrets *modules.Secrets
+	reg     *modules.Registry
 	funcs   map[string]function.Function
 
 	vars       map[string]*Variable
@@ -103,10 +107,15 @@ func Compile(f *File, opts Options) (*runner.Playbook, hcl.Diagnostics) {
 	if f == nil {
 		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "No playbook", Detail: "Compile was given a nil File."}}
 	}
+	if opts.Modules == nil {
+		return nil, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "No module registry",
+			Detail: "Compile was given no Options.Modules; stock.Registry() has iklim's modules."}}
+	}
 	c := &compiler{
 		file:        f,
 		inv:         opts.Inventory,
 		secrets:     opts.Secrets,
+		reg:         opts.Modules,
 		funcs:       Functions(f.Dir),
 		vars:        map[string]*Variable{},
 		locals:      map[string]*Local{},
@@ -739,9 +748,9 @@ func allRegisters(f *File) map[string]stepRef {
 func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registers) runner.Step {
 	rs := runner.Step{Name: s.Name, Module: s.Module, Source: rangeLine(s.DeclRange)}
 	regs.current = s.DeclRange
-	info, known := modules.Lookup(s.Module)
+	info, known := c.reg.Lookup(s.Module)
 	if s.Module != "" && !known {
-		c.errorf(s.ModuleRange, "Unknown module", "There is no module named %q.%s", s.Module, suggestion(s.Module, modules.Names()))
+		c.errorf(s.ModuleRange, "Unknown module", "There is no module named %q.%s", s.Module, suggestion(s.Module, c.reg.Names()))
 	}
 	if known {
 		if err := CheckModule(info); err != nil {

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/stretchr/testify/require"
@@ -282,6 +283,7 @@ play "p" {
 		Inventory: inventory(t),
 		ExtraVars: map[string]string{"redis_password": secret},
 		Secrets:   secrets,
+		Modules:   testRegistry(t),
 	})
 	require.True(t, diags.HasErrors())
 	require.GreaterOrEqual(t, len(diags), 3, dump(diags))
@@ -356,7 +358,7 @@ play "p" {
 	require.False(t, diags.HasErrors(), diags.Error())
 	inv := inventory(t)
 	secrets := modules.NewSecrets()
-	pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, Secrets: secrets})
+	pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, Secrets: secrets, Modules: testRegistry(t)})
 	require.False(t, diags.HasErrors(), diags.Error())
 	sc := &runner.StepContext{Host: host(t, inv, "app-02")}
 
@@ -390,7 +392,7 @@ func TestCompileWithoutInventory(t *testing.T) {
 }`
 	f, diags := playbooks.Parse([]byte(src), "test.hcl")
 	require.False(t, diags.HasErrors())
-	pb, diags := playbooks.Compile(f, playbooks.Options{})
+	pb, diags := playbooks.Compile(f, playbooks.Options{Modules: testRegistry(t)})
 	require.False(t, diags.HasErrors(), diags.Error())
 	h := &inventories.Host{Name: "x", Address: "10.1.1.1"}
 	require.Equal(t, "x 10.1.1.1", buildEcho(t, pb.Plays[0].Steps[0], &runner.StepContext{Host: h}).Message)
@@ -402,7 +404,7 @@ func TestCompileWithoutInventory(t *testing.T) {
     module = "test_echo"
     count  = "x"
   }
-}`), playbooks.Options{})
+}`), playbooks.Options{Modules: testRegistry(t)})
 	require.True(t, hasDiag(diags, 2, "Invalid host pattern"), dump(diags))
 	require.True(t, hasDiag(diags, 3, "Missing required argument"), dump(diags))
 	require.True(t, hasDiag(diags, 5, "a number is required"), dump(diags))
@@ -421,4 +423,18 @@ func TestLoadMissingFile(t *testing.T) {
 	require.True(t, diags.HasErrors())
 	require.Contains(t, diags.Error(), "Failed to read playbook")
 	require.NotNil(t, f.Sources())
+}
+
+// TestCompileNeedsARegistry: the registry is explicit; without one Compile
+// says so instead of calling every module unknown, and a step may use only
+// the modules of the registry it was given.
+func TestCompileNeedsARegistry(t *testing.T) {
+	src := "play \"p\" {\n  hosts = \"all\"\n  step \"s\" {\n    module  = \"test_echo\"\n    message = \"hi\"\n  }\n}"
+	_, diags := playbooks.Compile(mustParse(t, src), playbooks.Options{Inventory: inventory(t)})
+	require.True(t, diags.HasErrors())
+	require.Equal(t, "No module registry", diags[0].Summary)
+
+	_, diags = playbooks.Compile(mustParse(t, src), playbooks.Options{Inventory: inventory(t), Modules: stock.Registry()})
+	require.True(t, hasDiag(diags, 4, `There is no module named "test_echo"`), dump(diags))
+	mustCompile(t, src, playbooks.Options{Modules: testRegistry(t)})
 }

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/hashicorp/hcl/v2"
-	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/stretchr/testify/require"
 )
@@ -548,7 +547,7 @@ func TestParseErrors(t *testing.T) {
 }
 
 func TestUnknownModuleSuggestsRegisteredNames(t *testing.T) {
-	require.Contains(t, modules.Names(), "test_echo")
+	require.Contains(t, testRegistry(t).Names(), "test_echo")
 	_, diags := compile(t, "play \"p\" {\n  hosts = \"all\"\n  step \"s\" {\n    module = \"tset_echo\"\n  }\n}", playbooks.Options{})
 	require.True(t, hasDiag(diags, 4, `Did you mean "test_echo"?`), dump(diags))
 }

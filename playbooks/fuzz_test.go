@@ -32,11 +32,12 @@ func FuzzCompile(f *testing.F) {
 	if diags.HasErrors() {
 		f.Fatal(diags)
 	}
+	reg := testRegistry(f)
 	f.Fuzz(func(t *testing.T, src []byte) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			compileAndBuild(t, inv, src)
+			compileAndBuild(t, inv, reg, src)
 		}()
 		select {
 		case <-done:
@@ -47,7 +48,7 @@ func FuzzCompile(f *testing.F) {
 	})
 }
 
-func compileAndBuild(t *testing.T, inv *inventories.Inventory, src []byte) {
+func compileAndBuild(t *testing.T, inv *inventories.Inventory, reg *modules.Registry, src []byte) {
 	file, diags := playbooks.Parse(src, "fuzz.hcl")
 	if file == nil {
 		t.Errorf("Parse returned no File")
@@ -56,7 +57,7 @@ func compileAndBuild(t *testing.T, inv *inventories.Inventory, src []byte) {
 	var pb *runner.Playbook
 	if !diags.HasErrors() {
 		var d hcl.Diagnostics
-		pb, d = playbooks.Compile(file, playbooks.Options{Inventory: inv})
+		pb, d = playbooks.Compile(file, playbooks.Options{Inventory: inv, Modules: reg})
 		diags = append(diags, d...)
 	}
 	for _, d := range diags {
@@ -78,7 +79,7 @@ func compileAndBuild(t *testing.T, inv *inventories.Inventory, src []byte) {
 			continue
 		}
 		for _, s := range p.Steps {
-			if _, ok := modules.Lookup(s.Module); !ok || s.Build == nil {
+			if _, ok := reg.Lookup(s.Module); !ok || s.Build == nil {
 				t.Errorf("step %q compiled without a usable module %q", s.Name, s.Module)
 				continue
 			}

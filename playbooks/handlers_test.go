@@ -48,7 +48,7 @@ func TestReactToChange(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close() })
 	run := func(content string, check bool) map[string]runner.Status {
 		t.Helper()
-		pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, ExtraVars: map[string]string{"dir": dir, "content": content}})
+		pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, ExtraVars: map[string]string{"dir": dir, "content": content}, Modules: testRegistry(t)})
 		require.False(t, diags.HasErrors(), diags.Error())
 		st := map[string]runner.Status{}
 		_, err := runner.Run(context.Background(), pb, runner.Options{Inventory: inv, Connector: conn, Check: check,

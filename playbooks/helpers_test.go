@@ -9,6 +9,7 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/stretchr/testify/require"
@@ -45,9 +46,17 @@ type waiter struct {
 func (w *waiter) Check(context.Context, modules.Conn) (*modules.Change, error) { return nil, nil }
 func (w *waiter) Apply(context.Context, modules.Conn, *modules.Change) error   { return nil }
 
-func init() {
-	modules.Register("test_echo", "echo for tests", func() modules.Module { return &echo{} })
-	modules.Register("test_wait", "wait for tests", func() modules.Module { return &waiter{} })
+// testRegistry is a new registry of every stock module (the example
+// playbooks use them) and the test modules.
+func testRegistry(t testing.TB) *modules.Registry {
+	t.Helper()
+	reg := stock.Registry()
+	require.NoError(t, reg.Add(
+		modules.Info{Name: "test_echo", Doc: "echo for tests", New: func() modules.Module { return &echo{} }},
+		modules.Info{Name: "test_wait", Doc: "wait for tests", New: func() modules.Module { return &waiter{} }},
+	))
+	require.NoError(t, reg.Add(hostileModules()...))
+	return reg
 }
 
 const testInventory = `
@@ -84,6 +93,9 @@ func compile(t *testing.T, src string, opts playbooks.Options) (*runner.Playbook
 	}
 	if opts.Inventory == nil {
 		opts.Inventory = inventory(t)
+	}
+	if opts.Modules == nil {
+		opts.Modules = testRegistry(t)
 	}
 	pb, d := playbooks.Compile(f, opts)
 	return pb, append(diags, d...)

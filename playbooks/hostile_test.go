@@ -61,9 +61,12 @@ func (m *argErr) Validate() error {
 	return nil
 }
 
-func init() {
-	modules.Register("test_hosts", "names hosts, for tests", func() modules.Module { return &hostsArg{} })
-	modules.Register("test_argerr", "argument errors, for tests", func() modules.Module { return &argErr{} })
+// hostileModules are this file's test modules, in testRegistry.
+func hostileModules() []modules.Info {
+	return []modules.Info{
+		{Name: "test_hosts", Doc: "names hosts, for tests", New: func() modules.Module { return &hostsArg{} }},
+		{Name: "test_argerr", Doc: "argument errors, for tests", New: func() modules.Module { return &argErr{} }},
+	}
 }
 
 // at is "line:col" of the first occurrence of marker in src.
@@ -204,11 +207,11 @@ func TestMetaArgumentNamesAreReserved(t *testing.T) {
 	require.Contains(t, diags[0].Detail, "argument timeout is named like a step meta-argument")
 }
 
-// TestRegisteredModulesDoNotReuseMetaArguments checks every registered
-// module (the stock ones included: site_test.go imports them) against the
-// reserved names; the test modules that reuse them on purpose are skipped.
+// TestRegisteredModulesDoNotReuseMetaArguments checks every module of the
+// test registry (the stock ones included) against the reserved names; the
+// test modules that reuse them on purpose are skipped.
 func TestRegisteredModulesDoNotReuseMetaArguments(t *testing.T) {
-	all := modules.All()
+	all := testRegistry(t).All()
 	require.Greater(t, len(all), 10, "the stock modules are registered")
 	for _, info := range all {
 		if info.Name == "test_wait" {

@@ -6,7 +6,6 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
-	_ "github.com/iklimco/iklim/modules/stock" // the example playbooks use the stock modules
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/stretchr/testify/require"
@@ -21,7 +20,7 @@ func TestExampleSite(t *testing.T) {
 	require.False(t, diags.HasErrors(), diags.Error())
 
 	// The password is required.
-	_, diags = playbooks.Compile(f, playbooks.Options{Inventory: inv})
+	_, diags = playbooks.Compile(f, playbooks.Options{Inventory: inv, Modules: testRegistry(t)})
 	require.Len(t, diags, 1)
 	require.Contains(t, diags[0].Summary, "Missing required variable")
 
@@ -30,6 +29,7 @@ func TestExampleSite(t *testing.T) {
 		Inventory: inv,
 		ExtraVars: map[string]string{"redis_password": "lab-redis-pass"},
 		Secrets:   secrets,
+		Modules:   testRegistry(t),
 	})
 	require.Empty(t, diags, dump(diags))
 	require.Equal(t, &runner.LockSpec{Name: "site", Host: "iklim-app-01", Wait: 300e9, TTL: 120e9}, pb.Lock)

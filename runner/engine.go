@@ -48,6 +48,11 @@ type Options struct {
 	// Events receives every event, one at a time.
 	Events  func(Event)
 	Secrets *modules.Secrets
+	// Modules is the run's module registry, handed to the modules and the
+	// recorder that look others up by name (modules.RegistryUser): the
+	// rollback module, which undoes each change with its module, and the
+	// backup recorder. Nil is an empty registry.
+	Modules *modules.Registry
 }
 
 // DefaultStepTimeout bounds a step that sets no timeout, so that no wait
@@ -104,6 +109,9 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 	}
 	if su, ok := opts.Recorder.(modules.SecretsUser); ok {
 		su.UseSecrets(opts.Secrets)
+	}
+	if ru, ok := opts.Recorder.(modules.RegistryUser); ok {
+		ru.UseRegistry(opts.Modules)
 	}
 	if opts.StepTimeout == 0 {
 		opts.StepTimeout = DefaultStepTimeout
@@ -328,14 +336,17 @@ func (e *engine) serialize(key string) func() {
 	return mu.Unlock
 }
 
-// wire hands a built module what it asked for: the step's Peers and the
-// run's Secrets, explicitly rather than through its context.
+// wire hands a built module what it asked for: the step's Peers, the
+// run's Secrets and its registry, explicitly rather than through its context.
 func (e *engine) wire(m modules.Module, p Play, h *inventories.Host) {
 	if pu, ok := m.(modules.PeersUser); ok {
 		pu.UsePeers(&peers{e: e, self: h, play: e.playHosts(p)})
 	}
 	if su, ok := m.(modules.SecretsUser); ok {
 		su.UseSecrets(e.opts.Secrets)
+	}
+	if ru, ok := m.(modules.RegistryUser); ok {
+		ru.UseRegistry(e.opts.Modules)
 	}
 }
 

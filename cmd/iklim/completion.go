@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/iklimco/iklim/inventories"
-	"github.com/iklimco/iklim/modules"
 	"github.com/urfave/cli/v2"
 )
 
@@ -154,7 +153,7 @@ func completions(app *cli.App, words []string) []string {
 			cands = append(cands, c.Name)
 		}
 	case cmd != nil && cmd.Name == "modules" && positional == 0:
-		cands = modules.Names()
+		cands = moduleRegistry(app).Names()
 	case cmd != nil && cmd.Name == "completion" && positional == 0:
 		cands = []string{"bash", "zsh", "fish"}
 	case cmd != nil && cmd.Name == "inventory" && positional == 0:

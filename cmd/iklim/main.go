@@ -12,7 +12,8 @@ import (
 	"strings"
 	"syscall"
 
-	_ "github.com/iklimco/iklim/modules/stock"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/urfave/cli/v2"
 )
 
@@ -57,6 +58,7 @@ func run(args []string, cmds ...*cli.Command) (code int) {
 		HideVersion:    true,
 		Flags:          []cli.Flag{versionFlag},
 		Commands:       cmds,
+		Metadata:       map[string]any{registryKey: stock.Registry()},
 		ExitErrHandler: func(*cli.Context, error) {}, // run prints errors once
 		OnUsageError:   usageError,
 		CommandNotFound: func(c *cli.Context, name string) {
@@ -89,6 +91,15 @@ func run(args []string, cmds ...*cli.Command) (code int) {
 		err = cli.Exit(fmt.Sprintf("iklim: no command %q (see iklim --help)", notFound), exitInvalid)
 	}
 	return exitCode(err)
+}
+
+// registryKey is where the app's Metadata keeps its module registry.
+const registryKey = "modules"
+
+// moduleRegistry is the CLI's module registry: every stock module.
+func moduleRegistry(app *cli.App) *modules.Registry {
+	reg, _ := app.Metadata[registryKey].(*modules.Registry)
+	return reg
 }
 
 // interspersed moves the flags that follow a command's positional

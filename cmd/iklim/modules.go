@@ -22,20 +22,21 @@ var modulesCommand = &cli.Command{
 	Flags: []cli.Flag{&cli.BoolFlag{Name: "markdown",
 		Usage: "print every module's documentation as Markdown (docs/modules.md)"}},
 	Action: func(c *cli.Context) error {
+		reg := moduleRegistry(c.App)
 		if c.Bool("markdown") {
-			return writeModulesMarkdown(c.App.Writer, modules.All())
+			return writeModulesMarkdown(c.App.Writer, reg.All())
 		}
 		if c.NArg() == 0 {
 			w := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			for _, m := range modules.All() {
+			for _, m := range reg.All() {
 				fmt.Fprintf(w, "%s\t%s\n", m.Name, m.Doc)
 			}
 			return w.Flush()
 		}
 		name := c.Args().First()
-		info, ok := modules.Lookup(name)
+		info, ok := reg.Lookup(name)
 		if !ok {
-			return cli.Exit(fmt.Sprintf("unknown module %q%s", name, didYouMean(name, modules.Names())), exitInvalid)
+			return cli.Exit(fmt.Sprintf("unknown module %q%s", name, didYouMean(name, reg.Names())), exitInvalid)
 		}
 		return writeModuleText(c.App.Writer, info)
 	},

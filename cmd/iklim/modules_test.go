@@ -13,6 +13,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/stretchr/testify/require"
 )
@@ -21,12 +22,12 @@ import (
 // the registry it is generated from.
 func TestModulesMarkdownIsFresh(t *testing.T) {
 	var b bytes.Buffer
-	require.NoError(t, writeModulesMarkdown(&b, modules.All()))
+	require.NoError(t, writeModulesMarkdown(&b, stock.Registry().All()))
 	got, err := os.ReadFile(filepath.Join("..", "..", "docs", "modules.md"))
 	require.NoError(t, err, "docs/modules.md is missing; generate it from the repository root: %s", modulesDoc)
 	require.True(t, bytes.Equal(b.Bytes(), got),
 		"docs/modules.md is stale: the module registry changed. Regenerate it from the repository root:\n  %s", modulesDoc)
-	for _, i := range modules.All() {
+	for _, i := range stock.Registry().All() {
 		require.Contains(t, string(got), "\n## "+i.Name+"\n", "docs/modules.md documents every module")
 	}
 }
@@ -79,7 +80,7 @@ var (
 func TestModuleExamplesCompile(t *testing.T) {
 	inv, diags := inventories.Parse([]byte(exampleInventory), "inventory.hcl")
 	require.False(t, diags.HasErrors(), diags.Error())
-	for _, info := range modules.All() {
+	for _, info := range stock.Registry().All() {
 		t.Run(info.Name, func(t *testing.T) {
 			require.NotEmpty(t, info.Example, "%s has no example (modules.Info.Example)", info.Name)
 			dir := t.TempDir()
@@ -102,7 +103,7 @@ func TestModuleExamplesCompile(t *testing.T) {
 			require.NoError(t, os.WriteFile(path, []byte(src.String()), 0o644))
 			f, diags := playbooks.Load(path)
 			require.False(t, diags.HasErrors(), "%s example does not parse: %s\n%s", info.Name, diags, src.String())
-			pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv})
+			pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, Modules: stock.Registry()})
 			require.False(t, diags.HasErrors(), "%s example does not compile: %s\n%s", info.Name, diags, src.String())
 			require.NotEmpty(t, pb.Plays[0].Steps)
 			for _, s := range pb.Plays[0].Steps {
@@ -127,7 +128,7 @@ func exampleFileContent(name string) string {
 // against its Output: every key a fresh module gives is documented, and a
 // module without Output documents none.
 func TestModuleOutputsAreDocumented(t *testing.T) {
-	for _, info := range modules.All() {
+	for _, info := range stock.Registry().All() {
 		t.Run(info.Name, func(t *testing.T) {
 			names := map[string]bool{}
 			for _, o := range info.Outputs {

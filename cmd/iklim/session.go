@@ -53,7 +53,7 @@ func newSession(c *cli.Context) (*cliSession, error) {
 		return nil, cli.Exit("iklim: --output must be text or json", exitInvalid)
 	}
 	s, err := session.New(session.Options{
-		Inventory: inv, InventoryPath: path, Events: events,
+		Inventory: inv, InventoryPath: path, Modules: moduleRegistry(c.App), Events: events,
 		Keep: c.Int("keep"), ControlName: os.Getenv("IKLIM_CONTROL_NAME"),
 		SSH: transport.SSHOptions{
 			MaxHandshakes:     c.Int("max-handshakes"),
@@ -92,7 +92,7 @@ func (s *cliSession) compile(path string, extra map[string]string) (*runner.Play
 	if diags.HasErrors() {
 		return nil, printDiags(diags, s.parser.Files())
 	}
-	pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: s.inv, ExtraVars: extra, Secrets: s.Secrets()})
+	pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: s.inv, ExtraVars: extra, Secrets: s.Secrets(), Modules: s.Modules()})
 	if diags.HasErrors() {
 		return nil, printDiags(diags, s.parser.Files())
 	}

@@ -16,7 +16,7 @@ import (
 	"github.com/iklimco/iklim/internal/labtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
-	_ "github.com/iklimco/iklim/modules/stock" // the playbooks use the stock modules
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/backup"
@@ -105,7 +105,7 @@ func TestAppLab(t *testing.T) {
 	secrets := modules.NewSecrets()
 	var mu sync.Mutex
 	var events []runner.Event
-	s, err := session.New(session.Options{Inventory: inv, Secrets: secrets,
+	s, err := session.New(session.Options{Inventory: inv, Secrets: secrets, Modules: stock.Registry(), // the playbooks use the stock modules
 		Control: &inventories.Host{Name: "localhost", Address: "localhost", Local: true, BackupRoot: filepath.Join(tmp, "control")},
 		Events:  func(ev runner.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }})
 	require.NoError(t, err)
@@ -115,7 +115,7 @@ func TestAppLab(t *testing.T) {
 		t.Helper()
 		f, diags := playbooks.Load(file)
 		require.False(t, diags.HasErrors(), "%s", diags)
-		pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, ExtraVars: vars, Secrets: secrets})
+		pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, ExtraVars: vars, Secrets: secrets, Modules: s.Modules()})
 		require.False(t, diags.HasErrors(), "%s", diags)
 		recap, err := s.Play(context.Background(), pb, session.PlayOptions{})
 		require.NoError(t, err)

@@ -5,6 +5,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/stretchr/testify/require"
 )
@@ -18,13 +19,13 @@ func TestDeployCompiles(t *testing.T) {
 	f, diags := playbooks.Load("deploy.hcl")
 	require.False(t, diags.HasErrors(), "%s", diags)
 
-	_, diags = playbooks.Compile(f, playbooks.Options{Inventory: inv})
+	_, diags = playbooks.Compile(f, playbooks.Options{Inventory: inv, Modules: stock.Registry()})
 	require.Len(t, diags, 2)
 	require.Contains(t, diags[0].Detail, `"tag"`)
 	require.Contains(t, diags[1].Detail, `"registry_password"`)
 
 	secrets := modules.NewSecrets()
-	pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, Secrets: secrets,
+	pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, Secrets: secrets, Modules: stock.Registry(),
 		ExtraVars: map[string]string{"tag": "abc1234", "registry_password": "lab-registry-pass"}})
 	require.False(t, diags.HasErrors(), "%s", diags)
 	require.Equal(t, modules.Redacted, secrets.Redact("lab-registry-pass"))

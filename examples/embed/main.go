@@ -1,9 +1,10 @@
-// Command embed shows iklim used as a library: load an inventory, open a
-// session (the run owner: backups, journal, lock, events), run an HCL
+// Command embed shows iklim used as a library: build a module registry
+// (the stock modules plus one of its own, greeting), load an inventory, open
+// a session (the run owner: backups, journal, lock, events), run an HCL
 // playbook, run steps built in Go without any HCL, roll that run back, read
 // the events (warnings included), and run one module on one connection.
 //
-//	go run ./examples/embed -i inventories/lab.hcl -dir /tmp/iklim-embed [-playbook examples/site.hcl] [-rollback]
+//	go run ./examples/embed -i inventories/lab.hcl -dir /tmp/iklim-embed [-playbook examples/embed/greeting.hcl -e dir=/tmp/iklim-embed] [-rollback]
 package main
 
 import (
@@ -15,11 +16,12 @@ import (
 	"os"
 	"os/signal"
 	"path"
+	"strings"
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
-	_ "github.com/iklimco/iklim/modules/stock" // every stock module, for HCL playbooks and rollback
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/printer"
@@ -42,7 +44,24 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	dir := fs.String("dir", "/tmp/iklim-embed", "remote directory the Go-built steps manage")
 	pattern := fs.String("hosts", "all", "host pattern")
 	rollback := fs.Bool("rollback", false, "roll back the Go-built run afterwards")
+	vars := map[string]string{}
+	fs.Func("e", "set a playbook variable: -e key=value (repeatable)", func(kv string) error {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("-e %q: want key=value", kv)
+		}
+		vars[k] = v
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+
+	// 0. Build the program's module registry: every stock module (rollback
+	// included) plus its own. Playbooks are compiled, and runs are rolled
+	// back, with this registry only.
+	reg := stock.Registry()
+	if err := reg.Add(greetingInfo()); err != nil {
 		return err
 	}
 
@@ -55,7 +74,7 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	text := &printer.Text{W: out}
 	seen := map[runner.EventType]int{}
 	s, err := session.New(session.Options{
-		Inventory: inv, InventoryPath: *invPath,
+		Inventory: inv, InventoryPath: *invPath, Modules: reg,
 		Events: func(ev runner.Event) {
 			seen[ev.Type]++ // the sink is called one event at a time
 			text.Event(ev)
@@ -66,17 +85,17 @@ func run(ctx context.Context, args []string, out io.Writer) error {
 	}
 	defer s.Close()
 
-	// 2. Run an HCL playbook.
+	// 2. Run an HCL playbook, which may use the program's own module.
 	if *pbPath != "" {
 		f, diags := playbooks.Load(*pbPath)
 		if diags.HasErrors() {
 			return diags
 		}
-		pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, Secrets: s.Secrets()})
+		pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: inv, ExtraVars: vars, Secrets: s.Secrets(), Modules: reg})
 		if diags.HasErrors() {
 			return diags
 		}
-		if _, err := check(s.Play(ctx, pb, session.PlayOptions{})); err != nil {
+		if _, err := check(s.Play(ctx, pb, session.PlayOptions{Limit: *pattern})); err != nil {
 			return err
 		}
 	}

@@ -45,7 +45,7 @@ const DefaultDir = "/var/lib/iklim-lab"
 const User = "iklim"
 
 // ExecTimeout bounds one Exec or Docker call.
-var ExecTimeout = 5 * time.Minute
+const ExecTimeout = 5 * time.Minute
 
 // LabHost is one lab host: its name (also its hostname and swarm node name)
 // and its address on the lab bridge. sshd listens on port 22.

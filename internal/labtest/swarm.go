@@ -18,7 +18,7 @@ import (
 const SwarmLockFile = ".swarm-test.lock"
 
 // SwarmLockWait bounds how long LockSwarm waits for another holder.
-var SwarmLockWait = 45 * time.Minute
+const SwarmLockWait = 45 * time.Minute
 
 // LockSwarm makes the test the only user of the lab's swarm until it ends:
 // it takes an exclusive flock on <Dir>/.swarm-test.lock, waiting up to

@@ -47,12 +47,6 @@ func requireRegistryLab(t *testing.T, hostName string) *regLab {
 		t.Skip("lab tests disabled by -short")
 	}
 	l := labtest.Require(t)
-	// Rollback finds a module's own Rollback through the registry.
-	for _, i := range docker.Modules() {
-		if _, ok := modules.Lookup(i.Name); !ok {
-			modules.RegisterInfo(i)
-		}
-	}
 	pw, err := os.ReadFile(filepath.Join(l.Dir, "registry", "password"))
 	if err != nil {
 		if os.Getenv("IKLIM_LAB") == "required" {
@@ -139,8 +133,11 @@ func (r *regLab) playbook(check bool, pb *runner.Playbook) regRun {
 	info := runner.RunInfo{ID: id, User: "test@ctl", Started: time.Now().UTC(), Playbook: pb.File, Inventory: "lab.hcl"}
 	var mu sync.Mutex
 	var events []runner.Event
+	// Rollback finds a module's own Rollback through the run's registry.
+	reg, err := modules.NewRegistry(append(docker.Modules(), backup.Modules()...)...)
+	require.NoError(r.t, err)
 	opts := runner.Options{Inventory: r.inv, Connector: r.conn, Run: info, Control: r.control, Secrets: r.secrets,
-		Check: check, Diff: true, Verbose: true,
+		Modules: reg, Check: check, Diff: true, Verbose: true,
 		Events: func(ev runner.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() }}
 	if !check {
 		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info})

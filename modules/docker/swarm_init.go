@@ -605,7 +605,7 @@ func otherManagerPref(c modules.Conn, leader string) string {
 
 // peersLeaveWait bounds how long the bootstrap leader's rollback waits for
 // the other hosts of the play to leave the swarm.
-var peersLeaveWait = 90 * time.Second
+const peersLeaveWait = 90 * time.Second
 
 // waitPeersLeft waits, up to timeout, until no other host of the play is a
 // live node of the swarm that manager c belongs to (nodes that left show
@@ -725,7 +725,7 @@ func demoteSelf(ctx context.Context, p modules.Peers, c, mc modules.Conn, si swa
 }
 
 // leaveTimeout bounds one `docker swarm leave`.
-var leaveTimeout = 60 * time.Second
+const leaveTimeout = 60 * time.Second
 
 // swarmLeave runs `docker swarm leave` on c, bounded by leaveTimeout: a
 // dockerd whose network agent is stuck can block the call forever even

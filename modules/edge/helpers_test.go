@@ -19,14 +19,13 @@ import (
 	"github.com/iklimco/iklim/runner/transport"
 )
 
-func TestMain(m *testing.M) {
-	// The rollback module finds a change's module by name in the registry.
-	for _, i := range edge.Modules() {
-		if _, ok := modules.Lookup(i.Name); !ok {
-			modules.RegisterInfo(i)
-		}
-	}
-	os.Exit(m.Run())
+// familyRegistry is the family's modules and rollback: the rollback module
+// finds a change's module by name in the run's registry.
+func familyRegistry(t *testing.T) *modules.Registry {
+	t.Helper()
+	reg, err := modules.NewRegistry(append(edge.Modules(), backup.Modules()...)...)
+	require.NoError(t, err)
+	return reg
 }
 
 // env is one real sshd host (this machine, through sudo) with its own
@@ -85,7 +84,7 @@ func (e *env) playbook(check bool, pb *runner.Playbook) (string, runner.HostReca
 	info := runner.RunInfo{ID: id, User: "test@ctl", Started: time.Now().UTC(), Playbook: pb.File, Inventory: "/srv/edge/inv.hcl", Check: check}
 	opts := runner.Options{
 		Inventory: e.inv, Connector: e.connector, Run: info, Control: e.control, Secrets: e.secrets,
-		Check: check, Diff: true, Events: func(ev runner.Event) { e.events = append(e.events, ev) },
+		Modules: familyRegistry(e.t), Check: check, Diff: true, Events: func(ev runner.Event) { e.events = append(e.events, ev) },
 	}
 	if !check {
 		opts.Recorder = backup.NewRecorder(backup.RecorderOptions{Info: info})

@@ -1,5 +1,8 @@
-// Package stock registers the module families iklim ships. Programs that
-// want every stock module import it for its side effect, as cmd/iklim does.
+// Package stock lists the module families iklim ships. A program builds
+// its registry from them, with no import side effects:
+//
+//	reg := stock.Registry()      // every stock module
+//	err := reg.Add(myModule)     // and the program's own
 package stock
 
 import (
@@ -10,9 +13,12 @@ import (
 	"github.com/iklimco/iklim/modules/edge"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/modules/system"
+	"github.com/iklimco/iklim/runner/backup"
 )
 
-func init() {
+// Modules lists every stock module, family by family.
+func Modules() []modules.Info {
+	var all []modules.Info
 	for _, family := range [][]modules.Info{
 		// One line per family package.
 		files.Modules(),
@@ -21,9 +27,20 @@ func init() {
 		edge.Modules(),
 		cluster.Modules(),
 		system.Modules(),
+		backup.Modules(), // rollback
 	} {
-		for _, i := range family {
-			modules.RegisterInfo(i)
-		}
+		all = append(all, family...)
 	}
+	return all
+}
+
+// Registry returns a new registry of every stock module, which the caller
+// owns and may add to. It panics on a duplicate name: the stock families
+// are fixed, and their test proves them apart.
+func Registry() *modules.Registry {
+	r, err := modules.NewRegistry(Modules()...)
+	if err != nil {
+		panic(err)
+	}
+	return r
 }

@@ -18,12 +18,13 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-func TestMain(m *testing.M) {
-	// The rollback playbook finds modules by name in the registry.
-	for _, i := range system.Modules() {
-		modules.RegisterInfo(i)
-	}
-	os.Exit(m.Run())
+// familyRegistry is the family's modules and rollback: the rollback
+// playbook finds modules by name in the run's registry.
+func familyRegistry(t *testing.T) *modules.Registry {
+	t.Helper()
+	reg, err := modules.NewRegistry(append(system.Modules(), backup.Modules()...)...)
+	require.NoError(t, err)
+	return reg
 }
 
 // env is one host reached over a real sshd as iklimtest with sudo, a
@@ -120,7 +121,7 @@ func (e *env) playbook(check bool, pb *runner.Playbook) result {
 	var events []runner.Event
 	opts := runner.Options{
 		Inventory: e.inv, Connector: e.connector, Run: info, Control: e.control, Secrets: e.secrets,
-		Check: check, Diff: true, Verbose: true,
+		Modules: familyRegistry(e.t), Check: check, Diff: true, Verbose: true,
 		Events: func(ev runner.Event) { mu.Lock(); events = append(events, ev); mu.Unlock() },
 	}
 	if !check {

@@ -245,7 +245,7 @@ func TestRollbackPhasesAcrossHosts(t *testing.T) {
 	requireOK(t, recap, err)
 
 	phases, err := backup.RollbackPhases(context.Background(), id, runner.Options{
-		Inventory: e.inv, Connector: e.connector, Control: e.control, Secrets: e.secrets,
+		Inventory: e.inv, Connector: e.connector, Control: e.control, Secrets: e.secrets, Modules: e.modules,
 	})
 	require.NoError(t, err)
 	require.Equal(t, []int{1, 2}, phases, "one phase per play")
@@ -272,7 +272,7 @@ func TestRollbackPlaybookHCL(t *testing.T) {
 
 	f, diags := playbooks.Load("../../playbooks/rollback.hcl")
 	require.False(t, diags.HasErrors(), diags.Error())
-	pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: e.inv, ExtraVars: map[string]string{"run": id}})
+	pb, diags := playbooks.Compile(f, playbooks.Options{Inventory: e.inv, ExtraVars: map[string]string{"run": id}, Modules: e.modules})
 	require.False(t, diags.HasErrors(), diags.Error())
 	_, recap, err = e.playbook(pb)
 	requireOK(t, recap, err)
@@ -281,7 +281,7 @@ func TestRollbackPlaybookHCL(t *testing.T) {
 	}
 
 	// A bad run id is a compile-time error, before any host is touched.
-	_, diags = playbooks.Compile(f, playbooks.Options{Inventory: e.inv, ExtraVars: map[string]string{"run": "yesterday"}})
+	_, diags = playbooks.Compile(f, playbooks.Options{Inventory: e.inv, ExtraVars: map[string]string{"run": "yesterday"}, Modules: e.modules})
 	require.True(t, diags.HasErrors())
 	require.Contains(t, diags.Error(), "not a run id")
 }
@@ -658,7 +658,7 @@ func TestRollbackCheckMode(t *testing.T) {
 	ctx := context.Background()
 	recap, err = runner.Run(ctx, backup.RollbackPlaybook(id, false), runner.Options{
 		Inventory: e.inv, Connector: e.connector, Control: e.control, Check: true, Diff: true,
-		Run: runner.RunInfo{ID: "2026-11-21T10-15-04Z"},
+		Run: runner.RunInfo{ID: "2026-11-21T10-15-04Z"}, Modules: e.modules,
 		Events: func(ev runner.Event) {
 			if ev.Diff != nil {
 				diffs = append(diffs, ev.Host+"\n"+ev.Diff.After)

@@ -19,23 +19,30 @@ import (
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
-	_ "github.com/iklimco/iklim/modules/stock" // rollback looks modules up by name (file's own Rollback)
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
-// Test modules. They reach the host only through the Conn, as real modules
-// do, and register under names the records refer to.
-func init() {
-	modules.Register("test_put", "test: write a file", func() modules.Module { return &putMod{} })
-	modules.Register("test_rm", "test: delete a file", func() modules.Module { return &rmMod{} })
-	modules.Register("test_secret", "test: write a secret into a file", func() modules.Module { return &secretMod{} })
-	modules.Register("test_kv", "test: set a value kept outside Change.Files (Rollbacker, Drifter)", func() modules.Module { return &kvMod{} })
-	modules.Register("test_secret_rmtree", "test: remove a tree, with a sensitive argument", func() modules.Module { return &secretRmTree{} })
-	modules.Register("test_slow", "test: write a file, then hang", func() modules.Module { return &slowMod{} })
-	modules.Register("test_leave", "test: join, and on rollback note what another file held", func() modules.Module { return &leaveMod{} })
+// testRegistry is a new registry of every stock module (rollback looks
+// modules up by name, e.g. file's own Rollback) and the test modules. They
+// reach the host only through the Conn, as real modules do, and are in the
+// registry under the names the records refer to.
+func testRegistry(t *testing.T) *modules.Registry {
+	t.Helper()
+	reg := stock.Registry()
+	require.NoError(t, reg.Add(
+		modules.Info{Name: "test_put", Doc: "test: write a file", New: func() modules.Module { return &putMod{} }},
+		modules.Info{Name: "test_rm", Doc: "test: delete a file", New: func() modules.Module { return &rmMod{} }},
+		modules.Info{Name: "test_secret", Doc: "test: write a secret into a file", New: func() modules.Module { return &secretMod{} }},
+		modules.Info{Name: "test_kv", Doc: "test: set a value kept outside Change.Files (Rollbacker, Drifter)", New: func() modules.Module { return &kvMod{} }},
+		modules.Info{Name: "test_secret_rmtree", Doc: "test: remove a tree, with a sensitive argument", New: func() modules.Module { return &secretRmTree{} }},
+		modules.Info{Name: "test_slow", Doc: "test: write a file, then hang", New: func() modules.Module { return &slowMod{} }},
+		modules.Info{Name: "test_leave", Doc: "test: join, and on rollback note what another file held", New: func() modules.Module { return &leaveMod{} }},
+	))
+	return reg
 }
 
 func q(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
@@ -283,6 +290,7 @@ type env struct {
 	connector runner.Connector
 	control   *inventories.Host
 	secrets   *modules.Secrets
+	modules   *modules.Registry
 	keep      int
 }
 
@@ -305,7 +313,7 @@ func newEnv(t *testing.T, n int) *env {
 	return &env{
 		t: t, tmp: tmp, hosts: hosts, inv: &inventories.Inventory{Hosts: hosts}, connector: connector,
 		control: &inventories.Host{Name: "localhost", Address: "localhost", Local: true, BackupRoot: filepath.Join(tmp, "control", "backups")},
-		secrets: modules.NewSecrets(),
+		secrets: modules.NewSecrets(), modules: testRegistry(t),
 	}
 }
 
@@ -335,6 +343,7 @@ func (e *env) playbook(pb *runner.Playbook) (string, *runner.Recap, error) {
 	ctx := context.Background()
 	recap, err := runner.Run(ctx, pb, runner.Options{
 		Inventory: e.inv, Connector: e.connector, Recorder: rec, Run: info, Control: e.control, Secrets: e.secrets,
+		Modules: e.modules,
 	})
 	require.NoError(e.t, rec.WriteJournal(recap, err))
 	return id, recap, err
@@ -345,7 +354,7 @@ func (e *env) playbook(pb *runner.Playbook) (string, *runner.Recap, error) {
 func (e *env) rollback(id string, force bool) (string, *runner.Recap, error) {
 	e.t.Helper()
 	phases, err := backup.RollbackPhases(context.Background(), id, runner.Options{
-		Inventory: e.inv, Connector: e.connector, Control: e.control, Secrets: e.secrets,
+		Inventory: e.inv, Connector: e.connector, Control: e.control, Secrets: e.secrets, Modules: e.modules,
 	})
 	require.NoError(e.t, err)
 	return e.playbook(backup.RollbackPlaybook(id, force, phases...))

@@ -74,11 +74,11 @@ func diffHasSecret(d *modules.Diff, sec *modules.Secrets) bool {
 	return a || b
 }
 
-// moduleSensitive reports whether the module declares a sensitive argument.
-// The recorder cannot see which arguments a step set, so it treats every
-// change of such a module as sensitive.
-func moduleSensitive(name string) bool {
-	info, ok := modules.Lookup(name)
+// moduleSensitive reports whether the module of reg declares a sensitive
+// argument. The recorder cannot see which arguments a step set, so it
+// treats every change of such a module as sensitive.
+func moduleSensitive(reg *modules.Registry, name string) bool {
+	info, ok := reg.Lookup(name)
 	if !ok {
 		return false
 	}

@@ -24,11 +24,15 @@ import (
 	"github.com/iklimco/iklim/runner/transport"
 )
 
-// RollbackModule is the registered name of the rollback module.
+// RollbackModule is the rollback module's name in a registry.
 const RollbackModule = "rollback"
 
-func init() {
-	modules.RegisterInfo(modules.Info{
+// Modules lists the backup family's modules for a registry: rollback.
+// stock.Registry() includes them.
+func Modules() []modules.Info { return []modules.Info{rollbackInfo()} }
+
+func rollbackInfo() modules.Info {
+	return modules.Info{
 		Name: RollbackModule,
 		Doc:  "Undo a recorded run on each host: restore its files byte-exact and undo module changes, newest first",
 		Example: `step "undo" {
@@ -45,7 +49,7 @@ func init() {
 		Diff:  "every file it would restore or delete and every change it would undo",
 		Files: true,
 		New:   func() modules.Module { return &Rollback{} },
-	})
+	}
 }
 
 // Drifter is a module that can tell whether the state one of its changes
@@ -80,6 +84,7 @@ type Rollback struct {
 	// across hosts (RollbackPlaybook). 0 undoes every phase.
 	Phase int `hcl:"phase,optional" doc:"undo only the changes the run made in this phase (its plays and barrier-separated parts, numbered from 1 in run order); 0, the default, undoes all on each host by itself"`
 
+	reg    *modules.Registry // the modules that undo changes: the run's (UseRegistry)
 	plan   *rbPlan
 	phases []int // the phases of the run's changes on this host, as Check found them
 	output map[string]any
@@ -123,10 +128,14 @@ func ControlHost() *inventories.Host {
 	return &inventories.Host{Name: "localhost", Address: "localhost", Local: true, BackupRoot: root}
 }
 
-// module builds the registered module name for an undo, handing it what the
-// runner hands a step's module: this step's Peers and Secrets.
+// UseRegistry implements modules.RegistryUser: the runner hands the run's
+// registry, whose modules undo the recorded changes.
+func (m *Rollback) UseRegistry(r *modules.Registry) { m.reg = r }
+
+// module builds the module name of the registry for an undo, handing it
+// what the runner hands a step's module: this step's Peers and Secrets.
 func (m *Rollback) module(name string) (modules.Module, bool) {
-	info, ok := modules.Lookup(name)
+	info, ok := m.reg.Lookup(name)
 	if !ok {
 		return nil, false
 	}
@@ -291,11 +300,11 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 			}
 		}
 		what := fmt.Sprintf("%s step %q (%s): %s", e.rec.Host, e.rec.Step, e.rec.Module, e.rec.Change.Summary)
-		if _, known := modules.Lookup(e.rec.Module); !known && e.rec.ModuleUndo {
+		if _, known := m.reg.Lookup(e.rec.Module); !known && e.rec.ModuleUndo {
 			// Skipping it would report a rollback that left the change in place.
-			return nil, fmt.Errorf("cannot roll back %s: module %q is not registered in this program (register its family, e.g. import modules/stock)", what, e.rec.Module)
+			return nil, fmt.Errorf("cannot roll back %s: module %q is not in the run's registry (runner.Options.Modules; add its family, e.g. stock.Registry())", what, e.rec.Module)
 		}
-		switch undo := e.undoable(); undo {
+		switch undo := e.undoable(m.reg); undo {
 		case undoModule:
 			lines = append(lines, "undo "+what)
 			plan.before.Undone = append(plan.before.Undone, what)
@@ -353,11 +362,11 @@ const (
 	undoRollback                 // a rollback: files only, module undos cannot be redone
 )
 
-func (e *rbEntry) undoable() undoKind {
+func (e *rbEntry) undoable(reg *modules.Registry) undoKind {
 	if e.rec.Module == RollbackModule {
 		return undoRollback
 	}
-	if info, ok := modules.Lookup(e.rec.Module); ok {
+	if info, ok := reg.Lookup(e.rec.Module); ok {
 		if _, ok := info.New().(modules.Rollbacker); ok {
 			return undoModule
 		}
@@ -723,7 +732,7 @@ func (m *Rollback) Apply(ctx context.Context, c modules.Conn, ch *modules.Change
 			b.WriteString(restoreScript(e.site.dir, e.seq, n, meta))
 			restored++
 		}
-		if e.undoable() != undoModule {
+		if e.undoable(m.reg) != undoModule {
 			continue
 		}
 		if err := flush(false); err != nil {

@@ -3,7 +3,7 @@
 // host, the control journal, the deploy lock, and one event sink that gets
 // warnings too. The CLI is one user of a Session; examples/embed is another.
 //
-//	s, err := session.New(session.Options{Inventory: inv, Events: printer.Event})
+//	s, err := session.New(session.Options{Inventory: inv, Modules: stock.Registry(), Events: printer.Event})
 //	defer s.Close()
 //	recap, err := s.Play(ctx, pb, session.PlayOptions{})
 //	recap, err = s.Rollback(ctx, recap.RunID, session.PlayOptions{})
@@ -33,6 +33,10 @@ type Options struct {
 	// Inventory is required; InventoryPath is recorded in each run's records.
 	Inventory     *inventories.Inventory
 	InventoryPath string
+	// Modules is required: the registry the runs' rollbacks undo changes
+	// with and the recorder reads sensitive arguments from (stock.Registry()
+	// has every stock module). Compile playbooks with the same registry.
+	Modules *modules.Registry
 	// Secrets collects every sensitive value of the session's runs; nil
 	// makes a new set. Compile playbooks with the same Secrets.
 	Secrets *modules.Secrets
@@ -80,6 +84,9 @@ func New(opts Options) (*Session, error) {
 	if opts.Inventory == nil {
 		return nil, errors.New("session: no inventory")
 	}
+	if opts.Modules == nil {
+		return nil, errors.New("session: no module registry (Options.Modules; stock.Registry() has iklim's modules)")
+	}
 	if opts.Secrets == nil {
 		opts.Secrets = modules.NewSecrets()
 	}
@@ -112,6 +119,9 @@ func (s *Session) Secrets() *modules.Secrets { return s.opts.Secrets }
 
 // Connector is the session's way to reach hosts.
 func (s *Session) Connector() runner.Connector { return s.connector }
+
+// Modules is the session's module registry.
+func (s *Session) Modules() *modules.Registry { return s.opts.Modules }
 
 // Control is the control machine host.
 func (s *Session) Control() *inventories.Host { return s.opts.Control }
@@ -146,6 +156,7 @@ func (s *Session) Play(ctx context.Context, pb *runner.Playbook, po PlayOptions)
 		SkipTags:  po.SkipTags,
 		Verbose:   po.Verbose,
 		Secrets:   s.opts.Secrets,
+		Modules:   s.opts.Modules,
 		Events:    s.opts.Events,
 
 		NoCheckAhead: po.NoCheckAhead,
@@ -201,6 +212,7 @@ func (s *Session) Rollback(ctx context.Context, id string, force bool, po PlayOp
 		Forks:     po.Forks,
 		Limit:     po.Limit,
 		Secrets:   s.opts.Secrets,
+		Modules:   s.opts.Modules,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read the phases of run %s: %w", id, err)
