@@ -39,7 +39,10 @@ die() { say "$*"; exit 1; }
 ((EUID == 0)) || die "run as root (the lab's key and state belong to root)"
 command -v go >/dev/null || die "go is not on PATH"
 command -v python3 >/dev/null || die "python3 is needed for the report"
-bash "$ROOT/internal/lab/lab.sh" status >/dev/null || die "the lab is not up: just lab up"
+# status probes every host with a short timeout; under heavy load one try
+# may miss.
+bash "$ROOT/internal/lab/lab.sh" status >/dev/null || bash "$ROOT/internal/lab/lab.sh" status >/dev/null ||
+  die "the lab is not up: just lab up"
 
 SSH=(ssh -i "$LAB/id_ed25519" -o UserKnownHostsFile="$LAB/known_hosts" -o BatchMode=yes -o ConnectTimeout=20)
 on() { "${SSH[@]}" "iklim@$1" "$2"; }
