@@ -268,6 +268,7 @@ const updateGrace = 8 * time.Second
 func waitConverged(ctx context.Context, c modules.Conn, lsFilter string, names []string, o waitOpts) (map[string]*serviceState, error) {
 	start := time.Now()
 	deadline := start.Add(o.timeout)
+	modules.ReportStatus(c, modules.Status{Text: "waiting for " + strings.Join(names, ", ") + " to converge", Since: start, Max: o.timeout})
 	// Rollbacks already completed at the first poll, by CompletedAt: left
 	// over from earlier updates unless they belong to an update this step
 	// started (fresh, and started after it).
