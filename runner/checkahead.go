@@ -266,8 +266,10 @@ type batchReq struct {
 	cmd   string
 	env   map[string]string
 	gated bool
+	probe *remote.Probe // a probe instead of cmd: answered in pres
 	done  chan struct{}
 	res   modules.Result
+	pres  remote.ProbeResult
 	err   error
 }
 
@@ -370,18 +372,35 @@ func (v *batchView) Run(ctx context.Context, cmd string, opts ...modules.RunOpti
 		return res, err
 	}
 	r := &batchReq{order: v.order, cmd: cmd, env: o.Env, gated: v.gated, done: make(chan struct{})}
-	v.b.mu.Lock()
-	v.b.pending = append(v.b.pending, r)
-	v.b.active--
-	reqs := v.b.take()
-	v.b.mu.Unlock()
+	v.b.queue(r)
+	<-r.done
+	return r.res, r.err
+}
+
+// Probe implements remote.Prober: the probe waits, like a command, for the
+// round, where it joins the others of its segment (see sendBatch).
+func (v *batchView) Probe(ctx context.Context, p remote.Probe) (remote.ProbeResult, error) {
+	if v.gated || !remote.Probeable(p) {
+		return remote.ProbeResult{}, remote.ErrNoProbe
+	}
+	r := &batchReq{order: v.order, probe: &p, done: make(chan struct{})}
+	v.b.queue(r)
+	<-r.done
+	return r.pres, r.err
+}
+
+// queue adds r to the round and sends the round once no check is running.
+func (b *batchConn) queue(r *batchReq) {
+	b.mu.Lock()
+	b.pending = append(b.pending, r)
+	b.active--
+	reqs := b.take()
+	b.mu.Unlock()
 	if reqs != nil {
 		// Not in this goroutine: a batch may wait at a gate for this very
 		// check to return.
-		go v.b.send(reqs)
+		go b.send(reqs)
 	}
-	<-r.done
-	return r.res, r.err
 }
 
 func (v *batchView) Upload(ctx context.Context, path string, r io.Reader, mode fs.FileMode) error {
@@ -474,6 +493,18 @@ func (b *batchConn) send(reqs []*batchReq) {
 }
 
 func (b *batchConn) runAlone(r *batchReq) {
+	if r.probe != nil {
+		res, errs, err := remote.ProbeAlone(b.ctx, b.conn, []remote.Probe{*r.probe})
+		switch {
+		case err != nil:
+			r.err = remote.ErrNoProbe // the check runs its own script, which reports it
+		case errs[0] != nil:
+			r.err = errs[0]
+		default:
+			r.pres = res[0]
+		}
+		return
+	}
 	var opts []modules.RunOption
 	if len(r.env) > 0 {
 		opts = append(opts, modules.WithEnv(r.env))
@@ -490,26 +521,37 @@ func (b *batchConn) runAlone(r *batchReq) {
 // from its stdin and goes on only if it is 1.
 func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 	h1, h2 := randomTag(), randomTag()
+	us := batchUnits(reqs)
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "# iklim: the checks of %d steps in one round trip\n_ik1=%s _ik2=%s\n", len(reqs), h1, h2)
 	gated := false
-	for i, r := range reqs {
+	for i, u := range us {
+		r := u.reqs[0]
 		if r.gated {
 			gated = true
 			sb.WriteString("read _ikgo || exit 0\n[ \"$_ikgo\" = 1 ] || exit 0\n")
 		}
 		sb.WriteString("(\n")
-		if len(r.env) > 0 {
-			if err := remote.WriteExport(&sb, r.env); err != nil {
-				r.err = fmt.Errorf("%s: %w", b.conn.Host(), err) // as run alone: fails before running
-				sb.WriteString("exit 125\n")
+		switch {
+		case u.probe:
+			ps := make([]remote.Probe, len(u.reqs))
+			for k, r := range u.reqs {
+				ps[k] = *r.probe
 			}
+			sb.WriteString(remote.ProbeScript(ps))
+		default:
+			if len(r.env) > 0 {
+				if err := remote.WriteExport(&sb, r.env); err != nil {
+					r.err = fmt.Errorf("%s: %w", b.conn.Host(), err) // as run alone: fails before running
+					sb.WriteString("exit 125\n")
+				}
+			}
+			sb.WriteString(r.cmd)
 		}
-		sb.WriteString(r.cmd)
 		n := strconv.Itoa(i)
 		sb.WriteString("\n) </dev/null\nprintf '\\n%s%s " + n + " %d\\n' \"$_ik1\" \"$_ik2\" $?\nprintf '\\n%s%s " + n + "\\n' \"$_ik1\" \"$_ik2\" >&2\n")
 	}
-	p := &batchParser{b: b, tag: h1 + h2, reqs: reqs}
+	p := &batchParser{b: b, tag: h1 + h2, units: us}
 	var err error
 	switch {
 	case gated:
@@ -555,12 +597,43 @@ func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 	return left
 }
 
+// batchUnit is one part of a batch script: a command, or the probes of the
+// checks between two gates, answered together (remote.ProbeScript): one
+// stat and one sha256sum for all of them instead of a few programs each.
+type batchUnit struct {
+	reqs  []*batchReq
+	probe bool
+}
+
+// batchUnits splits reqs, in step order, into units. A segment's probes go
+// where its first probe is: the checks of a segment are read-only, so their
+// order among themselves does not matter; a gate's command does not move.
+func batchUnits(reqs []*batchReq) []*batchUnit {
+	var out []*batchUnit
+	var group *batchUnit
+	for _, r := range reqs {
+		if r.gated {
+			group = nil
+		}
+		if r.probe == nil {
+			out = append(out, &batchUnit{reqs: []*batchReq{r}})
+			continue
+		}
+		if group == nil {
+			group = &batchUnit{probe: true}
+			out = append(out, group)
+		}
+		group.reqs = append(group.reqs, r)
+	}
+	return out
+}
+
 // batchParser splits a batch script's output into its commands' results as
 // it arrives.
 type batchParser struct {
-	b    *batchConn
-	tag  string
-	reqs []*batchReq
+	b     *batchConn
+	tag   string
+	units []*batchUnit
 
 	mu       sync.Mutex
 	done     bool
@@ -614,7 +687,7 @@ func (p *batchParser) feed(stderr bool, b []byte) {
 	}
 	if stderr {
 		p.err = append(p.err, b...)
-		for p.nErr < len(p.reqs) {
+		for p.nErr < len(p.units) {
 			mark := "\n" + p.tag + " " + strconv.Itoa(p.nErr) + "\n"
 			j := bytes.Index(p.err, []byte(mark))
 			if j < 0 {
@@ -626,7 +699,7 @@ func (p *batchParser) feed(stderr bool, b []byte) {
 		}
 	} else {
 		p.out = append(p.out, b...)
-		for p.nOut < len(p.reqs) {
+		for p.nOut < len(p.units) {
 			mark := "\n" + p.tag + " " + strconv.Itoa(p.nOut) + " "
 			j := bytes.Index(p.out, []byte(mark))
 			if j < 0 {
@@ -650,11 +723,14 @@ func (p *batchParser) feed(stderr bool, b []byte) {
 	var ready []*batchReq
 	for p.given < min(p.nOut, p.nErr) {
 		i := p.given
-		r := p.reqs[i]
-		if r.err == nil {
-			r.res = modules.Result{Stdout: p.stdout[i], Stderr: p.stderr[i], ExitCode: p.code[i]}
+		u := p.units[i]
+		res := modules.Result{Stdout: p.stdout[i], Stderr: p.stderr[i], ExitCode: p.code[i]}
+		if u.probe {
+			answerProbes(u.reqs, res)
+		} else if r := u.reqs[0]; r.err == nil {
+			r.res = res
 		}
-		ready = append(ready, r)
+		ready = append(ready, u.reqs...)
 		p.given++
 	}
 	p.mu.Unlock()
@@ -668,7 +744,37 @@ func (p *batchParser) finish() []*batchReq {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.done = true
-	return p.reqs[p.given:]
+	var left []*batchReq
+	for _, u := range p.units[p.given:] {
+		left = append(left, u.reqs...)
+	}
+	return left
+}
+
+// answerProbes sets the answers of a probe unit's requests from its output.
+// A probe the output does not answer gets remote.ErrNoProbe: its check runs
+// its own script, which reports what went wrong.
+func answerProbes(reqs []*batchReq, res modules.Result) {
+	ps := make([]remote.Probe, len(reqs))
+	for k, r := range reqs {
+		ps[k] = *r.probe
+	}
+	var out []remote.ProbeResult
+	var errs []error
+	err := remote.ErrNoProbe
+	if res.ExitCode == 0 {
+		out, errs, err = remote.ParseProbes(ps, res.Stdout)
+	}
+	for k, r := range reqs {
+		switch {
+		case err != nil:
+			r.err = remote.ErrNoProbe
+		case errs[k] != nil:
+			r.err = errs[k]
+		default:
+			r.pres = out[k]
+		}
+	}
 }
 
 // randomTag is 16 hex digits from crypto/rand, for batch markers.

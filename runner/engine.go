@@ -422,15 +422,21 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 	}
 
 	rec := e.newRecord(p, s, m, name, recHost.Name, ch)
-	if e.opts.Recorder != nil {
+	applyErr, done, afterDone, err := e.recordApply(sctx, conn, recHost, rec, m)
+	if err != nil {
+		// Never change a host without a record that can undo it.
+		return finish(failStatus(err), ch.Summary, fmt.Errorf("record change before applying: %w", err))
+	}
+	if !done && e.opts.Recorder != nil {
 		if err := e.opts.Recorder.Before(sctx, conn, recHost, rec); err != nil {
-			// Never change a host without a record that can undo it.
 			return finish(failStatus(err), ch.Summary, fmt.Errorf("record change before applying: %w", err))
 		}
 		e.markRecorded(recHost)
 	}
-	applyErr := m.Apply(sctx, mc, ch)
-	if e.opts.Recorder != nil {
+	if !done {
+		applyErr = m.Apply(sctx, mc, ch)
+	}
+	if e.opts.Recorder != nil && !afterDone {
 		// Record the outcome even when the step timed out or the run was
 		// interrupted; rollback needs to know how far the change got.
 		actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
@@ -446,6 +452,37 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 	e.registerOutput(name, s.Register, m, true)
 	e.attachOutput(&ev, m)
 	return finish(StatusChanged, ch.Summary, nil)
+}
+
+// recordApply records and applies a change in one round trip when the
+// recorder and the module can (ScriptRecorder, modules.ScriptApplier). done
+// reports that it did, with the apply's outcome in applyErr; afterDone
+// that the outcome is recorded too. With done false nothing was recorded or
+// changed, and err means the change must not be applied.
+func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, m modules.Module) (applyErr error, done, afterDone bool, err error) {
+	sr, ok := e.opts.Recorder.(ScriptRecorder)
+	if !ok {
+		return nil, false, false, nil
+	}
+	sa, ok := m.(modules.ScriptApplier)
+	if !ok {
+		return nil, false, false, nil
+	}
+	ap := sa.ApplyScript(rec.Change)
+	if ap == nil {
+		return nil, false, false, nil
+	}
+	out, err := sr.RecordApply(ctx, conn, h, rec, ap)
+	if out.Recorded {
+		e.markRecorded(h) // with an error too: Finish ends the run's record
+	}
+	if err != nil || !out.Recorded {
+		return nil, false, false, err
+	}
+	if out.ApplyErr == nil {
+		sa.ScriptApplied()
+	}
+	return out.ApplyErr, true, out.AfterDone, nil
 }
 
 func stepError(ctx context.Context, timeout time.Duration, err error) error {

@@ -75,3 +75,28 @@ type Locker interface {
 	// function; it keeps the lock heartbeating until released.
 	Acquire(ctx context.Context, conn modules.Conn, spec LockSpec, run RunInfo) (release func(context.Context) error, err error)
 }
+
+// ScriptRecorder is a Recorder that can also record a change, apply it with
+// the module's script (modules.ScriptApplier) and record the outcome, all in
+// one round trip.
+type ScriptRecorder interface {
+	Recorder
+	// RecordApply records rec as Before does and only then runs ap; when ap
+	// succeeded it also records the outcome, as After does. An error means
+	// the change was not applied (nothing was recorded, or the outcome is
+	// unknown and, if the change was recorded, is recorded as failed).
+	RecordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, ap *modules.ScriptApply) (ScriptOutcome, error)
+}
+
+// ScriptOutcome is what RecordApply did.
+type ScriptOutcome struct {
+	// Recorded is true once the change record was written; with an error,
+	// that it may have been (the command was cut off). False with a nil
+	// error: nothing was written or changed; use Before, Apply and After
+	// instead.
+	Recorded bool
+	// ApplyErr is the script's failure.
+	ApplyErr error
+	// AfterDone: the outcome was recorded too.
+	AfterDone bool
+}

@@ -108,6 +108,11 @@ func changedOutput(p string, changed bool) map[string]any {
 // resolves to (through symlinks), its stat, and its content, whose sha256
 // is filled into the stat. module names the caller in errors.
 func readText(ctx context.Context, c modules.Conn, module, p string) (target string, st remote.FileStat, content string, err error) {
+	if res, ok, err := remote.ProbeStat(ctx, c, remote.Probe{Path: p, Content: true}); err != nil {
+		return "", st, "", fmt.Errorf("%s: read %s: %w", module, p, err)
+	} else if ok {
+		return p, res.Stat, string(res.Content), nil // not a symlink: p is the target
+	}
 	q := remote.Quote(p)
 	script := remote.StatFunc + "p=$(readlink -f -- " + q + " 2>/dev/null) || p=" + q + "\n" +
 		"printf '%s\\n' \"$p\"\n_st \"$p\" 0\n" +

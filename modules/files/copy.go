@@ -113,9 +113,25 @@ func (m *Copy) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 		script += `if [ "$st_type" = file ] && [ "$st_sum" != ` + want + ` ] && [ "$st_size" -le ` +
 			strconv.Itoa(remote.MaxDiff) + ` ]; then cat -- ` + remote.Quote(m.Dest) + " || exit 3; fi\n"
 	}
-	st, rest, err := remote.RunStat(ctx, c, m.Dest, script)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", m.name(), err)
+	var st remote.FileStat
+	var rest string
+	probed := false
+	if a.Probe() == "" {
+		p := remote.Probe{Path: m.Dest, Sum: true}
+		if !m.sensitive() {
+			p.DiffWant = want
+		}
+		res, ok, err := remote.ProbeStat(ctx, c, p)
+		if err != nil {
+			return nil, fmt.Errorf("%s: stat %s: %w", m.name(), m.Dest, err)
+		}
+		st, rest, probed = res.Stat, string(res.Content), ok
+	}
+	if !probed {
+		var err error
+		if st, rest, err = remote.RunStat(ctx, c, m.Dest, script); err != nil {
+			return nil, fmt.Errorf("%s: %w", m.name(), err)
+		}
 	}
 	m.st = st
 	switch st.Type {
@@ -178,13 +194,24 @@ func (m *Copy) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) err
 		m.changed = true
 		return nil
 	}
-	mode := uint32(0o644)
+	mode, owner, group := m.writeAttrs()
+	if err := remote.WriteFile(ctx, c, m.Dest, m.data, mode, owner, group); err != nil {
+		return fmt.Errorf("%s: %w", m.name(), err)
+	}
+	m.changed = true
+	return nil
+}
+
+// writeAttrs is the mode, owner and group of the file Apply writes.
+func (m *Copy) writeAttrs() (mode uint32, owner, group string) {
+	a := m.attrs()
+	mode = 0o644
 	if a.Mode != "" {
 		mode, _ = remote.ParseMode(a.Mode)
 	} else if m.st.Type == "file" {
 		mode = m.st.Mode
 	}
-	owner, group := a.Owner, a.Group
+	owner, group = a.Owner, a.Group
 	if m.st.Type == "file" { // keep the replaced file's owner
 		if owner == "" {
 			owner = strconv.Itoa(m.st.UID)
@@ -193,12 +220,21 @@ func (m *Copy) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) err
 			group = strconv.Itoa(m.st.GID)
 		}
 	}
-	if err := remote.WriteFile(ctx, c, m.Dest, m.data, mode, owner, group); err != nil {
-		return fmt.Errorf("%s: %w", m.name(), err)
-	}
-	m.changed = true
-	return nil
+	return mode, owner, group
 }
+
+// ApplyScript implements modules.ScriptApplier: Apply as one script, the
+// content delivered with it.
+func (m *Copy) ApplyScript(*modules.Change) *modules.ScriptApply {
+	if !m.contentChange {
+		return remote.ScriptOnly(m.attrs().Script(m.Dest, false, false))
+	}
+	mode, owner, group := m.writeAttrs()
+	return remote.WriteFileApply(m.Dest, m.data, mode, owner, group)
+}
+
+// ScriptApplied implements modules.ScriptApplier.
+func (m *Copy) ScriptApplied() { m.changed = true }
 
 // Output implements Outputter: path and changed.
 func (m *Copy) Output() map[string]any { return changedOutput(m.Dest, m.changed) }

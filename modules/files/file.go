@@ -130,9 +130,21 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 		script += `if [ "$st_type" = dir ]; then { find ` + remote.Quote(m.Path) + ` -mindepth 1 \( ` + findDrift(a) +
 			` \) -printf '%y %m %U %G %p\n' || echo '!failed'; } | head -n ` + strconv.Itoa(maxRecordedAttrs+1) + "\nfi\n"
 	}
-	st, rest, err := remote.RunStat(ctx, c, m.Path, script)
-	if err != nil {
-		return nil, fmt.Errorf("file: %w", err)
+	var st remote.FileStat
+	var rest string
+	probed := false
+	if a.Probe() == "" && !recurse {
+		res, ok, err := remote.ProbeStat(ctx, c, remote.Probe{Path: m.Path})
+		if err != nil {
+			return nil, fmt.Errorf("file: stat %s: %w", m.Path, err)
+		}
+		st, probed = res.Stat, ok
+	}
+	if !probed {
+		var err error
+		if st, rest, err = remote.RunStat(ctx, c, m.Path, script); err != nil {
+			return nil, fmt.Errorf("file: %w", err)
+		}
 	}
 	p, q := m.Path, remote.Quote(m.Path)
 	before := fileBefore{Path: p}
@@ -272,6 +284,12 @@ func (m *File) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) err
 	m.changed = true
 	return nil
 }
+
+// ApplyScript implements modules.ScriptApplier: Apply's script.
+func (m *File) ApplyScript(*modules.Change) *modules.ScriptApply { return remote.ScriptOnly(m.apply) }
+
+// ScriptApplied implements modules.ScriptApplier.
+func (m *File) ScriptApplied() { m.changed = true }
 
 // Rollback implements Rollbacker: it restores a removed or retargeted
 // symlink and the recorded modes and owners, in one round trip. Created,

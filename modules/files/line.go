@@ -231,12 +231,7 @@ func (m *Line) edit(old string) (content, what string) {
 // Apply implements Module: Upload plus one command restoring the owner, or
 // one chmod when only the mode changes.
 func (m *Line) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) error {
-	mode := m.st.Mode
-	if m.Mode != "" {
-		mode, _ = remote.ParseMode(m.Mode)
-	} else if !m.st.Exists {
-		mode = 0o644
-	}
+	mode := m.writeMode()
 	if m.content == nil {
 		if err := remote.RunScript(ctx, c, "line "+m.target, remote.Attrs{Mode: m.Mode}.Script(m.target, false, false)); err != nil {
 			return err
@@ -254,6 +249,32 @@ func (m *Line) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) err
 	m.changed = true
 	return nil
 }
+
+func (m *Line) writeMode() uint32 {
+	mode := m.st.Mode
+	if m.Mode != "" {
+		mode, _ = remote.ParseMode(m.Mode)
+	} else if !m.st.Exists {
+		mode = 0o644
+	}
+	return mode
+}
+
+// ApplyScript implements modules.ScriptApplier: Apply as one script, the
+// content delivered with it.
+func (m *Line) ApplyScript(*modules.Change) *modules.ScriptApply {
+	if m.content == nil {
+		return remote.ScriptOnly(remote.Attrs{Mode: m.Mode}.Script(m.target, false, false))
+	}
+	var owner, group string
+	if m.st.Exists {
+		owner, group = strconv.Itoa(m.st.UID), strconv.Itoa(m.st.GID)
+	}
+	return remote.WriteFileApply(m.target, m.content, m.writeMode(), owner, group)
+}
+
+// ScriptApplied implements modules.ScriptApplier.
+func (m *Line) ScriptApplied() { m.changed = true }
 
 // Output implements Outputter: path and changed.
 func (m *Line) Output() map[string]any { return changedOutput(m.Path, m.changed) }

@@ -226,6 +226,15 @@ func (m *Replace) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) 
 	return nil
 }
 
+// ApplyScript implements modules.ScriptApplier: Apply as one script, the
+// content delivered with it.
+func (m *Replace) ApplyScript(*modules.Change) *modules.ScriptApply {
+	return remote.WriteFileApply(m.target, m.content, m.st.Mode, strconv.Itoa(m.st.UID), strconv.Itoa(m.st.GID))
+}
+
+// ScriptApplied implements modules.ScriptApplier.
+func (m *Replace) ScriptApplied() { m.changed = true }
+
 // Rollback is the runner's: it restores the file from the snapshot it took
 // of Change.Files before Apply, byte-exact with mode and owner.
 

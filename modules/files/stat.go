@@ -60,9 +60,16 @@ func (m *Stat) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 	if err := m.Validate(); err != nil {
 		return nil, err
 	}
-	st, _, err := remote.RunStat(ctx, c, m.Path, remote.StatCall(m.Path, m.Checksum == nil || *m.Checksum))
+	sum := m.Checksum == nil || *m.Checksum
+	res, ok, err := remote.ProbeStat(ctx, c, remote.Probe{Path: m.Path, Sum: sum})
 	if err != nil {
-		return nil, fmt.Errorf("stat: %w", err)
+		return nil, fmt.Errorf("stat: %s: %w", m.Path, err)
+	}
+	st := res.Stat
+	if !ok {
+		if st, _, err = remote.RunStat(ctx, c, m.Path, remote.StatCall(m.Path, sum)); err != nil {
+			return nil, fmt.Errorf("stat: %w", err)
+		}
 	}
 	m.st = st
 	return nil, nil

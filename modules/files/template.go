@@ -124,6 +124,14 @@ func (m *Template) Apply(ctx context.Context, c modules.Conn, ch *modules.Change
 	return m.copy.Apply(ctx, c, ch)
 }
 
+// ApplyScript implements modules.ScriptApplier, as copy does.
+func (m *Template) ApplyScript(ch *modules.Change) *modules.ScriptApply {
+	return m.copy.ApplyScript(ch)
+}
+
+// ScriptApplied implements modules.ScriptApplier.
+func (m *Template) ScriptApplied() { m.copy.ScriptApplied() }
+
 // Output implements Outputter: path and changed.
 func (m *Template) Output() map[string]any { return changedOutput(m.Dest, m.copy.changed) }
 

@@ -8,6 +8,7 @@ package remote
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -364,6 +365,47 @@ func WriteFile(ctx context.Context, c modules.Conn, p string, content []byte, mo
 	}
 	a := Attrs{Owner: owner, Group: group, Mode: fmt.Sprintf("%04o", mode)}
 	return RunScript(ctx, c, "set owner of "+p, a.Script(p, false, false))
+}
+
+// WriteFileApply is WriteFile as a modules.ScriptApply: the content goes to
+// a temporary file beside p, created with mode's rw bits, which gets owner,
+// group and any other mode bits and is then renamed over p (a symlink at p
+// is replaced, not followed), as Upload does.
+func WriteFileApply(p string, content []byte, mode uint32, owner, group string) *modules.ScriptApply {
+	tmp := path.Join(path.Dir(p), ".iklim-"+randomHex())
+	t := Quote(tmp)
+	var cmds []string
+	a := Attrs{Owner: owner, Group: group}
+	if mode&^0o666 != 0 {
+		// x or set-id bits: not through the umask, and after chown,
+		// which clears set-id bits.
+		a.Mode = fmt.Sprintf("%04o", mode)
+		if owner == "" && group == "" {
+			cmds = append(cmds, fmt.Sprintf("chmod -- %04o %s", mode, t))
+		}
+	}
+	if s := a.Script(tmp, false, false); s != "" && (owner != "" || group != "") {
+		cmds = append(cmds, s)
+	}
+	cmds = append(cmds, "mv -Tf -- "+t+" "+Quote(p))
+	return &modules.ScriptApply{
+		Files:  []modules.ScriptFile{{Path: tmp, Data: content, Mode: mode & 0o666}},
+		Script: strings.Join(cmds, " && ") + " || { rm -f -- " + t + "; false; }\n",
+	}
+}
+
+// ScriptOnly is a modules.ScriptApply of cmd alone, or nil for "".
+func ScriptOnly(cmd string) *modules.ScriptApply {
+	if cmd == "" {
+		return nil
+	}
+	return &modules.ScriptApply{Script: cmd + "\n"}
+}
+
+func randomHex() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // RunScript runs cmd and turns a failure into an error named what.

@@ -152,16 +152,19 @@ func jsq(s string) string {
 // a directory's whole tree goes into DIR/N.tar (numeric owners, modes).
 // iklim_tar PATH writes a tar of PATH's tree to stdout.
 // iklim_list DIR prints every run directory under DIR (a host directory,
-// or a root of the old layout), framed.
-const shPrelude = `umask 077
+// or a root of the old layout), framed; its small text files are read with
+// shell builtins (iklim_tframe: lines, a newline added to a last line
+// without one), as the C locale counts their bytes.
+const shPrelude = `umask 077; LC_ALL=C; export LC_ALL
 iklim_st() {
   if [ -L "$2" ]; then
-    _h=$(readlink -- "$2" | sha256sum | cut -c1-64)
+    _h=$(readlink -- "$2" | sha256sum); _h=${_h%% *}
     _s=$(stat -c '%a %u %g' -- "$2") || return 1
     set -- "$1" "$_h" $_s
     printf '{"path":%s,"exists":true,"type":"symlink","mode":"%s","uid":%s,"gid":%s,"sha256":"%s"}' "$1" "$3" "$4" "$5" "$2"
   elif [ -f "$2" ]; then
-    _h=$(sha256sum < "${3:-$2}" | cut -c1-64)
+    _h=$(sha256sum < "${3:-$2}") || return 1
+    _h=${_h%% *}
     [ ${#_h} -eq 64 ] || return 1
     _s=$(stat -c '%a %u %g' -- "$2") || return 1
     set -- "$1" "$_h" $_s
@@ -189,6 +192,11 @@ iklim_tar() {
 iklim_frame() {
   printf 'F %s %s\n' "$1" "$(wc -c < "$2" | tr -d ' ')"; cat -- "$2"; echo
 }
+iklim_tframe() {
+  _t=; while IFS= read -r _l || [ -n "$_l" ]; do _t="$_t$_l
+"; done < "$2" || return 1
+  printf 'F %s %s\n%s\n' "$1" "${#_t}" "$_t"
+}
 iklim_list() {
   for _d in "$1"/*/; do
     [ -d "$_d" ] || continue
@@ -196,7 +204,7 @@ iklim_list() {
     case $_id in [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*Z|[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*Z-*) ;; *) continue ;; esac
     printf 'R %s\n' "$_id"
     for _f in run.json rollback_of rolled_back; do
-      [ -f "$_d$_f" ] && iklim_frame "$_f" "$_d$_f"
+      [ -f "$_d$_f" ] && iklim_tframe "$_f" "$_d$_f"
     done
     _n=0
     for _c in "$_d"changes/[0-9]*.json; do

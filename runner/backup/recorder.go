@@ -173,25 +173,47 @@ func (r *Recorder) runRecord(h *inventories.Host, st *siteState, status string) 
 // (a full disk, another owner) it removes what it wrote, and the runner
 // does not apply the change.
 func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord) error {
+	st := r.site(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	b, err := r.before(ctx, conn, h, st, rec, nil)
+	if err != nil {
+		return err
+	}
+	res, err := conn.Run(ctx, b.script.String(), modules.WithStdin(bytes.NewReader(b.payload)))
+	if err != nil {
+		return fmt.Errorf("%s: %s: %w", b.where, b.dir, err)
+	}
+	return r.recorded(st, b, res)
+}
+
+// beforeScript is the script (and its stdin) that records one change.
+type beforeScript struct {
+	where, host, root, hdir, dir, seq string
+	first                             bool
+	rollbackOf                        string
+	script                            strings.Builder
+	payload                           []byte
+}
+
+// before builds the script that records rec; st.mu is held. files, the
+// content a ScriptApply writes, come first on its stdin (see receiveFiles).
+func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, rec *runner.ChangeRecord, files []modules.ScriptFile) (*beforeScript, error) {
 	if rec == nil || rec.Change == nil {
-		return errors.New("backup: empty change record")
+		return nil, errors.New("backup: empty change record")
 	}
 	where := fmt.Sprintf("backup on %s, step %q", h.Name, rec.Step)
 	if rec.Delegated {
 		where = fmt.Sprintf("backup on %s (delegated for %s), step %q", h.Name, rec.Host, rec.Step)
 	}
-	st := r.site(h)
-	st.mu.Lock()
-	defer st.mu.Unlock()
-
 	sec := r.runSecrets()
 	full, err := marshal(rec)
 	if err != nil {
-		return fmt.Errorf("%s: encode change record: %w", where, err)
+		return nil, fmt.Errorf("%s: encode change record: %w", where, err)
 	}
 	red, redacted, err := redactJSON(full, sec)
 	if err != nil {
-		return fmt.Errorf("%s: redact change record: %w", where, err)
+		return nil, fmt.Errorf("%s: redact change record: %w", where, err)
 	}
 	sensitive := rec.Change.Sensitive || redacted || diffHasSecret(rec.Change.Diff, sec) || moduleSensitive(r.registry(), rec.Module)
 
@@ -227,13 +249,13 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	var key []byte
 	if sensitive {
 		if key, err = r.sealKey(); err != nil {
-			return fmt.Errorf("%s: %w", where, err)
+			return nil, fmt.Errorf("%s: %w", where, err)
 		}
 	}
 	if redacted {
 		enc, err := seal(key, full)
 		if err != nil {
-			return fmt.Errorf("%s: seal change record: %w", where, err)
+			return nil, fmt.Errorf("%s: seal change record: %w", where, err)
 		}
 		tw.add("changes/"+seq+".json.enc", enc)
 	}
@@ -244,7 +266,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	if sensitive && len(rec.Change.Files) > 0 {
 		got, err := readRegularFiles(ctx, conn, rec.Change.Files)
 		if err != nil {
-			return fmt.Errorf("%s: read files to seal: %w", where, err)
+			return nil, fmt.Errorf("%s: read files to seal: %w", where, err)
 		}
 		for i, f := range got {
 			ext := ".tar.enc"
@@ -256,7 +278,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 			f.meta.Encrypted = true
 			enc, err := seal(key, f.data)
 			if err != nil {
-				return fmt.Errorf("%s: seal %s: %w", where, f.meta.Path, err)
+				return nil, fmt.Errorf("%s: seal %s: %w", where, f.meta.Path, err)
 			}
 			mb, _ := marshal(f.meta)
 			n := strconv.Itoa(i)
@@ -266,19 +288,21 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 			sealed[i] = true
 		}
 	}
+	tw.addDir("files/" + seq)
 	payload, err := tw.bytes()
 	if err != nil {
-		return fmt.Errorf("%s: %w", where, err)
+		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 
-	var sb strings.Builder
+	b := &beforeScript{where: where, host: h.Name, root: root, hdir: hdir, dir: dir, seq: seq, first: first, rollbackOf: rollbackOf, payload: payload}
+	sb := &b.script
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "R=%s; HD=%s; D=%s; F=\"$D/files/%s\"; DC=\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), seq)
+	fmt.Fprintf(sb, "R=%s; HD=%s; D=%s; F=\"$D/files/%s\"; DC=\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), seq)
 	// iklim_fail removes what this command wrote: the whole run directory
 	// when it created it, else this change's files.
 	// A shell builtin that hits a full disk may say only "I/O error", so
 	// the free space is told too.
-	fmt.Fprintf(&sb, `iklim_fail() {
+	fmt.Fprintf(sb, `iklim_fail() {
   [ -n "$1" ] && printf '%%s\n' "$1" >&2
   _a=$(df -Pk -- "$R" 2>/dev/null | awk 'NR==2 {print $4}')
   if [ "$_a" = 0 ]; then echo "No space left on device: the filesystem of $R is full" >&2; fi
@@ -287,15 +311,17 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
   exit 1
 }
 `, tmp, seq, r.tok)
+	receiveFiles(sb, files)
 	if first {
 		sb.WriteString("[ -d \"$R\" ] || mkdir -p -- \"$R\" || iklim_fail \"cannot create $R\"\n")
 		sb.WriteString(ownerScript(hostDirName(h.Name), hostDirName(r.control), r.tok))
 		// Claim the run directory: run ids are unique per control machine,
 		// so two control machines could pick the same one.
-		fmt.Fprintf(&sb, "O=%s\nif mkdir -- \"$D\" 2>/dev/null; then DC=1; printf '%%s\\n' \"$O\" > \"$D/owner\" || iklim_fail \"cannot write $D/owner\"\n", remote.Quote(r.owner))
+		fmt.Fprintf(sb, "O=%s\nif mkdir -- \"$D\" 2>/dev/null; then DC=1; printf '%%s\\n' \"$O\" > \"$D/owner\" || iklim_fail \"cannot write $D/owner\"\n", remote.Quote(r.owner))
 		sb.WriteString("else DX=; { IFS= read -r DX < \"$D/owner\"; } 2>/dev/null; [ \"$DX\" = \"$O\" ] || { echo \"$D belongs to another run: $DX\" >&2; exit 1; }; fi\n")
 	}
-	sb.WriteString("mkdir -p -- \"$D/changes\" \"$F\" && tar -xf - -C \"$D\" || iklim_fail \"cannot write the change record into $D\"\n")
+	// tar makes changes/ and the snapshot directory $F (an entry of its own).
+	sb.WriteString("tar -xf - -C \"$D\" || iklim_fail \"cannot write the change record into $D\"\n")
 	for i, p := range rec.Change.Files {
 		n := i + 1
 		if sealed[n] {
@@ -303,43 +329,48 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 		}
 		if sensitive {
 			// It was not a regular file a moment ago; never store one in clear.
-			fmt.Fprintf(&sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then iklim_fail %s; fi\n",
+			fmt.Fprintf(sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then iklim_fail %s; fi\n",
 				remote.Quote(p), remote.Quote(p), remote.Quote(p), remote.Quote(p+" changed while being recorded"))
 		}
-		fmt.Fprintf(&sb, "iklim_snap %s %s \"$F\" %d || iklim_fail %s\n",
+		fmt.Fprintf(sb, "iklim_snap %s %s \"$F\" %d || iklim_fail %s\n",
 			jsq(p), remote.Quote(p), n, remote.Quote("snapshot "+p+" failed"))
 	}
 	if rollbackOf != "" {
-		fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || iklim_fail \"cannot write $D/rollback_of\"\n", remote.Quote(rollbackOf))
+		fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || iklim_fail \"cannot write $D/rollback_of\"\n", remote.Quote(rollbackOf))
 	}
 	// The record appears last and whole: the change counts as recorded.
-	fmt.Fprintf(&sb, "mv -f -- \"$D/%s\" \"$D/changes/%s.json\" || iklim_fail \"cannot write $D/changes/%s.json\"\n", tmp, seq, seq)
+	fmt.Fprintf(sb, "mv -f -- \"$D/%s\" \"$D/changes/%s.json\" || iklim_fail \"cannot write $D/changes/%s.json\"\n", tmp, seq, seq)
 	if first {
 		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
 	}
 
-	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(payload)))
-	if err != nil {
-		return fmt.Errorf("%s: %s: %w", where, dir, err)
-	}
+	return b, nil
+}
+
+// recorded reads the outcome of a script that began with b; st.mu is held.
+func (r *Recorder) recorded(st *siteState, b *beforeScript, res modules.Result) error {
 	if res.ExitCode == ownerConflictExit {
-		return fmt.Errorf("%s: %w", where, ownerConflict(hdir, res.Stderr))
+		return fmt.Errorf("%s: %w", b.where, ownerConflict(b.hdir, res.Stderr))
 	}
-	if err := res.Err(dir); err != nil {
-		return fmt.Errorf("%s: %w", where, err)
+	if err := res.Err(b.dir); err != nil {
+		return fmt.Errorf("%s: %w", b.where, err)
 	}
-	if first {
-		_, list, _ := strings.Cut(res.Stdout, "LIST\n")
-		if runs, err := parseRunList(list, hdir, root); err == nil {
-			st.runs, st.listed = ownRuns(runs, h.Name, true), true
+	r.listed(st, b, res.Stdout)
+	return nil
+}
+
+// listed notes a change as recorded, with the runs the first record listed.
+func (r *Recorder) listed(st *siteState, b *beforeScript, stdout string) {
+	if _, list, ok := strings.Cut(stdout, "LIST\n"); b.first && ok {
+		if runs, err := parseRunList(list, b.hdir, b.root); err == nil {
+			st.runs, st.listed = ownRuns(runs, b.host, true), true
 		}
 	}
 	st.initialized = true
 	st.changes++
-	if rollbackOf != "" {
-		st.rollbackOf = rollbackOf
+	if b.rollbackOf != "" {
+		st.rollbackOf = b.rollbackOf
 	}
-	return nil
 }
 
 // ownerConflictExit is the exit status of a script that found another
@@ -447,6 +478,25 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 	if rec == nil || rec.Change == nil {
 		return errors.New("backup: empty change record")
 	}
+	script, err := r.afterScript(h, rec, applyErr, "exit")
+	if err != nil {
+		return err
+	}
+	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
+	res, err := conn.Run(ctx, shPrelude+script)
+	if err != nil {
+		return fmt.Errorf("backup on %s, step %q: %s: %w", h.Name, rec.Step, dir, err)
+	}
+	if err := res.Err(dir); err != nil {
+		return fmt.Errorf("backup on %s, step %q: %w", h.Name, rec.Step, err)
+	}
+	return nil
+}
+
+// afterScript is the script (after shPrelude) that writes rec's after
+// record; it ends with quit 1 ("exit", or "return" in a function) when it
+// cannot.
+func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, applyErr error, quit string) (string, error) {
 	sec := r.runSecrets()
 	ar := AfterRecord{Seq: rec.Seq, Outcome: "applied", Time: time.Now().UTC(), Files: []FileMeta{}}
 	if applyErr != nil {
@@ -455,36 +505,28 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 	}
 	head, err := marshal(ar)
 	if err != nil {
-		return err
+		return "", err
 	}
 	// The script splices the files' states into the empty list.
 	prefix := strings.TrimSpace(string(head))
 	i := strings.LastIndex(prefix, "[]")
 	if i < 0 {
-		return errors.New("backup: after record: unexpected encoding")
+		return "", errors.New("backup: after record: unexpected encoding")
 	}
 	pre, post := prefix[:i+1], prefix[i+1:]
 
 	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
 	seq := seqName(rec.Seq)
 	var sb strings.Builder
-	sb.WriteString(shPrelude)
 	fmt.Fprintf(&sb, "A=%s; T=\"$A.%s.tmp\"\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), r.tok, remote.Quote(pre))
 	for i, p := range rec.Change.Files {
 		if i > 0 {
 			sb.WriteString("printf ,\n")
 		}
-		fmt.Fprintf(&sb, "iklim_st %s %s || exit 1\n", jsq(p), remote.Quote(p))
+		fmt.Fprintf(&sb, "iklim_st %s %s || %s 1\n", jsq(p), remote.Quote(p), quit)
 	}
-	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$T\" && mv -f -- \"$T\" \"$A\" || { rm -f -- \"$T\"; exit 1; }\n", remote.Quote(post))
-	res, err := conn.Run(ctx, sb.String())
-	if err != nil {
-		return fmt.Errorf("backup on %s, step %q: %s: %w", h.Name, rec.Step, dir, err)
-	}
-	if err := res.Err(dir); err != nil {
-		return fmt.Errorf("backup on %s, step %q: %w", h.Name, rec.Step, err)
-	}
-	return nil
+	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$T\" && mv -f -- \"$T\" \"$A\" || { rm -f -- \"$T\"; %s 1; }\n", remote.Quote(post), quit)
+	return sb.String(), nil
 }
 
 // Finish implements runner.Recorder: it writes the host's final run.json
@@ -522,14 +564,18 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
 	fmt.Fprintf(&sb, "R=%s; HD=%s; D=%s; T=\"$D/.run.json.%s.tmp\"\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), r.tok)
-	sb.WriteString("mkdir -p -- \"$D\" && cat > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; exit 1; }\n")
+	// No run directory: the one change a cut-off command may have recorded
+	// was not (and a directory made here would have no owner marker).
+	sb.WriteString("[ -d \"$D\" ] || exit 0\n")
+	// In the script (it is redacted), not on stdin: printf is a builtin.
+	fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; exit 1; }\n", remote.Quote(strings.TrimRight(string(body), "\n")))
 	switch {
 	case prune && st.listed:
 		sb.WriteString(pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, keep)))
 	case prune:
 		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
 	}
-	out, err := conn.Run(ctx, sb.String(), modules.WithStdin(bytes.NewReader(body)))
+	out, err := conn.Run(ctx, sb.String())
 	if err != nil {
 		return fmt.Errorf("backup on %s: %s: %w", h.Name, dir, err)
 	}
@@ -788,6 +834,13 @@ func (t *tarBuf) add(name string, data []byte) {
 	if t.err = t.tw.WriteHeader(hdr); t.err == nil {
 		_, t.err = t.tw.Write(data)
 	}
+}
+
+func (t *tarBuf) addDir(name string) {
+	if t.err != nil {
+		return
+	}
+	t.err = t.tw.WriteHeader(&tar.Header{Name: name + "/", Mode: 0o700, ModTime: time.Now().Truncate(time.Second), Typeflag: tar.TypeDir, Format: tar.FormatUSTAR})
 }
 
 func (t *tarBuf) bytes() ([]byte, error) {

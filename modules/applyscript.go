@@ -1,0 +1,36 @@
+package modules
+
+// ScriptApply is a change's Apply as one POSIX sh script, so that the runner
+// can send it in the same round trip as the change's backup record: the
+// record is written first, then Files, then Script runs, then the state
+// after is recorded.
+type ScriptApply struct {
+	// Files are written before Script runs, each to its Path (a temporary
+	// name the script renames into place).
+	Files []ScriptFile
+	// Script applies the change: commands joined by && (its status is its
+	// last command's; 0 means applied). It runs in the recorder's shell, so
+	// it must not exit, set shell options or read its stdin.
+	Script string
+}
+
+// ScriptFile is content a ScriptApply writes to the host.
+type ScriptFile struct {
+	Path string
+	Data []byte
+	// Mode's read and write bits are the file's when it is created; other
+	// bits need a chmod in Script.
+	Mode uint32
+}
+
+// ScriptApplier is a module whose Apply can be a ScriptApply. The runner
+// calls Apply instead where it cannot use the script (no recorder, or the
+// recorder cannot run it).
+type ScriptApplier interface {
+	// ApplyScript returns the script that applies ch, as Apply would, or
+	// nil when this change needs Apply.
+	ApplyScript(ch *Change) *ScriptApply
+	// ScriptApplied tells the module that its script succeeded, as a nil
+	// error from Apply would.
+	ScriptApplied()
+}

@@ -1,0 +1,107 @@
+package remote_test
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/iklimco/iklim/modules/remote"
+	"github.com/stretchr/testify/require"
+)
+
+// runSh runs script with the system's /bin/sh, as a host would.
+func runSh(t *testing.T, script string) string {
+	t.Helper()
+	out, err := exec.Command("/bin/sh", "-c", script).Output()
+	require.NoError(t, err, "script:\n%s", script)
+	return string(out)
+}
+
+// TestProbeScriptAnswersAsStat: one probe script answers every probe as the
+// per-check _st script does: stat, sums, link targets, contents and the
+// before side of a diff, for paths that exist, are absent, are links or
+// directories, or have spaces and quotes in their names.
+func TestProbeScriptAnswersAsStat(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) string {
+		p := filepath.Join(dir, name)
+		require.NoError(t, os.WriteFile(p, []byte(content), mode))
+		require.NoError(t, os.Chmod(p, mode))
+		return p
+	}
+	a := write("a.conf", "alpha\n", 0o640)
+	b := write("it's b.conf", "beta\nline two\n", 0o600)
+	empty := write("empty", "", 0o644)
+	big := write("big", strings.Repeat("x", remote.MaxDiff+10), 0o644)
+	link := filepath.Join(dir, "cur")
+	require.NoError(t, os.Symlink(a, link))
+	sub := filepath.Join(dir, "sub")
+	require.NoError(t, os.Mkdir(sub, 0o750))
+	require.NoError(t, os.Chmod(sub, 0o750))
+	absent := filepath.Join(dir, "absent")
+
+	ps := []remote.Probe{
+		{Path: a, Sum: true},
+		{Path: b, Content: true},
+		{Path: a, DiffWant: remote.SHA256String("other\n")},
+		{Path: b, DiffWant: remote.SHA256String("beta\nline two\n")},
+		{Path: big, DiffWant: remote.SHA256String("other\n")},
+		{Path: empty, Content: true},
+		{Path: link},
+		{Path: link, Content: true},
+		{Path: sub},
+		{Path: absent, Sum: true, Content: true},
+	}
+	for _, p := range ps {
+		require.True(t, remote.Probeable(p), p.Path)
+	}
+	res, errs, err := remote.ParseProbes(ps, runSh(t, remote.ProbeScript(ps)))
+	require.NoError(t, err)
+	require.Len(t, res, len(ps))
+
+	// Each stat is what the per-check script says.
+	for i, p := range ps {
+		if errs[i] != nil {
+			continue
+		}
+		st, _, err := remote.ParseStat(runSh(t, remote.StatFunc+remote.StatCall(p.Path, true)))
+		require.NoError(t, err)
+		got := res[i].Stat
+		if got.SHA256 == "" {
+			st.SHA256 = ""
+		}
+		require.Equal(t, st, got, p.Path)
+	}
+	require.Equal(t, remote.SHA256String("alpha\n"), res[0].Stat.SHA256)
+	require.Equal(t, "beta\nline two\n", string(res[1].Content))
+	require.Equal(t, "alpha\n", string(res[2].Content), "a differing small file: its content for the diff")
+	require.Nil(t, res[3].Content, "the same content: none")
+	require.Nil(t, res[4].Content, "a large file: none")
+	require.Equal(t, []byte{}, res[5].Content)
+	require.Equal(t, "link", res[6].Stat.Type)
+	require.Equal(t, a, res[6].Stat.LinkTarget)
+	require.ErrorIs(t, errs[7], remote.ErrNoProbe, "a link's content: the check resolves it")
+	require.Equal(t, "directory", res[8].Stat.Type)
+	require.Equal(t, uint32(0o750), res[8].Stat.Mode)
+	require.False(t, res[9].Stat.Exists)
+	require.Nil(t, res[9].Content)
+}
+
+// TestProbeScriptChangedFileIsNotTrusted: output that does not add up (a
+// file that changed between stat and read) is an error, never a wrong answer.
+func TestProbeScriptChangedFileIsNotTrusted(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "f")
+	require.NoError(t, os.WriteFile(p, []byte("one\n"), 0o644))
+	ps := []remote.Probe{{Path: p, Content: true}}
+	out := runSh(t, remote.ProbeScript(ps))
+	_, _, err := remote.ParseProbes(ps, strings.Replace(out, "one\n", "two\n", 1))
+	require.Error(t, err)
+	_, _, err = remote.ParseProbes(ps, out+"x")
+	require.Error(t, err)
+	require.False(t, remote.Probeable(remote.Probe{Path: "relative"}))
+	require.False(t, remote.Probeable(remote.Probe{Path: "/a\nb"}))
+	require.False(t, remote.Probeable(remote.Probe{Path: `/a"b`, DiffWant: remote.SHA256String("")}))
+}

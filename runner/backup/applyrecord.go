@@ -1,0 +1,123 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
+	"github.com/iklimco/iklim/runner"
+)
+
+var _ runner.ScriptRecorder = (*Recorder)(nil)
+
+// noFilesExit is the exit status of a script that could not write a
+// ScriptApply's files: nothing was recorded or changed.
+const noFilesExit = 97
+
+// receiveFiles writes the script lines that take files, one after the
+// other, off the script's stdin (dd reads exactly their sizes, the record's
+// tar follows them), each created with the rw bits of its mode. An EXIT trap removes
+// them if the script ends before renaming them into place.
+func receiveFiles(sb *strings.Builder, files []modules.ScriptFile) {
+	if len(files) == 0 {
+		return
+	}
+	var all strings.Builder
+	for _, f := range files {
+		all.WriteString(" " + remote.Quote(f.Path))
+	}
+	fmt.Fprintf(sb, "trap 'rm -f --%s' EXIT\n", all.String())
+	for _, f := range files {
+		// Created with its mode (rw bits only) through the umask: no chmod.
+		fmt.Fprintf(sb, "umask %04o; dd of=%s bs=65536 iflag=fullblock,count_bytes count=%d status=none || exit %d\n",
+			0o777&^(f.Mode&0o666), remote.Quote(f.Path), len(f.Data), noFilesExit)
+	}
+	sb.WriteString("umask 077\n")
+}
+
+// RecordApply implements runner.ScriptRecorder: the script of Before, then
+// ap's, then After's, in one command. ap's files travel on stdin ahead of the
+// record. The change record is complete (renamed into place) before ap runs,
+// so a run that dies meanwhile leaves the same record as Before would.
+func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord, ap *modules.ScriptApply) (runner.ScriptOutcome, error) {
+	st := r.site(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	b, err := r.before(ctx, conn, h, st, rec, ap.Files)
+	if err != nil {
+		return runner.ScriptOutcome{}, err
+	}
+	after, err := r.afterScript(h, rec, nil, "return")
+	if err != nil {
+		return runner.ScriptOutcome{}, err
+	}
+	recorded, applied := "IKLIM-RECORDED "+r.tok, "IKLIM-APPLIED "+r.tok
+	sb := &b.script
+	// No subshells: a fork each. The apply's status is its last command's.
+	fmt.Fprintf(sb, "printf '\\n%s\\n'\n{\n%s\n} </dev/null || exit\n", recorded, strings.TrimRight(ap.Script, "\n"))
+	// The outcome is recorded by a function: its failure is not the apply's.
+	fmt.Fprintf(sb, "_ikafter() {\n%s}\n_ikafter && printf '%s\\n'\nexit 0\n", after, applied)
+
+	var stdin bytes.Buffer
+	for _, f := range ap.Files {
+		stdin.Write(f.Data)
+	}
+	stdin.Write(b.payload)
+	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(&stdin))
+	if err != nil {
+		return r.unknownOutcome(ctx, conn, h, st, b, rec, err)
+	}
+	if res.ExitCode == noFilesExit && !strings.Contains(res.Stdout, recorded) {
+		return runner.ScriptOutcome{}, nil // nothing written: the caller records and applies the usual way
+	}
+	head, tail, ok := strings.Cut(res.Stdout, "\n"+recorded+"\n")
+	if !ok {
+		if res.ExitCode == 0 {
+			return runner.ScriptOutcome{}, fmt.Errorf("%s: %s: the record command ended early", b.where, b.dir)
+		}
+		return runner.ScriptOutcome{}, r.recorded(st, b, res)
+	}
+	r.listed(st, b, head)
+	out := runner.ScriptOutcome{Recorded: true}
+	if res.ExitCode != 0 {
+		res.Stdout = tail
+		out.ApplyErr = res.Err(rec.Module + " " + strings.Join(rec.Change.Files, " "))
+		if out.ApplyErr == nil {
+			out.ApplyErr = errors.New("apply failed")
+		}
+		return out, nil
+	}
+	out.AfterDone = strings.Contains(tail, applied+"\n")
+	return out, nil
+}
+
+// unknownOutcome follows a RecordApply whose command was cut off (lost
+// connection, cancelled step): it tells whether the change was recorded and,
+// if so, records it as failed, in one more command.
+func (r *Recorder) unknownOutcome(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, b *beforeScript, rec *runner.ChangeRecord, runErr error) (runner.ScriptOutcome, error) {
+	err := fmt.Errorf("%s: %s: %w", b.where, b.dir, runErr)
+	after, aerr := r.afterScript(h, rec, runErr, "exit")
+	if aerr != nil {
+		return runner.ScriptOutcome{}, err
+	}
+	actx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	rd := remote.Quote(b.dir + "/changes/" + b.seq)
+	res, rerr := conn.Run(actx, shPrelude+"if [ -f "+rd+".json ] || [ -f "+rd+".json.enc ]; then echo RECORDED\n"+after+"fi\n")
+	if rerr != nil {
+		// Maybe recorded: Finish, on a new connection if one comes, ends
+		// the run's record (it leaves a run directory that is not there).
+		return runner.ScriptOutcome{Recorded: true}, err
+	}
+	if !strings.HasPrefix(res.Stdout, "RECORDED\n") {
+		return runner.ScriptOutcome{}, err
+	}
+	r.listed(st, b, "")
+	return runner.ScriptOutcome{Recorded: true, ApplyErr: runErr, AfterDone: res.ExitCode == 0}, nil
+}

@@ -1,0 +1,250 @@
+package runner_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/files"
+	"github.com/iklimco/iklim/modules/remote"
+	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
+	"github.com/iklimco/iklim/runner/transport"
+	"github.com/stretchr/testify/require"
+)
+
+// countingConnector counts the commands and transfers each host's Conn
+// runs (a wrapper: check-ahead batches nothing through it).
+type countingConnector struct {
+	runner.Connector
+	mu sync.Mutex
+	n  map[string]int
+}
+
+func (c *countingConnector) Connect(ctx context.Context, h *inventories.Host) (modules.Conn, error) {
+	conn, err := c.Connector.Connect(ctx, h)
+	if err != nil {
+		return nil, err
+	}
+	return &countingConn{Conn: conn, c: c}, nil
+}
+
+func (c *countingConnector) count(host string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n[host]
+}
+
+type countingConn struct {
+	modules.Conn
+	c *countingConnector
+}
+
+func (cc *countingConn) add() {
+	cc.c.mu.Lock()
+	cc.c.n[cc.Host()]++
+	cc.c.mu.Unlock()
+}
+
+func (cc *countingConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
+	cc.add()
+	return cc.Conn.Run(ctx, cmd, opts...)
+}
+
+func (cc *countingConn) Upload(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {
+	cc.add()
+	return cc.Conn.Upload(ctx, p, r, mode)
+}
+
+func (cc *countingConn) Download(ctx context.Context, p string, w io.Writer) error {
+	cc.add()
+	return cc.Conn.Download(ctx, p, w)
+}
+
+// TestScriptApplyOneCommandPerChange: with the backup recorder, a copy, a
+// line and a mode change are each recorded, applied and recorded after in
+// one command; the records hold the before-state and the applied outcome,
+// and rollback restores every file byte-exact.
+func TestScriptApplyOneCommandPerChange(t *testing.T) {
+	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
+	f.writeFile("h1", "a.conf", "old a\n")
+	f.writeFile("h1", "l.conf", "x = 1\n")
+	f.writeFile("h1", "m.conf", "mode only\n")
+	before := f.hashes("a.conf", "l.conf", "m.conf", "new.conf")
+	content := func(s string) *string { return &s }
+	steps := []runner.Step{
+		step("copy", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "a.conf"), Content: content("new a\n"), Mode: "0600"}
+		}),
+		step("create", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "new.conf"), Content: content("created\n")}
+		}),
+		step("line", func(h *inventories.Host) modules.Module {
+			return &files.Line{Path: f.file(h.Name, "l.conf"), Line: "y = 2"}
+		}),
+		step("mode", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "m.conf"), Content: content("mode only\n"), Mode: "0604"}
+		}),
+	}
+	cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
+	id, err := backup.ClaimRunID(time.Now())
+	require.NoError(t, err)
+	info := runner.RunInfo{ID: id, User: "script@test", Started: time.Now().UTC(), Playbook: "script.hcl"}
+	var evs []runner.Event
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	recap, err := runner.Run(ctx, &runner.Playbook{File: "script.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: steps}}}, runner.Options{
+		Inventory: f.inv, Connector: cc, Run: info, Control: f.control, NoCheckAhead: true,
+		Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
+		Events:   func(ev runner.Event) { evs = append(evs, ev) },
+	})
+	require.NoError(t, err)
+	for _, ev := range evs {
+		if ev.Type == runner.EventHostResult {
+			require.Equal(t, runner.StatusChanged, ev.Status, "%s: %s", ev.Step, ev.Error)
+		}
+	}
+	require.Equal(t, 4, recap.Hosts[0].Changed)
+	// A check, then one command per change, then the run's end.
+	require.Equal(t, 4+4+1, cc.count("h1"), "commands and transfers on the host")
+
+	got := func(name string) string {
+		b, err := os.ReadFile(f.file("h1", name))
+		require.NoError(t, err)
+		return string(b)
+	}
+	require.Equal(t, "new a\n", got("a.conf"))
+	require.Equal(t, "created\n", got("new.conf"))
+	require.Equal(t, "x = 1\ny = 2\n", got("l.conf"))
+	fi, err := os.Stat(f.file("h1", "a.conf"))
+	require.NoError(t, err)
+	require.Equal(t, fs.FileMode(0o600), fi.Mode().Perm())
+	fi, err = os.Stat(f.file("h1", "m.conf"))
+	require.NoError(t, err)
+	require.Equal(t, fs.FileMode(0o604), fi.Mode().Perm())
+	require.Equal(t, before["h1/a.conf"][64:], fileHash(t, f.file("h1", "l.conf"))[64:], "the line keeps mode and owner")
+	leftovers, err := filepath.Glob(filepath.Join(f.dir, "files", "h1", ".iklim-*"))
+	require.NoError(t, err)
+	require.Empty(t, leftovers, "no temp file left beside the files")
+
+	f.requireRecordsWhole(id, "h1")
+	afters, err := filepath.Glob(filepath.Join(f.dir, "backups", "h1", "*", id, "changes", "*.after.json"))
+	require.NoError(t, err)
+	require.Len(t, afters, 4)
+	for _, p := range afters {
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		var a struct {
+			Outcome string `json:"outcome"`
+			Files   []struct {
+				SHA256 string `json:"sha256"`
+			} `json:"files"`
+		}
+		require.NoError(t, json.Unmarshal(b, &a), p)
+		require.Equal(t, "applied", a.Outcome, p)
+		require.Len(t, a.Files, 1, p)
+		require.NotEmpty(t, a.Files[0].SHA256, "the state after is recorded: %s", p)
+	}
+
+	rb := f.rollback(id, "")
+	for _, h := range rb.Hosts {
+		require.Zero(t, h.Failed+h.Unreachable, "%s: %s", h.Host, h.Error)
+	}
+	require.Equal(t, before, f.hashes("a.conf", "l.conf", "m.conf", "new.conf"), "rollback restores every file byte-exact")
+}
+
+// slowApply is a module whose apply script marks that it started, waits,
+// then writes its file only while its output still goes somewhere.
+type slowApply struct {
+	path, marker string
+	applied      bool
+}
+
+func (m *slowApply) Check(context.Context, modules.Conn) (*modules.Change, error) {
+	return &modules.Change{Summary: "slow " + m.path, Files: []string{m.path}}, nil
+}
+
+func (m *slowApply) Apply(context.Context, modules.Conn, *modules.Change) error {
+	panic("slowApply: Apply must not run: the recorder runs its script")
+}
+
+func (m *slowApply) ApplyScript(*modules.Change) *modules.ScriptApply {
+	return &modules.ScriptApply{Script: ": > " + remote.Quote(m.marker) + "\nsleep 3\necho alive || exit 1\nprintf 'applied\\n' > " + remote.Quote(m.path) + "\n"}
+}
+
+func (m *slowApply) ScriptApplied() { m.applied = true }
+
+// TestScriptApplyConnectionDropsBetweenRecordAndApply: the connection drops
+// after the change record was written in the one command that records and
+// applies, before the apply: the host is unreachable, the file untouched,
+// the record whole, and rollback restores it byte-exact.
+func TestScriptApplyConnectionDropsBetweenRecordAndApply(t *testing.T) {
+	f := newFaultHosts(t, []string{"ok1", "victim"}, transport.SSHOptions{})
+	for _, h := range f.inv.Hosts {
+		f.writeFile(h.Name, "a.conf", "orig "+h.Name+"\n")
+	}
+	before := f.hashes("a.conf")
+	marker := func(host string) string { return f.file(host, "started") }
+	pb := &runner.Playbook{File: "fault.hcl", Plays: []runner.Play{{Name: "fault", Hosts: "all", Steps: []runner.Step{
+		step("a", func(h *inventories.Host) modules.Module {
+			return &slowApply{path: f.file(h.Name, "a.conf"), marker: marker(h.Name)}
+		}),
+	}}}}
+	dropped := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(marker("victim")); err == nil {
+				_, err := signalSSHD(f.servers["victim"], syscall.SIGKILL)
+				dropped <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		dropped <- os.ErrDeadlineExceeded
+	}()
+	id, recap, evs, err := f.play(pb, nil)
+	require.NoError(t, err)
+	require.NoError(t, <-dropped)
+
+	ev, ok := eventFor(evs, "victim", "a")
+	require.True(t, ok)
+	require.Equal(t, runner.StatusUnreachable, ev.Status, ev.Error)
+	ev, _ = eventFor(evs, "ok1", "a")
+	require.Equal(t, runner.StatusChanged, ev.Status, ev.Error)
+	for _, h := range recap.Hosts {
+		if h.Host == "victim" {
+			require.Equal(t, 1, h.Unreachable)
+		}
+	}
+	// The script, cut off, never writes (its output is gone).
+	time.Sleep(4 * time.Second)
+	require.Equal(t, before["victim/a.conf"], fileHash(t, f.file("victim", "a.conf")), "recorded, never applied")
+
+	f.requireRecordsWhole(id, "ok1", "victim")
+	recs, err := filepath.Glob(filepath.Join(f.dir, "backups", "victim", "*", id, "changes", "*.json"))
+	require.NoError(t, err)
+	var changes []string
+	for _, r := range recs {
+		if !strings.HasSuffix(r, ".after.json") {
+			changes = append(changes, r)
+		}
+	}
+	require.Len(t, changes, 1, "the change was recorded before the apply began")
+
+	rb := f.rollback(id, "")
+	for _, h := range rb.Hosts {
+		require.Zero(t, h.Failed+h.Unreachable, "%s: %s", h.Host, h.Error)
+	}
+	require.Equal(t, before, f.hashes("a.conf"), "rollback restores every file byte-exact")
+}
