@@ -302,7 +302,7 @@ func (m *Rollback) Check(ctx context.Context, c modules.Conn) (*modules.Change, 
 		what := fmt.Sprintf("%s step %q (%s): %s", e.rec.Host, e.rec.Step, e.rec.Module, e.rec.Change.Summary)
 		if _, known := m.reg.Lookup(e.rec.Module); !known && e.rec.ModuleUndo {
 			// Skipping it would report a rollback that left the change in place.
-			return nil, fmt.Errorf("cannot roll back %s: module %q is not in the run's registry (runner.Options.Modules; add its family, e.g. stock.Registry())", what, e.rec.Module)
+			return nil, fmt.Errorf("cannot roll back %s: module %q is not registered in the run's registry (runner.Options.Modules; add its family, e.g. stock.Registry())", what, e.rec.Module)
 		}
 		switch undo := e.undoable(m.reg); undo {
 		case undoModule:
