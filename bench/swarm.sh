@@ -47,6 +47,7 @@ SSH=(ssh -i "$LAB/id_ed25519" -o UserKnownHostsFile="$LAB/known_hosts" -o BatchM
 on() { "${SSH[@]}" "iklim@$1" "$2"; }
 
 TMP=$(mktemp -d /tmp/iklim-bench-swarm.XXXXXX)
+trap 'rm -rf "$TMP"' EXIT # until the lock is held; then cleanup also resets the swarm
 go build -o "$TMP/iklim" "$ROOT/cmd/iklim" || die "build failed"
 
 # The lab's locks, as labtest takes them: shared, then the swarm's.
