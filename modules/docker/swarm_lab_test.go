@@ -571,9 +571,11 @@ func TestLabSwarm(t *testing.T) {
 		// The convergence wait (service_wait's) said what it waited for.
 		st := rc.statuses()
 		require.NotEmpty(t, st, "no status while waiting for convergence")
-		require.Contains(t, st[0].Text, "waiting for replicas: ")
-		require.Regexp(t, "lab_(cache|ghost)", st[len(st)-1].Text)
+		require.Regexp(t, "^waiting for .*lab_ghost.* to converge$", st[0].Text)
 		require.Equal(t, 90*time.Second, st[0].Max)
+		for _, s := range st[1:] { // the polls: what has not converged yet
+			require.Regexp(t, "^waiting for (replicas: |.* to converge$)", s.Text)
+		}
 		require.Contains(t, err.Error(), "failed to converge")
 		require.Regexp(t, "lab_(cache|ghost)", err.Error())
 		require.Contains(t, err.Error(), "restored")
