@@ -17,6 +17,7 @@ import (
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/modules/remote"
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/runner/transport"
@@ -106,6 +107,7 @@ func TestScriptApplyOneCommandPerChange(t *testing.T) {
 	recap, err := runner.Run(ctx, &runner.Playbook{File: "script.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: steps}}}, runner.Options{
 		Inventory: f.inv, Connector: cc, Run: info, Control: f.control, NoCheckAhead: true,
 		Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
+		Modules:  stock.Registry(), // without it every change is sealed
 		Events:   func(ev runner.Event) { evs = append(evs, ev) },
 	})
 	require.NoError(t, err)
