@@ -122,6 +122,11 @@ func TestRoundTrips(t *testing.T) {
 	run := func(id string, changes int) int {
 		conn := &countConn{Conn: transport.NewLocalConn("h")}
 		r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}, Keep: 1})
+		// A registry without module x: x takes no sensitive argument, so
+		// its changes are not sealed (which would cost a round trip).
+		reg, err := modules.NewRegistry()
+		require.NoError(t, err)
+		r.UseRegistry(reg)
 		for seq := 1; seq <= changes; seq++ {
 			rec := &runner.ChangeRecord{RunID: id, Seq: seq, Host: "h", Step: "s", Module: "x",
 				Change: &modules.Change{Summary: "change", Files: []string{file}}}
@@ -155,4 +160,25 @@ func TestHostDirName(t *testing.T) {
 		require.Equal(t, want, hostDirName(in), in)
 		require.False(t, ValidRunID(hostDirName(in)))
 	}
+}
+
+// TestRecorderWithoutRegistrySeals: a recorder that was given no module
+// registry cannot tell which modules take sensitive arguments, so it seals
+// the files it snapshots rather than risk a secret in clear text.
+func TestRecorderWithoutRegistrySeals(t *testing.T) {
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	ctx := context.Background()
+	h := &inventories.Host{Name: "h", BackupRoot: filepath.Join(t.TempDir(), "backups")}
+	file := filepath.Join(t.TempDir(), "f")
+	require.NoError(t, os.WriteFile(file, []byte("token=s3cr3t\n"), 0o600))
+	id := "2026-11-21T10-15-06Z"
+	conn := transport.NewLocalConn("h")
+	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
+	rec := &runner.ChangeRecord{RunID: id, Seq: 1, Host: "h", Step: "s", Module: "x",
+		Change: &modules.Change{Summary: "change", Files: []string{file}}}
+	require.NoError(t, r.Before(ctx, conn, h, rec))
+	require.NoError(t, r.After(ctx, conn, h, rec, nil))
+	dir := RunDir(h.BackupRoot, "h", id)
+	require.FileExists(t, filepath.Join(dir, "files", "0001", "1.data.enc"))
+	require.NoFileExists(t, filepath.Join(dir, "files", "0001", "1.data"))
 }
