@@ -931,10 +931,18 @@ etcd_down() { stop_pidfile "$LAB_DIR/etcd/etcd.pid" "$ETCD_HOST" etcd 10; }
 
 # cmd_restart_dockerd restarts the dockerd of each named host: what heals a
 # dockerd whose swarm leave hung or whose network agent leaked the gossip
-# port (moby/moby#38824, #31913). Its containers go with it.
+# port (moby/moby#38824, #31913). Its containers go with it, so it first
+# waits for the tests that use a dockerd outside the swarm lock to end: they
+# hold .dockerd.lock shared (labtest's UseDockerd). fd 9, which the daemons
+# started here close.
 cmd_restart_dockerd() {
 	local h d
 	(($#)) || die "restart-dockerd: name at least one host"
+	exec 9>>"$LAB_DIR/.dockerd.lock"
+	if ! flock -x -n 9; then
+		log "waiting for the tests that use a dockerd to end ($LAB_DIR/.dockerd.lock)"
+		flock -x -w 1800 9 || die "restart-dockerd: $LAB_DIR/.dockerd.lock was still held after 30 min"
+	fi
 	for h in "$@"; do
 		d=$(host_dir "$h")
 		[[ -d $d ]] || die "restart-dockerd: no lab host $h"

@@ -147,6 +147,7 @@ func TestRequireFailsWhenRequired(t *testing.T) {
 // TestLab runs against the real lab (skips without one; see Require).
 func TestLab(t *testing.T) {
 	lab := Require(t)
+	lab.UseDockerd(t)
 	require.Len(t, lab.Hosts, 6)
 
 	t.Run("hosts", func(t *testing.T) {

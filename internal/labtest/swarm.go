@@ -120,7 +120,23 @@ func (l *Lab) ResetSwarm(t testing.TB) {
 	}
 }
 
-// RestartDockerd restarts the dockerd of the named hosts with lab.sh.
+// DockerdLockFile is the lock, under the lab's state directory, that tests
+// using a host's dockerd without the swarm lock hold shared (UseDockerd),
+// and that lab.sh restart-dockerd takes exclusive before a restart.
+const DockerdLockFile = ".dockerd.lock"
+
+// UseDockerd keeps the lab's dockerds from being restarted until the test
+// ends. A swarm test's ResetSwarm restarts a wedged dockerd, and the
+// containers and logins of a test on that host go with it. Tests that hold
+// LockSwarm need it not and must not take it: their own restart would wait
+// for them.
+func (l *Lab) UseDockerd(t testing.TB) {
+	t.Helper()
+	flockWait(t, filepath.Join(l.Dir, DockerdLockFile), syscall.LOCK_SH)
+}
+
+// RestartDockerd restarts the dockerd of the named hosts with lab.sh, once
+// no test holds UseDockerd.
 func (l *Lab) RestartDockerd(hosts ...string) error {
 	root, err := ModuleRoot()
 	if err != nil {

@@ -19,6 +19,7 @@ import (
 // changes nothing.
 func TestDockerImageLab(t *testing.T) {
 	r := requireRegistryLab(t, "iklim-app-03")
+	r.lab.UseDockerd(t)
 	cfg := r.config()
 	dk := "docker --config " + cfg
 	_, err := r.sh("mkdir -p " + cfg + " && printf '%s' '" + r.password + "' | " + dk + " login -u " + labRegistryUser + " --password-stdin " + labRegistry + " >/dev/null")

@@ -179,6 +179,7 @@ func (r *regLab) loggedIn() bool {
 // events or in the host's backup records.
 func TestDockerLoginLab(t *testing.T) {
 	r := requireRegistryLab(t, "iklim-app-02")
+	r.lab.UseDockerd(t)
 	r.secrets.Add(r.password)
 	login := func(pw string) *docker.DockerLogin {
 		return &docker.DockerLogin{Registry: labRegistry, Username: labRegistryUser, Password: pw, Config: r.config()}

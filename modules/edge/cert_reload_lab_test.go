@@ -24,6 +24,7 @@ import (
 // install, verify through the SSH connection, rerun without change.
 func TestCertReloadContainerOnLab(t *testing.T) {
 	l := labtest.Require(t)
+	l.UseDockerd(t)
 	const host = "iklim-app-02"
 	inv, diags := inventories.Load(l.InventoryPath)
 	require.False(t, diags.HasErrors(), diags.Error())

@@ -1,0 +1,52 @@
+package labtest
+
+import (
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+// TestRestartWaitsForDockerdUsers holds the dockerd users' lock shared, as
+// UseDockerd does, and asks lab.sh to restart a dockerd: the restart must
+// wait until the hold ends (a test's containers and logins went with an
+// unannounced restart), then happen.
+func TestRestartWaitsForDockerdUsers(t *testing.T) {
+	lab := Require(t)
+	if os.Geteuid() != 0 {
+		t.Skip("lab.sh restart-dockerd needs root")
+	}
+	lab.LockSwarm(t) // a restart would break a running swarm test
+	const host = "iklim-db-03"
+	pid := func() string {
+		b, err := os.ReadFile(filepath.Join(lab.Dir, "hosts", host, "dockerd.pid"))
+		require.NoError(t, err)
+		return string(b)
+	}
+	before := pid()
+
+	f, err := os.OpenFile(filepath.Join(lab.Dir, DockerdLockFile), os.O_CREATE|os.O_RDWR, 0o644)
+	require.NoError(t, err)
+	defer f.Close()
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_SH))
+
+	done := make(chan error, 1)
+	go func() { done <- lab.RestartDockerd(host) }()
+	// Not a speed claim: an unlocked restart would be done well before.
+	select {
+	case err := <-done:
+		t.Fatalf("the restart did not wait for the shared hold (err %v)", err)
+	case <-time.After(5 * time.Second):
+	}
+	require.Equal(t, before, pid(), "dockerd restarted while a test used it")
+
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_UN))
+	require.NoError(t, <-done)
+	require.NotEqual(t, before, pid(), "the restart happened once the hold ended")
+	out, err := lab.Docker(t, host, "info", "--format", "{{.Name}}")
+	require.NoError(t, err)
+	require.Equal(t, host, out)
+}
