@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"time"
 
 	"github.com/iklimco/iklim/modules"
 )
@@ -192,12 +191,7 @@ func engineServiceStates(ctx context.Context, c modules.Conn, names []string) (s
 		Spec struct {
 			Name string `json:"Name"`
 		} `json:"Spec"`
-		UpdateStatus *struct {
-			State       string    `json:"State"`
-			Message     string    `json:"Message"`
-			StartedAt   time.Time `json:"StartedAt"`
-			CompletedAt time.Time `json:"CompletedAt"`
-		} `json:"UpdateStatus"`
+		UpdateStatus  *updateStatus `json:"UpdateStatus"`
 		ServiceStatus *struct {
 			RunningTasks uint64 `json:"RunningTasks"`
 			DesiredTasks uint64 `json:"DesiredTasks"`
@@ -212,9 +206,7 @@ func engineServiceStates(ctx context.Context, c modules.Conn, names []string) (s
 			return nil, false, nil
 		}
 		st := &serviceState{Name: s.Spec.Name, Running: int(s.ServiceStatus.RunningTasks), Desired: int(s.ServiceStatus.DesiredTasks)}
-		if u := s.UpdateStatus; u != nil {
-			st.Update, st.UpdateMsg, st.StartedAt, st.CompletedAt = u.State, u.Message, u.StartedAt, u.CompletedAt
-		}
+		s.UpdateStatus.applyTo(st)
 		states[st.Name] = st
 	}
 	return states, true, nil

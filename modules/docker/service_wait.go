@@ -148,6 +148,22 @@ func probeServices(ctx context.Context, c modules.Conn, lsFilter string) (map[st
 	return parseServiceProbe(res.Stdout)
 }
 
+// updateStatus is a service's UpdateStatus, as the CLI's inspect and the
+// Engine API both give it.
+type updateStatus struct {
+	State       string    `json:"State"`
+	Message     string    `json:"Message"`
+	StartedAt   time.Time `json:"StartedAt"`
+	CompletedAt time.Time `json:"CompletedAt"`
+}
+
+// applyTo copies u into s; a service that was never updated has none.
+func (u *updateStatus) applyTo(s *serviceState) {
+	if u != nil {
+		s.Update, s.UpdateMsg, s.StartedAt, s.CompletedAt = u.State, u.Message, u.StartedAt, u.CompletedAt
+	}
+}
+
 func parseServiceProbe(out string) (map[string]*serviceState, error) {
 	parts := sections(out, probeSep)
 	for len(parts) < 3 {
@@ -163,21 +179,16 @@ func parseServiceProbe(out string) (map[string]*serviceState, error) {
 		states[l.Name] = &serviceState{Name: l.Name, Running: r, Desired: d}
 	}
 	type upd struct {
-		Name   string `json:"name"`
-		Update *struct {
-			State       string    `json:"State"`
-			Message     string    `json:"Message"`
-			StartedAt   time.Time `json:"StartedAt"`
-			CompletedAt time.Time `json:"CompletedAt"`
-		} `json:"update"`
+		Name   string        `json:"name"`
+		Update *updateStatus `json:"update"`
 	}
 	ups, err := jsonLines[upd](parts[1])
 	if err != nil {
 		return nil, err
 	}
 	for _, u := range ups {
-		if s, ok := states[u.Name]; ok && u.Update != nil {
-			s.Update, s.UpdateMsg, s.StartedAt, s.CompletedAt = u.Update.State, u.Update.Message, u.Update.StartedAt, u.Update.CompletedAt
+		if s, ok := states[u.Name]; ok {
+			u.Update.applyTo(s)
 		}
 	}
 	tasks, err := jsonLines[taskInfo](parts[2])
