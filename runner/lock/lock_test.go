@@ -230,12 +230,22 @@ func TestLockReleaseCLI(t *testing.T) {
 		logs = append(logs, fmt.Sprintf(f, a...))
 		logMu.Unlock()
 	}))
-	release, err := l.Acquire(ctx, conn, runner.LockSpec{Name: "prod-deploy", TTL: time.Second}, runInfo("2026-11-21T10-15-04Z", "alice@ctl"))
+	// A live lock: a TTL far above any delay of the heartbeats under load
+	// (with a short one, a late heartbeat makes the lock stale, and stale
+	// locks are released without --force).
+	live, err := l.Acquire(ctx, conn, runner.LockSpec{Name: "prod-deploy", TTL: time.Hour}, runInfo("2026-11-21T10-15-03Z", "carol@ctl"))
 	require.NoError(t, err)
-
 	_, err = lock.Release(ctx, conn, "prod-deploy", false, lock.WithDir(dir))
 	require.ErrorContains(t, err, "--force")
 	h, err := lock.Release(ctx, conn, "prod-deploy", true, lock.WithDir(dir))
+	require.NoError(t, err)
+	require.Equal(t, "2026-11-21T10-15-03Z", h.RunID)
+	require.NoError(t, live(ctx), "its lock is gone: releasing it removes nothing and is no error")
+
+	// A holder that heartbeats often (TTL 1s) has its lock released under it.
+	release, err := l.Acquire(ctx, conn, runner.LockSpec{Name: "prod-deploy", TTL: time.Second}, runInfo("2026-11-21T10-15-04Z", "alice@ctl"))
+	require.NoError(t, err)
+	h, err = lock.Release(ctx, conn, "prod-deploy", true, lock.WithDir(dir))
 	require.NoError(t, err)
 	require.Equal(t, "2026-11-21T10-15-04Z", h.RunID)
 
