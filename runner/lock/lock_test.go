@@ -141,13 +141,16 @@ func TestLockHeartbeat(t *testing.T) {
 	ctx := context.Background()
 	conn, _, _, dir := sshLockHost(t)
 	l := lock.New(lock.WithDir(dir))
-	release, err := l.Acquire(ctx, conn, runner.LockSpec{Name: "hb", TTL: 2 * time.Second}, runInfo("2026-11-21T10-15-04Z", "alice@ctl"))
+	const ttl = 3 * time.Second
+	release, err := l.Acquire(ctx, conn, runner.LockSpec{Name: "hb", TTL: ttl}, runInfo("2026-11-21T10-15-04Z", "alice@ctl"))
 	require.NoError(t, err)
-	time.Sleep(4 * time.Second)
-	h, err := lock.Status(ctx, conn, "hb", lock.WithDir(dir))
-	require.NoError(t, err)
-	require.False(t, h.Stale, "age %s", h.Age)
-	require.True(t, h.Heartbeat.After(h.Since), "heartbeat %s since %s", h.Heartbeat, h.Since)
+	// Polled, not slept for: a heartbeat that a busy machine delays past the
+	// TTL makes the lock stale for that moment, rightly.
+	var h *lock.Holder
+	require.Eventually(t, func() bool {
+		h, err = lock.Status(ctx, conn, "hb", lock.WithDir(dir))
+		return err == nil && h != nil && h.Heartbeat.Sub(h.Since) > ttl && !h.Stale
+	}, 30*time.Second, 200*time.Millisecond, "never saw the lock held past its TTL with a fresh heartbeat")
 	require.NoError(t, release(ctx))
 }
 
@@ -266,10 +269,12 @@ func TestLockReleaseCLI(t *testing.T) {
 	require.NoError(t, release2(ctx))
 }
 
-// sleepy is a module that takes a while and records when it ran.
+// sleepy is a module that takes a while and records when it ran. With a
+// gate it also waits for the gate to open before it sleeps.
 type sleepy struct {
-	d   time.Duration
-	log func(string)
+	d    time.Duration
+	log  func(string)
+	gate <-chan struct{}
 }
 
 func (s *sleepy) Check(context.Context, modules.Conn) (*modules.Change, error) {
@@ -279,6 +284,13 @@ func (s *sleepy) Check(context.Context, modules.Conn) (*modules.Change, error) {
 func (s *sleepy) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) error {
 	s.log("start")
 	defer s.log("end")
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	res, err := c.Run(ctx, fmt.Sprintf("sleep %.1f", s.d.Seconds()))
 	if err != nil {
 		return err
@@ -295,17 +307,20 @@ func TestLockTwoConcurrentPlays(t *testing.T) {
 
 	var mu sync.Mutex
 	var events []string
-	play := func(id string, wait time.Duration) (*runner.Recap, error) {
+	play := func(id string, wait time.Duration, gate <-chan struct{}, started func()) (*runner.Recap, error) {
 		pb := &runner.Playbook{
 			File: "/srv/deploy/site.hcl",
 			Lock: &runner.LockSpec{Name: "prod-deploy", Host: h.Name, Wait: wait, TTL: 30 * time.Second},
 			Plays: []runner.Play{{Name: "deploy", Hosts: "all", Steps: []runner.Step{{
 				Name: "slow", Module: "sleepy",
 				Build: func(*runner.StepContext) (modules.Module, error) {
-					return &sleepy{d: 1500 * time.Millisecond, log: func(s string) {
+					return &sleepy{d: 1500 * time.Millisecond, gate: gate, log: func(s string) {
 						mu.Lock()
 						events = append(events, id+" "+s)
 						mu.Unlock()
+						if s == "start" && started != nil {
+							started()
+						}
 					}}, nil
 				},
 			}}}},
@@ -318,18 +333,24 @@ func TestLockTwoConcurrentPlays(t *testing.T) {
 
 	t.Run("no wait: the second fails naming the holder", func(t *testing.T) {
 		events = nil
-		var wg sync.WaitGroup
 		errs := make([]error, 2)
 		ids := []string{"2026-11-21T10-15-04Z", "2026-11-21T10-15-04Z-2"}
-		for i, id := range ids {
-			wg.Go(func() {
-				if i == 1 {
-					time.Sleep(300 * time.Millisecond)
-				}
-				_, errs[i] = play(id, 0)
-			})
+		// The second starts once the first holds the lock (its step has
+		// begun), and the first's step goes on until the second is done:
+		// no sleep decides who comes first.
+		gate, started, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(done)
+			_, errs[0] = play(ids[0], 0, gate, func() { close(started) })
+		}()
+		select {
+		case <-started:
+		case <-done:
+			t.Fatalf("the first play ended before its step: %v", errs[0])
 		}
-		wg.Wait()
+		_, errs[1] = play(ids[1], 0, nil, nil)
+		close(gate)
+		<-done
 		require.NoError(t, errs[0])
 		var held *lock.HeldError
 		require.True(t, errors.As(errs[1], &held), "%v", errs[1])
@@ -343,7 +364,7 @@ func TestLockTwoConcurrentPlays(t *testing.T) {
 		var wg sync.WaitGroup
 		errs := make([]error, 2)
 		for i, id := range []string{"2026-11-21T11-00-00Z", "2026-11-21T11-00-00Z-2"} {
-			wg.Go(func() { _, errs[i] = play(id, 30*time.Second) })
+			wg.Go(func() { _, errs[i] = play(id, 30*time.Second, nil, nil) })
 		}
 		wg.Wait()
 		require.NoError(t, errs[0])
