@@ -264,14 +264,7 @@ func requireRunDirWhole(t *testing.T, dir string) {
 // sshdProcs returns the pids of every process below srv's listening sshd:
 // the per-connection sshd processes and the commands they run.
 func sshdProcs(srv *sshtest.Server) ([]int, error) {
-	b, err := os.ReadFile(filepath.Join(srv.Dir, "sshd.pid"))
-	if err != nil {
-		return nil, err
-	}
-	root, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil {
-		return nil, err
-	}
+	root := srv.PID()
 	children := map[int][]int{}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {

@@ -348,16 +348,6 @@ func requireRunDirWhole(t *testing.T, dir string) {
 	require.Positive(t, changes, "%s holds no change record", dir)
 }
 
-// sshdPID is the pid of srv's listening sshd.
-func sshdPID(t *testing.T, srv *sshtest.Server) int {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(srv.Dir, "sshd.pid"))
-	require.NoError(t, err)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	require.NoError(t, err)
-	return pid
-}
-
 // descendants lists the processes below pid.
 func descendants(t *testing.T, pid int) []int {
 	t.Helper()
@@ -482,7 +472,7 @@ play "fault" {
 		return ev.Type == runner.EventStepStart && ev.Host == "victim" && ev.Step == "sleep"
 	})
 	time.Sleep(time.Second) // inside the sleep
-	pid := sshdPID(t, victimSrv)
+	pid := victimSrv.PID()
 	killed := time.Now()
 	killAll(t, append([]int{pid}, descendants(t, pid)...))
 	for range r.events {

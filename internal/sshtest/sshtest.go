@@ -429,6 +429,11 @@ func (s *Server) Log() string {
 	return string(b)
 }
 
+// PID is the pid of the listening sshd (started with -D, so it does not
+// fork away). Read this, not its PidFile: sshd writes that after it starts
+// listening, so a test that reads it at once may find it empty.
+func (s *Server) PID() int { return s.cmd.Process.Pid }
+
 // Addr is "127.0.0.1:Port".
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -127,16 +126,13 @@ func TestErrorConnectionRefused(t *testing.T) {
 // connections accepted by the kernel but never answers.
 func TestErrorTimeout(t *testing.T) {
 	s := sshtest.Start(t)
-	b, err := os.ReadFile(filepath.Join(s.Dir, "sshd.pid"))
-	require.NoError(t, err)
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	require.NoError(t, err)
+	pid := s.PID()
 	require.NoError(t, syscall.Kill(pid, syscall.SIGSTOP))
 	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGCONT) })
 	h := s.Hosts(1)[0]
 	h.ConnectTimeout = time.Second
 	start := time.Now()
-	_, err = testConnector(t, SSHOptions{}).Connect(context.Background(), h)
+	_, err := testConnector(t, SSHOptions{}).Connect(context.Background(), h)
 	require.Less(t, time.Since(start), 30*time.Second, "the 1 s connect timeout was not kept")
 	var ue *UnreachableError
 	require.ErrorAs(t, err, &ue)
