@@ -261,40 +261,13 @@ func requireRunDirWhole(t *testing.T, dir string) {
 	require.Positive(t, n, "%s holds no change record", dir)
 }
 
-// sshdProcs returns the pids of every process below srv's listening sshd:
-// the per-connection sshd processes and the commands they run.
+// sshdProcs returns the connection processes of srv, an error if none.
 func sshdProcs(srv *sshtest.Server) ([]int, error) {
-	root := srv.PID()
-	children := map[int][]int{}
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil, err
+	out, err := srv.Procs()
+	if err == nil && len(out) == 0 {
+		err = fmt.Errorf("sshd %d has no connection processes", srv.PID())
 	}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(f) > 1 {
-			ppid, _ := strconv.Atoi(f[1])
-			children[ppid] = append(children[ppid], pid)
-		}
-	}
-	var out []int
-	for q := children[root]; len(q) > 0; q = q[1:] {
-		out = append(out, q[0])
-		q = append(q, children[q[0]]...)
-	}
-	if len(out) == 0 {
-		return nil, fmt.Errorf("sshd %d has no connection processes", root)
-	}
-	return out, nil
+	return out, err
 }
 
 // signalAll sends sig to pids (processes this test started, through its

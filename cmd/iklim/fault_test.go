@@ -348,35 +348,6 @@ func requireRunDirWhole(t *testing.T, dir string) {
 	require.Positive(t, changes, "%s holds no change record", dir)
 }
 
-// descendants lists the processes below pid.
-func descendants(t *testing.T, pid int) []int {
-	t.Helper()
-	children := map[int][]int{}
-	ents, err := os.ReadDir("/proc")
-	require.NoError(t, err)
-	for _, e := range ents {
-		p, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(f) > 1 {
-			ppid, _ := strconv.Atoi(f[1])
-			children[ppid] = append(children[ppid], p)
-		}
-	}
-	var out []int
-	for q := children[pid]; len(q) > 0; q = q[1:] {
-		out = append(out, q[0])
-		q = append(q, children[q[0]]...)
-	}
-	return out
-}
-
 // killAll SIGKILLs pids (the test's own sshd and what it started) and waits
 // until they are gone or zombies.
 func killAll(t *testing.T, pids []int) {
@@ -474,7 +445,9 @@ play "fault" {
 	time.Sleep(time.Second) // inside the sleep
 	pid := victimSrv.PID()
 	killed := time.Now()
-	killAll(t, append([]int{pid}, descendants(t, pid)...))
+	procs, err := victimSrv.Procs()
+	require.NoError(t, err)
+	killAll(t, append([]int{pid}, procs...))
 	for range r.events {
 	}
 	code := r.wait()

@@ -434,6 +434,38 @@ func (s *Server) Log() string {
 // listening, so a test that reads it at once may find it empty.
 func (s *Server) PID() int { return s.cmd.Process.Pid }
 
+// Procs returns the pids of every process below the listening sshd: the
+// per-connection sshd processes and the commands they run (read from /proc).
+func (s *Server) Procs() ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	children := map[int][]int{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so cut at ')'.
+		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(f) > 1 {
+			ppid, _ := strconv.Atoi(f[1])
+			children[ppid] = append(children[ppid], pid)
+		}
+	}
+	var out []int
+	for q := children[s.PID()]; len(q) > 0; q = q[1:] {
+		out = append(out, q[0])
+		q = append(q, children[q[0]]...)
+	}
+	return out, nil
+}
+
 // Addr is "127.0.0.1:Port".
 func (s *Server) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(s.Port)) }
 
