@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/iklimco/iklim/internal/hclchunk"
+
 	"github.com/agext/levenshtein"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -88,7 +90,7 @@ func ParseWith(p *hclparse.Parser, src []byte, filename string) (*Inventory, hcl
 	if diags := CheckSource(src, filename); diags.HasErrors() {
 		return nil, diags
 	}
-	f, diags := p.ParseHCL(src, filename)
+	f, diags := hclchunk.Parse(p, src, filename)
 	if diags.HasErrors() || f == nil {
 		return nil, diags
 	}

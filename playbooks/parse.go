@@ -72,6 +72,8 @@ import (
 	"strings"
 	"unicode"
 
+	"github.com/iklimco/iklim/internal/hclchunk"
+
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/ext/typeexpr"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -230,7 +232,7 @@ func ParseWith(p *hclparse.Parser, src []byte, filename string) (*File, hcl.Diag
 	if diags := inventories.CheckSource(src, filename); diags.HasErrors() {
 		return f, diags
 	}
-	hf, diags := p.ParseHCL(src, filename)
+	hf, diags := hclchunk.Parse(p, src, filename)
 	if diags.HasErrors() || hf == nil {
 		return f, diags
 	}

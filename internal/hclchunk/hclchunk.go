@@ -1,0 +1,389 @@
+// Package hclchunk parses large HCL native-syntax files in pieces.
+//
+// hclsyntax lexes a whole file into one token slice before parsing it. The
+// slice grows by append, a quarter at a time once it is large, so a file of
+// n tokens allocates and copies about five times its final size (96 bytes
+// a token): for a 10k-host inventory, most of the parse's time and memory.
+// Parse cuts a large file at the newlines that end its top-level items (and
+// a large block's body at its items' ends, recursively) and parses each
+// piece on its own, with its true start position, so every range is the one
+// a whole-file parse gives. It falls back to the whole-file parse when a
+// piece fails to parse or a cut point is in doubt, so invalid files get
+// hclsyntax's own diagnostics.
+package hclchunk
+
+import (
+	"bytes"
+	"fmt"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+)
+
+const (
+	// minSplit is the smallest file or block body parsed in pieces:
+	// smaller ones gain nothing.
+	minSplit = 256 << 10
+	// pieceSize is the size a piece grows to before it is cut.
+	pieceSize = 8 << 10
+)
+
+// Parse is hclparse.Parser.ParseHCL for large files: it parses src (in
+// pieces when that is worth it), records the file in p under filename and
+// returns it; a filename already in p returns the recorded file.
+func Parse(p *hclparse.Parser, src []byte, filename string) (*hcl.File, hcl.Diagnostics) {
+	if f := p.Files()[filename]; f != nil {
+		return f, nil
+	}
+	f, diags := ParseConfig(src, filename)
+	p.AddFile(filename, f)
+	return f, diags
+}
+
+// ParseConfig is hclsyntax.ParseConfig from the start of src, in pieces
+// when src is large.
+func ParseConfig(src []byte, filename string) (*hcl.File, hcl.Diagnostics) {
+	return parse(src, filename, minSplit, pieceSize)
+}
+
+func parse(src []byte, filename string, min, piece int) (*hcl.File, hcl.Diagnostics) {
+	start := hcl.Pos{Line: 1, Column: 1, Byte: 0}
+	if len(src) < min || bytes.HasPrefix(src, []byte("\xef\xbb\xbf")) {
+		return hclsyntax.ParseConfig(src, filename, start)
+	}
+	c := &chunker{src: src, filename: filename, min: min, piece: piece}
+	body, first, last, ok := c.body(0, len(src), true)
+	if !ok {
+		return hclsyntax.ParseConfig(src, filename, start)
+	}
+	// As hclsyntax: from the file's first token to its end.
+	body.SrcRange = hcl.RangeBetween(first, last.SrcRange)
+	body.EndRange = last.EndRange
+	return &hcl.File{Body: body, Bytes: src, Nav: nav{body}}, c.diags
+}
+
+type chunker struct {
+	src        []byte
+	filename   string
+	min, piece int
+	diags      hcl.Diagnostics // warnings only: an error falls back
+
+	lineOff, line int // a cursor for lineAt
+}
+
+// lineAt returns the line number of the byte at off.
+func (c *chunker) lineAt(off int) int {
+	if off < c.lineOff || c.line == 0 {
+		c.lineOff, c.line = 0, 1
+	}
+	c.line += bytes.Count(c.src[c.lineOff:off], []byte("\n"))
+	c.lineOff = off
+	return c.line
+}
+
+// parsePiece parses src[lo:hi], lo at the start of a line.
+func (c *chunker) parsePiece(lo, hi int) (*hclsyntax.Body, bool) {
+	f, diags := hclsyntax.ParseConfig(c.src[lo:hi:hi], c.filename, hcl.Pos{Line: c.lineAt(lo), Column: 1, Byte: lo})
+	if diags.HasErrors() {
+		return nil, false
+	}
+	c.diags = append(c.diags, diags...)
+	return f.Body.(*hclsyntax.Body), true
+}
+
+// body parses the items in src[lo:hi] (lo at a line start) piece by piece
+// and merges them. first is the range of the first piece's body start, last
+// the last piece's body (with top, always a parsed piece ending at hi).
+func (c *chunker) body(lo, hi int, top bool) (body *hclsyntax.Body, first hcl.Range, last *hclsyntax.Body, ok bool) {
+	ends, ok := scan(c.src, lo, hi)
+	if !ok {
+		return nil, first, nil, false
+	}
+	body = &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, Blocks: hclsyntax.Blocks{}}
+	haveFirst := false
+	add := func(b *hclsyntax.Body, r hcl.Range) bool {
+		for name, a := range b.Attributes {
+			if _, dup := body.Attributes[name]; dup {
+				return false // "Attribute redefined": the whole parse says so
+			}
+			body.Attributes[name] = a
+		}
+		body.Blocks = append(body.Blocks, b.Blocks...)
+		if !haveFirst {
+			first, haveFirst = r, true
+		}
+		return true
+	}
+	flush := func(a, b int) bool {
+		if a == b && !(top && b == hi) {
+			return true
+		}
+		pb, ok := c.parsePiece(a, b)
+		if ok {
+			last = pb
+			ok = add(pb, pb.SrcRange)
+		}
+		return ok
+	}
+	from, prev := lo, lo
+	for _, end := range ends {
+		if end-prev >= c.min && c.src[end-1] == '\n' {
+			// One large item: a block whose body is cut in turn.
+			if !flush(from, prev) {
+				return nil, first, nil, false
+			}
+			blk, head, ok := c.block(prev, end)
+			if !ok {
+				if !flush(prev, end) {
+					return nil, first, nil, false
+				}
+			} else {
+				b := &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, Blocks: hclsyntax.Blocks{blk}}
+				if !add(b, head) {
+					return nil, first, nil, false
+				}
+			}
+			from, prev = end, end
+			continue
+		}
+		if end-from >= c.piece && end < hi { // the last piece ends at hi
+			if !flush(from, end) {
+				return nil, first, nil, false
+			}
+			from = end
+		}
+		prev = end
+	}
+	if !flush(from, hi) {
+		return nil, first, nil, false
+	}
+	return body, first, last, true
+}
+
+// block parses the item src[lo:hi], which ends with a newline, as a block
+// whose body is parsed in pieces. ok is false when it is not a block of the
+// plain multi-line form "TYPE LABELS… {\n … \n}\n". head is where a body
+// starting with the item would start.
+func (c *chunker) block(lo, hi int) (blk *hclsyntax.Block, head hcl.Range, ok bool) {
+	ob := openBrace(c.src, lo, hi)
+	if ob < 0 {
+		return nil, head, false
+	}
+	// Nothing but blanks after "{" on its line, and before "}" on its.
+	eol := bytes.IndexByte(c.src[ob:hi], '\n')
+	if eol < 0 || len(bytes.Trim(c.src[ob+1:ob+eol], " \t\r")) != 0 {
+		return nil, head, false
+	}
+	innerLo := ob + eol + 1
+	cb := hi - 1 // the newline
+	for cb > innerLo && (c.src[cb-1] == ' ' || c.src[cb-1] == '\t' || c.src[cb-1] == '\r') {
+		cb--
+	}
+	cb--
+	if cb < innerLo || c.src[cb] != '}' {
+		return nil, head, false
+	}
+	innerHi := bytes.LastIndexByte(c.src[:cb], '\n') + 1
+	if innerHi < innerLo || len(bytes.Trim(c.src[innerHi:cb], " \t")) != 0 {
+		return nil, head, false
+	}
+	// The header, parsed as an empty block at its true position.
+	hsrc := make([]byte, 0, ob+1-lo+2)
+	hsrc = append(append(hsrc, c.src[lo:ob+1]...), '}', '\n')
+	f, diags := hclsyntax.ParseConfig(hsrc, c.filename, hcl.Pos{Line: c.lineAt(lo), Column: 1, Byte: lo})
+	hb, _ := f.Body.(*hclsyntax.Body)
+	if diags.HasErrors() || hb == nil || len(hb.Blocks) != 1 || len(hb.Attributes) != 0 {
+		return nil, head, false
+	}
+	blk = hb.Blocks[0]
+	inner, _, _, ok := c.body(innerLo, innerHi, false)
+	if !ok {
+		return nil, head, false
+	}
+	line := c.lineAt(cb)
+	col := cb - innerHi + 1
+	cbr := hcl.Range{Filename: c.filename,
+		Start: hcl.Pos{Line: line, Column: col, Byte: cb},
+		End:   hcl.Pos{Line: line, Column: col + 1, Byte: cb + 1}}
+	inner.SrcRange = hcl.RangeBetween(blk.OpenBraceRange, cbr)
+	inner.EndRange = hcl.Range{Filename: c.filename, Start: cbr.End, End: cbr.End}
+	blk.Body = inner
+	blk.CloseBraceRange = cbr
+	return blk, hb.SrcRange, true
+}
+
+// scan returns the offsets just after each newline in src[lo:hi] that ends
+// a top-level item (outside brackets, strings, comments and heredocs),
+// and hi when the last item has no newline. ok is false when src[lo:hi]
+// does not end at the top level or a construct is not understood: the
+// caller then parses it whole.
+func scan(src []byte, lo, hi int) (ends []int, ok bool) {
+	_, ends, ok = walk(src, lo, hi, false)
+	if ok && (len(ends) == 0 || ends[len(ends)-1] != hi) {
+		ends = append(ends, hi)
+	}
+	return ends, ok
+}
+
+// openBrace returns the offset of the first "{" at the top level of
+// src[lo:hi], or -1.
+func openBrace(src []byte, lo, hi int) int {
+	at, _, ok := walk(src, lo, hi, true)
+	if !ok {
+		return -1
+	}
+	return at
+}
+
+// walk is scan, or with brace the offset of the first top-level "{".
+func walk(src []byte, lo, hi int, brace bool) (at int, ends []int, ok bool) {
+	var stack []byte // ( [ { brackets, i an interpolation, " a string
+	for i := lo; i < hi; i++ {
+		ch := src[i]
+		top := byte(0)
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		if top == '"' {
+			switch {
+			case ch == '\\':
+				i++
+			case ch == '\n':
+				return -1, nil, false
+			case (ch == '$' || ch == '%') && i+2 < hi && src[i+1] == ch && src[i+2] == '{':
+				i += 2 // $${ and %%{ are literal
+			case (ch == '$' || ch == '%') && i+1 < hi && src[i+1] == '{':
+				stack = append(stack, 'i')
+				i++
+			case ch == '"':
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		}
+		switch ch {
+		case '"', '(', '[':
+			stack = append(stack, ch)
+		case '{':
+			if brace && len(stack) == 0 {
+				return i, nil, true
+			}
+			stack = append(stack, ch)
+		case ')', ']', '}':
+			want := byte('{')
+			switch ch {
+			case ')':
+				want = '('
+			case ']':
+				want = '['
+			}
+			if top != want && !(ch == '}' && top == 'i') {
+				return -1, nil, false
+			}
+			stack = stack[:len(stack)-1]
+		case '#':
+			i = lineEnd(src, i, hi) - 1
+		case '/':
+			switch {
+			case i+1 < hi && src[i+1] == '/':
+				i = lineEnd(src, i, hi) - 1
+			case i+1 < hi && src[i+1] == '*':
+				e := bytes.Index(src[i+2:hi], []byte("*/"))
+				if e < 0 {
+					return -1, nil, false
+				}
+				i += 2 + e + 1
+			}
+		case '<':
+			if i+1 < hi && src[i+1] == '<' {
+				e, ok := heredoc(src, i, hi)
+				if !ok {
+					return -1, nil, false
+				}
+				i = e - 1
+			}
+		case '\n':
+			if len(stack) == 0 {
+				ends = append(ends, i+1)
+			}
+		}
+	}
+	if len(stack) != 0 || brace {
+		return -1, nil, false
+	}
+	return -1, ends, true
+}
+
+// lineEnd returns the offset of the newline ending the line at i, or hi.
+func lineEnd(src []byte, i, hi int) int {
+	if e := bytes.IndexByte(src[i:hi], '\n'); e >= 0 {
+		return i + e
+	}
+	return hi
+}
+
+// heredoc skips the heredoc starting with "<<" at i: it returns the offset
+// just after its closing marker.
+func heredoc(src []byte, i, hi int) (int, bool) {
+	j := i + 2
+	if j < hi && src[j] == '-' {
+		j++
+	}
+	k := j
+	for k < hi && (src[k] == '_' || src[k] == '-' || 'a' <= src[k] && src[k] <= 'z' || 'A' <= src[k] && src[k] <= 'Z' || k > j && '0' <= src[k] && src[k] <= '9') {
+		k++
+	}
+	marker := src[j:k]
+	if len(marker) == 0 {
+		return 0, false
+	}
+	if k < hi && src[k] == '\r' {
+		k++
+	}
+	if k >= hi || src[k] != '\n' {
+		return 0, false
+	}
+	for line := k + 1; line < hi; {
+		e := lineEnd(src, line, hi)
+		if bytes.Equal(bytes.Trim(src[line:e], " \t\r"), marker) {
+			return line + bytes.Index(src[line:e], marker) + len(marker), true
+		}
+		line = e + 1
+	}
+	return 0, false
+}
+
+// nav is hclsyntax's navigation for a file parsed in pieces: it names the
+// top-level block holding an offset in diagnostics.
+type nav struct{ root *hclsyntax.Body }
+
+func (n nav) block(offset int) *hclsyntax.Block {
+	for _, b := range n.root.Blocks {
+		if b.Range().ContainsOffset(offset) {
+			return b
+		}
+	}
+	return nil
+}
+
+// ContextString names the top-level block holding offset: TYPE "LABEL"….
+func (n nav) ContextString(offset int) string {
+	b := n.block(offset)
+	if b == nil {
+		return ""
+	}
+	s := b.Type
+	for _, l := range b.Labels {
+		s += fmt.Sprintf(" %q", l)
+	}
+	return s
+}
+
+// ContextDefRange is the definition range of the top-level block holding
+// offset.
+func (n nav) ContextDefRange(offset int) hcl.Range {
+	if b := n.block(offset); b != nil {
+		return b.DefRange()
+	}
+	return hcl.Range{}
+}

@@ -1,0 +1,126 @@
+package hclchunk
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// same parses src whole and in pieces of every small size, and requires
+// the same body and diagnostics.
+func same(t *testing.T, name string, src []byte, pieces ...int) {
+	t.Helper()
+	if pieces == nil {
+		pieces = []int{1, 7, 64, 512}
+	}
+	whole, wd := hclsyntax.ParseConfig(src, name, hcl.Pos{Line: 1, Column: 1})
+	for _, piece := range pieces {
+		for _, min := range []int{1, 40, 300} {
+			got, gd := parse(src, name, min, piece)
+			require.Equal(t, wd.Error(), gd.Error(), "%s: min %d piece %d: diagnostics", name, min, piece)
+			if !reflect.DeepEqual(whole.Body, got.Body) {
+				t.Fatalf("%s: min %d piece %d: the body differs from the whole-file parse", name, min, piece)
+			}
+			require.Equal(t, src, got.Bytes)
+		}
+	}
+}
+
+func TestRepoFiles(t *testing.T) {
+	var files []string
+	for _, glob := range []string{"../../inventories/*.hcl", "../../inventories/testdata/*.hcl", "../../playbooks/*.hcl",
+		"../../playbooks/testdata/*.hcl", "../../playbooks/testdata/*/*.hcl", "../../examples/*/*.hcl", "../../bench/*.hcl"} {
+		m, err := filepath.Glob(glob)
+		require.NoError(t, err)
+		files = append(files, m...)
+	}
+	require.NotEmpty(t, files)
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		require.NoError(t, err)
+		same(t, f, src)
+	}
+}
+
+func TestTricky(t *testing.T) {
+	cases := map[string]string{
+		"heredoc": "a = <<EOT\n}\n\"\n  ${x}\nEOT\nb = <<-X\n  {\n  X\nblock \"l\" {\n  c = 1\n}\n",
+		"strings": "a = \"}{\\\"\\n$${x}%%{y}\"\nb = \"${ {a = \"}\"}.a }\"\nc = 1\n",
+		"comments": "# {\n// [\n/* (\n\n */\nblk {\n  # }\n  x = 1 # ]\n}\n",
+		"nested": "p \"x\" {\n  s \"a\" {\n    v = [\n      1,\n      2,\n    ]\n  }\n  s \"b\" {\n    w = { k = \"v\" }\n  }\n}\n",
+		"no trailing newline": "a = 1\nb { c = 2 }",
+		"crlf":        "a = 1\r\nb {\r\n  c = 2\r\n}\r\n",
+		"tabs":        "b {\n\tc = 2\n\t}\n",
+		"one-line block": "b \"x\" { c = 2 }\nd = 3\n",
+		"object attr": "vars = {\n  a = 1\n  b = 2\n}\n",
+		"utf8":        "h \"ç\" {\n  l = \"ü—\"\n  }\n",
+		"dup attr":    "a = 1\nb = 2\na = 3\n",
+		"dup in block": "x {\n  a = 1\n  a = 2\n}\n",
+		"unclosed":    "x {\n  a = 1\n",
+		"stray brace": "a = 1\n}\nb = 2\n",
+		"bad string":  "a = \"x\nb = 2\n",
+		"block junk after brace": "x { # c\n  a = 1\n}\n",
+		"block junk before close": "x {\n  a = 1\n  b = 2 }\n",
+		"empty":       "",
+		"blank":       "\n\n# only a comment\n",
+	}
+	for name, src := range cases {
+		t.Run(name, func(t *testing.T) { same(t, name, []byte(src)) })
+	}
+}
+
+func TestLargeGenerated(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("# a large file\ndefaults {\n  user = \"u\"\n}\n")
+	for i := range 300 {
+		fmt.Fprintf(&b, "host \"h%d\" {\n  address = \"10.0.0.%d\"\n  vars = { n = %d, s = \"${upper(\"x\")}\" }\n}\n", i, i%250, i)
+	}
+	b.WriteString("play \"p\" {\n  hosts = \"all\"\n")
+	for i := range 300 {
+		fmt.Fprintf(&b, "  step \"s%d\" {\n    module = \"copy\"\n    content = <<EOT\nline ${i}\nEOT\n  }\n", i)
+	}
+	b.WriteString("}\n")
+	src := []byte(b.String())
+	same(t, "large.hcl", src, 512, 4096)
+
+	// With the real sizes, through a parser: recorded and returned again.
+	p := hclparse.NewParser()
+	f, diags := Parse(p, src, "large.hcl")
+	require.False(t, diags.HasErrors())
+	assert.Same(t, f, p.Files()["large.hcl"])
+	again, diags := Parse(p, []byte("other"), "large.hcl")
+	assert.Empty(t, diags)
+	assert.Same(t, f, again)
+	// Diagnostics still name the block an offset is in.
+	cs, ok := f.Nav.(interface{ ContextString(int) string })
+	require.True(t, ok)
+	assert.Equal(t, `host "h1"`, cs.ContextString(strings.Index(b.String(), `"10.0.0.1"`)))
+}
+
+func FuzzPieces(f *testing.F) {
+	for _, s := range []string{"a = 1\nb {\n  c = \"${d}\"\n}\n", "x = <<E\n}\nE\n", "p {\n  q {\n    r = [1,\n2]\n  }\n}\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, src []byte) {
+		if len(src) > 4096 {
+			return
+		}
+		whole, wd := hclsyntax.ParseConfig(src, "f.hcl", hcl.Pos{Line: 1, Column: 1})
+		got, gd := parse(src, "f.hcl", 8, 16)
+		if wd.Error() != gd.Error() {
+			t.Fatalf("diagnostics differ:\n%s\n%s", wd.Error(), gd.Error())
+		}
+		if !wd.HasErrors() && !reflect.DeepEqual(whole.Body, got.Body) {
+			t.Fatal("the body differs from the whole-file parse")
+		}
+	})
+}
