@@ -150,8 +150,9 @@ func (l *Lab) LockExclusive(t testing.TB) {
 	flockWait(t, filepath.Join(l.Dir, labLockFile), syscall.LOCK_EX)
 }
 
-// flockWait takes a flock of kind how on path, waiting up to SwarmLockWait,
-// and releases it in t.Cleanup.
+// flockWait takes a flock of kind how on path, waiting up to SwarmLockWait
+// (and saying so in the test log, where a slow test's time went), and
+// releases it in t.Cleanup.
 func flockWait(t testing.TB, path string, how int) *os.File {
 	t.Helper()
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
@@ -159,6 +160,7 @@ func flockWait(t testing.TB, path string, how int) *os.File {
 		t.Fatalf("lab: lock %s: %v", path, err)
 	}
 	start := time.Now()
+	waited := false
 	for {
 		err := syscall.Flock(int(f.Fd()), how|syscall.LOCK_NB)
 		if err == nil {
@@ -168,9 +170,16 @@ func flockWait(t testing.TB, path string, how int) *os.File {
 			_ = f.Close()
 			t.Fatalf("lab: lock %s: %v (waited %s)", path, err, time.Since(start).Round(time.Second))
 		}
+		if !waited {
+			t.Logf("lab: waiting for %s (another lab test holds it)", path)
+			waited = true
+		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	t.Cleanup(func() { _ = f.Close() })
+	if waited {
+		t.Logf("lab: got %s after %s", path, time.Since(start).Round(time.Second))
+	}
+	t.Cleanup(func() { _ = f.Close() }) // closing the last fd releases the flock
 	return f
 }
 

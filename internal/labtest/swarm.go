@@ -30,36 +30,7 @@ const SwarmLockWait = 45 * time.Minute
 // serialise on it as well.
 func (l *Lab) LockSwarm(t testing.TB) {
 	t.Helper()
-	path := filepath.Join(l.Dir, SwarmLockFile)
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatalf("lab: swarm lock: %v", err)
-	}
-	start := time.Now()
-	logged := false
-	for {
-		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
-		if err == nil {
-			break
-		}
-		if err != syscall.EWOULDBLOCK {
-			_ = f.Close()
-			t.Fatalf("lab: swarm lock %s: %v", path, err)
-		}
-		if time.Since(start) > SwarmLockWait {
-			_ = f.Close()
-			t.Fatalf("lab: another test held the swarm lock %s for %s", path, SwarmLockWait)
-		}
-		if !logged {
-			t.Logf("lab: waiting for the swarm lock %s (another swarm test is running)", path)
-			logged = true
-		}
-		time.Sleep(time.Second)
-	}
-	if logged {
-		t.Logf("lab: got the swarm lock after %s", time.Since(start).Round(time.Second))
-	}
-	t.Cleanup(func() { _ = f.Close() }) // closing the last fd releases the flock
+	flockWait(t, filepath.Join(l.Dir, SwarmLockFile), syscall.LOCK_EX)
 }
 
 // ResetSwarm takes every lab host out of any swarm (docker swarm leave
