@@ -205,6 +205,26 @@ func (i Info) Args() []Arg {
 	return args
 }
 
+// TakesSensitive reports whether m's module declares a `sensitive`
+// argument. Every change of such a module is treated as sensitive, set or
+// not in this step: a module that handles secrets (a vault's tree, a
+// login) may snapshot them whatever its arguments.
+func TakesSensitive(m Module) bool {
+	t := reflect.TypeOf(m)
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil || t.Kind() != reflect.Struct {
+		return false
+	}
+	for f := range t.Fields() {
+		if f.Tag.Get("sensitive") == "true" {
+			return true
+		}
+	}
+	return false
+}
+
 func typeName(t reflect.Type) string {
 	switch t.Kind() {
 	case reflect.Pointer:

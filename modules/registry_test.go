@@ -88,3 +88,20 @@ func TestRegistryConcurrent(t *testing.T) {
 	wg.Wait()
 	require.Len(t, reg.All(), 5)
 }
+
+type withToken struct {
+	Path  string `hcl:"path"`
+	Token string `hcl:"token,optional" sensitive:"true"`
+}
+
+func (*withToken) Check(context.Context, modules.Conn) (*modules.Change, error) { return nil, nil }
+func (*withToken) Apply(context.Context, modules.Conn, *modules.Change) error   { return nil }
+
+// TestTakesSensitive: a module that declares a sensitive argument is
+// sensitive whether the step set it or not; one without is not.
+func TestTakesSensitive(t *testing.T) {
+	assert.True(t, modules.TakesSensitive(&withToken{Path: "/p", Token: "t"}))
+	assert.True(t, modules.TakesSensitive(&withToken{Path: "/p"}), "declared, not set")
+	assert.False(t, modules.TakesSensitive(nop{Path: "/p"}))
+	assert.True(t, modules.TakesSensitive((*withToken)(nil)), "the type decides, not the value")
+}

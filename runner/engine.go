@@ -532,7 +532,7 @@ func (e *engine) newRecord(p Play, s Step, m modules.Module, host, recHost strin
 	return &ChangeRecord{
 		RunID: e.opts.Run.ID, Seq: n, Host: host, Play: p.Name, Step: s.Name,
 		Module: s.Module, Source: s.Source, Time: time.Now().UTC(), Change: ch, Delegated: s.Delegate,
-		ModuleUndo: isRollbacker(m), Phase: phase,
+		ModuleUndo: isRollbacker(m), SensitiveArgs: modules.TakesSensitive(m), Phase: phase,
 	}
 }
 

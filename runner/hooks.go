@@ -36,6 +36,9 @@ type ChangeRecord struct {
 	// modules.Rollbacker): a rollback needs that module, not only the
 	// file snapshots.
 	ModuleUndo bool `json:"module_undo,omitempty"`
+	// SensitiveArgs says the module takes a sensitive argument
+	// (modules.TakesSensitive): the recorder seals the change.
+	SensitiveArgs bool `json:"sensitive_args,omitempty"`
 	// Phase counts the run's points where every host waited for the others
 	// (a play's start, a barrier, a run_once step, a serial batch), from 1.
 	// Changes of one phase ran side by side on different hosts; a later

@@ -107,7 +107,7 @@ func TestScriptApplyOneCommandPerChange(t *testing.T) {
 	recap, err := runner.Run(ctx, &runner.Playbook{File: "script.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: steps}}}, runner.Options{
 		Inventory: f.inv, Connector: cc, Run: info, Control: f.control, NoCheckAhead: true,
 		Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
-		Modules:  stock.Registry(), // without it every change is sealed
+		Modules:  stock.Registry(),
 		Events:   func(ev runner.Event) { evs = append(evs, ev) },
 	})
 	require.NoError(t, err)

@@ -33,3 +33,21 @@ func TestStockRegistryFresh(t *testing.T) {
 	require.False(t, ok)
 	require.Error(t, a.Add(modules.Info{Name: "copy", New: func() modules.Module { return nil }}), "a stock name is taken")
 }
+
+// TestStockSensitiveModules: the engine's mark (TakesSensitive, from the
+// module value) agrees with the documented arguments (`iklim modules`) for
+// every stock module, and the modules that take secrets are among them.
+func TestStockSensitiveModules(t *testing.T) {
+	var sensitive []string
+	for _, info := range stock.Registry().All() {
+		documented := false
+		for _, a := range info.Args() {
+			documented = documented || a.Sensitive
+		}
+		require.Equal(t, documented, modules.TakesSensitive(info.New()), info.Name)
+		if documented {
+			sensitive = append(sensitive, info.Name)
+		}
+	}
+	require.Subset(t, sensitive, []string{"docker_login", "docker_secret", "dns_record", "sentinel_check", "stack_deploy", "compose_up", "http_check"})
+}

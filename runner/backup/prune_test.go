@@ -122,11 +122,6 @@ func TestRoundTrips(t *testing.T) {
 	run := func(id string, changes int) int {
 		conn := &countConn{Conn: transport.NewLocalConn("h")}
 		r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}, Keep: 1})
-		// A registry without module x: x takes no sensitive argument, so
-		// its changes are not sealed (which would cost a round trip).
-		reg, err := modules.NewRegistry()
-		require.NoError(t, err)
-		r.UseRegistry(reg)
 		for seq := 1; seq <= changes; seq++ {
 			rec := &runner.ChangeRecord{RunID: id, Seq: seq, Host: "h", Step: "s", Module: "x",
 				Change: &modules.Change{Summary: "change", Files: []string{file}}}
@@ -162,23 +157,29 @@ func TestHostDirName(t *testing.T) {
 	}
 }
 
-// TestRecorderWithoutRegistrySeals: a recorder that was given no module
-// registry cannot tell which modules take sensitive arguments, so it seals
-// the files it snapshots rather than risk a secret in clear text.
-func TestRecorderWithoutRegistrySeals(t *testing.T) {
+// TestRecorderSealsSensitiveArgs: a change of a module that takes a
+// sensitive argument (the engine marks its record) has its file snapshots
+// sealed, though no secret of the run's list is in them; the same change
+// of a module without one is kept plain.
+func TestRecorderSealsSensitiveArgs(t *testing.T) {
 	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
 	ctx := context.Background()
 	h := &inventories.Host{Name: "h", BackupRoot: filepath.Join(t.TempDir(), "backups")}
 	file := filepath.Join(t.TempDir(), "f")
 	require.NoError(t, os.WriteFile(file, []byte("token=s3cr3t\n"), 0o600))
-	id := "2026-11-21T10-15-06Z"
-	conn := transport.NewLocalConn("h")
-	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
-	rec := &runner.ChangeRecord{RunID: id, Seq: 1, Host: "h", Step: "s", Module: "x",
-		Change: &modules.Change{Summary: "change", Files: []string{file}}}
-	require.NoError(t, r.Before(ctx, conn, h, rec))
-	require.NoError(t, r.After(ctx, conn, h, rec, nil))
-	dir := RunDir(h.BackupRoot, "h", id)
-	require.FileExists(t, filepath.Join(dir, "files", "0001", "1.data.enc"))
-	require.NoFileExists(t, filepath.Join(dir, "files", "0001", "1.data"))
+	for _, tc := range []struct {
+		id        string
+		sensitive bool
+		ext       string
+	}{{"2026-11-21T10-15-06Z", true, ".data.enc"}, {"2026-11-21T10-15-07Z", false, ".data"}} {
+		conn := transport.NewLocalConn("h")
+		r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: tc.id}})
+		rec := &runner.ChangeRecord{RunID: tc.id, Seq: 1, Host: "h", Step: "s", Module: "x", SensitiveArgs: tc.sensitive,
+			Change: &modules.Change{Summary: "change", Files: []string{file}}}
+		require.NoError(t, r.Before(ctx, conn, h, rec))
+		require.NoError(t, r.After(ctx, conn, h, rec, nil))
+		data, err := os.ReadFile(filepath.Join(RunDir(h.BackupRoot, "h", tc.id), "files", "0001", "1"+tc.ext))
+		require.NoError(t, err, "sensitive args %v", tc.sensitive)
+		require.Equal(t, !tc.sensitive, string(data) == "token=s3cr3t\n", "sensitive args %v", tc.sensitive)
+	}
 }

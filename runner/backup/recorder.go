@@ -62,8 +62,7 @@ type Recorder struct {
 
 	mu      sync.Mutex
 	sites   map[string]*siteState
-	secrets *modules.Secrets  // the run's, learnt from the first ctx
-	reg     *modules.Registry // the run's (UseRegistry): which modules take sensitive arguments
+	secrets *modules.Secrets // the run's, learnt from the first ctx
 	key     []byte
 }
 
@@ -119,21 +118,6 @@ func (r *Recorder) UseSecrets(s *modules.Secrets) {
 	if r.secrets == nil {
 		r.secrets = s
 	}
-}
-
-// UseRegistry implements modules.RegistryUser: the engine hands the
-// recorder the run's registry, whose modules' sensitive arguments make
-// their changes sensitive.
-func (r *Recorder) UseRegistry(reg *modules.Registry) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.reg = reg
-}
-
-func (r *Recorder) registry() *modules.Registry {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.reg
 }
 
 func (r *Recorder) runSecrets() *modules.Secrets {
@@ -215,7 +199,7 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 	if err != nil {
 		return nil, fmt.Errorf("%s: redact change record: %w", where, err)
 	}
-	sensitive := rec.Change.Sensitive || redacted || diffHasSecret(rec.Change.Diff, sec) || moduleSensitive(r.registry(), rec.Module)
+	sensitive := rec.Change.Sensitive || redacted || diffHasSecret(rec.Change.Diff, sec) || rec.SensitiveArgs
 
 	seq := seqName(rec.Seq)
 	root := hostRoot(h)

@@ -73,23 +73,3 @@ func diffHasSecret(d *modules.Diff, sec *modules.Secrets) bool {
 	_, b := redactString(d.After, sec)
 	return a || b
 }
-
-// moduleSensitive reports whether the module of reg declares a sensitive
-// argument. The recorder cannot see which arguments a step set, so it
-// treats every change of such a module as sensitive. Without a registry
-// (a program that gave runner.Run none) it cannot tell, and seals.
-func moduleSensitive(reg *modules.Registry, name string) bool {
-	if reg == nil {
-		return true
-	}
-	info, ok := reg.Lookup(name)
-	if !ok {
-		return false
-	}
-	for _, a := range info.Args() {
-		if a.Sensitive {
-			return true
-		}
-	}
-	return false
-}
