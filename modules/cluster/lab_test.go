@@ -19,6 +19,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"strings"
@@ -39,14 +40,18 @@ import (
 
 var appHosts = []string{"iklim-app-01", "iklim-app-02", "iklim-app-03"}
 
-// countConn counts the commands run through it.
+// countConn counts the commands run through it, and those of them that
+// call rabbitmqctl.
 type countConn struct {
 	modules.Conn
-	n atomic.Int32
+	n, ctl atomic.Int32
 }
 
 func (c *countConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
 	c.n.Add(1)
+	if strings.Contains(cmd, "rabbitmqctl") {
+		c.ctl.Add(1)
+	}
 	return c.Conn.Run(ctx, cmd, opts...)
 }
 
@@ -299,13 +304,21 @@ func TestRabbitJoinLab(t *testing.T) {
 	t.Run("rerun changes nothing in one round trip", func(t *testing.T) {
 		requireOK(t, step(l, appHosts, false, join))
 		allRunning(t)
+		// The peers reach the seed through a counting conn: a joined node
+		// asks it for its name only, never for its status.
+		seed := &countConn{Conn: l.conns["iklim-app-01"]}
+		counted := *l
+		counted.conns = maps.Clone(l.conns)
+		counted.conns["iklim-app-01"] = seed
 		for _, h := range appHosts {
 			cc := &countConn{Conn: l.conns[h]}
-			ch, err := l.on(h, join()).Check(l.ctx(h), cc)
+			ch, err := counted.on(h, join()).Check(l.ctx(h), cc)
 			require.NoError(t, err, h)
 			require.Nil(t, ch, h)
 			require.EqualValues(t, 1, cc.n.Load(), "%s: round trips of a no-change check", h)
 		}
+		require.EqualValues(t, 2, seed.n.Load(), "the two peers' probes of the seed")
+		require.Zero(t, seed.ctl.Load(), "rabbitmqctl runs on the seed for its peers' no-change checks")
 		timing("rerun")
 	})
 

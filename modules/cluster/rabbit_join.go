@@ -285,24 +285,35 @@ n=${RABBITMQ_NODENAME:-rabbit}; case $n in *@*) ;; *) n=$n@$h ;; esac; echo "$n"
 const cookieScript = `for f in /var/lib/rabbitmq/.erlang.cookie "$HOME/.erlang.cookie"; do
 if [ -r "$f" ]; then sha256sum <"$f" | cut -c1-64; exit 0; fi; done; echo none`
 
-// probeScript reads node name, cookie hash, cluster status and (policies)
-// the policies of vhost, in one remote script.
-func (m *RabbitJoin) probeScript(policies bool) string {
+// probeDepth says how much a probe asks: each rabbitmqctl call boots an
+// Erlang VM (about a second of CPU), the name and cookie are a shell away.
+type probeDepth int
+
+const (
+	probeName     probeDepth = iota // node name and cookie hash
+	probeStatus                     // and cluster_status
+	probePolicies                   // and list_policies of the vhost
+)
+
+// probeScript reads what depth asks for in one remote script.
+func (m *RabbitJoin) probeScript(depth probeDepth) string {
 	var b strings.Builder
 	b.WriteString(m.target().prelude())
 	b.WriteString("echo @@node\nrq sh -c " + remote.Quote(nodeNameScript) + "\n")
 	b.WriteString("echo @@cookie\nrq sh -c " + remote.Quote(cookieScript) + "\n")
-	b.WriteString("echo @@status\nrq rabbitmqctl -q cluster_status --formatter json; echo @@status_rc; echo $?\n")
-	if policies {
+	if depth >= probeStatus {
+		b.WriteString("echo @@status\nrq rabbitmqctl -q cluster_status --formatter json; echo @@status_rc; echo $?\n")
+	}
+	if depth >= probePolicies {
 		b.WriteString("echo @@policies\nrq rabbitmqctl -q list_policies -p " + remote.Quote(m.vhost()) +
 			" --formatter json; echo @@policies_rc; echo $?\n")
 	}
 	return b.String()
 }
 
-func (m *RabbitJoin) runProbe(ctx context.Context, c modules.Conn, host string, policies bool) (rabbitProbe, error) {
+func (m *RabbitJoin) runProbe(ctx context.Context, c modules.Conn, host string, depth probeDepth) (rabbitProbe, error) {
 	p := rabbitProbe{Host: host}
-	res, err := c.Run(ctx, m.probeScript(policies))
+	res, err := c.Run(ctx, m.probeScript(depth))
 	if err != nil {
 		return p, fmt.Errorf("%s: probe rabbitmq in %s: %w", host, m.target(), err)
 	}
@@ -315,6 +326,9 @@ func (m *RabbitJoin) runProbe(ctx context.Context, c modules.Conn, host string, 
 	s := sections(res.Stdout)
 	p.Node = strings.TrimSpace(s["node"])
 	p.Cookie = strings.TrimSpace(s["cookie"])
+	if depth < probeStatus {
+		return p, nil
+	}
 	var st clusterStatus
 	// A node whose app is stopped answers exit 0 without a status.
 	if strings.TrimSpace(s["status_rc"]) == "0" && json.Unmarshal([]byte(jsonPart(s["status"])), &st) == nil {
@@ -325,7 +339,7 @@ func (m *RabbitJoin) runProbe(ctx context.Context, c modules.Conn, host string, 
 			p.StatusErr = "cluster_status gave no status"
 		}
 	}
-	if policies {
+	if depth >= probePolicies {
 		if strings.TrimSpace(s["policies_rc"]) != "0" {
 			return p, fmt.Errorf("%s: list_policies on %s: %s", host, p.Node, remote.TrimOutput(s["policies"]+"\n"+lastLines(res.Stderr, 5)))
 		}
@@ -386,7 +400,11 @@ var errNotRunning = errors.New("not running")
 func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
 	m.self = selfName(m.Peers(), c)
 	if m.self == m.Seed {
-		seed, err := m.runProbe(ctx, c, m.self, len(m.Policies) > 0)
+		depth := probeStatus
+		if len(m.Policies) > 0 {
+			depth = probePolicies
+		}
+		seed, err := m.runProbe(ctx, c, m.self, depth)
 		if err != nil {
 			return nil, fmt.Errorf("rabbit_join: %w", err)
 		}
@@ -408,15 +426,24 @@ func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		m.seed, serr = m.runProbe(ctx, sc, m.Seed, false)
+		m.seed, serr = m.runProbe(ctx, sc, m.Seed, probeName)
 	}()
-	m.probe, err = m.runProbe(ctx, c, m.self, false)
+	m.probe, err = m.runProbe(ctx, c, m.self, probeStatus)
 	wg.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("rabbit_join: %w", err)
 	}
 	if serr != nil {
 		return nil, fmt.Errorf("rabbit_join: seed: %w", serr)
+	}
+	// A node that runs with the seed in its cluster has joined, and the
+	// seed's own status (an Erlang VM per peer on the seed) is not needed.
+	if st := m.probe.Status; m.probe.running() && slices.Contains(st.RunningNodes, m.seed.Node) && slices.Contains(st.members(), m.seed.Node) {
+		m.running = st.RunningNodes
+		return nil, nil
+	}
+	if m.seed, err = m.runProbe(ctx, sc, m.Seed, probeStatus); err != nil {
+		return nil, fmt.Errorf("rabbit_join: seed: %w", err)
 	}
 	if err := m.seedRunning(); err != nil {
 		return nil, err
@@ -775,7 +802,7 @@ func (m *RabbitJoin) waitRunning(ctx context.Context, c, sc modules.Conn, node s
 	start := time.Now()
 	deadline := start.Add(m.timeout())
 	for {
-		p, err := m.runProbe(ctx, sc, m.Seed, false)
+		p, err := m.runProbe(ctx, sc, m.Seed, probeStatus)
 		if err == nil && p.Status != nil && slices.Contains(p.Status.RunningNodes, node) {
 			m.running = p.Status.RunningNodes
 			m.joined = true
@@ -836,7 +863,7 @@ func (m *RabbitJoin) Rollback(ctx context.Context, c modules.Conn, ch *modules.C
 }
 
 func (m *RabbitJoin) leave(ctx context.Context, c modules.Conn, b rabbitBefore) error {
-	self, err := m.runProbe(ctx, c, m.self, false)
+	self, err := m.runProbe(ctx, c, m.self, probeStatus)
 	if errors.Is(err, errNotRunning) {
 		return nil // no RabbitMQ task here any more (its stack was removed first)
 	}
@@ -871,7 +898,7 @@ func (m *RabbitJoin) leave(ctx context.Context, c modules.Conn, b rabbitBefore) 
 	if b.SeedHost == m.self {
 		return nil
 	}
-	seed, err := m.runProbe(ctx, sc, b.SeedHost, false)
+	seed, err := m.runProbe(ctx, sc, b.SeedHost, probeStatus)
 	if err != nil || !seed.running() {
 		return nil // the seed is gone too: nobody is left to forget the node
 	}
