@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"syscall"
 	"time"
 
@@ -46,12 +48,73 @@ func WithRunError(err error) JournalOption { return func(o *journalOpts) { o.err
 func WithSecrets(s *modules.Secrets) JournalOption { return func(o *journalOpts) { o.secrets = s } }
 
 // WriteJournal writes the final journal of the recorder's run, redacted
-// with the Secrets the recorder saw.
+// with the Secrets the recorder saw, then prunes the journals of old runs
+// (RecorderOptions.KeepJournals).
 func (r *Recorder) WriteJournal(recap *runner.Recap, runErr error) error {
 	r.mu.Lock()
 	sec := r.secrets
 	r.mu.Unlock()
-	return WriteJournal(r.opts.Info, recap, WithSecrets(sec), WithRunError(runErr))
+	if err := WriteJournal(r.opts.Info, recap, WithSecrets(sec), WithRunError(runErr)); err != nil {
+		return err
+	}
+	if r.opts.KeepJournals < 0 {
+		return nil
+	}
+	_, err := PruneJournals(r.opts.KeepJournals, r.opts.Info.ID)
+	return err
+}
+
+// PruneJournals removes the control machine's journals of all but the
+// newest keep runs, so that $IKLIM_STATE_DIR/runs does not grow with every
+// run. It never removes the journal of current, of a run whose process
+// still runs here, or of a run claimed in the last hour that has no journal
+// yet (it is starting). The hosts' backups are not touched: rollback and
+// `iklim runs` read those. It returns the ids it removed.
+func PruneJournals(keep int, current string) ([]string, error) {
+	runs := filepath.Join(StateDir(), "runs")
+	entries, err := os.ReadDir(runs)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("prune journals: %w", err)
+	}
+	var ids []string
+	for _, e := range entries {
+		if e.IsDir() && ValidRunID(e.Name()) {
+			ids = append(ids, e.Name())
+		}
+	}
+	slices.SortFunc(ids, func(a, b string) int { return CompareRunIDs(b, a) }) // newest first
+	var pruned []string
+	var errs []error
+	for _, id := range ids[min(max(keep, 0), len(ids)):] {
+		if id == current || journalInUse(id) {
+			continue
+		}
+		if err := os.RemoveAll(JournalDir(id)); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		pruned = append(pruned, id)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return pruned, fmt.Errorf("prune journals: %w", err)
+	}
+	return pruned, nil
+}
+
+// journalInUse reports whether run id may still be going: its journal says
+// running and its process lives here, or it has no journal and was claimed
+// within the last hour.
+func journalInUse(id string) bool {
+	j, err := ReadJournal(id)
+	if err == nil {
+		alive, _ := liveHere(j.Control, j.PID)
+		return j.Status == StatusRunning && alive
+	}
+	fi, serr := os.Stat(JournalDir(id))
+	return serr == nil && time.Since(fi.ModTime()) < time.Hour
 }
 
 // WriteJournal writes the final journal of a run on the control machine,

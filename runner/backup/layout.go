@@ -19,6 +19,10 @@ import (
 // DefaultKeep is how many runs a host keeps unless told otherwise.
 const DefaultKeep = 5
 
+// DefaultKeepJournals is how many runs' journals (about 20 KB each) the
+// control machine keeps unless told otherwise.
+const DefaultKeepJournals = 200
+
 // Run statuses in run.json.
 const (
 	StatusRunning     = "running"     // no final status recorded (yet)

@@ -38,6 +38,10 @@ type RecorderOptions struct {
 	// DefaultKeep, negative never prunes. The host variable backup_keep
 	// overrides it per host or group.
 	Keep int
+	// KeepJournals is how many runs' journals ($IKLIM_STATE_DIR/runs/<id>)
+	// the control machine keeps after WriteJournal: 0 means
+	// DefaultKeepJournals, negative never prunes.
+	KeepJournals int
 	// StateDir holds the backup key; empty means StateDir().
 	StateDir string
 	// Secrets redact records when ctx carries none (runner.Run puts the
@@ -84,6 +88,9 @@ func NewRecorder(opts RecorderOptions) *Recorder {
 	}
 	if opts.Keep == 0 {
 		opts.Keep = DefaultKeep
+	}
+	if opts.KeepJournals == 0 {
+		opts.KeepJournals = DefaultKeepJournals
 	}
 	host := opts.Control
 	if host == "" {
