@@ -28,11 +28,16 @@ func receiveFiles(sb *strings.Builder, files []modules.ScriptFile) {
 	if len(files) == 0 {
 		return
 	}
-	var all strings.Builder
-	for _, f := range files {
-		all.WriteString(" " + remote.Quote(f.Path))
+	// The trap names the paths by variables, expanded when it runs: quoted
+	// inside its own quotes, a path with a space split there, and bash then
+	// removed the part before the space. A file the apply renamed into
+	// place is gone by then, and costs no rm.
+	var vars strings.Builder
+	for i, f := range files {
+		fmt.Fprintf(sb, "_iktmp%d=%s\n", i, remote.Quote(f.Path))
+		fmt.Fprintf(&vars, " \"$_iktmp%d\"", i)
 	}
-	fmt.Fprintf(sb, "trap 'rm -f --%s' EXIT\n", all.String())
+	fmt.Fprintf(sb, "trap 'for _f in%s; do if [ -e \"$_f\" ]; then rm -f -- \"$_f\"; fi; done' EXIT\n", vars.String())
 	for _, f := range files {
 		// Created with its mode (rw bits only) through the umask: no chmod.
 		fmt.Fprintf(sb, "umask %04o; dd of=%s bs=65536 iflag=fullblock,count_bytes count=%d status=none || exit %d\n",
