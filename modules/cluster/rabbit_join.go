@@ -52,10 +52,12 @@ func rabbitJoinInfo() modules.Info {
 // rabbit@seed`, `start_app`). Run it on every host of the cluster, the seed
 // included: on the seed it keeps the policies, on the others it joins.
 //
-// Check is one round trip per host, run at the same time on the host and
-// the seed: the node name, a hash of the Erlang cookie and
-// `rabbitmqctl cluster_status --formatter json` (plus `list_policies` on
-// the seed). A node already running in the seed's cluster is ok. A node in
+// Check is one round trip per host: the node name, a hash of the Erlang
+// cookie and `rabbitmqctl cluster_status --formatter json` (plus
+// `list_policies` on the seed), with the seed's node name read at the same
+// time. A node whose own status shows it running with the seed is ok; only
+// otherwise is the seed's status read too (each rabbitmqctl call starts an
+// Erlang VM, and the seed would be asked by every peer). A node in
 // another cluster is refused unless force_reset; a cookie that differs
 // from the seed's is refused (hashes compared, never printed); a seed node
 // that is not running is refused. Joins take a lock on the seed host, so
