@@ -11,22 +11,17 @@ package runner_test
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"os"
-	"os/user"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/iklimco/iklim/internal/recordtest"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
@@ -127,18 +122,10 @@ func newFaultHosts(t *testing.T, names []string, opts transport.SSHOptions, sshd
 
 func (f *faultHosts) file(host, name string) string { return filepath.Join(f.dir, "files", host, name) }
 
-// writeFile puts a file on host owned by the login user, as if an earlier
-// run had made it (without become, rollback cannot give root's files back).
+// writeFile puts a file on host owned by the login user.
 func (f *faultHosts) writeFile(host, name, content string) {
 	f.t.Helper()
-	u, err := user.Lookup(sshtest.User)
-	require.NoError(f.t, err)
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	p := f.file(host, name)
-	require.NoError(f.t, os.WriteFile(p, []byte(content), 0o640))
-	require.NoError(f.t, os.Chmod(p, 0o640))
-	require.NoError(f.t, os.Chown(p, uid, gid))
+	recordtest.WriteUserFile(f.t, f.file(host, name), content)
 }
 
 // hashes is sha256, mode and owner of every file the test watches, or
@@ -147,23 +134,10 @@ func (f *faultHosts) hashes(names ...string) map[string]string {
 	out := map[string]string{}
 	for _, h := range f.inv.Hosts {
 		for _, n := range names {
-			out[h.Name+"/"+n] = fileHash(f.t, f.file(h.Name, n))
+			out[h.Name+"/"+n] = recordtest.FileState(f.t, f.file(h.Name, n))
 		}
 	}
 	return out
-}
-
-func fileHash(t *testing.T, p string) string {
-	b, err := os.ReadFile(p)
-	if os.IsNotExist(err) {
-		return "absent"
-	}
-	require.NoError(t, err)
-	fi, err := os.Stat(p)
-	require.NoError(t, err)
-	st := fi.Sys().(*syscall.Stat_t)
-	sum := sha256.Sum256(b)
-	return fmt.Sprintf("%s %o %d:%d", hex.EncodeToString(sum[:]), fi.Mode().Perm(), st.Uid, st.Gid)
 }
 
 // play runs pb recorded, as `iklim play` does, and returns the run id, the
@@ -222,43 +196,10 @@ func (f *faultHosts) rollback(id, limit string) *runner.Recap {
 func (f *faultHosts) requireRecordsWhole(id string, want ...string) {
 	f.t.Helper()
 	for _, host := range want {
-		var runDirs []string
-		root := filepath.Join(f.dir, "backups", host)
-		require.NoError(f.t, filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-			if err != nil {
-				return err
-			}
-			if d.IsDir() && d.Name() == id {
-				runDirs = append(runDirs, p)
-			}
-			return nil
-		}), host)
-		require.Len(f.t, runDirs, 1, "%s: one directory for run %s", host, id)
-		requireRunDirWhole(f.t, runDirs[0])
+		dirs := recordtest.RunDirs(f.t, filepath.Join(f.dir, "backups", host), id)
+		require.Len(f.t, dirs, 1, "%s: one directory for run %s", host, id)
+		recordtest.RequireRunDirWhole(f.t, dirs[0])
 	}
-}
-
-func requireRunDirWhole(t *testing.T, dir string) {
-	t.Helper()
-	n := 0
-	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		name := d.Name()
-		require.False(t, strings.HasSuffix(name, ".tmp"), "half-written record left: %s", p)
-		if !d.IsDir() && strings.HasSuffix(name, ".json") {
-			b, err := os.ReadFile(p)
-			require.NoError(t, err)
-			require.True(t, json.Valid(b), "%s does not parse: %q", p, b)
-			if filepath.Base(filepath.Dir(p)) == "changes" && !strings.Contains(name, "after") {
-				n++
-			}
-		}
-		return nil
-	}))
-	require.FileExists(t, filepath.Join(dir, "run.json"))
-	require.Positive(t, n, "%s holds no change record", dir)
 }
 
 // sshdProcs returns the connection processes of srv, an error if none.
@@ -476,7 +417,7 @@ func TestFaultConnectionDropsBetweenRecordAndApply(t *testing.T) {
 			require.Zero(t, h.Failed+h.Unreachable, h.Error)
 		}
 	}
-	require.Equal(t, before["victim/a.conf"], fileHash(t, f.file("victim", "a.conf")), "the change was recorded, never applied")
+	require.Equal(t, before["victim/a.conf"], recordtest.FileState(t, f.file("victim", "a.conf")), "the change was recorded, never applied")
 
 	f.requireRecordsWhole(id, "ok1", "victim")
 	rb := f.rollback(id, "")

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iklimco/iklim/internal/recordtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
@@ -134,7 +135,7 @@ func TestScriptApplyOneCommandPerChange(t *testing.T) {
 	fi, err = os.Stat(f.file("h1", "m.conf"))
 	require.NoError(t, err)
 	require.Equal(t, fs.FileMode(0o604), fi.Mode().Perm())
-	require.Equal(t, before["h1/a.conf"][64:], fileHash(t, f.file("h1", "l.conf"))[64:], "the line keeps mode and owner")
+	require.Equal(t, before["h1/a.conf"][64:], recordtest.FileState(t, f.file("h1", "l.conf"))[64:], "the line keeps mode and owner")
 	leftovers, err := filepath.Glob(filepath.Join(f.dir, "files", "h1", ".iklim-*"))
 	require.NoError(t, err)
 	require.Empty(t, leftovers, "no temp file left beside the files")
@@ -231,7 +232,7 @@ func TestScriptApplyConnectionDropsBetweenRecordAndApply(t *testing.T) {
 	}
 	// The script, cut off, never writes (its output is gone).
 	time.Sleep(4 * time.Second)
-	require.Equal(t, before["victim/a.conf"], fileHash(t, f.file("victim", "a.conf")), "recorded, never applied")
+	require.Equal(t, before["victim/a.conf"], recordtest.FileState(t, f.file("victim", "a.conf")), "recorded, never applied")
 
 	f.requireRecordsWhole(id, "ok1", "victim")
 	recs, err := filepath.Glob(filepath.Join(f.dir, "backups", "victim", "*", id, "changes", "*.json"))

@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/iklimco/iklim/internal/labtest"
+	"github.com/iklimco/iklim/internal/recordtest"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
@@ -121,7 +122,7 @@ func (f *faultLab) labHashes() map[string]string {
 	out := map[string]string{}
 	for _, h := range f.hosts {
 		for _, n := range []string{"a.conf", "b.conf"} {
-			out[h+"/"+n] = localHash(f.t, f.local(h, f.hostFile(n)))
+			out[h+"/"+n] = recordtest.FileState(f.t, f.local(h, f.hostFile(n)))
 		}
 	}
 	return out
@@ -172,9 +173,9 @@ func (f *faultLab) restoreLink() {
 func (f *faultLab) requireLabRecordsWhole(id string, hosts ...string) {
 	f.t.Helper()
 	for _, h := range hosts {
-		dirs := runDirs(f.t, f.local(h, "/var/backups/iklim"), id)
+		dirs := recordtest.RunDirs(f.t, f.local(h, "/var/backups/iklim"), id)
 		require.Len(f.t, dirs, 1, "%s: one directory for run %s", h, id)
-		requireRunDirWhole(f.t, dirs[0])
+		recordtest.RequireRunDirWhole(f.t, dirs[0])
 	}
 }
 
@@ -340,6 +341,6 @@ func TestFaultLabLockHostUnreachable(t *testing.T) {
 	require.Equal(t, before, f.labHashes(), "no host changed")
 	id := r.runID()
 	for _, h := range f.hosts {
-		require.Empty(t, runDirs(t, f.local(h, "/var/backups/iklim"), id), "%s holds a record of a run that never started", h)
+		require.Empty(t, recordtest.RunDirs(t, f.local(h, "/var/backups/iklim"), id), "%s holds a record of a run that never started", h)
 	}
 }

@@ -20,25 +20,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/iklimco/iklim/internal/recordtest"
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/transport"
@@ -95,19 +91,10 @@ func (f *faultEnv) inventory(hosts []faultHost) string {
 
 func (f *faultEnv) file(host, name string) string { return filepath.Join(f.dir, "files", host, name) }
 
-// writeFile puts a file on a loopback host, owned by the login user (as if
-// an earlier run had made it: without become, rollback cannot give root's
-// files back).
+// writeFile puts a file on a loopback host, owned by the login user.
 func (f *faultEnv) writeFile(host, name, content string) {
 	f.t.Helper()
-	u, err := user.Lookup(sshtest.User)
-	require.NoError(f.t, err)
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	p := f.file(host, name)
-	require.NoError(f.t, os.WriteFile(p, []byte(content), 0o640))
-	require.NoError(f.t, os.Chmod(p, 0o640))
-	require.NoError(f.t, os.Chown(p, uid, gid))
+	recordtest.WriteUserFile(f.t, f.file(host, name), content)
 }
 
 // hashes is sha256, mode and owner of each host's files names, or "absent".
@@ -115,24 +102,10 @@ func (f *faultEnv) hashes(hosts []string, names ...string) map[string]string {
 	out := map[string]string{}
 	for _, h := range hosts {
 		for _, n := range names {
-			out[h+"/"+n] = localHash(f.t, f.file(h, n))
+			out[h+"/"+n] = recordtest.FileState(f.t, f.file(h, n))
 		}
 	}
 	return out
-}
-
-func localHash(t *testing.T, p string) string {
-	t.Helper()
-	b, err := os.ReadFile(p)
-	if os.IsNotExist(err) {
-		return "absent"
-	}
-	require.NoError(t, err)
-	fi, err := os.Stat(p)
-	require.NoError(t, err)
-	st := fi.Sys().(*syscall.Stat_t)
-	sum := sha256.Sum256(b)
-	return fmt.Sprintf("%s %o %d:%d", hex.EncodeToString(sum[:]), fi.Mode().Perm(), st.Uid, st.Gid)
 }
 
 // cliRun is one running iklim process whose JSON events are read as they
@@ -298,54 +271,10 @@ func (f *faultEnv) run(args ...string) (*cliRun, int) {
 func (f *faultEnv) requireRecordsWhole(id string, hosts ...string) {
 	f.t.Helper()
 	for _, host := range hosts {
-		dirs := runDirs(f.t, filepath.Join(f.dir, "backups", host), id)
+		dirs := recordtest.RunDirs(f.t, filepath.Join(f.dir, "backups", host), id)
 		require.Len(f.t, dirs, 1, "%s: one directory for run %s", host, id)
-		requireRunDirWhole(f.t, dirs[0])
+		recordtest.RequireRunDirWhole(f.t, dirs[0])
 	}
-}
-
-// runDirs finds the directories of run id under root, whatever the layout
-// below root.
-func runDirs(t *testing.T, root, id string) []string {
-	t.Helper()
-	var out []string
-	err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if os.IsNotExist(err) {
-				return nil
-			}
-			return err
-		}
-		if d.IsDir() && d.Name() == id {
-			out = append(out, p)
-			return fs.SkipDir
-		}
-		return nil
-	})
-	require.NoError(t, err)
-	return out
-}
-
-func requireRunDirWhole(t *testing.T, dir string) {
-	t.Helper()
-	changes := 0
-	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		require.False(t, strings.HasSuffix(d.Name(), ".tmp"), "half-written record left: %s", p)
-		if !d.IsDir() && strings.HasSuffix(d.Name(), ".json") {
-			b, err := os.ReadFile(p)
-			require.NoError(t, err)
-			require.True(t, json.Valid(b), "%s does not parse: %q", p, b)
-			if filepath.Base(filepath.Dir(p)) == "changes" && !strings.Contains(d.Name(), "after") {
-				changes++
-			}
-		}
-		return nil
-	}))
-	require.FileExists(t, filepath.Join(dir, "run.json"))
-	require.Positive(t, changes, "%s holds no change record", dir)
 }
 
 // killAll SIGKILLs pids (the test's own sshd and what it started) and waits
@@ -477,10 +406,10 @@ play "fault" {
 	require.Equal(t, 1, rb.recap()["victim"].Unreachable)
 	for _, h := range []string{"web-1", "web-2"} {
 		for _, n := range []string{"a.conf", "b.conf"} {
-			require.Equal(t, before[h+"/"+n], localHash(t, f.file(h, n)), "%s/%s", h, n)
+			require.Equal(t, before[h+"/"+n], recordtest.FileState(t, f.file(h, n)), "%s/%s", h, n)
 		}
 	}
-	require.NotEqual(t, before["victim/a.conf"], localHash(t, f.file("victim", "a.conf")), "not reached yet")
+	require.NotEqual(t, before["victim/a.conf"], recordtest.FileState(t, f.file("victim", "a.conf")), "not reached yet")
 
 	// The host is back: its rollback restores it.
 	restartSSHD(t, victimSrv)
@@ -616,7 +545,7 @@ play "deploy" {
 	require.Less(t, runs[lose].took(), runs[win].took(), "it gave up while the holder still ran")
 	require.NotContains(t, runs[lose].out(), "changed:", "the second run changed nothing")
 	for _, h := range names {
-		require.Empty(t, runDirs(t, filepath.Join(f.dir, "backups", h), loseID), "%s has records of the run that did not get the lock", h)
+		require.Empty(t, recordtest.RunDirs(t, filepath.Join(f.dir, "backups", h), loseID), "%s has records of the run that did not get the lock", h)
 	}
 	f.requireRecordsWhole(winID, names...)
 
