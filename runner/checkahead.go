@@ -21,10 +21,15 @@ package runner
 // before has ended ok, else 0 and the script ends. Over other Conns a gated
 // step starts a new batch.
 //
-// After a batch was cut short by a change the next batch is a single step,
-// then the size doubles with each batch that ran through: a first run, where
-// most steps change, wastes few checks; a run with nothing to change does
-// each host's steps in one session.
+// A batch cut short by a change still tells how the steps after it stood
+// before the change: the next batch takes the ones that found nothing to do
+// and the first one that found something (or could not tell), since a change
+// seldom touches what later steps check. A first run, where most steps
+// change, so goes on one step at a time and wastes few checks; a deploy that
+// changes a step or two re-checks the rest in one session. A batch that ran
+// through doubles the size; a run with nothing to change does each host's
+// steps in one session. Once a batch is cut, its remaining checks send
+// nothing more to the host: their results would be thrown away.
 
 import (
 	"bytes"
@@ -73,12 +78,12 @@ func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories
 			return
 		}
 		if !e.opts.NoCheckAhead && ahead > 1 {
-			if n, clean := e.runAhead(ctx, p, seg[i:min(i+ahead, len(seg))], h); n > 0 {
+			if n, clean, next := e.runAhead(ctx, p, seg[i:min(i+ahead, len(seg))], h); n > 0 {
 				i += n
 				if clean {
 					ahead = min(2*ahead, len(seg))
 				} else {
-					ahead = 1
+					ahead = next
 				}
 				continue
 			}
@@ -95,12 +100,13 @@ func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories
 
 // runAhead checks the leading steps of steps that may be batched in one
 // round trip, then finishes them in order. It returns how many steps it
-// finished (0: none could be batched, run steps[0] the usual way) and
-// whether all of those ended without changing the host.
-func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventories.Host) (int, bool) {
+// finished (0: none could be batched, run steps[0] the usual way), whether
+// all of those ended without changing the host, and when not, the size of
+// the next batch (nextBatch).
+func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventories.Host) (n int, clean bool, next int) {
 	conn, err := e.connect(ctx, h)
 	if err != nil {
-		return 0, false // runStep reports it
+		return 0, false, 1 // runStep reports it
 	}
 	b := newBatchConn(ctx, conn)
 	results := e.snapshotResults()
@@ -132,7 +138,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		registered = registered || s.Register != ""
 	}
 	if len(pre) < 2 {
-		return 0, false
+		return 0, false, 1
 	}
 
 	// Every check in its own goroutine; their commands go in batches.
@@ -167,14 +173,14 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		// Before a gate opens too: a gated command built from results that
 		// have changed since must not run.
 		if k > 0 && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
-			return k, false
+			return k, false, 1
 		}
 		if c.gated {
 			b.open(k, true)
 		}
 		<-c.done
 		if ctx.Err() != nil && c.err == nil {
-			return k, false // interrupted: as run one by one, start no more steps
+			return k, false, 1 // interrupted: as run one by one, start no more steps
 		}
 		stops := !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check)
 		if stops {
@@ -185,10 +191,26 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		case st == StatusOK || st == StatusSkipped:
 		case st == StatusChanged && e.opts.Check:
 		default:
-			return k + 1, false
+			b.closeGates()
+			wg.Wait()
+			return k + 1, false, nextBatch(pre[k+1:])
 		}
 	}
-	return len(pre), true
+	return len(pre), true, 0
+}
+
+// nextBatch is the size of the batch after one cut short before rest, from
+// what rest's checks found on the host as it was: the steps that found
+// nothing to do (or were skipped, or were not run, having been cut), and the
+// first one that found a change or failed, at least 1. It only sizes the
+// batch: every step in it is checked again.
+func nextBatch(rest []*checked) int {
+	for k, c := range rest {
+		if !c.skip && !errors.Is(c.err, errNotAhead) && (c.err != nil || c.ch != nil) {
+			return k + 1
+		}
+	}
+	return max(len(rest), 1)
 }
 
 // canBatch reports whether a check of mode may go in a batch at position k.
@@ -251,7 +273,7 @@ type batchConn struct {
 	active  int // checks running and not waiting for a command
 	pending []*batchReq
 	gates   map[int]*gate // by step order
-	closed  bool          // closeGates was called: undecided gates are shut
+	closed  bool          // closeGates was called: undecided gates are shut, and no more commands go
 }
 
 // gate holds a gated step's command until the steps before it have ended.
@@ -311,7 +333,9 @@ func (b *batchConn) decideLocked(order int, ok bool) {
 	}
 }
 
-// closeGates shuts every gate not opened yet.
+// closeGates shuts every gate not opened yet, and cuts the batch: the
+// results of the checks still running are no longer wanted, so their
+// commands get errNotAhead instead of going to the host.
 func (b *batchConn) closeGates() {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -427,7 +451,7 @@ func (v *batchView) direct(fn func(), errp *error) {
 	if reqs != nil {
 		go b.send(reqs)
 	}
-	if v.gated && !b.wait(v.order) {
+	if v.gated && !b.wait(v.order) || b.isClosed() {
 		*errp = errNotAhead
 	} else {
 		fn()
@@ -435,6 +459,12 @@ func (v *batchView) direct(fn func(), errp *error) {
 	b.mu.Lock()
 	b.active++
 	b.mu.Unlock()
+}
+
+func (b *batchConn) isClosed() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.closed
 }
 
 // wait blocks until the gate of step order is decided and reports whether
@@ -453,6 +483,14 @@ func (b *batchConn) send(reqs []*batchReq) {
 	// A gated command whose gate is already decided needs no gate.
 	var run []*batchReq
 	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		for _, r := range reqs {
+			r.err = errNotAhead
+		}
+		b.deliver(reqs...)
+		return
+	}
 	for _, r := range reqs {
 		if r.gated {
 			select {
@@ -483,7 +521,7 @@ func (b *batchConn) send(reqs []*batchReq) {
 	// What the batch could not tell (its script died early) runs alone, in
 	// order, each gated one once its gate has opened.
 	for _, r := range left {
-		if r.gated && !b.wait(r.order) {
+		if r.gated && !b.wait(r.order) || b.isClosed() {
 			r.err = errNotAhead
 		} else {
 			b.runAlone(r)

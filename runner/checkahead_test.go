@@ -80,6 +80,12 @@ type aheadRun struct {
 
 func runAhead(t *testing.T, base string, noAhead, check bool) aheadRun {
 	t.Helper()
+	return runPlaybook(t, aheadWorkload(base), base, noAhead, check)
+}
+
+// runPlaybook runs pb on three hosts over counted local conns.
+func runPlaybook(t *testing.T, pb *runner.Playbook, base string, noAhead, check bool) aheadRun {
+	t.Helper()
 	inv := inventories.New()
 	for _, n := range []string{"h1", "h2", "h3"} {
 		require.NoError(t, inv.Add(&inventories.Host{Name: n, Address: "127.0.0.1"}))
@@ -87,7 +93,7 @@ func runAhead(t *testing.T, base string, noAhead, check bool) aheadRun {
 	conn := &localConnector{}
 	var mu sync.Mutex
 	res := aheadRun{statuses: map[string][]string{}}
-	recap, err := runner.Run(context.Background(), aheadWorkload(base), runner.Options{
+	recap, err := runner.Run(context.Background(), pb, runner.Options{
 		Inventory: inv, Connector: conn, NoCheckAhead: noAhead, Check: check,
 		Events: func(e runner.Event) {
 			if e.Type != runner.EventHostResult {
@@ -264,5 +270,111 @@ func TestCheckAheadGatedCommandSeesResultsRegisteredBeforeIt(t *testing.T) {
 		b, err := os.ReadFile(filepath.Join(dir, h.Host))
 		require.NoError(t, err)
 		require.Equal(t, "new", string(b))
+	}
+}
+
+// deployWorkload is a deploy that writes rev into a file and then checks
+// four paths, the last of them the file just written.
+func deployWorkload(base, rev string) *runner.Playbook {
+	step := func(name string, build func(d string) modules.Module) runner.Step {
+		return runner.Step{Name: name, Module: "m", Source: "test.hcl:1",
+			Build: func(sc *runner.StepContext) (modules.Module, error) {
+				return build(filepath.Join(base, sc.Host.Name)), nil
+			}}
+	}
+	return &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		step("dir", func(d string) modules.Module { return &files.File{Path: d, State: "directory"} }),
+		step("conf", func(d string) modules.Module { return &files.Copy{Dest: d + "/app.conf", Content: ptr("rev = " + rev + "\n")} }),
+		step("data", func(d string) modules.Module { return &files.File{Path: d + "/data", State: "directory"} }),
+		step("logs", func(d string) modules.Module { return &files.File{Path: d + "/logs", State: "directory"} }),
+		step("line", func(d string) modules.Module {
+			return &files.Line{Path: d + "/app.conf", Line: "port = 8080", Create: true}
+		}),
+	}}}}
+}
+
+// TestCheckAheadAfterAChangeRechecksTheRestInOneBatch: a batch cut short by
+// a change is followed by one batch of the steps that found nothing to do
+// before it and the first that found something, not by single steps. Every
+// step ends as it does without check-ahead, on a first run (every step
+// changes: the steps go one by one after the first change, as before) and
+// on deploys where conf and line change.
+func TestCheckAheadAfterAChangeRechecksTheRestInOneBatch(t *testing.T) {
+	seq, ahead := t.TempDir(), t.TempDir()
+	for i, rev := range []string{"1", "2", "3"} {
+		a := runPlaybook(t, deployWorkload(seq, rev), seq, true, false)
+		b := runPlaybook(t, deployWorkload(ahead, rev), ahead, false, false)
+		require.Equal(t, a.statuses, b.statuses, "rev %s", rev)
+		var got []string
+		for _, st := range b.statuses["h1"] {
+			f := strings.Fields(st)
+			got = append(got, f[0]+" "+f[1])
+		}
+		if i == 0 {
+			require.Equal(t, []string{"dir changed", "conf changed", "data changed", "logs changed", "line changed"}, got)
+			// The batch of 5 is cut by dir; conf found a change, so it
+			// goes alone, and so on: as many round trips as one by one.
+			require.EqualValues(t, a.runs, b.runs, "first run")
+			require.EqualValues(t, 3*9, b.runs, "first run")
+			continue
+		}
+		require.Equal(t, []string{"dir ok", "conf changed", "data ok", "logs ok", "line changed"}, got, "rev %s", rev)
+		// One batch of 5, cut by conf; conf's apply sets the replaced
+		// file's owner (one command); one batch of data, logs and line,
+		// which had found nothing to do before conf's change; line's apply
+		// (its owner, one command). Without the batch after the change it
+		// was 5: data alone, then logs and line.
+		require.EqualValues(t, 3*4, b.runs, "rev %s: round trips", rev)
+		require.EqualValues(t, 3*7, a.runs, "rev %s: without check-ahead", rev)
+	}
+}
+
+// twoRounds is a read-only check of two commands, the second sent only once
+// wait is closed; each command appends a line to log.
+type twoRounds struct {
+	log  string
+	wait <-chan struct{}
+}
+
+func (m *twoRounds) Check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
+	if _, err := c.Run(ctx, "echo first >> "+m.log); err != nil {
+		return nil, err
+	}
+	<-m.wait
+	_, err := c.Run(ctx, "echo second >> "+m.log)
+	return nil, err
+}
+func (m *twoRounds) Apply(context.Context, modules.Conn, *modules.Change) error { return nil }
+func (m *twoRounds) CheckAhead() modules.CheckAhead                            { return modules.CheckAheadReadOnly }
+
+// TestCheckAheadCutBatchSendsNothingMore: once a batch is cut by a change,
+// a check of it still running sends no more commands to the host; its step
+// is checked again in its turn, so each of its commands runs once for that.
+func TestCheckAheadCutBatchSendsNothingMore(t *testing.T) {
+	dir := t.TempDir()
+	waits := map[string]chan struct{}{"h01": make(chan struct{}), "h02": make(chan struct{})}
+	pb := &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		{Name: "conf", Module: "copy", Source: "test.hcl:1", Build: func(sc *runner.StepContext) (modules.Module, error) {
+			return &files.Copy{Dest: filepath.Join(dir, sc.Host.Name+".conf"), Content: ptr("x\n")}, nil
+		}},
+		{Name: "two rounds", Module: "m", Source: "test.hcl:2", Build: func(sc *runner.StepContext) (modules.Module, error) {
+			return &twoRounds{log: filepath.Join(dir, sc.Host.Name+".log"), wait: waits[sc.Host.Name]}, nil
+		}},
+	}}}}
+	recap, err := runner.Run(context.Background(), pb, runner.Options{
+		Inventory: localInventory(t, 2), Connector: noConnector{},
+		Events: func(e runner.Event) {
+			if e.Type == runner.EventHostResult && e.Step == "conf" {
+				close(waits[e.Host]) // conf is applied: the batch was cut before
+			}
+		},
+	})
+	require.NoError(t, err)
+	for _, h := range recap.Hosts {
+		require.Zero(t, h.Failed, h.Error)
+		require.Equal(t, 1, h.Changed)
+		b, err := os.ReadFile(filepath.Join(dir, h.Host+".log"))
+		require.NoError(t, err)
+		require.Equal(t, "first\nfirst\nsecond\n", string(b), h.Host)
 	}
 }
