@@ -375,23 +375,43 @@ func WriteFileApply(p string, content []byte, mode uint32, owner, group string) 
 	tmp := path.Join(path.Dir(p), ".iklim-"+randomHex())
 	t := Quote(tmp)
 	var cmds []string
-	a := Attrs{Owner: owner, Group: group}
+	if own := (Attrs{Owner: owner, Group: group}).Script(tmp, false, false); own != "" {
+		if mine := ownedByShell(tmp, owner, group); mine != "" {
+			own = "{ " + mine + " || " + own + "; }"
+		}
+		cmds = append(cmds, own)
+	}
 	if mode&^0o666 != 0 {
 		// x or set-id bits: not through the umask, and after chown,
 		// which clears set-id bits.
-		a.Mode = fmt.Sprintf("%04o", mode)
-		if owner == "" && group == "" {
-			cmds = append(cmds, fmt.Sprintf("chmod -- %04o %s", mode, t))
-		}
-	}
-	if s := a.Script(tmp, false, false); s != "" && (owner != "" || group != "") {
-		cmds = append(cmds, s)
+		cmds = append(cmds, fmt.Sprintf("chmod -- %04o %s", mode, t))
 	}
 	cmds = append(cmds, "mv -Tf -- "+t+" "+Quote(p))
 	return &modules.ScriptApply{
 		Files:  []modules.ScriptFile{{Path: tmp, Data: content, Mode: mode & 0o666}},
 		Script: strings.Join(cmds, " && ") + " || { rm -f -- " + t + "; false; }\n",
 	}
+}
+
+// ownedByShell is an sh test, builtins only, that succeeds when the file p
+// the script just created already has the numeric owner and group wanted:
+// the shell's effective ids (from /proc/self/status) are those, and p's
+// owner and group are the shell's. Then chown, one program per changed file
+// in a deploy that keeps a file's owner, has nothing to do. It is "" when a
+// name is wanted: only chown resolves names.
+func ownedByShell(p, owner, group string) string {
+	if owner != "" && !isNumeric(owner) || group != "" && !isNumeric(group) {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("{ _iku=; _ikg=; while read -r _k _r _e _x; do case $_k in Uid:) _iku=$_e ;; Gid:) _ikg=$_e ;; esac; done < /proc/self/status; } 2>/dev/null")
+	if owner != "" {
+		fmt.Fprintf(&b, " && [ \"$_iku\" = %s ] && [ -O %s ]", owner, Quote(p))
+	}
+	if group != "" {
+		fmt.Fprintf(&b, " && [ \"$_ikg\" = %s ] && [ -G %s ]", group, Quote(p))
+	}
+	return b.String()
 }
 
 // ScriptOnly is a modules.ScriptApply of cmd alone, or nil for "".
