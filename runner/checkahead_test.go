@@ -284,7 +284,9 @@ func deployWorkload(base, rev string) *runner.Playbook {
 	}
 	return &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
 		step("dir", func(d string) modules.Module { return &files.File{Path: d, State: "directory"} }),
-		step("conf", func(d string) modules.Module { return &files.Copy{Dest: d + "/app.conf", Content: ptr("rev = " + rev + "\n")} }),
+		step("conf", func(d string) modules.Module {
+			return &files.Copy{Dest: d + "/app.conf", Content: ptr("rev = " + rev + "\n")}
+		}),
 		step("data", func(d string) modules.Module { return &files.File{Path: d + "/data", State: "directory"} }),
 		step("logs", func(d string) modules.Module { return &files.File{Path: d + "/logs", State: "directory"} }),
 		step("line", func(d string) modules.Module {
@@ -345,7 +347,7 @@ func (m *twoRounds) Check(ctx context.Context, c modules.Conn) (*modules.Change,
 	return nil, err
 }
 func (m *twoRounds) Apply(context.Context, modules.Conn, *modules.Change) error { return nil }
-func (m *twoRounds) CheckAhead() modules.CheckAhead                            { return modules.CheckAheadReadOnly }
+func (m *twoRounds) CheckAhead() modules.CheckAhead                             { return modules.CheckAheadReadOnly }
 
 // TestCheckAheadCutBatchSendsNothingMore: once a batch is cut by a change,
 // a check of it still running sends no more commands to the host; its step
