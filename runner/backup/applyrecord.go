@@ -48,7 +48,7 @@ func receiveFiles(sb *strings.Builder, files []modules.ScriptFile) {
 
 // RecordApply implements runner.ScriptRecorder: the script of Before, then
 // ap's, then After's, in one command. ap's files travel on stdin ahead of the
-// record. The change record is complete (renamed into place) before ap runs,
+// record. The change record is complete (written whole) before ap runs,
 // so a run that dies meanwhile leaves the same record as Before would.
 func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord, ap *modules.ScriptApply) (runner.ScriptOutcome, error) {
 	st := r.site(h)

@@ -2,14 +2,19 @@ package backup
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/remote"
+	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
 
@@ -56,5 +61,83 @@ func TestReceiveFilesTrapWithSpacesInPaths(t *testing.T) {
 			require.NoError(t, err, "%s: the file named by the path's part before its space is untouched", shell)
 			require.Equal(t, "keep\n", string(b))
 		}
+	}
+}
+
+// TestInlineRecordComesOnStdinAndCutShortCountsAsNeverRecorded: a change
+// record small enough to come on the record script's stdin is never in the
+// script (its argv on the host, which ps shows); it is written whole after
+// the snapshot, and readers take a record cut short, or an after record cut
+// short, for one never written. A stdin that ends inside the record fails
+// the script before anything of the change is written.
+func TestInlineRecordComesOnStdinAndCutShortCountsAsNeverRecorded(t *testing.T) {
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	ctx := context.Background()
+	root, dir := t.TempDir(), t.TempDir()
+	file := filepath.Join(dir, "app.conf")
+	require.NoError(t, os.WriteFile(file, []byte("old\n"), 0o644))
+	id, err := ClaimRunID(time.Now())
+	require.NoError(t, err)
+	h := &inventories.Host{Name: "h1", BackupRoot: root, Local: true}
+	conn := transport.NewLocalConn("h1")
+	const marker = "marker-7f3a"
+	rec := func(seq int) *runner.ChangeRecord {
+		return &runner.ChangeRecord{RunID: id, Seq: seq, Host: "h1", Step: "write " + marker, Module: "copy",
+			Change: &modules.Change{Summary: "update " + marker, Files: []string{file}}}
+	}
+	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
+
+	// The first change: recorded through Before, over a real shell.
+	st := r.site(h)
+	st.mu.Lock()
+	b, err := r.before(ctx, conn, h, st, rec(1), nil)
+	st.mu.Unlock()
+	require.NoError(t, err)
+	require.NotContains(t, b.script.String(), marker, "the record is not in the script")
+	require.NoError(t, r.Before(ctx, conn, h, rec(1)))
+	runDir := RunDir(root, "h1", id)
+	got, err := os.ReadFile(filepath.Join(runDir, "changes", "0001.json"))
+	require.NoError(t, err)
+	require.Contains(t, string(got), marker)
+	require.NoError(t, r.After(ctx, conn, h, rec(1), nil))
+	matches, err := filepath.Glob(filepath.Join(runDir, "changes", ".*"))
+	require.NoError(t, err)
+	require.Empty(t, matches, "no temp files")
+
+	// The second change's stdin ends inside its record.
+	st.mu.Lock()
+	b, err = r.before(ctx, conn, h, st, rec(2), nil)
+	st.mu.Unlock()
+	require.NoError(t, err)
+	cmd := exec.Command("/bin/sh", "-c", b.script.String())
+	cmd.Stdin = bytes.NewReader(b.payload[:bytes.Index(b.payload, []byte(marker))])
+	out, err := cmd.CombinedOutput()
+	require.Error(t, err)
+	require.Contains(t, string(out), "the change record came short")
+	require.NoFileExists(t, filepath.Join(runDir, "changes", "0002.json"))
+	require.NoDirExists(t, filepath.Join(runDir, "files", "0002"))
+
+	hr, err := ReadHostRecords(ctx, conn, root, "h1", id)
+	require.NoError(t, err)
+	require.Len(t, hr.Changes, 1)
+	require.NotNil(t, hr.Changes[0].After)
+
+	// Records cut short, as by a crash while printf wrote them.
+	cut := func(name string) {
+		p := filepath.Join(runDir, "changes", name)
+		b, err := os.ReadFile(p)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(p, b[:len(b)/2], 0o600))
+	}
+	cut("0001.after.json")
+	hr, err = ReadHostRecords(ctx, conn, root, "h1", id)
+	require.NoError(t, err)
+	require.Len(t, hr.Changes, 1)
+	require.Nil(t, hr.Changes[0].After, "an after record cut short is no after record")
+	cut("0001.json")
+	hr, err = ReadHostRecords(ctx, conn, root, "h1", id)
+	require.NoError(t, err)
+	if hr != nil {
+		require.Empty(t, hr.Changes, "a change record cut short is no record")
 	}
 }

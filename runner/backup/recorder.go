@@ -187,8 +187,9 @@ type beforeScript struct {
 	payload                           []byte
 }
 
-// before builds the script that records rec; st.mu is held. files, the
-// content a ScriptApply writes, come first on its stdin (see receiveFiles).
+// before builds the script that records rec; st.mu is held. Its stdin is
+// files, the content a ScriptApply writes (see receiveFiles), then the
+// payload: the record when inline, then a tar.
 func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, rec *runner.ChangeRecord, files []modules.ScriptFile) (*beforeScript, error) {
 	if rec == nil || rec.Change == nil {
 		return nil, errors.New("backup: empty change record")
@@ -236,7 +237,17 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 		// created goes with it.
 		tw.add("run.json", b)
 	}
-	tw.add(tmp, red)
+	// A record of up to maxInlineRecord comes on stdin ahead of the tar,
+	// read by the shell's read (never in argv, where ps shows it), and is
+	// written once the snapshot is whole by printf straight to its name: cut
+	// short it is not JSON, which readers take for a change never applied
+	// (as they do a missing one), so it needs no temp file and no mv.
+	inline := len(red) <= maxInlineRecord && bytes.HasSuffix(red, []byte("\n"))
+	if inline {
+		tw.addDir("changes")
+	} else {
+		tw.add(tmp, red)
+	}
 	var key []byte
 	if sensitive {
 		if key, err = r.sealKey(); err != nil {
@@ -285,6 +296,9 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 		return nil, fmt.Errorf("%s: %w", where, err)
 	}
 
+	if inline {
+		payload = append(red[:len(red):len(red)], payload...)
+	}
 	b := &beforeScript{where: where, host: h.Name, root: root, hdir: hdir, dir: dir, seq: seq, first: first, rollbackOf: rollbackOf, payload: payload}
 	sb := &b.script
 	sb.WriteString(shPrelude)
@@ -298,11 +312,15 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
   _a=$(df -Pk -- "$R" 2>/dev/null | awk 'NR==2 {print $4}')
   if [ "$_a" = 0 ]; then echo "No space left on device: the filesystem of $R is full" >&2; fi
   [ -n "$DC" ] && rm -rf -- "$D"
-  rm -rf -- "$F" "$D/%s" "$D/changes/%s.json.enc" "$HD/.owner.%s" 2>/dev/null
+  rm -rf -- "$F" "$D/%s" "$D/changes/%s.json" "$D/changes/%s.json.enc" "$HD/.owner.%s" 2>/dev/null
   exit 1
 }
-`, tmp, seq, r.tok)
+`, tmp, seq, seq, r.tok)
 	receiveFiles(sb, files)
+	if inline {
+		fmt.Fprintf(sb, "_ikrec=; _ikn=%d\nwhile [ $_ikn -gt 0 ] && IFS= read -r _ikl; do _ikrec=\"$_ikrec$_ikl\n\"; _ikn=$((_ikn-1)); done\n", bytes.Count(red, []byte("\n")))
+		sb.WriteString("[ $_ikn = 0 ] || iklim_fail \"the change record came short\"\n")
+	}
 	if first {
 		sb.WriteString("[ -d \"$R\" ] || mkdir -p -- \"$R\" || iklim_fail \"cannot create $R\"\n")
 		sb.WriteString(ownerScript(hostDirName(h.Name), hostDirName(r.control), r.tok))
@@ -330,7 +348,11 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 		fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || iklim_fail \"cannot write $D/rollback_of\"\n", remote.Quote(rollbackOf))
 	}
 	// The record appears last and whole: the change counts as recorded.
-	fmt.Fprintf(sb, "mv -f -- \"$D/%s\" \"$D/changes/%s.json\" || iklim_fail \"cannot write $D/changes/%s.json\"\n", tmp, seq, seq)
+	if inline {
+		fmt.Fprintf(sb, "printf '%%s' \"$_ikrec\" > \"$D/changes/%s.json\" || iklim_fail \"cannot write $D/changes/%s.json\"\n", seq, seq)
+	} else {
+		fmt.Fprintf(sb, "mv -f -- \"$D/%s\" \"$D/changes/%s.json\" || iklim_fail \"cannot write $D/changes/%s.json\"\n", tmp, seq, seq)
+	}
 	if first {
 		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
 	}
@@ -509,14 +531,17 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
 	seq := seqName(rec.Seq)
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "A=%s; T=\"$A.%s.tmp\"\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), r.tok, remote.Quote(pre))
+	// Straight to its name, like an inline change record: cut short it is
+	// not JSON, and readers take it for a missing one (the run died before
+	// it could tell the outcome).
+	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), remote.Quote(pre))
 	for i, p := range rec.Change.Files {
 		if i > 0 {
 			sb.WriteString("printf ,\n")
 		}
 		fmt.Fprintf(&sb, "iklim_st %s %s || %s 1\n", jsq(p), remote.Quote(p), quit)
 	}
-	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$T\" && mv -f -- \"$T\" \"$A\" || { rm -f -- \"$T\"; %s 1; }\n", remote.Quote(post), quit)
+	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A\" || { rm -f -- \"$A\"; %s 1; }\n", remote.Quote(post), quit)
 	return sb.String(), nil
 }
 
@@ -810,6 +835,10 @@ type tarBuf struct {
 	tw  *tar.Writer
 	err error
 }
+
+// maxInlineRecord is the largest change record the record script reads
+// with the shell's read (a byte per system call) rather than from its tar.
+const maxInlineRecord = 32 << 10
 
 func newTarBuf() *tarBuf {
 	t := &tarBuf{}
