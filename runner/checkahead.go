@@ -552,7 +552,7 @@ func (b *batchConn) runAlone(r *batchReq) {
 
 // sendBatch runs reqs in one script, delivering each result as it comes
 // back, and returns the requests it has no result for. Each command runs in
-// a subshell with stdin from /dev/null, its output and exit status followed
+// a subshell (a probe unit in a function) with stdin from /dev/null, its output and exit status followed
 // by a marker line on stdout and on stderr. The marker is a random tag the
 // script spells in two halves, so that no output (not even a ps listing the
 // script) holds it by chance. Before a gated command the script reads a line
@@ -569,15 +569,18 @@ func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 			gated = true
 			sb.WriteString("read _ikgo || exit 0\n[ \"$_ikgo\" = 1 ] || exit 0\n")
 		}
-		sb.WriteString("(\n")
 		switch {
 		case u.probe:
+			// Our own script: a function, not a subshell (a fork).
 			ps := make([]remote.Probe, len(u.reqs))
 			for k, r := range u.reqs {
 				ps[k] = *r.probe
 			}
-			sb.WriteString(remote.ProbeScript(ps))
+			sb.WriteString(remote.ProbeFunc("_ikprobe", ps))
+			// Nothing of it stays for the commands after it.
+			sb.WriteString("_ikprobe </dev/null; _ikst=$?; unset -f _ikprobe _ikt _iks _ikf _ikr; unset _ikh _n _p _c\n")
 		default:
+			sb.WriteString("(\n")
 			if len(r.env) > 0 {
 				if err := remote.WriteExport(&sb, r.env); err != nil {
 					r.err = fmt.Errorf("%s: %w", b.conn.Host(), err) // as run alone: fails before running
@@ -585,9 +588,10 @@ func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 				}
 			}
 			sb.WriteString(r.cmd)
+			sb.WriteString("\n) </dev/null; _ikst=$?\n")
 		}
 		n := strconv.Itoa(i)
-		sb.WriteString("\n) </dev/null\nprintf '\\n%s%s " + n + " %d\\n' \"$_ik1\" \"$_ik2\" $?\nprintf '\\n%s%s " + n + "\\n' \"$_ik1\" \"$_ik2\" >&2\n")
+		sb.WriteString("printf '\\n%s%s " + n + " %d\\n' \"$_ik1\" \"$_ik2\" $_ikst\nprintf '\\n%s%s " + n + "\\n' \"$_ik1\" \"$_ik2\" >&2\n")
 	}
 	p := &batchParser{b: b, tag: h1 + h2, units: us}
 	var err error

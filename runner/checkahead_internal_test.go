@@ -2,10 +2,13 @@ package runner
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner/transport"
 	"github.com/stretchr/testify/require"
 )
@@ -123,4 +126,33 @@ func TestBatchConnGates(t *testing.T) {
 	<-reqs[3].done
 	require.ErrorIs(t, reqs[3].err, errNotAhead)
 	require.NoFileExists(t, dir+"/d")
+}
+
+// TestBatchConnProbeUnitLeavesNothingBehind: a batch's probes run in a
+// function of the batch's own shell, not in a subshell; what they ran
+// answers them as a probe script alone does, and the commands after them
+// see none of their functions or variables.
+func TestBatchConnProbeUnitLeavesNothingBehind(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	require.NoError(t, os.WriteFile(file, []byte("x\n"), 0o644))
+	conn := transport.NewLocalConn("h1")
+	ps := []remote.Probe{{Path: file, Sum: true}, {Path: filepath.Join(dir, "absent")}}
+	want, wantErrs, err := remote.ProbeAlone(context.Background(), conn, ps)
+	require.NoError(t, err)
+	b := &batchConn{conn: conn, ctx: context.Background()}
+	var reqs []*batchReq
+	for i := range ps {
+		reqs = append(reqs, &batchReq{order: i, probe: &ps[i], done: make(chan struct{})})
+	}
+	after := &batchReq{order: len(ps), done: make(chan struct{}),
+		cmd: `echo "[$_p][$_n][$_c][$_ikh]"; for f in _ikprobe _ikt _iks _ikf _ikr; do command -v $f; done; exit 2`}
+	reqs = append(reqs, after)
+	b.send(reqs)
+	for i := range ps {
+		require.Equal(t, wantErrs[i], reqs[i].err)
+		require.Equal(t, want[i], reqs[i].pres)
+	}
+	require.NoError(t, after.err)
+	require.Equal(t, modules.Result{Stdout: "[][][][]\n", ExitCode: 2}, after.res)
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 
 	"github.com/iklimco/iklim/modules"
@@ -77,7 +78,16 @@ func Probeable(p Probe) bool {
 // sha256sum for every regular file whose sum is wanted, one readlink for
 // the symlinks, one cat for the contents, and a head per differing file a
 // diff wants. Its output is read by ParseProbes. Paths are listed once each.
-func ProbeScript(ps []Probe) string {
+func ProbeScript(ps []Probe) string { return probeScript(ps, "exit") }
+
+// ProbeFunc is ProbeScript as the sh function name, which returns where
+// the script exits: a batch calls it in its own shell, without the fork of
+// a subshell.
+func ProbeFunc(name string, ps []Probe) string {
+	return name + "() {\n" + probeScript(ps, "return") + "}\n"
+}
+
+func probeScript(ps []Probe, quit string) string {
 	paths, sums, contents := probeSets(ps)
 	var b strings.Builder
 	// _ikt prints a type letter per path; _iks stats the paths that exist,
@@ -89,24 +99,29 @@ _ikf() { _c=$1; shift; _n=$#; for _p do if [ -f "$_p" ] && [ ! -L "$_p" ]; then 
 _ikr() { _n=$#; for _p do if [ -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shift $_n; [ $# -eq 0 ] || readlink -- "$@"; }
 `)
 	all := quoteAll(paths)
-	fmt.Fprintf(&b, "_ikt %s\n_iks %s || exit 3\necho\n", all, all)
-	if len(sums) > 0 {
+	fmt.Fprintf(&b, "_ikt %s\n_iks %s || %s 3\necho\n", all, all, quit)
+	diffs := slices.ContainsFunc(ps, func(p Probe) bool { return p.DiffWant != "" })
+	switch {
+	case len(sums) > 0 && diffs:
 		// Kept for the diffs below, then printed.
-		fmt.Fprintf(&b, "_ikh=$(_ikf sha256sum %s) || exit 3\n[ -z \"$_ikh\" ] || printf '%%s\\n' \"$_ikh\"\n", quoteAll(sums))
+		fmt.Fprintf(&b, "_ikh=$(_ikf sha256sum %s) || %s 3\n[ -z \"$_ikh\" ] || printf '%%s\\n' \"$_ikh\"\n", quoteAll(sums), quit)
+	case len(sums) > 0:
+		// Straight out: a command substitution is a fork.
+		fmt.Fprintf(&b, "_ikf sha256sum %s || %s 3\n", quoteAll(sums), quit)
 	}
 	b.WriteString("echo\n")
-	fmt.Fprintf(&b, "_ikr %s || exit 3\necho\n", all)
+	fmt.Fprintf(&b, "_ikr %s || %s 3\necho\n", all, quit)
 	for _, p := range ps {
 		if p.DiffWant == "" {
 			continue
 		}
 		q := Quote(p.Path)
 		// Same file, same want: the content goes once per probe, in order.
-		fmt.Fprintf(&b, "if [ -f %s ] && [ ! -L %s ]; then case \"\n$_ikh\n\" in *\"\n%s  %s\n\"*) echo D0 ;; *) echo D1; head -c %d -- %s || exit 3 ;; esac; else echo D0; fi\n",
-			q, q, p.DiffWant, p.Path, MaxDiff+1, q)
+		fmt.Fprintf(&b, "if [ -f %s ] && [ ! -L %s ]; then case \"\n$_ikh\n\" in *\"\n%s  %s\n\"*) echo D0 ;; *) echo D1; head -c %d -- %s || %s 3 ;; esac; else echo D0; fi\n",
+			q, q, p.DiffWant, p.Path, MaxDiff+1, q, quit)
 	}
 	if len(contents) > 0 {
-		fmt.Fprintf(&b, "_ikf cat %s || exit 3\n", quoteAll(contents))
+		fmt.Fprintf(&b, "_ikf cat %s || %s 3\n", quoteAll(contents), quit)
 	}
 	return b.String()
 }
