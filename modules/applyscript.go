@@ -21,6 +21,12 @@ type ScriptFile struct {
 	// Mode's read and write bits are the file's when it is created; other
 	// bits need a chmod in Script.
 	Mode uint32
+	// Dest, when set, is where Script renames Path, unchanged: after it
+	// succeeds, Dest is a regular file holding Data, with mode DestMode.
+	// The recorder then records Dest's state after from these rather than
+	// read it back (two programs less per change).
+	Dest     string
+	DestMode uint32
 }
 
 // ScriptApplier is a module whose Apply can be a ScriptApply. The runner

@@ -388,10 +388,16 @@ func WriteFileApply(p string, content []byte, mode uint32, owner, group string) 
 	}
 	cmds = append(cmds, "mv -Tf -- "+t+" "+Quote(p))
 	return &modules.ScriptApply{
-		Files:  []modules.ScriptFile{{Path: tmp, Data: content, Mode: mode & 0o666}},
+		Files:  []modules.ScriptFile{{Path: tmp, Data: content, Mode: mode & 0o666, Dest: p, DestMode: mode & 0o7777}},
 		Script: strings.Join(cmds, " && ") + " || { rm -f -- " + t + "; false; }\n",
 	}
 }
+
+// ShellIDs is an sh command, builtins only, that sets _iku and _ikg to the
+// shell's effective uid and gid from /proc/self/status, or to "" where
+// there is none. It stops at the Gid line: procfs makes every one-byte read
+// of the file anew, so the whole of it would cost more than a program.
+const ShellIDs = "{ _iku=; _ikg=; while read -r _k _r _e _x; do case $_k in Uid:) _iku=$_e ;; Gid:) _ikg=$_e; break ;; esac; done < /proc/self/status; } 2>/dev/null"
 
 // ownedByShell is an sh test, builtins only, that succeeds when the file p
 // the script just created already has the numeric owner and group wanted:
@@ -404,7 +410,7 @@ func ownedByShell(p, owner, group string) string {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString("{ _iku=; _ikg=; while read -r _k _r _e _x; do case $_k in Uid:) _iku=$_e ;; Gid:) _ikg=$_e ;; esac; done < /proc/self/status; } 2>/dev/null")
+	b.WriteString(ShellIDs)
 	if owner != "" {
 		fmt.Fprintf(&b, " && [ \"$_iku\" = %s ] && [ -O %s ]", owner, Quote(p))
 	}

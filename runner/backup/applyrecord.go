@@ -58,7 +58,7 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 	if err != nil {
 		return runner.ScriptOutcome{}, err
 	}
-	after, err := r.afterScript(h, rec, nil, "return")
+	after, err := r.afterScript(h, rec, nil, "return", ap.Files...)
 	if err != nil {
 		return runner.ScriptOutcome{}, err
 	}

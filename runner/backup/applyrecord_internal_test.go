@@ -3,6 +3,7 @@ package backup
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -139,5 +140,53 @@ func TestInlineRecordComesOnStdinAndCutShortCountsAsNeverRecorded(t *testing.T) 
 	require.NoError(t, err)
 	if hr != nil {
 		require.Empty(t, hr.Changes, "a change record cut short is no record")
+	}
+}
+
+// TestAfterStateOfWrittenFilesIsWhatIsThere: the state after of a file an
+// apply wrote whole is recorded from what the apply wrote (no programs run
+// to read it back); it must equal what reading it back gives, for the
+// shell's own file, another owner's, and set-id or plain modes.
+func TestAfterStateOfWrittenFilesIsWhatIsThere(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: one case writes a file for another owner")
+	}
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	ctx := context.Background()
+	root, dir := t.TempDir(), t.TempDir()
+	id, err := ClaimRunID(time.Now())
+	require.NoError(t, err)
+	h := &inventories.Host{Name: "h1", BackupRoot: root, Local: true}
+	conn := transport.NewLocalConn("h1")
+	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
+	for i, tc := range []struct {
+		mode         uint32
+		owner, group string
+	}{
+		{0o644, "", ""},
+		{0o600, "0", "0"},
+		{0o4755, "", ""},
+		{0o640, "1234", "4321"},
+	} {
+		dest := filepath.Join(dir, "f"+string(rune('a'+i)))
+		require.NoError(t, os.WriteFile(dest, []byte("old\n"), 0o644))
+		ap := remote.WriteFileApply(dest, []byte("new "+dest+"\n"), tc.mode, tc.owner, tc.group)
+		rec := &runner.ChangeRecord{RunID: id, Seq: i + 1, Host: "h1", Step: "write", Module: "copy",
+			Change: &modules.Change{Summary: "write " + dest, Files: []string{dest}}}
+		out, err := r.RecordApply(ctx, conn, h, rec, ap)
+		require.NoError(t, err)
+		require.NoError(t, out.ApplyErr)
+		require.True(t, out.AfterDone)
+
+		b, err := os.ReadFile(filepath.Join(RunDir(root, "h1", id), "changes", seqName(i+1)+".after.json"))
+		require.NoError(t, err)
+		var got AfterRecord
+		require.NoError(t, json.Unmarshal(b, &got))
+		res, err := conn.Run(ctx, shPrelude+"iklim_st "+jsq(dest)+" "+remote.Quote(dest))
+		require.NoError(t, err)
+		require.Zero(t, res.ExitCode, res.Stderr)
+		var want FileMeta
+		require.NoError(t, json.Unmarshal([]byte(res.Stdout), &want))
+		require.Equal(t, []FileMeta{want}, got.Files, "%04o %s:%s", tc.mode, tc.owner, tc.group)
 	}
 }

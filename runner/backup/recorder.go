@@ -509,7 +509,7 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 // afterScript is the script (after shPrelude) that writes rec's after
 // record; it ends with quit 1 ("exit", or "return" in a function) when it
 // cannot.
-func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, applyErr error, quit string) (string, error) {
+func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, applyErr error, quit string, wrote ...modules.ScriptFile) (string, error) {
 	sec := r.runSecrets()
 	ar := AfterRecord{Seq: rec.Seq, Outcome: "applied", Time: time.Now().UTC(), Files: []FileMeta{}}
 	if applyErr != nil {
@@ -535,11 +535,29 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 	// not JSON, and readers take it for a missing one (the run died before
 	// it could tell the outcome).
 	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), remote.Quote(pre))
+	known := map[string]modules.ScriptFile{}
+	for _, f := range wrote {
+		if f.Dest != "" {
+			known[f.Dest] = f
+		}
+	}
+	if len(known) > 0 {
+		sb.WriteString(remote.ShellIDs + "\n")
+	}
 	for i, p := range rec.Change.Files {
 		if i > 0 {
 			sb.WriteString("printf ,\n")
 		}
-		fmt.Fprintf(&sb, "iklim_st %s %s || %s 1\n", jsq(p), remote.Quote(p), quit)
+		st := fmt.Sprintf("iklim_st %s %s || %s 1", jsq(p), remote.Quote(p), quit)
+		if f, ok := known[p]; ok {
+			// What the apply wrote, as iklim_st prints it, when the file is
+			// there and the shell's own (else its owner is read too).
+			q := remote.Quote(p)
+			sum := sha256.Sum256(f.Data)
+			st = fmt.Sprintf(`if [ -f %s ] && [ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n "$_iku" ] && [ -n "$_ikg" ]; then printf '{"path":%%s,"exists":true,"type":"file","mode":"%o","uid":%%s,"gid":%%s,"sha256":"%s"}' %s "$_iku" "$_ikg"; else %s; fi`,
+				q, q, q, q, f.DestMode&0o7777, hex.EncodeToString(sum[:]), jsq(p), st)
+		}
+		sb.WriteString(st + "\n")
 	}
 	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A\" || { rm -f -- \"$A\"; %s 1; }\n", remote.Quote(post), quit)
 	return sb.String(), nil
