@@ -12,6 +12,11 @@ type ScriptApply struct {
 	// last command's; 0 means applied). It runs in the recorder's shell, so
 	// it must not exit, set shell options or read its stdin.
 	Script string
+	// Then is set by the runner, not the module: read-only commands run in
+	// the same round trip once Script has succeeded and its outcome is
+	// recorded (the checks of the steps after). Like Script it must not
+	// exit; its output and status are the recorder's ScriptOutcome.Then.
+	Then string
 }
 
 // ScriptFile is content a ScriptApply writes to the host.

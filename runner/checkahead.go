@@ -67,6 +67,8 @@ type checked struct {
 	done    chan struct{}  // closed when the check has returned
 	ch      *modules.Change
 	err     error
+	pf      *probeAnswers  // answers its check may take (prefetch.go)
+	then    []remote.Probe // probes its apply answers for the steps after
 }
 
 // runHost runs the steps of a segment on one host, batching checks where it
@@ -77,8 +79,9 @@ func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories
 		if ctx.Err() != nil || e.isDead(h.Name) {
 			return
 		}
+		pf := e.takeAnswers(h.Name) // for this unit only
 		if !e.opts.NoCheckAhead && ahead > 1 {
-			if n, clean, next := e.runAhead(ctx, p, seg[i:min(i+ahead, len(seg))], h); n > 0 {
+			if n, clean, next := e.runAhead(ctx, p, seg[i:min(i+ahead, len(seg))], h, pf); n > 0 {
 				i += n
 				if clean {
 					ahead = min(2*ahead, len(seg))
@@ -88,7 +91,7 @@ func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories
 				continue
 			}
 		}
-		st := e.runStep(ctx, p, seg[i], h, h.Name)
+		st := e.runStep(ctx, p, seg[i], h, h.Name, pf)
 		i++
 		if st == StatusOK || st == StatusSkipped {
 			ahead = min(2*max(ahead, 1), len(seg))
@@ -103,7 +106,7 @@ func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories
 // finished (0: none could be batched, run steps[0] the usual way), whether
 // all of those ended without changing the host, and when not, the size of
 // the next batch (nextBatch).
-func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventories.Host) (n int, clean bool, next int) {
+func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventories.Host, pf *probeAnswers) (n int, clean bool, next int) {
 	conn, err := e.connect(ctx, h)
 	if err != nil {
 		return 0, false, 1 // runStep reports it
@@ -139,6 +142,15 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 	}
 	if len(pre) < 2 {
 		return 0, false, 1
+	}
+	// Prefetched answers hold until the first check that is not read-only:
+	// a user's command may run there.
+	b.pf, b.pfBefore = pf, len(pre)
+	for k, c := range pre {
+		if !c.skip && aheadMode(c.m) != modules.CheckAheadReadOnly {
+			b.pfBefore = k
+			break
+		}
 	}
 
 	// Every check in its own goroutine; their commands go in batches.
@@ -185,6 +197,8 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		stops := !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check)
 		if stops {
 			b.closeGates() // nothing runs ahead of a change being applied
+			c.then = b.probesBefore(k+1, pre)
+			c.pf = pf
 		}
 		st := e.commit(ctx, p, s, h, h.Name, c)
 		switch {
@@ -211,6 +225,21 @@ func nextBatch(rest []*checked) int {
 		}
 	}
 	return max(len(rest), 1)
+}
+
+// probesBefore is the probes asked by the read-only checks of pre from
+// order from on, up to the first that is not read-only.
+func (b *batchConn) probesBefore(from int, pre []*checked) []remote.Probe {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []remote.Probe
+	for k := from; k < len(pre); k++ {
+		if c := pre[k]; !c.skip && aheadMode(c.m) != modules.CheckAheadReadOnly {
+			break
+		}
+		out = append(out, b.asked[k]...)
+	}
+	return out
 }
 
 // canBatch reports whether a check of mode may go in a batch at position k.
@@ -272,8 +301,12 @@ type batchConn struct {
 	mu      sync.Mutex
 	active  int // checks running and not waiting for a command
 	pending []*batchReq
-	gates   map[int]*gate // by step order
-	closed  bool          // closeGates was called: undecided gates are shut, and no more commands go
+	gates   map[int]*gate          // by step order
+	closed  bool                   // closeGates was called: undecided gates are shut, and no more commands go
+	asked   map[int][]remote.Probe // probes asked, by step order
+
+	pf       *probeAnswers // prefetched answers (prefetch.go)
+	pfBefore int           // only checks before this order take them
 }
 
 // gate holds a gated step's command until the steps before it have ended.
@@ -296,7 +329,7 @@ type batchReq struct {
 }
 
 func newBatchConn(ctx context.Context, conn modules.Conn) *batchConn {
-	b := &batchConn{conn: conn, ctx: ctx, gates: map[int]*gate{}}
+	b := &batchConn{conn: conn, ctx: ctx, gates: map[int]*gate{}, asked: map[int][]remote.Probe{}}
 	// Only the transport's own conns: a wrapper that embeds one (to count
 	// or change its commands) must see every command through its Run.
 	switch c := conn.(type) {
@@ -406,6 +439,14 @@ func (v *batchView) Run(ctx context.Context, cmd string, opts ...modules.RunOpti
 func (v *batchView) Probe(ctx context.Context, p remote.Probe) (remote.ProbeResult, error) {
 	if v.gated || !remote.Probeable(p) {
 		return remote.ProbeResult{}, remote.ErrNoProbe
+	}
+	v.b.mu.Lock()
+	v.b.asked[v.order] = append(v.b.asked[v.order], p)
+	v.b.mu.Unlock()
+	if v.order < v.b.pfBefore {
+		if res, ok := v.b.pf.take(p); ok {
+			return res, nil
+		}
 	}
 	r := &batchReq{order: v.order, probe: &p, done: make(chan struct{})}
 	v.b.queue(r)
@@ -603,9 +644,21 @@ func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 			break
 		}
 		b.mu.Lock()
-		for _, r := range reqs {
+		for _, r := range reqs { // in order, as the script reads them
 			if r.gated {
-				b.gates[r.order].pipe = pw
+				g := b.gates[r.order]
+				g.pipe = pw
+				select {
+				case <-g.decided:
+					// Decided since send looked, with no pipe to tell:
+					// the script reads it now.
+					if g.ok {
+						_, _ = pw.WriteString("1\n")
+					} else {
+						_, _ = pw.WriteString("0\n")
+					}
+				default:
+				}
 			}
 		}
 		b.mu.Unlock()

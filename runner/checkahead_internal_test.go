@@ -156,3 +156,36 @@ func TestBatchConnProbeUnitLeavesNothingBehind(t *testing.T) {
 	require.NoError(t, after.err)
 	require.Equal(t, modules.Result{Stdout: "[][][][]\n", ExitCode: 2}, after.res)
 }
+
+// TestBatchConnGateDecidedBeforeItsScriptStarts: a gate decided after send
+// looked at it but before its script could be told (a step before it was
+// answered without a round trip) still reaches the script.
+func TestBatchConnGateDecidedBeforeItsScriptStarts(t *testing.T) {
+	for _, open := range []bool{true, false} {
+		dir := t.TempDir()
+		b := newBatchConn(context.Background(), transport.NewLocalConn("h1"))
+		b.gates[1] = &gate{decided: make(chan struct{})}
+		reqs := []*batchReq{
+			{order: 0, cmd: "echo a", done: make(chan struct{})},
+			{order: 1, cmd: "touch " + dir + "/b", gated: true, done: make(chan struct{})},
+		}
+		b.open(1, open)
+		done := make(chan []*batchReq)
+		go func() { done <- b.sendBatch(reqs) }()
+		select {
+		case left := <-done:
+			if open {
+				require.Empty(t, left)
+			} else {
+				require.Equal(t, reqs[1:], left, "the script ended at the shut gate")
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the script waits for a gate decided before it started")
+		}
+		if open {
+			require.FileExists(t, dir+"/b")
+		} else {
+			require.NoFileExists(t, dir+"/b")
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner/transport"
 	"github.com/sourcegraph/conc/pool"
 	"github.com/zclconf/go-cty/cty"
@@ -89,6 +90,7 @@ type engine struct {
 	dead     map[string]bool                 // hosts that failed or were unreachable
 	recorded map[string]*inventories.Host    // hosts (and control) with records
 	serial   map[string]*sync.Mutex          // Peers.Serialize's locks, by key
+	prefetch map[string]*probeAnswers        // host → probes answered by its last apply (prefetch.go)
 	phase    int                             // current ChangeRecord.Phase
 }
 
@@ -130,7 +132,8 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 		pb: pb, opts: opts, control: control, local: transport.NewLocalConn(control.Name),
 		recaps: map[string]*HostRecap{}, results: map[string]map[string]cty.Value{},
 		seq: map[string]int{}, dead: map[string]bool{}, recorded: map[string]*inventories.Host{},
-		serial: map[string]*sync.Mutex{},
+		serial:   map[string]*sync.Mutex{},
+		prefetch: map[string]*probeAnswers{},
 	}
 	// Resolve every play's hosts first: a bad pattern must fail the run
 	// before any host is touched.
@@ -281,7 +284,7 @@ func (e *engine) runSegment(ctx context.Context, p Play, seg []Step, hosts []*in
 // for every host of the batch, as Ansible's run_once does.
 func (e *engine) runOnce(ctx context.Context, p Play, s Step, hosts []*inventories.Host) {
 	first := hosts[0]
-	status := e.runStep(ctx, p, s, first, first.Name)
+	status := e.runStep(ctx, p, s, first, first.Name, nil)
 	if s.Register == "" || status == StatusFailed || status == StatusUnreachable {
 		return
 	}
@@ -296,8 +299,10 @@ func (e *engine) runOnce(ctx context.Context, p Play, s Step, hosts []*inventori
 // runStep runs one step on one host and returns how it ended.
 // runStep runs one step on one host by itself: prepare, then commit, which
 // checks it in a round trip of its own.
-func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Host, name string) Status {
-	return e.commit(ctx, p, s, h, name, e.prepare(p, s, h, e.snapshotResults()))
+func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Host, name string, pf *probeAnswers) Status {
+	c := e.prepare(p, s, h, e.snapshotResults())
+	c.pf = pf
+	return e.commit(ctx, p, s, h, name, c)
 }
 
 // prepare is the part of a step that needs no host: its when, evaluated
@@ -393,6 +398,9 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 		return finish(StatusUnreachable, "", err)
 	}
 	mc := status.wrap(conn) // the module's Conn: it may report its status
+	if !c.checked && c.pf != nil && aheadMode(m) == modules.CheckAheadReadOnly && !s.Delegate {
+		mc.(interface{ setProbe(proberFunc) }).setProbe(prefetchProber(c.pf))
+	}
 
 	sctx := ctx
 	timeout := e.stepTimeout(s)
@@ -421,8 +429,15 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 		return finish(StatusChanged, ch.Summary, nil)
 	}
 
+	// The change makes what was answered for the host stale; the probes not
+	// taken go with this apply again.
+	then := thenProbes(c.then, c.pf.left())
+	e.takeAnswers(target.Name)
+	if s.Delegate || e.opts.NoCheckAhead {
+		then = nil
+	}
 	rec := e.newRecord(p, s, m, name, recHost.Name, ch)
-	applyErr, done, afterDone, err := e.recordApply(sctx, conn, recHost, rec, m)
+	applyErr, done, afterDone, err := e.recordApply(sctx, conn, recHost, rec, m, target.Name, then)
 	if err != nil {
 		// Never change a host without a record that can undo it.
 		return finish(failStatus(err), ch.Summary, fmt.Errorf("record change before applying: %w", err))
@@ -459,7 +474,10 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 // reports that it did, with the apply's outcome in applyErr; afterDone
 // that the outcome is recorded too. With done false nothing was recorded or
 // changed, and err means the change must not be applied.
-func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, m modules.Module) (applyErr error, done, afterDone bool, err error) {
+//
+// then are probes to answer in the same round trip once the change is
+// applied; their answers are kept for target's next step (prefetch.go).
+func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, m modules.Module, target string, then []remote.Probe) (applyErr error, done, afterDone bool, err error) {
 	sr, ok := e.opts.Recorder.(ScriptRecorder)
 	if !ok {
 		return nil, false, false, nil
@@ -472,6 +490,11 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventor
 	if ap == nil {
 		return nil, false, false, nil
 	}
+	if len(then) > 0 {
+		withThen := *ap
+		withThen.Then = thenScript(then)
+		ap = &withThen
+	}
 	out, err := sr.RecordApply(ctx, conn, h, rec, ap)
 	if out.Recorded {
 		e.markRecorded(h) // with an error too: Finish ends the run's record
@@ -481,6 +504,7 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventor
 	}
 	if out.ApplyErr == nil {
 		sa.ScriptApplied()
+		e.putAnswers(target, answersFrom(then, out.Then, out.ThenOK))
 	}
 	return out.ApplyErr, true, out.AfterDone, nil
 }

@@ -102,4 +102,8 @@ type ScriptOutcome struct {
 	ApplyErr error
 	// AfterDone: the outcome was recorded too.
 	AfterDone bool
+	// Then is the output of the script's Then, when it ran and ended with
+	// status 0 (ThenOK).
+	Then   string
+	ThenOK bool
 }

@@ -251,3 +251,76 @@ func TestScriptApplyConnectionDropsBetweenRecordAndApply(t *testing.T) {
 	}
 	require.Equal(t, before, f.hashes("a.conf"), "rollback restores every file byte-exact")
 }
+
+// TestPrefetchChecksNextStepsInTheApplysRoundTrip: with check-ahead, the
+// round trip that applies a change also answers the probes of the steps
+// after it, so that a run where each step changes takes one command per
+// change, not two (a check and an apply). The steps see the host as each
+// change left it: the line edits the file the copy before it wrote. A
+// second run changes nothing, and rollback restores every file.
+func TestPrefetchChecksNextStepsInTheApplysRoundTrip(t *testing.T) {
+	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
+	for _, n := range []string{"a.conf", "b.conf", "c.conf"} {
+		f.writeFile("h1", n, "old\n")
+	}
+	before := f.hashes("a.conf", "b.conf", "c.conf", "d.conf")
+	content := func(s string) *string { return &s }
+	pb := &runner.Playbook{File: "prefetch.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		step("a", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "a.conf"), Content: content("a = 1\n")}
+		}),
+		step("b", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "b.conf"), Content: content("b = 1\n")}
+		}),
+		step("line", func(h *inventories.Host) modules.Module {
+			return &files.Line{Path: f.file(h.Name, "a.conf"), Line: "x = 1"}
+		}),
+		step("c", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "c.conf"), Content: content("c = 1\n")}
+		}),
+		step("d", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "d.conf"), Content: content("d = 1\n")}
+		}),
+	}}}}
+	run := func() (string, map[string]runner.Status, int) {
+		cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
+		id, err := backup.ClaimRunID(time.Now())
+		require.NoError(t, err)
+		info := runner.RunInfo{ID: id, User: "prefetch@test", Started: time.Now().UTC(), Playbook: pb.File}
+		got := map[string]runner.Status{}
+		recap, err := runner.Run(context.Background(), pb, runner.Options{
+			Inventory: f.inv, Connector: cc, Run: info, Control: f.control,
+			Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
+			Events: func(ev runner.Event) {
+				if ev.Type == runner.EventHostResult {
+					got[ev.Step] = ev.Status
+				}
+			},
+		})
+		require.NoError(t, err)
+		require.Zero(t, recap.Hosts[0].Failed, recap.Hosts[0].Error)
+		return id, got, cc.count("h1")
+	}
+	ch, ok := runner.StatusChanged, runner.StatusOK
+
+	id, got, n := run()
+	require.Equal(t, map[string]runner.Status{"a": ch, "b": ch, "line": ch, "c": ch, "d": ch}, got)
+	// A batch of the five checks; five applies, each answering the checks
+	// of the steps after it; the run's end. Without the answers it was 11:
+	// a check before each apply but the first.
+	require.Equal(t, 7, n, "commands on the host")
+	b, err := os.ReadFile(f.file("h1", "a.conf"))
+	require.NoError(t, err)
+	require.Equal(t, "a = 1\nx = 1\n", string(b), "the line saw the copy's content")
+	rb := f.rollback(id, "")
+	require.Zero(t, rb.Hosts[0].Failed+rb.Hosts[0].Unreachable, rb.Hosts[0].Error)
+	require.Equal(t, before, f.hashes("a.conf", "b.conf", "c.conf", "d.conf"), "rollback restores every file")
+
+	// A deploy: the copy of a and the line change on every run. A batch of
+	// five checks; a's apply, answering the rest, which take no round trip;
+	// the line's apply; the run's end.
+	run()
+	_, got, n = run()
+	require.Equal(t, map[string]runner.Status{"a": ch, "b": ok, "line": ch, "c": ok, "d": ok}, got)
+	require.Equal(t, 4, n, "commands on the host")
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/remote"
 )
 
 // statusEvery is how often a host's step statuses may be emitted at most:
@@ -106,7 +107,20 @@ func (s *stepStatus) wrap(c modules.Conn) modules.Conn {
 
 type statusConn struct {
 	modules.Conn
-	s *stepStatus
+	s     *stepStatus
+	probe proberFunc // answers from an apply's prefetch, if any
+}
+
+type proberFunc func(context.Context, remote.Probe) (remote.ProbeResult, error)
+
+func (c *statusConn) setProbe(f proberFunc) { c.probe = f }
+
+// Probe implements remote.Prober: only what was prefetched is answered.
+func (c *statusConn) Probe(ctx context.Context, p remote.Probe) (remote.ProbeResult, error) {
+	if c.probe == nil {
+		return remote.ProbeResult{}, remote.ErrNoProbe
+	}
+	return c.probe(ctx, p)
 }
 
 // Report implements modules.Reporter.

@@ -67,7 +67,12 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 	// No subshells: a fork each. The apply's status is its last command's.
 	fmt.Fprintf(sb, "printf '\\n%s\\n'\n{\n%s\n} </dev/null || exit\n", recorded, strings.TrimRight(ap.Script, "\n"))
 	// The outcome is recorded by a function: its failure is not the apply's.
-	fmt.Fprintf(sb, "_ikafter() {\n%s}\n_ikafter && printf '%s\\n'\nexit 0\n", after, applied)
+	fmt.Fprintf(sb, "_ikafter() {\n%s}\n_ikafter && printf '%s\\n'\n", after, applied)
+	then, thenEnd := "IKLIM-THEN "+r.tok, "IKLIM-THEN-END "+r.tok
+	if ap.Then != "" {
+		fmt.Fprintf(sb, "printf '\\n%s\\n'\n{\n%s\n} </dev/null\nprintf '\\n%s %%d\\n' $?\n", then, strings.TrimRight(ap.Then, "\n"), thenEnd)
+	}
+	sb.WriteString("exit 0\n")
 
 	var stdin bytes.Buffer
 	for _, f := range ap.Files {
@@ -99,6 +104,11 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 		return out, nil
 	}
 	out.AfterDone = strings.Contains(tail, applied+"\n")
+	if _, t, ok := strings.Cut(tail, "\n"+then+"\n"); ok {
+		if t, st, ok := strings.Cut(t, "\n"+thenEnd+" "); ok && st == "0\n" {
+			out.Then, out.ThenOK = t, true
+		}
+	}
 	return out, nil
 }
 
