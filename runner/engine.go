@@ -296,9 +296,8 @@ func (e *engine) runOnce(ctx context.Context, p Play, s Step, hosts []*inventori
 	}
 }
 
-// runStep runs one step on one host and returns how it ended.
 // runStep runs one step on one host by itself: prepare, then commit, which
-// checks it in a round trip of its own.
+// checks it in a round trip of its own unless pf answers it.
 func (e *engine) runStep(ctx context.Context, p Play, s Step, h *inventories.Host, name string, pf *probeAnswers) Status {
 	c := e.prepare(p, s, h, e.snapshotResults())
 	c.pf = pf
@@ -397,10 +396,11 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 	if err != nil {
 		return finish(StatusUnreachable, "", err)
 	}
-	mc := status.wrap(conn) // the module's Conn: it may report its status
+	var probe proberFunc // a read-only check of h may take what h's last apply answered
 	if !c.checked && c.pf != nil && aheadMode(m) == modules.CheckAheadReadOnly && !s.Delegate {
-		mc.(interface{ setProbe(proberFunc) }).setProbe(prefetchProber(c.pf))
+		probe = prefetchProber(c.pf)
 	}
+	mc := status.wrap(conn, probe) // the module's Conn: it may report its status
 
 	sctx := ctx
 	timeout := e.stepTimeout(s)

@@ -96,9 +96,10 @@ func sameStatus(a, b modules.Status) bool {
 }
 
 // wrap is the Conn the step's module gets: c, and a modules.Reporter
-// whose reports are s's. c's Dialer stays visible through it.
-func (s *stepStatus) wrap(c modules.Conn) modules.Conn {
-	sc := &statusConn{Conn: c, s: s}
+// whose reports are s's, and a remote.Prober that answers with probe (none
+// when nil). c's Dialer stays visible through it.
+func (s *stepStatus) wrap(c modules.Conn, probe proberFunc) modules.Conn {
+	sc := &statusConn{Conn: c, s: s, probe: probe}
 	if _, ok := c.(modules.Dialer); ok {
 		return statusDialer{sc}
 	}
@@ -112,8 +113,6 @@ type statusConn struct {
 }
 
 type proberFunc func(context.Context, remote.Probe) (remote.ProbeResult, error)
-
-func (c *statusConn) setProbe(f proberFunc) { c.probe = f }
 
 // Probe implements remote.Prober: only what was prefetched is answered.
 func (c *statusConn) Probe(ctx context.Context, p remote.Probe) (remote.ProbeResult, error) {
