@@ -275,6 +275,10 @@ func isTransient(err error) bool {
 	for _, t := range []string{
 		"is not a swarm manager", "Manager is being prepared", "has trouble connecting to the cluster",
 		"code = Unavailable", "code = DeadlineExceeded", "context deadline exceeded", "rpc error: code = Unknown desc = raft",
+		// An object changed between the CLI's read and its update (a node
+		// the role manager is still reconciling after a demotion): the CLI
+		// reads it again on the next try.
+		"update out of sequence",
 	} {
 		if strings.Contains(s, t) {
 			return true

@@ -527,7 +527,7 @@ func (m *SwarmInit) applyRole(ctx context.Context, c modules.Conn, action string
 	if m.leader.ClusterID != "" {
 		defer lockCluster(m.Peers(), m.leader.ClusterID)()
 	}
-	if _, err := dockerRun(ctx, lc, "docker node "+action, "docker node "+action+" "+remote.Quote(m.info.NodeID)); err != nil {
+	if err := setNodeRole(ctx, lc, action, m.info.NodeID); err != nil {
 		return fmt.Errorf("swarm_init: %w", err)
 	}
 	want := action == "promote"
@@ -583,10 +583,18 @@ func (m *SwarmInit) Rollback(ctx context.Context, c modules.Conn, ch *modules.Ch
 		if err != nil {
 			return wrapRollback(err)
 		}
-		_, err = dockerRun(ctx, mc, "docker node "+undo, "docker node "+undo+" "+remote.Quote(si.NodeID))
-		return wrapRollback(err)
+		return wrapRollback(setNodeRole(ctx, mc, undo, si.NodeID))
 	}
 	return fmt.Errorf("swarm_init rollback: unknown action %q", b.Action)
+}
+
+// setNodeRole promotes or demotes (action) node id through manager mc,
+// again while the manager is in a passing state (retryTransient).
+func setNodeRole(ctx context.Context, mc modules.Conn, action, id string) error {
+	_, err := retryTransient(ctx, func() (modules.Result, error) {
+		return dockerRun(ctx, mc, "docker node "+action, "docker node "+action+" "+remote.Quote(id))
+	})
+	return err
 }
 
 func wrapRollback(err error) error {

@@ -383,6 +383,7 @@ func TestSwarmInfoParse(t *testing.T) {
 	require.Equal(t, "C", si.ClusterID)
 	require.Equal(t, []string{"1.2.3.4:2377"}, si.managerAddrs())
 	require.True(t, isTransient(fmt.Errorf("x: Error response from daemon: This node is not a swarm manager. Manager is being prepared")))
+	require.True(t, isTransient(fmt.Errorf("iklim-app-01: docker node promote: exit 1: Error response from daemon: rpc error: code = Unknown desc = update out of sequence")))
 	require.False(t, isTransient(fmt.Errorf("no such service")))
 }
 
