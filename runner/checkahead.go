@@ -145,13 +145,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 	}
 	// Prefetched answers hold until the first check that is not read-only:
 	// a user's command may run there.
-	b.pf, b.pfBefore = pf, len(pre)
-	for k, c := range pre {
-		if !c.skip && aheadMode(c.m) != modules.CheckAheadReadOnly {
-			b.pfBefore = k
-			break
-		}
-	}
+	b.pf, b.pfBefore = pf, firstNotReadOnly(pre, 0)
 
 	// Every check in its own goroutine; their commands go in batches.
 	var wg sync.WaitGroup
@@ -227,16 +221,25 @@ func nextBatch(rest []*checked) int {
 	return max(len(rest), 1)
 }
 
+// firstNotReadOnly is the order of the first check of pre from order from
+// on that is not read-only (one that may run a user's command), or
+// len(pre).
+func firstNotReadOnly(pre []*checked, from int) int {
+	for k := from; k < len(pre); k++ {
+		if c := pre[k]; !c.skip && aheadMode(c.m) != modules.CheckAheadReadOnly {
+			return k
+		}
+	}
+	return len(pre)
+}
+
 // probesBefore is the probes asked by the read-only checks of pre from
 // order from on, up to the first that is not read-only.
 func (b *batchConn) probesBefore(from int, pre []*checked) []remote.Probe {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	var out []remote.Probe
-	for k := from; k < len(pre); k++ {
-		if c := pre[k]; !c.skip && aheadMode(c.m) != modules.CheckAheadReadOnly {
-			break
-		}
+	for k, end := from, firstNotReadOnly(pre, from); k < end; k++ {
 		out = append(out, b.asked[k]...)
 	}
 	return out
@@ -593,11 +596,12 @@ func (b *batchConn) runAlone(r *batchReq) {
 
 // sendBatch runs reqs in one script, delivering each result as it comes
 // back, and returns the requests it has no result for. Each command runs in
-// a subshell (a probe unit in a function) with stdin from /dev/null, its output and exit status followed
-// by a marker line on stdout and on stderr. The marker is a random tag the
-// script spells in two halves, so that no output (not even a ps listing the
-// script) holds it by chance. Before a gated command the script reads a line
-// from its stdin and goes on only if it is 1.
+// a subshell (a probe unit in a function) with stdin from /dev/null, its
+// output and exit status followed by a marker line on stdout and on stderr.
+// The marker is a random tag the script spells in two halves, so that no
+// output (not even a ps listing the script) holds it by chance. Before a
+// gated command the script reads a line from its stdin and goes on only if
+// it is 1.
 func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 	h1, h2 := randomTag(), randomTag()
 	us := batchUnits(reqs)

@@ -57,8 +57,10 @@ func (a *probeAnswers) left() []remote.Probe {
 // more, each once.
 func thenProbes(want, more []remote.Probe) []remote.Probe {
 	var out []remote.Probe
+	seen := make(map[remote.Probe]bool, len(want)+len(more))
 	for _, p := range slices.Concat(want, more) {
-		if remote.Probeable(p) && !slices.Contains(out, p) {
+		if remote.Probeable(p) && !seen[p] {
+			seen[p] = true
 			out = append(out, p)
 		}
 	}
