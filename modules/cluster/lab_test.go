@@ -310,12 +310,16 @@ func TestRabbitJoinLab(t *testing.T) {
 		counted := *l
 		counted.conns = maps.Clone(l.conns)
 		counted.conns["iklim-app-01"] = seed
+		// erl_call answers: no rabbitmqctl (an Erlang VM each) anywhere.
 		for _, h := range appHosts {
 			cc := &countConn{Conn: l.conns[h]}
-			ch, err := counted.on(h, join()).Check(l.ctx(h), cc)
+			m := counted.on(h, join())
+			ch, err := m.Check(l.ctx(h), cc)
 			require.NoError(t, err, h)
 			require.Nil(t, ch, h)
 			require.EqualValues(t, 1, cc.n.Load(), "%s: round trips of a no-change check", h)
+			require.Zero(t, cc.ctl.Load(), "%s: rabbitmqctl ran in a no-change check", h)
+			require.Equal(t, allNodes, m.(modules.Outputter).Output()["running_nodes"], "%s: running nodes, as rabbitmqctl sees them", h)
 		}
 		require.EqualValues(t, 2, seed.n.Load(), "the two peers' probes of the seed")
 		require.Zero(t, seed.ctl.Load(), "rabbitmqctl runs on the seed for its peers' no-change checks")
@@ -382,9 +386,11 @@ func TestRabbitJoinLab(t *testing.T) {
 				{Name: pol, Pattern: "^t-", ApplyTo: "queues", Definition: cty.ObjectVal(def)}}}
 		}
 		same := mk(map[string]cty.Value{"max-length": cty.NumberIntVal(10)})
-		ch, err := l.on("iklim-app-01", same).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])
+		cc := &countConn{Conn: l.conns["iklim-app-01"]}
+		ch, err := l.on("iklim-app-01", same).Check(l.ctx("iklim-app-01"), cc)
 		require.NoError(t, err)
 		require.Nil(t, ch, "the same definition is no change")
+		require.Zero(t, cc.ctl.Load(), "erl_call read the policies, not rabbitmqctl")
 
 		m := mk(map[string]cty.Value{"max-length": cty.NumberIntVal(20), "ha-mode": cty.StringVal("all")})
 		ch, err = l.on("iklim-app-01", m).Check(l.ctx("iklim-app-01"), l.conns["iklim-app-01"])

@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"context"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,12 +53,16 @@ func rabbitJoinInfo() modules.Info {
 // rabbit@seed`, `start_app`). Run it on every host of the cluster, the seed
 // included: on the seed it keeps the policies, on the others it joins.
 //
-// Check is one round trip per host: the node name, a hash of the Erlang
-// cookie and `rabbitmqctl cluster_status --formatter json` (plus
-// `list_policies` on the seed), with the seed's node name read at the same
-// time. A node whose own status shows it running with the seed is ok; only
-// otherwise is the seed's status read too (each rabbitmqctl call starts an
-// Erlang VM, and the seed would be asked by every peer). A node in
+// Check is one round trip per host when nothing is to be done: one
+// docker exec reads the node name, a hash of the Erlang cookie and, through
+// erl_call (a C node, milliseconds), the node's cluster status and on the
+// seed its policies, with the seed's node name read at the same time. A
+// node whose own status shows it running with the seed is ok, and so is a
+// running seed whose policies are as wanted. Anything else, or a host
+// without erl_call, is asked again of `rabbitmqctl cluster_status`
+// (plus `list_policies` on the seed), which each boot an Erlang VM (a
+// second or more of CPU), and the change or refusal is built from its
+// answers; the seed's status is read then too. A node in
 // another cluster is refused unless force_reset; a cookie that differs
 // from the seed's is refused (hashes compared, never printed); a seed node
 // that is not running is refused. Joins take a lock on the seed host, so
@@ -281,28 +286,37 @@ func (p *policyState) String() string {
 
 // ---------------------------------------------------------------- check ---
 
-const nodeNameScript = `if [ "${RABBITMQ_USE_LONGNAME:-}" = true ]; then h=$(hostname -f); else h=$(hostname -s); fi
-n=${RABBITMQ_NODENAME:-rabbit}; case $n in *@*) ;; *) n=$n@$h ;; esac; echo "$n"`
-
-const cookieScript = `for f in /var/lib/rabbitmq/.erlang.cookie "$HOME/.erlang.cookie"; do
-if [ -r "$f" ]; then sha256sum <"$f" | cut -c1-64; exit 0; fi; done; echo none`
+// identScript prints the node's name and its cookie's sha256 (never the
+// cookie) as the @@node and @@cookie sections, and leaves in $n the name,
+// in $nf erl_call's flag for it and in $c the cookie's file (or none).
+const identScript = `if [ "${RABBITMQ_USE_LONGNAME:-}" = true ]; then h=$(hostname -f); nf=-name; else h=$(hostname -s); nf=-sname; fi
+n=${RABBITMQ_NODENAME:-rabbit}; case $n in *@*) ;; *) n=$n@$h ;; esac; echo @@node; echo "$n"
+c=none; for f in /var/lib/rabbitmq/.erlang.cookie "$HOME/.erlang.cookie"; do if [ -r "$f" ]; then c=$f; break; fi; done
+echo @@cookie; if [ "$c" = none ]; then echo none; else sha256sum <"$c" | cut -c1-64; fi
+`
 
 // probeDepth says how much a probe asks: each rabbitmqctl call boots an
-// Erlang VM (about a second of CPU), the name and cookie are a shell away.
+// Erlang VM (about a second of CPU), the name and cookie are a shell away,
+// and erl_call asks the running node itself in milliseconds.
 type probeDepth int
 
 const (
 	probeName     probeDepth = iota // node name and cookie hash
-	probeStatus                     // and cluster_status
+	probeQuick                      // and erl_call's status (and policies on the seed)
+	probeStatus                     // node name, cookie hash and cluster_status
 	probePolicies                   // and list_policies of the vhost
 )
 
-// probeScript reads what depth asks for in one remote script.
+// probeScript reads what depth asks for in one remote script, with one
+// docker exec for the name, the cookie and erl_call.
 func (m *RabbitJoin) probeScript(depth probeDepth) string {
+	inner := identScript
+	if depth == probeQuick {
+		inner += quickScript(m.quickExpr())
+	}
 	var b strings.Builder
 	b.WriteString(m.target().prelude())
-	b.WriteString("echo @@node\nrq sh -c " + remote.Quote(nodeNameScript) + "\n")
-	b.WriteString("echo @@cookie\nrq sh -c " + remote.Quote(cookieScript) + "\n")
+	b.WriteString("rq sh -c " + remote.Quote(inner) + "\n")
 	if depth >= probeStatus {
 		b.WriteString("echo @@status\nrq rabbitmqctl -q cluster_status --formatter json; echo @@status_rc; echo $?\n")
 	}
@@ -311,6 +325,76 @@ func (m *RabbitJoin) probeScript(depth probeDepth) string {
 			" --formatter json; echo @@policies_rc; echo $?\n")
 	}
 	return b.String()
+}
+
+// quickScript runs expr with erl_call on the node identScript named, as a
+// hidden C node that reads the cookie from its file (never argv). Without
+// erl_call or a readable cookie it prints nothing, which reads as no
+// answer.
+func quickScript(expr string) string {
+	return `echo @@quick
+e=$(command -v erl_call || ls /usr/lib/erlang/lib/erl_interface-*/bin/erl_call /usr/local/lib/erlang/lib/erl_interface-*/bin/erl_call 2>/dev/null | head -n 1)
+if [ -n "$e" ] && [ "$c" != none ]; then printf '%s\n' ` + remote.Quote(expr) + ` | HOME=${c%/*} "$e" "$nf" "$n" -timeout 5 -e 2>&1 || true; fi
+`
+}
+
+// quickExpr is the Erlang that erl_call evaluates on the node: what
+// rabbitmqctl cluster_status reads (rabbit_mnesia:status/0, given only
+// while the rabbit app runs), the release, and on the seed the vhost's
+// policies as list_policies shows them, all as hex of JSON, which
+// erl_call prints whole and unescaped.
+func (m *RabbitJoin) quickExpr() string {
+	var b strings.Builder
+	b.WriteString(`R = rabbit:is_running(), S = case R of true -> rabbit_mnesia:status(); false -> [] end, N = proplists:get_value(nodes, S, []), `)
+	b.WriteString(`binary_to_list(binary:encode_hex(rabbit_json:encode(#{is_running => R, version => list_to_binary(rabbit_misc:version()), `)
+	b.WriteString(`running_nodes => proplists:get_value(running_nodes, S, []), disk_nodes => proplists:get_value(disc, N, []), ram_nodes => proplists:get_value(ram, N, [])`)
+	if m.self == m.Seed && len(m.Policies) > 0 {
+		// The vhost as byte values: no quoting of the user's text.
+		vh := make([]string, 0, len(m.vhost()))
+		for _, c := range []byte(m.vhost()) {
+			vh = append(vh, strconv.Itoa(int(c)))
+		}
+		b.WriteString(`, policies => [maps:from_list(P) || P <- rabbit_policy:list_formatted(list_to_binary([` + strings.Join(vh, ",") + `]))]`)
+	}
+	b.WriteString(`}))).`)
+	return b.String()
+}
+
+// quickAnswer is what quickExpr returns.
+type quickAnswer struct {
+	IsRunning    bool          `json:"is_running"`
+	Version      string        `json:"version"`
+	RunningNodes []string      `json:"running_nodes"`
+	DiskNodes    []string      `json:"disk_nodes"`
+	RAMNodes     []string      `json:"ram_nodes"`
+	Policies     []policyState `json:"policies"`
+}
+
+func (q quickAnswer) status(node string) *clusterStatus {
+	st := &clusterStatus{RunningNodes: q.RunningNodes, DiskNodes: q.DiskNodes, RAMNodes: q.RAMNodes}
+	st.Versions = map[string]struct {
+		RabbitMQ string `json:"rabbitmq_version"`
+	}{node: {RabbitMQ: q.Version}}
+	return st
+}
+
+// parseQuick reads erl_call's `{ok, "HEX"}`; anything else (no erl_call,
+// a node down, an error, a release without these functions) is no answer.
+func parseQuick(out string) (quickAnswer, bool) {
+	var q quickAnswer
+	out = strings.TrimSpace(out)
+	if !strings.HasPrefix(out, "{ok,") {
+		return q, false
+	}
+	i, j := strings.IndexByte(out, '"'), strings.LastIndexByte(out, '"')
+	if i < 0 || j <= i {
+		return q, false
+	}
+	raw, err := hex.DecodeString(out[i+1 : j])
+	if err != nil || json.Unmarshal(raw, &q) != nil {
+		return q, false
+	}
+	return q, true
 }
 
 func (m *RabbitJoin) runProbe(ctx context.Context, c modules.Conn, host string, depth probeDepth) (rabbitProbe, error) {
@@ -328,6 +412,16 @@ func (m *RabbitJoin) runProbe(ctx context.Context, c modules.Conn, host string, 
 	s := sections(res.Stdout)
 	p.Node = strings.TrimSpace(s["node"])
 	p.Cookie = strings.TrimSpace(s["cookie"])
+	if depth == probeQuick {
+		if q, ok := parseQuick(s["quick"]); ok && q.IsRunning {
+			p.Status = q.status(p.Node)
+			p.Policies = map[string]policyState{}
+			for _, ps := range q.Policies {
+				p.Policies[ps.Name] = ps
+			}
+		}
+		return p, nil
+	}
 	if depth < probeStatus {
 		return p, nil
 	}
@@ -402,20 +496,7 @@ var errNotRunning = errors.New("not running")
 func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change, error) {
 	m.self = selfName(m.Peers(), c)
 	if m.self == m.Seed {
-		depth := probeStatus
-		if len(m.Policies) > 0 {
-			depth = probePolicies
-		}
-		seed, err := m.runProbe(ctx, c, m.self, depth)
-		if err != nil {
-			return nil, fmt.Errorf("rabbit_join: %w", err)
-		}
-		m.seed, m.probe = seed, seed
-		if err := m.seedRunning(); err != nil {
-			return nil, err
-		}
-		m.running = seed.Status.RunningNodes
-		return m.checkPolicies()
+		return m.checkSeed(ctx, c)
 	}
 	sc, err := peerConn(ctx, m.Peers(), c, m.Seed)
 	if err != nil {
@@ -430,7 +511,7 @@ func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change
 		defer wg.Done()
 		m.seed, serr = m.runProbe(ctx, sc, m.Seed, probeName)
 	}()
-	m.probe, err = m.runProbe(ctx, c, m.self, probeStatus)
+	m.probe, err = m.runProbe(ctx, c, m.self, probeQuick)
 	wg.Wait()
 	if err != nil {
 		return nil, fmt.Errorf("rabbit_join: %w", err)
@@ -440,8 +521,15 @@ func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change
 	}
 	// A node that runs with the seed in its cluster has joined, and the
 	// seed's own status (an Erlang VM per peer on the seed) is not needed.
-	if st := m.probe.Status; m.probe.running() && slices.Contains(st.RunningNodes, m.seed.Node) && slices.Contains(st.members(), m.seed.Node) {
-		m.running = st.RunningNodes
+	if m.joinedSeed() {
+		return nil, nil
+	}
+	// Anything else, or no quick answer, is asked of rabbitmqctl, whose
+	// answers the change and its refusals are built from.
+	if m.probe, err = m.runProbe(ctx, c, m.self, probeStatus); err != nil {
+		return nil, fmt.Errorf("rabbit_join: %w", err)
+	}
+	if m.joinedSeed() {
 		return nil, nil
 	}
 	if m.seed, err = m.runProbe(ctx, sc, m.Seed, probeStatus); err != nil {
@@ -451,6 +539,54 @@ func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change
 		return nil, err
 	}
 	return m.checkJoin()
+}
+
+// joinedSeed reports whether this node's own status shows it running in
+// the seed's cluster, and then keeps the running nodes for Output.
+func (m *RabbitJoin) joinedSeed() bool {
+	st := m.probe.Status
+	if m.probe.running() && slices.Contains(st.RunningNodes, m.seed.Node) && slices.Contains(st.members(), m.seed.Node) {
+		m.running = sorted(st.RunningNodes)
+		return true
+	}
+	return false
+}
+
+// checkSeed keeps the policies on the seed. erl_call's answer settles a
+// running seed whose policies are as wanted; otherwise rabbitmqctl is
+// asked, and the change or refusal is built from its answers.
+func (m *RabbitJoin) checkSeed(ctx context.Context, c modules.Conn) (*modules.Change, error) {
+	quick, err := m.runProbe(ctx, c, m.self, probeQuick)
+	if err != nil {
+		return nil, fmt.Errorf("rabbit_join: %w", err)
+	}
+	if quick.running() {
+		m.seed, m.probe = quick, quick
+		if ch, err := m.checkPolicies(); err == nil && ch == nil {
+			m.running = sorted(quick.Status.RunningNodes)
+			return nil, nil
+		}
+	}
+	depth := probeStatus
+	if len(m.Policies) > 0 {
+		depth = probePolicies
+	}
+	seed, err := m.runProbe(ctx, c, m.self, depth)
+	if err != nil {
+		return nil, fmt.Errorf("rabbit_join: %w", err)
+	}
+	m.seed, m.probe = seed, seed
+	if err := m.seedRunning(); err != nil {
+		return nil, err
+	}
+	m.running = sorted(seed.Status.RunningNodes)
+	return m.checkPolicies()
+}
+
+func sorted(s []string) []string {
+	out := slices.Clone(s)
+	sort.Strings(out)
+	return out
 }
 
 func (m *RabbitJoin) seedRunning() error {
@@ -478,7 +614,7 @@ func (m *RabbitJoin) checkJoin() (*modules.Change, error) {
 	}
 	seedMembers := seed.Status.members()
 	if slices.Contains(seed.Status.RunningNodes, self.Node) && slices.Contains(self.Status.members(), seed.Node) {
-		m.running = seed.Status.RunningNodes
+		m.running = sorted(seed.Status.RunningNodes)
 		return nil, nil
 	}
 	if self.Cookie != seed.Cookie {
@@ -806,7 +942,7 @@ func (m *RabbitJoin) waitRunning(ctx context.Context, c, sc modules.Conn, node s
 	for {
 		p, err := m.runProbe(ctx, sc, m.Seed, probeStatus)
 		if err == nil && p.Status != nil && slices.Contains(p.Status.RunningNodes, node) {
-			m.running = p.Status.RunningNodes
+			m.running = sorted(p.Status.RunningNodes)
 			m.joined = true
 			return nil
 		}
