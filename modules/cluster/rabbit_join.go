@@ -546,7 +546,7 @@ func (m *RabbitJoin) check(ctx context.Context, c modules.Conn) (*modules.Change
 func (m *RabbitJoin) joinedSeed() bool {
 	st := m.probe.Status
 	if m.probe.running() && slices.Contains(st.RunningNodes, m.seed.Node) && slices.Contains(st.members(), m.seed.Node) {
-		m.running = sorted(st.RunningNodes)
+		m.running = slices.Sorted(slices.Values(st.RunningNodes))
 		return true
 	}
 	return false
@@ -563,7 +563,7 @@ func (m *RabbitJoin) checkSeed(ctx context.Context, c modules.Conn) (*modules.Ch
 	if quick.running() {
 		m.seed, m.probe = quick, quick
 		if ch, err := m.checkPolicies(); err == nil && ch == nil {
-			m.running = sorted(quick.Status.RunningNodes)
+			m.running = slices.Sorted(slices.Values(quick.Status.RunningNodes))
 			return nil, nil
 		}
 	}
@@ -579,14 +579,8 @@ func (m *RabbitJoin) checkSeed(ctx context.Context, c modules.Conn) (*modules.Ch
 	if err := m.seedRunning(); err != nil {
 		return nil, err
 	}
-	m.running = sorted(seed.Status.RunningNodes)
+	m.running = slices.Sorted(slices.Values(seed.Status.RunningNodes))
 	return m.checkPolicies()
-}
-
-func sorted(s []string) []string {
-	out := slices.Clone(s)
-	sort.Strings(out)
-	return out
 }
 
 func (m *RabbitJoin) seedRunning() error {
@@ -614,7 +608,7 @@ func (m *RabbitJoin) checkJoin() (*modules.Change, error) {
 	}
 	seedMembers := seed.Status.members()
 	if slices.Contains(seed.Status.RunningNodes, self.Node) && slices.Contains(self.Status.members(), seed.Node) {
-		m.running = sorted(seed.Status.RunningNodes)
+		m.running = slices.Sorted(slices.Values(seed.Status.RunningNodes))
 		return nil, nil
 	}
 	if self.Cookie != seed.Cookie {
@@ -942,7 +936,7 @@ func (m *RabbitJoin) waitRunning(ctx context.Context, c, sc modules.Conn, node s
 	for {
 		p, err := m.runProbe(ctx, sc, m.Seed, probeStatus)
 		if err == nil && p.Status != nil && slices.Contains(p.Status.RunningNodes, node) {
-			m.running = sorted(p.Status.RunningNodes)
+			m.running = slices.Sorted(slices.Values(p.Status.RunningNodes))
 			m.joined = true
 			return nil
 		}
