@@ -323,6 +323,24 @@ func TestRabbitJoinLab(t *testing.T) {
 		}
 		require.EqualValues(t, 2, seed.n.Load(), "the two peers' probes of the seed")
 		require.Zero(t, seed.ctl.Load(), "rabbitmqctl runs on the seed for its peers' no-change checks")
+
+		// Without erl_call (made not executable in this test's own tasks),
+		// the check asks rabbitmqctl and still finds nothing to do.
+		erlCall := " /usr/lib/erlang/lib/erl_interface-*/bin/erl_call /usr/lib/erlang/erts-*/bin/erl_call /usr/lib/erlang/bin/erl_call"
+		inTask := `docker exec $(docker ps -q --filter label=com.docker.swarm.service.name=` + name + ` --filter status=running | head -n1) sh -c `
+		for _, h := range appHosts {
+			l.sh(t, h, inTask+"'chmod a-x"+erlCall+"'")
+			t.Cleanup(func() { l.sh(t, h, inTask+"'chmod 0755"+erlCall+"'") })
+		}
+		for _, h := range appHosts {
+			cc := &countConn{Conn: l.conns[h]}
+			m := l.on(h, join())
+			ch, err := m.Check(l.ctx(h), cc)
+			require.NoError(t, err, h)
+			require.Nil(t, ch, "%s: no change without erl_call", h)
+			require.Positive(t, cc.ctl.Load(), "%s: rabbitmqctl answered", h)
+			require.Equal(t, allNodes, m.(modules.Outputter).Output()["running_nodes"], h)
+		}
 		timing("rerun")
 	})
 
