@@ -135,13 +135,16 @@ type rabbitBefore struct {
 
 // clusterStatus is the part of `cluster_status --formatter json` we read.
 type clusterStatus struct {
-	ClusterName  string   `json:"cluster_name"`
-	DiskNodes    []string `json:"disk_nodes"`
-	RAMNodes     []string `json:"ram_nodes"`
-	RunningNodes []string `json:"running_nodes"`
-	Versions     map[string]struct {
-		RabbitMQ string `json:"rabbitmq_version"`
-	} `json:"versions"`
+	ClusterName  string                 `json:"cluster_name"`
+	DiskNodes    []string               `json:"disk_nodes"`
+	RAMNodes     []string               `json:"ram_nodes"`
+	RunningNodes []string               `json:"running_nodes"`
+	Versions     map[string]nodeVersion `json:"versions"`
+}
+
+// nodeVersion is one node's entry of cluster_status's versions.
+type nodeVersion struct {
+	RabbitMQ string `json:"rabbitmq_version"`
 }
 
 func (s *clusterStatus) members() []string {
@@ -371,11 +374,8 @@ type quickAnswer struct {
 }
 
 func (q quickAnswer) status(node string) *clusterStatus {
-	st := &clusterStatus{RunningNodes: q.RunningNodes, DiskNodes: q.DiskNodes, RAMNodes: q.RAMNodes}
-	st.Versions = map[string]struct {
-		RabbitMQ string `json:"rabbitmq_version"`
-	}{node: {RabbitMQ: q.Version}}
-	return st
+	return &clusterStatus{RunningNodes: q.RunningNodes, DiskNodes: q.DiskNodes, RAMNodes: q.RAMNodes,
+		Versions: map[string]nodeVersion{node: {RabbitMQ: q.Version}}}
 }
 
 // parseQuick reads erl_call's `{ok, "HEX"}`; anything else (no erl_call,
