@@ -524,6 +524,12 @@ func (b *batchConn) wait(order int) bool {
 // send runs reqs, in one script when there are several (or one is gated),
 // and wakes their checks.
 func (b *batchConn) send(reqs []*batchReq) {
+	// A round that starts at a gate waits for it here, not in a session on
+	// the host: the gate shuts whenever a step before it changes the host,
+	// and a session opened only to wait there would be wasted.
+	if len(reqs) > 0 && reqs[0].gated {
+		b.wait(reqs[0].order)
+	}
 	// A gated command whose gate is already decided needs no gate.
 	var run []*batchReq
 	b.mu.Lock()

@@ -2,8 +2,10 @@ package runner
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,6 +128,52 @@ func TestBatchConnGates(t *testing.T) {
 	<-reqs[3].done
 	require.ErrorIs(t, reqs[3].err, errNotAhead)
 	require.NoFileExists(t, dir+"/d")
+}
+
+// TestBatchConnRoundAtAGateWaitsBeforeItsSession: a round whose first
+// command is gated opens no session until the gate is decided, and none
+// at all when it shuts (a step before it changed the host).
+func TestBatchConnRoundAtAGateWaitsBeforeItsSession(t *testing.T) {
+	for _, open := range []bool{true, false} {
+		dir := t.TempDir()
+		local := transport.NewLocalConn("h1")
+		conn := &countConn{Conn: local}
+		var sessions atomic.Int32
+		b := newBatchConn(context.Background(), conn)
+		b.stream = func(ctx context.Context, cmd string, stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+			sessions.Add(1)
+			return local.Stream(ctx, cmd, stdin, stdout, stderr)
+		}
+		b.gates[1] = &gate{decided: make(chan struct{})}
+		b.gates[3] = &gate{decided: make(chan struct{})}
+		reqs := []*batchReq{
+			{order: 1, cmd: "touch " + dir + "/b", gated: true, done: make(chan struct{})},
+			{order: 2, cmd: "echo c", done: make(chan struct{})},
+			{order: 3, cmd: "touch " + dir + "/d", gated: true, done: make(chan struct{})},
+		}
+		go b.send(reqs)
+		time.Sleep(100 * time.Millisecond)
+		require.Zero(t, sessions.Load()+int32(conn.runs), "a session opened before the gate was decided")
+		if open {
+			b.open(1, true)
+			<-reqs[1].done
+			require.NoError(t, reqs[0].err)
+			require.Equal(t, modules.Result{Stdout: "c\n"}, reqs[1].res)
+			require.FileExists(t, dir+"/b")
+			require.Equal(t, int32(1), sessions.Load(), "one session, waiting at the next gate")
+			b.closeGates()
+			<-reqs[2].done
+			require.ErrorIs(t, reqs[2].err, errNotAhead)
+		} else {
+			b.closeGates()
+			for _, r := range reqs {
+				<-r.done
+				require.ErrorIs(t, r.err, errNotAhead)
+			}
+			require.Zero(t, sessions.Load()+int32(conn.runs), "a session opened behind a shut gate")
+		}
+		require.NoFileExists(t, dir+"/d")
+	}
 }
 
 // TestBatchConnProbeUnitLeavesNothingBehind: a batch's probes run in a

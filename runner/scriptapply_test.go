@@ -3,6 +3,7 @@ package runner_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -14,8 +15,10 @@ import (
 	"time"
 
 	"github.com/iklimco/iklim/internal/recordtest"
+	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/commands"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/modules/stock"
@@ -323,4 +326,84 @@ func TestPrefetchChecksNextStepsInTheApplysRoundTrip(t *testing.T) {
 	_, got, n = run()
 	require.Equal(t, map[string]runner.Status{"a": ch, "b": ok, "line": ch, "c": ok, "d": ok}, got)
 	require.Equal(t, 4, n, "commands on the host")
+}
+
+// TestGatedCheckAfterPrefetchWaitsForItsTurnOffTheHost: the bench's
+// steady deploy (bench/workload-steady.hcl), where a copy and a line edit
+// the same file on every run. The read-only commands after the line,
+// behind a gate, open no session while a step before them may still change
+// the host: one opened for them to wait in was wasted whenever the line
+// changed it. Each runs once per run, in its turn.
+func TestGatedCheckAfterPrefetchWaitsForItsTurnOffTheHost(t *testing.T) {
+	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{}, sshtest.CountSessions())
+	srv := f.servers["h1"]
+	d := f.file("h1", "d")
+	conf, log := d+"/app/app.conf", f.file("h1", "ran.log")
+	rev := 0
+	ran := func(name string) string { return "echo " + name + " >> " + log }
+	pb := &runner.Playbook{File: "gate.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		step("kernel", func(h *inventories.Host) modules.Module {
+			return &commands.Shell{Cmd: ran("kernel"), Changed: ptr(false)}
+		}),
+		step("app", func(h *inventories.Host) modules.Module {
+			return &files.File{Path: d + "/app", State: "directory", Mode: "0755"}
+		}),
+		step("conf", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: conf, Content: ptr(fmt.Sprintf("rev = %d\n", rev)), Mode: "0644"}
+		}),
+		step("secret", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: d + "/app/secret.env", Content: ptr("TOKEN=x\n"), Mode: "0600"}
+		}),
+		step("line", func(h *inventories.Host) modules.Module {
+			return &files.Line{Path: conf, Line: "x = 1", Create: true}
+		}),
+		step("data", func(h *inventories.Host) modules.Module {
+			return &files.File{Path: d + "/data", State: "directory", Mode: "0750"}
+		}),
+		step("stat", func(h *inventories.Host) modules.Module { return &files.Stat{Path: conf} }),
+		step("present", func(h *inventories.Host) modules.Module {
+			return &commands.Shell{Cmd: "grep -q 'x = 1' " + conf + " && " + ran("present"), Changed: ptr(false)}
+		}),
+		step("link", func(h *inventories.Host) modules.Module {
+			return &files.File{Path: d + "/current", State: "link", Src: d + "/app"}
+		}),
+		step("noop", func(h *inventories.Host) modules.Module {
+			return &commands.Shell{Cmd: ran("noop"), Changed: ptr(false)}
+		}),
+	}}}}
+	run := func() (map[string]runner.Status, int) {
+		rev++
+		id, err := backup.ClaimRunID(time.Now())
+		require.NoError(t, err)
+		info := runner.RunInfo{ID: id, User: "gate@test", Started: time.Now().UTC(), Playbook: pb.File}
+		got := map[string]runner.Status{}
+		before := srv.SettledSessions(t)
+		recap, err := runner.Run(context.Background(), pb, runner.Options{
+			Inventory: f.inv, Connector: f.conn, Run: info, Control: f.control,
+			Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
+			Events: func(ev runner.Event) {
+				if ev.Type == runner.EventHostResult {
+					got[ev.Step] = ev.Status
+				}
+			},
+		})
+		require.NoError(t, err)
+		require.Zero(t, recap.Hosts[0].Failed, recap.Hosts[0].Error)
+		return got, srv.SettledSessions(t) - before
+	}
+	ch, ok := runner.StatusChanged, runner.StatusOK
+
+	run()
+	require.NoError(t, os.Remove(log))
+	got, n := run()
+	require.Equal(t, map[string]runner.Status{"kernel": ok, "app": ok, "conf": ch, "secret": ok, "line": ch,
+		"data": ok, "stat": ok, "present": ok, "link": ok, "noop": ok}, got)
+	// The checks of all ten, cut at conf; conf's apply, answering the
+	// checks of secret and line; the line's apply; present, link and noop;
+	// the run's end. Without the wait, the round of present, link and noop
+	// could open a session behind the line and be cut by its change.
+	require.Equal(t, 5, n, "sessions on the host")
+	b, err := os.ReadFile(log)
+	require.NoError(t, err)
+	require.Equal(t, "kernel\npresent\nnoop\n", string(b), "each command ran once, in its turn")
 }

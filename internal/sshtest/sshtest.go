@@ -71,6 +71,7 @@ type Server struct {
 type config struct {
 	maxSessions int
 	hashed      bool
+	verbose     bool
 	extra       []string
 }
 
@@ -83,6 +84,10 @@ func MaxSessions(n int) Option { return func(c *config) { c.maxSessions = n } }
 // HashedKnownHosts writes KnownHostsPath with hashed host names (|1|…), as
 // `ssh-keygen -H` or HashKnownHosts yes would.
 func HashedKnownHosts() Option { return func(c *config) { c.hashed = true } }
+
+// CountSessions logs at VERBOSE, where sshd notes every session it starts
+// (see Sessions).
+func CountSessions() Option { return func(c *config) { c.verbose = true } }
 
 // ExtraConfig appends lines to sshd_config.
 func ExtraConfig(lines ...string) Option {
@@ -337,7 +342,12 @@ func sshdConfig(port int, dir, hostKey, authKeys string, cfg config) string {
 		"PrintMotd no",
 		"PrintLastLog no",
 		"Subsystem sftp internal-sftp",
-		"LogLevel INFO",
+	}
+	// The first LogLevel in the file wins.
+	if cfg.verbose {
+		lines = append(lines, "LogLevel VERBOSE")
+	} else {
+		lines = append(lines, "LogLevel INFO")
 	}
 	if sshdAtLeast(9, 8) {
 		// Newer sshd penalises sources that fail or drop logins, which
@@ -427,6 +437,25 @@ func (s *Server) stop() {
 func (s *Server) Log() string {
 	b, _ := os.ReadFile(s.logPath)
 	return string(b)
+}
+
+// SettledSessions is how many sessions (commands, shells, subsystems) sshd
+// has started, once every one of them has closed: sshd logs a session's
+// start from another process than the client's command, so a count taken
+// as soon as the client is done may miss the last. The server must have
+// been started with CountSessions.
+func (s *Server) SettledSessions(t testing.TB) int {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		l := s.Log()
+		n := strings.Count(l, "Starting session: ")
+		if n == strings.Count(l, "Close session: ") {
+			return n
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sshtest: %d sessions started, not all closed after 10 s", n)
+		}
+	}
 }
 
 // PID is the pid of the listening sshd (started with -D, so it does not
