@@ -64,23 +64,23 @@ func TestRestoreChangedCreatedDeleted(t *testing.T) {
 	h := e.hosts[0]
 	dir := backup.RunDir(h.BackupRoot, h.Name, id)
 	for p, mode := range map[string]os.FileMode{
-		dir: 0o700, filepath.Join(dir, "changes"): 0o700, filepath.Join(dir, "files", "0001"): 0o700,
+		dir: 0o700, filepath.Join(dir, "changes"): 0o700, filepath.Join(dir, "files"): 0o700,
 		filepath.Join(dir, "run.json"): 0o600, filepath.Join(dir, "changes", "0001.json"): 0o600,
-		filepath.Join(dir, "changes", "0001.after.json"): 0o600, filepath.Join(dir, "files", "0001", "1.data"): 0o600,
-		filepath.Join(dir, "files", "0001", "1.meta.json"): 0o600,
+		filepath.Join(dir, "changes", "0001.after.json"): 0o600, filepath.Join(dir, "files", "0001-1.data"): 0o600,
+		filepath.Join(dir, "files", "0001-1.meta.json"): 0o600,
 	} {
 		fi, err := os.Stat(p)
 		require.NoError(t, err)
 		require.Equal(t, mode, fi.Mode().Perm(), p)
 	}
-	snap, err := os.ReadFile(filepath.Join(dir, "files", "0001", "1.data"))
+	snap, err := os.ReadFile(filepath.Join(dir, "files", "0001-1.data"))
 	require.NoError(t, err)
 	require.Equal(t, old, snap)
 	var meta backup.FileMeta
-	mb, _ := os.ReadFile(filepath.Join(dir, "files", "0001", "1.meta.json"))
+	mb, _ := os.ReadFile(filepath.Join(dir, "files", "0001-1.meta.json"))
 	require.NoError(t, json.Unmarshal(mb, &meta))
 	require.Equal(t, backup.FileMeta{Path: a(h), Exists: true, Type: "file", Mode: "640", SHA256: sha(old)}, meta)
-	mb, _ = os.ReadFile(filepath.Join(dir, "files", "0002", "1.meta.json"))
+	mb, _ = os.ReadFile(filepath.Join(dir, "files", "0002-1.meta.json"))
 	var meta2 backup.FileMeta
 	require.NoError(t, json.Unmarshal(mb, &meta2))
 	require.Equal(t, backup.FileMeta{Path: b(h), Exists: false}, meta2)
@@ -323,18 +323,18 @@ func TestSecretsNeverInRecords(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(rb), modules.Redacted)
 	require.FileExists(t, filepath.Join(dir, "changes", "0001.json.enc"))
-	require.FileExists(t, filepath.Join(dir, "files", "0001", "1.data.enc"))
-	require.NoFileExists(t, filepath.Join(dir, "files", "0001", "1.data"))
+	require.FileExists(t, filepath.Join(dir, "files", "0001-1.data.enc"))
+	require.NoFileExists(t, filepath.Join(dir, "files", "0001-1.data"))
 	var meta backup.FileMeta
-	mb, _ := os.ReadFile(filepath.Join(dir, "files", "0001", "1.meta.json"))
+	mb, _ := os.ReadFile(filepath.Join(dir, "files", "0001-1.meta.json"))
 	require.NoError(t, json.Unmarshal(mb, &meta))
 	require.True(t, meta.Encrypted)
 	fi, err := os.Stat(backup.KeyFile(backup.StateDir()))
 	require.NoError(t, err)
 	require.Equal(t, os.FileMode(0o600), fi.Mode().Perm())
 
-	require.FileExists(t, filepath.Join(dir, "files", "0002", "1.tar.enc"))
-	require.NoFileExists(t, filepath.Join(dir, "files", "0002", "1.tar"))
+	require.FileExists(t, filepath.Join(dir, "files", "0002-1.tar.enc"))
+	require.NoFileExists(t, filepath.Join(dir, "files", "0002-1.tar"))
 
 	r1, recap, err := e.rollback(id, false)
 	requireOK(t, recap, err)
@@ -577,8 +577,15 @@ func tree(t *testing.T, root string) map[string]fileState {
 // TestRestoreWithFileModule: the generic file module lists deleted
 // directories, created directories and links in Change.Files and undoes
 // retargeted links itself; rollback restores a deleted tree (nested files,
-// modes, owners, symlinks), removes what was created and relinks.
+// modes, owners, symlinks), removes what was created and relinks. It does
+// so too from a run recorded in the layout with a directory per change
+// (files/0001/1.data), which runs recorded before the flat one have.
 func TestRestoreWithFileModule(t *testing.T) {
+	t.Run("flat", func(t *testing.T) { testRestoreWithFileModule(t, false) })
+	t.Run("directory per change", func(t *testing.T) { testRestoreWithFileModule(t, true) })
+}
+
+func testRestoreWithFileModule(t *testing.T, dirPerChange bool) {
 	e := newEnv(t, 2)
 	nuid, ngid := nobody(t)
 	for _, h := range e.hosts {
@@ -624,7 +631,12 @@ func TestRestoreWithFileModule(t *testing.T) {
 	)
 	requireOK(t, recap, err)
 	require.Equal(t, 10, recap.Changed())
-	require.FileExists(t, filepath.Join(backup.RunDir(e.hosts[0].BackupRoot, e.hosts[0].Name, id), "files", "0001", "1.tar"))
+	require.FileExists(t, filepath.Join(backup.RunDir(e.hosts[0].BackupRoot, e.hosts[0].Name, id), "files", "0001-1.tar"))
+	if dirPerChange {
+		for _, h := range e.hosts {
+			toDirPerChange(t, filepath.Join(backup.RunDir(h.BackupRoot, h.Name, id), "files"))
+		}
+	}
 	for _, h := range e.hosts {
 		require.NoDirExists(t, e.path(h, "tree"))
 		require.Equal(t, "target2", stateOf(t, e.path(h, "lnk")).Content)
@@ -639,6 +651,20 @@ func TestRestoreWithFileModule(t *testing.T) {
 		// the empty parent stays (the file module lists only its path).
 		delete(got[h.Name], "newdir")
 		require.Equal(t, orig[h.Name], got[h.Name], h.Name)
+	}
+}
+
+// toDirPerChange moves the snapshots in dir (files/<seq>-<n>.<ext>) to
+// the layout with a directory per change (files/<seq>/<n>.<ext>).
+func toDirPerChange(t *testing.T, dir string) {
+	t.Helper()
+	snaps, err := filepath.Glob(filepath.Join(dir, "*-*"))
+	require.NoError(t, err)
+	require.NotEmpty(t, snaps)
+	for _, p := range snaps {
+		seq, rest, _ := strings.Cut(filepath.Base(p), "-")
+		require.NoError(t, os.MkdirAll(filepath.Join(dir, seq), 0o700))
+		require.NoError(t, os.Rename(p, filepath.Join(dir, seq, rest)))
 	}
 }
 

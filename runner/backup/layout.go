@@ -106,6 +106,10 @@ func hostRoot(h *inventories.Host) string {
 
 func seqName(seq int) string { return fmt.Sprintf("%04d", seq) }
 
+// snapName is the name, in files/, of the snapshot of Change.Files[n-1]
+// of change seq, without its extension.
+func snapName(seq string, n int) string { return seq + "-" + strconv.Itoa(n) }
+
 // HostDir is the directory of host under a backup root: <root>/<name>, with
 // the inventory name escaped (see hostDirName).
 func HostDir(root, host string) string { return path.Join(root, hostDirName(host)) }
@@ -152,8 +156,8 @@ func jsq(s string) string {
 //
 // iklim_st JSONPATH PATH [CONTENT] prints PATH's FileMeta as one JSON line;
 // CONTENT is a copy of a regular file to hash instead of PATH.
-// iklim_snap JSONPATH PATH DIR N snapshots PATH into DIR/N.{path,data,meta.json};
-// a directory's whole tree goes into DIR/N.tar (numeric owners, modes).
+// iklim_snap JSONPATH PATH DIR NAME snapshots PATH into DIR/NAME.{path,data,meta.json};
+// a directory's whole tree goes into DIR/NAME.tar (numeric owners, modes).
 // iklim_tar PATH writes a tar of PATH's tree to stdout.
 // iklim_list DIR prints every run directory under DIR (a host directory,
 // or a root of the old layout), framed; its small text files are read with

@@ -178,7 +178,7 @@ func TestRecorderSealsSensitiveArgs(t *testing.T) {
 			Change: &modules.Change{Summary: "change", Files: []string{file}}}
 		require.NoError(t, r.Before(ctx, conn, h, rec))
 		require.NoError(t, r.After(ctx, conn, h, rec, nil))
-		data, err := os.ReadFile(filepath.Join(RunDir(h.BackupRoot, "h", tc.id), "files", "0001", "1"+tc.ext))
+		data, err := os.ReadFile(filepath.Join(RunDir(h.BackupRoot, "h", tc.id), "files", "0001-1"+tc.ext))
 		require.NoError(t, err, "sensitive args %v", tc.sensitive)
 		require.Equal(t, !tc.sensitive, string(data) == "token=s3cr3t\n", "sensitive args %v", tc.sensitive)
 	}

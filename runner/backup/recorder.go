@@ -283,17 +283,25 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 				return nil, fmt.Errorf("%s: seal %s: %w", where, f.meta.Path, err)
 			}
 			mb, _ := marshal(f.meta)
-			n := strconv.Itoa(i)
-			tw.add("files/"+seq+"/"+n+".meta.json", mb)
-			tw.add("files/"+seq+"/"+n+".path", []byte(f.meta.Path))
-			tw.add("files/"+seq+"/"+n+ext, enc)
+			snap := "files/" + snapName(seq, i)
+			tw.add(snap+".meta.json", mb)
+			tw.add(snap+".path", []byte(f.meta.Path))
+			tw.add(snap+ext, enc)
 			sealed[i] = true
 		}
 	}
-	tw.addDir("files/" + seq)
+	// The run's first record makes changes/ and files/; a later one needs
+	// the tar only for what it carries besides an inline record.
+	untar := first || tw.files > 0
+	if first {
+		tw.addDir("files")
+	}
 	payload, err := tw.bytes()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
+	}
+	if !untar {
+		payload = nil
 	}
 
 	if inline {
@@ -302,7 +310,7 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 	b := &beforeScript{where: where, host: h.Name, root: root, hdir: hdir, dir: dir, seq: seq, first: first, rollbackOf: rollbackOf, payload: payload}
 	sb := &b.script
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(sb, "R=%s; HD=%s; D=%s; F=\"$D/files/%s\"; DC=\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), seq)
+	fmt.Fprintf(sb, "R=%s; HD=%s; D=%s; F=\"$D/files\"; DC=\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir))
 	// iklim_fail removes what this command wrote: the whole run directory
 	// when it created it, else this change's files.
 	// A shell builtin that hits a full disk may say only "I/O error", so
@@ -312,10 +320,10 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
   _a=$(df -Pk -- "$R" 2>/dev/null | awk 'NR==2 {print $4}')
   if [ "$_a" = 0 ]; then echo "No space left on device: the filesystem of $R is full" >&2; fi
   [ -n "$DC" ] && rm -rf -- "$D"
-  rm -rf -- "$F" "$D/%s" "$D/changes/%s.json" "$D/changes/%s.json.enc" "$HD/.owner.%s" 2>/dev/null
+  rm -rf -- "$F/%s-"* "$D/%s" "$D/changes/%s.json" "$D/changes/%s.json.enc" "$HD/.owner.%s" 2>/dev/null
   exit 1
 }
-`, tmp, seq, seq, r.tok)
+`, seq, tmp, seq, seq, r.tok)
 	receiveFiles(sb, files)
 	if inline {
 		fmt.Fprintf(sb, "_ikrec=; _ikn=%d\nwhile [ $_ikn -gt 0 ] && IFS= read -r _ikl; do _ikrec=\"$_ikrec$_ikl\n\"; _ikn=$((_ikn-1)); done\n", bytes.Count(red, []byte("\n")))
@@ -329,8 +337,9 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 		fmt.Fprintf(sb, "O=%s\nif mkdir -- \"$D\" 2>/dev/null; then DC=1; printf '%%s\\n' \"$O\" > \"$D/owner\" || iklim_fail \"cannot write $D/owner\"\n", remote.Quote(r.owner))
 		sb.WriteString("else DX=; { IFS= read -r DX < \"$D/owner\"; } 2>/dev/null; [ \"$DX\" = \"$O\" ] || { echo \"$D belongs to another run: $DX\" >&2; exit 1; }; fi\n")
 	}
-	// tar makes changes/ and the snapshot directory $F (an entry of its own).
-	sb.WriteString("tar -xf - -C \"$D\" || iklim_fail \"cannot write the change record into $D\"\n")
+	if untar {
+		sb.WriteString("tar -xf - -C \"$D\" || iklim_fail \"cannot write the change record into $D\"\n")
+	}
 	for i, p := range rec.Change.Files {
 		n := i + 1
 		if sealed[n] {
@@ -341,8 +350,8 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 			fmt.Fprintf(sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then iklim_fail %s; fi\n",
 				remote.Quote(p), remote.Quote(p), remote.Quote(p), remote.Quote(p+" changed while being recorded"))
 		}
-		fmt.Fprintf(sb, "iklim_snap %s %s \"$F\" %d || iklim_fail %s\n",
-			jsq(p), remote.Quote(p), n, remote.Quote("snapshot "+p+" failed"))
+		fmt.Fprintf(sb, "iklim_snap %s %s \"$F\" %s || iklim_fail %s\n",
+			jsq(p), remote.Quote(p), snapName(seq, n), remote.Quote("snapshot "+p+" failed"))
 	}
 	if rollbackOf != "" {
 		fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$D/rollback_of\" || iklim_fail \"cannot write $D/rollback_of\"\n", remote.Quote(rollbackOf))
@@ -849,9 +858,10 @@ func pruneSet(runs []runEntry, current string, keep int) []string {
 
 // tarBuf builds the tar stream a script unpacks into a run directory.
 type tarBuf struct {
-	buf bytes.Buffer
-	tw  *tar.Writer
-	err error
+	buf   bytes.Buffer
+	tw    *tar.Writer
+	files int // regular files added
+	err   error
 }
 
 // maxInlineRecord is the largest change record the record script reads
@@ -868,6 +878,7 @@ func (t *tarBuf) add(name string, data []byte) {
 	if t.err != nil {
 		return
 	}
+	t.files++
 	hdr := &tar.Header{Name: name, Mode: 0o600, Size: int64(len(data)), ModTime: time.Now().Truncate(time.Second), Typeflag: tar.TypeReg, Format: tar.FormatUSTAR}
 	if t.err = t.tw.WriteHeader(hdr); t.err == nil {
 		_, t.err = t.tw.Write(data)

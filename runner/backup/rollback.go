@@ -188,6 +188,7 @@ type rbEntry struct {
 	sealed []byte              // changes/<seq>.json.enc
 	after  *AfterRecord
 	metas  map[int]*FileMeta
+	snaps  map[int]string // where metas[n] was read, without its extension
 	enc    map[int][]byte
 }
 
@@ -419,10 +420,10 @@ func readRun(ctx context.Context, c modules.Conn, root, host, id string) (*rbSit
 	fmt.Fprintf(&sb, "D=%s; L=%s\n", remote.Quote(dir), remote.Quote(legacy))
 	sb.WriteString(`if [ -d "$D" ]; then :; elif [ -f "$L/run.json" ] || [ -d "$L/changes" ]; then D=$L; echo LEGACY; else echo NORUN; exit 0; fi
 cd "$D" || exit 1
-for f in run.json changes/*.json changes/*.json.enc files/*/*.meta.json files/*/*.data.enc files/*/*.tar.enc; do
+for f in run.json changes/*.json changes/*.json.enc files/*.meta.json files/*.data.enc files/*.tar.enc files/*/*.meta.json files/*/*.data.enc files/*/*.tar.enc; do
   [ -f "$f" ] && iklim_frame "$f" "$f"
 done
-for f in files/*/*.path; do
+for f in files/*.path files/*/*.path; do
   [ -f "$f" ] || continue
   s=$(iklim_st '""' "$(cat "$f")") || s='{"path":"","exists":false,"type":"error"}'
   printf 'C %s %s\n' "$f" "$s"
@@ -445,7 +446,7 @@ exit 0
 	entry := func(seq int) *rbEntry {
 		e, ok := bySeq[seq]
 		if !ok {
-			e = &rbEntry{site: s, seq: seq, metas: map[int]*FileMeta{}, enc: map[int][]byte{}}
+			e = &rbEntry{site: s, seq: seq, metas: map[int]*FileMeta{}, snaps: map[int]string{}, enc: map[int][]byte{}}
 			bySeq[seq] = e
 		}
 		return e
@@ -491,7 +492,7 @@ exit 0
 				}
 			}
 		case f.Kind == "F" && strings.HasPrefix(name, "files/"):
-			seq, n, kind, ok := parseFileRef(name)
+			seq, n, snap, kind, ok := parseFileRef(name)
 			if !ok {
 				continue
 			}
@@ -501,12 +502,13 @@ exit 0
 				var fm FileMeta
 				if err := json.Unmarshal(f.Data, &fm); err == nil {
 					e.metas[n] = &fm
+					e.snaps[n] = snap
 				}
 			case "data.enc", "tar.enc":
 				e.enc[n] = f.Data
 			}
 		case f.Kind == "C":
-			seq, n, _, ok := parseFileRef(name)
+			seq, n, _, _, ok := parseFileRef(name)
 			if !ok {
 				continue
 			}
@@ -526,17 +528,23 @@ exit 0
 	return s, nil
 }
 
-// parseFileRef splits "files/0001/2.meta.json" into 1, 2, "meta.json".
-func parseFileRef(name string) (seq, n int, kind string, ok bool) {
-	parts := strings.Split(name, "/")
-	if len(parts) != 3 || parts[0] != "files" {
-		return 0, 0, "", false
+// parseFileRef splits "files/0001-2.meta.json" into 1, 2, its snapshot
+// "files/0001-2" and "meta.json"; it reads the layout with a directory per
+// change, "files/0001/2.meta.json", too.
+func parseFileRef(name string) (seq, n int, snap, kind string, ok bool) {
+	rest, found := strings.CutPrefix(name, "files/")
+	if !found {
+		return 0, 0, "", "", false
 	}
-	num, kind, _ := strings.Cut(parts[2], ".")
+	snap, kind, _ = strings.Cut(rest, ".")
+	s, num, flat := strings.Cut(snap, "-")
+	if !flat {
+		s, num, _ = strings.Cut(snap, "/")
+	}
 	var err1, err2 error
-	seq, err1 = strconv.Atoi(parts[1])
+	seq, err1 = strconv.Atoi(s)
 	n, err2 = strconv.Atoi(num)
-	return seq, n, kind, err1 == nil && err2 == nil
+	return seq, n, "files/" + snap, kind, err1 == nil && err2 == nil
 }
 
 // unseal opens sealed records with this control machine's key.
@@ -729,7 +737,7 @@ func (m *Rollback) Apply(ctx context.Context, c modules.Conn, ch *modules.Change
 				b = &strings.Builder{}
 				batches[e.site] = b
 			}
-			b.WriteString(restoreScript(e.site.dir, e.seq, n, meta))
+			b.WriteString(restoreScript(e.site.dir+"/"+e.snaps[n], meta))
 			restored++
 		}
 		if e.undoable(m.reg) != undoModule {
@@ -760,10 +768,11 @@ func (m *Rollback) Apply(ctx context.Context, c modules.Conn, ch *modules.Change
 	return nil
 }
 
-// restoreScript is the sh that puts one snapshotted path back.
-func restoreScript(dir string, seq, n int, meta *FileMeta) string {
+// restoreScript is the sh that puts one snapshotted path back from the
+// snapshot snap (a path without its extension).
+func restoreScript(snap string, meta *FileMeta) string {
 	p := remote.Quote(meta.Path)
-	data := remote.Quote(fmt.Sprintf("%s/files/%s/%d.data", dir, seqName(seq), n))
+	data := remote.Quote(snap + ".data")
 	fail := fmt.Sprintf("{ echo %s >&2; exit 1; }", remote.Quote("restore "+meta.Path+" failed"))
 	owner := fmt.Sprintf("%d:%d", meta.UID, meta.GID)
 	mode := fmt.Sprintf("%04o", meta.Perm())
@@ -777,7 +786,7 @@ func restoreScript(dir string, seq, n int, meta *FileMeta) string {
 	case meta.Type == "dir":
 		// The tree comes back from its tar; a directory in the way is
 		// merged into, never removed.
-		tarball := remote.Quote(fmt.Sprintf("%s/files/%s/%d.tar", dir, seqName(seq), n))
+		tarball := remote.Quote(snap + ".tar")
 		return fmt.Sprintf("if [ -L %s ] || { [ -e %s ] && [ ! -d %s ]; }; then rm -f -- %s || %s; fi\n", p, p, p, p, fail) +
 			parent + fmt.Sprintf("if [ -f %s ]; then tar -C \"$(dirname -- %s)\" --numeric-owner -xpf %s || %s; fi\n", tarball, p, tarball, fail) +
 			fmt.Sprintf("mkdir -p -- %s && chown %s %s && chmod %s %s || %s\n", p, owner, p, mode, p, fail)

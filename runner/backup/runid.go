@@ -22,11 +22,15 @@
 //	<root>/<host>/<run-id>/changes/0001.json        runner.ChangeRecord, secrets redacted
 //	<root>/<host>/<run-id>/changes/0001.json.enc    full record, AES-256-GCM (only when redacted)
 //	<root>/<host>/<run-id>/changes/0001.after.json  AfterRecord: outcome + post-apply file state
-//	<root>/<host>/<run-id>/files/0001/<n>.meta.json FileMeta of Change.Files[n-1] before the change
-//	<root>/<host>/<run-id>/files/0001/<n>.path      the path, raw (for remote scripts)
-//	<root>/<host>/<run-id>/files/0001/<n>.data      old content (regular file) or link target
-//	<root>/<host>/<run-id>/files/0001/<n>.tar       old tree of a directory the change replaces or deletes
-//	<root>/<host>/<run-id>/files/0001/<n>.data.enc  old content, sealed (sensitive changes); .tar.enc likewise
+//	<root>/<host>/<run-id>/files/0001-<n>.meta.json FileMeta of Change.Files[n-1] before the change
+//	<root>/<host>/<run-id>/files/0001-<n>.path      the path, raw (for remote scripts)
+//	<root>/<host>/<run-id>/files/0001-<n>.data      old content (regular file) or link target
+//	<root>/<host>/<run-id>/files/0001-<n>.tar       old tree of a directory the change replaces or deletes
+//	<root>/<host>/<run-id>/files/0001-<n>.data.enc  old content, sealed (sensitive changes); .tar.enc likewise
+//
+// Snapshots lie flat in files/ so that a change after a run's first needs
+// no directory of its own (mkdir or tar is a program to start); runs
+// recorded with a directory per change, files/0001/<n>.*, are read too.
 //
 // Delegated changes are recorded on the control machine under the control
 // host's name (<root>/localhost/<run-id>/ for the CLI). Temporary files carry

@@ -99,7 +99,7 @@ func TestSharedBackupRoot(t *testing.T) {
 			require.NoError(t, json.Unmarshal(b, &rec))
 			require.Equal(t, h.Name, rec.Host)
 			require.Equal(t, conf(h), rec.Change.Files[0])
-			snap, err := os.ReadFile(filepath.Join(dir, "files", "0001", "1.data"))
+			snap, err := os.ReadFile(filepath.Join(dir, "files", "0001-1.data"))
 			require.NoError(t, err)
 			require.Equal(t, before+" of "+h.Name+"\n", string(snap))
 			require.Equal(t, h.Name, readRunRecord(t, h, id).Host)
@@ -274,10 +274,10 @@ func TestOldLayoutRuns(t *testing.T) {
 	requireOK(t, recap, err)
 	old := filepath.Join(root, id2)
 	require.NoError(t, os.Rename(backup.RunDir(root, h1.Name, id2), old))
-	for _, f := range []string{"1.path", "1.meta.json", "1.data"} {
-		b, err := os.ReadFile(filepath.Join(backup.RunDir(root, h2.Name, id2), "files", "0001", f))
+	for _, f := range []string{"0001-1.path", "0001-1.meta.json", "0001-1.data"} {
+		b, err := os.ReadFile(filepath.Join(backup.RunDir(root, h2.Name, id2), "files", f))
 		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join(old, "files", "0001", f), b, 0o600))
+		require.NoError(t, os.WriteFile(filepath.Join(old, "files", f), b, 0o600))
 	}
 	h2Before := stateOf(t, conf(h2))
 	e.inv = &inventories.Inventory{Hosts: []*inventories.Host{h1}}
