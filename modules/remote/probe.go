@@ -111,9 +111,10 @@ _ikr() { _n=$#; for _p do if [ -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shi
 	}
 	b.WriteString("echo\n")
 	fmt.Fprintf(&b, "_ikr %s || %s 3\necho\n", all, quit)
+	read := contentSet(contents)
 	for _, p := range ps {
-		if p.DiffWant == "" {
-			continue
+		if p.DiffWant == "" || read[p.Path] {
+			continue // the content read below serves the diff too
 		}
 		q := Quote(p.Path)
 		// Same file, same want: the content goes once per probe, in order.
@@ -146,6 +147,15 @@ func probeSets(ps []Probe) (paths, sums, contents []string) {
 		}
 	}
 	return paths, sums, contents
+}
+
+// contentSet is the paths whose whole content a probe script reads.
+func contentSet(contents []string) map[string]bool {
+	m := make(map[string]bool, len(contents))
+	for _, p := range contents {
+		m[p] = true
+	}
+	return m
 }
 
 func quoteAll(ps []string) string {
@@ -229,8 +239,9 @@ func ParseProbes(ps []Probe, out string) (res []ProbeResult, errs []error, err e
 	}
 	res = make([]ProbeResult, len(ps))
 	errs = make([]error, len(ps))
+	read := contentSet(contents)
 	for i, p := range ps {
-		if p.DiffWant == "" {
+		if p.DiffWant == "" || read[p.Path] {
 			continue
 		}
 		l, ok := line()
@@ -280,6 +291,9 @@ func ParseProbes(ps []Probe, out string) (res []ProbeResult, errs []error, err e
 		res[i].Stat = st
 		if !p.Sum && p.DiffWant == "" && !p.Content {
 			res[i].Stat.SHA256 = ""
+		}
+		if p.DiffWant != "" && read[p.Path] && st.Type == "file" && st.SHA256 != p.DiffWant && st.Size <= MaxDiff {
+			res[i].Content = content[p.Path] // as the diff's head would have read it
 		}
 		if p.Content {
 			switch st.Type {

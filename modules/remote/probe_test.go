@@ -89,6 +89,36 @@ func TestProbeScriptAnswersAsStat(t *testing.T) {
 	require.Nil(t, res[9].Content)
 }
 
+// TestProbeScriptDiffOfAFileWhoseContentIsAskedReadsItOnce: when a batch
+// reads a file's whole content, the before side of a diff of that file
+// comes from it (no head of its own), and is what it is alone: the content
+// of a small file that differs, nothing for the same or a large file.
+func TestProbeScriptDiffOfAFileWhoseContentIsAskedReadsItOnce(t *testing.T) {
+	dir := t.TempDir()
+	small, big := filepath.Join(dir, "app.conf"), filepath.Join(dir, "big")
+	require.NoError(t, os.WriteFile(small, []byte("rev = 1\n"), 0o644))
+	require.NoError(t, os.WriteFile(big, []byte(strings.Repeat("y", remote.MaxDiff+1)), 0o644))
+	diffs := []remote.Probe{
+		{Path: small, DiffWant: remote.SHA256String("rev = 2\n")},
+		{Path: small, DiffWant: remote.SHA256String("rev = 1\n")},
+		{Path: big, DiffWant: remote.SHA256String("other\n")},
+	}
+	ps := append([]remote.Probe{{Path: small, Content: true}, {Path: big, Content: true}}, diffs...)
+	script := remote.ProbeScript(ps)
+	require.NotContains(t, script, "head -c", "the content is read once")
+	res, errs, err := remote.ParseProbes(ps, runSh(t, script))
+	require.NoError(t, err)
+	for i, p := range diffs {
+		alone, aloneErrs, err := remote.ParseProbes([]remote.Probe{p}, runSh(t, remote.ProbeScript([]remote.Probe{p})))
+		require.NoError(t, err)
+		require.Equal(t, aloneErrs[0], errs[2+i])
+		require.Equal(t, alone[0], res[2+i], "diff probe %d", i)
+	}
+	require.Equal(t, "rev = 1\n", string(res[2].Content))
+	require.Nil(t, res[3].Content)
+	require.Nil(t, res[4].Content)
+}
+
 // TestProbeScriptChangedFileIsNotTrusted: output that does not add up (a
 // file that changed between stat and read) is an error, never a wrong answer.
 func TestProbeScriptChangedFileIsNotTrusted(t *testing.T) {
