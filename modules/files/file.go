@@ -192,6 +192,13 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 			ch.Summary = withAttrs("create directory "+p, a)
 			ch.Files = []string{p}
 			m.apply = joinCmds("mkdir -p -- "+q, a.Script(p, m.Recurse, false))
+			if mode, err := remote.ParseMode(a.Mode); err == nil && a.Owner == "" && a.Group == "" {
+				// One program where the parent is there: mkdir sets the
+				// mode itself, whatever the umask. If the directory
+				// appeared meanwhile, or the parent is missing, the
+				// longer way.
+				m.apply = fmt.Sprintf("{ mkdir -m %04o -- %s 2>/dev/null || { %s; }; }", mode, q, m.apply)
+			}
 			break
 		}
 		if st.Type != "directory" {
@@ -227,7 +234,10 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 		case !st.Exists:
 			ch.Summary = fmt.Sprintf("link %s -> %s", p, m.Src)
 			ch.Files = []string{p}
-			m.apply = joinCmds(relink, setOwner)
+			// Nothing to replace: one program, unless something appeared
+			// there meanwhile.
+			link := "{ ln -sT -- " + remote.Quote(m.Src) + " " + q + " 2>/dev/null || { " + relink + "; }; }"
+			m.apply = joinCmds(link, setOwner)
 		case st.Type == "link" && st.LinkTarget == m.Src:
 			drift := a.Drift(st)
 			if len(drift) == 0 {

@@ -34,6 +34,24 @@ func TestFileConverges(t *testing.T) {
 			},
 		},
 		{
+			name:    "directory with a mode only: mkdir sets it",
+			m:       func(dir string) *files.File { return &files.File{Path: dir + "/d", State: "directory", Mode: "2750"} },
+			summary: "create directory",
+			verify: func(t *testing.T, dir string) {
+				require.Equal(t, uint32(0o2750), modtest.ModeOf(t, dir+"/d"))
+			},
+		},
+		{
+			name: "directory with a mode only, parents missing",
+			m: func(dir string) *files.File {
+				return &files.File{Path: dir + "/p/q", State: "directory", Mode: "0700"}
+			},
+			summary: "create directory",
+			verify: func(t *testing.T, dir string) {
+				require.Equal(t, uint32(0o700), modtest.ModeOf(t, dir+"/p/q"))
+			},
+		},
+		{
 			name:    "touch creates an empty file",
 			m:       func(dir string) *files.File { return &files.File{Path: dir + "/t", State: "touch", Mode: "0600"} },
 			summary: "create empty file",
@@ -274,4 +292,42 @@ func TestFileValidate(t *testing.T) {
 			require.ErrorContains(t, err, tc.err)
 		})
 	}
+}
+
+// TestFileCreatesWhatAppearedMeanwhileAsWanted: a directory or a link that
+// appears between check and apply (another process, a host sharing the
+// filesystem) still ends as wanted: the mode is set, the link replaced,
+// never made inside a directory.
+func TestFileCreatesWhatAppearedMeanwhileAsWanted(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	conn := modtest.NewCountConn()
+
+	d := &files.File{Path: dir + "/d", State: "directory", Mode: "0750"}
+	ch, err := d.Check(ctx, conn)
+	require.NoError(t, err)
+	require.NotNil(t, ch)
+	require.NoError(t, os.Mkdir(dir+"/d", 0o777))
+	require.NoError(t, os.Chmod(dir+"/d", 0o777))
+	require.NoError(t, d.Apply(ctx, conn, ch))
+	require.Equal(t, uint32(0o750), modtest.ModeOf(t, dir+"/d"))
+
+	l := &files.File{Path: dir + "/l", State: "link", Src: "/etc/hostname"}
+	ch, err = l.Check(ctx, conn)
+	require.NoError(t, err)
+	require.NotNil(t, ch)
+	require.NoError(t, os.Symlink("/old", dir+"/l"))
+	require.NoError(t, l.Apply(ctx, conn, ch))
+	target, err := os.Readlink(dir + "/l")
+	require.NoError(t, err)
+	require.Equal(t, "/etc/hostname", target)
+
+	ld := &files.File{Path: dir + "/ld", State: "link", Src: "/etc/hostname"}
+	ch, err = ld.Check(ctx, conn)
+	require.NoError(t, err)
+	require.NoError(t, os.Mkdir(dir+"/ld", 0o755))
+	require.Error(t, ld.Apply(ctx, conn, ch), "a directory in the way is not replaced")
+	entries, err := os.ReadDir(dir + "/ld")
+	require.NoError(t, err)
+	require.Empty(t, entries, "no link made inside it")
 }
