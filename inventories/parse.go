@@ -379,7 +379,10 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	var groups, dupGroups []*groupDecl
 	groupByName := map[string]*groupDecl{}
 
-	for _, b := range content.Blocks {
+	for i, b := range content.Blocks {
+		// Dropped once read: unless the caller keeps the parser, a large
+		// file's syntax tree is then freed as it is read.
+		content.Blocks[i] = nil
 		switch b.Type {
 		case "defaults":
 			if defaults != nil {
