@@ -4,6 +4,7 @@
 package inventories
 
 import (
+	"fmt"
 	"time"
 
 	"github.com/zclconf/go-cty/cty"
@@ -68,14 +69,25 @@ type Inventory struct {
 	// addGroups are the groups Add created; they list only added hosts.
 	addGroups map[string]bool
 	// origins records, per host, where the file set each setting.
-	origins map[string]map[string]string
+	origins map[string][]*source
 }
 
 // Origins says where each setting the file gave host came from: "user",
 // "vars.NAME" or "labels.NAME" -> `group "app" at inv.hcl:3`. Settings the
 // file left alone, and hosts added in Go, have none.
 func (inv *Inventory) Origins(host string) map[string]string {
-	return inv.origins[host]
+	srcs, ok := inv.origins[host]
+	if !ok {
+		return nil
+	}
+	m := map[string]string{}
+	for _, s := range srcs { // in precedence order: a later one wins
+		from := s.from()
+		for _, o := range s.set {
+			m[o.key+o.sub] = fmt.Sprintf("%s at %s:%d", from, s.file, o.line)
+		}
+	}
+	return m
 }
 
 // Host finds a host by name.

@@ -239,15 +239,35 @@ type settings struct {
 	timeout                                                           *time.Duration
 	labels                                                            map[string]string
 	vars                                                              map[string]cty.Value
-	// from names the block ("defaults", `group "app"`); at holds each
-	// attribute's file:line, for Host.Origins.
-	from string
-	at   map[string]string
+	src                                                               *source
+}
+
+// source is what a block set and where, for Inventory.Origins, which
+// formats it only when asked: a host's own strings would be most of a
+// large inventory's memory.
+type source struct {
+	kind, name, file string // name is empty for defaults
+	set              []origin
+}
+
+// origin is a setting a block made: key+sub ("user", or "vars." and the
+// var's name) at a line.
+type origin struct {
+	key, sub string
+	line     int
+}
+
+// from names the block: "defaults", `group "app"`.
+func (s *source) from() string {
+	if s.kind == "defaults" {
+		return s.kind
+	}
+	return fmt.Sprintf("%s %q", s.kind, s.name)
 }
 
 // apply folds s over h: attributes s sets replace h's; labels and vars are
 // merged key by key.
-func (s *settings) apply(h *Host, origins map[string]string) {
+func (s *settings) apply(h *Host) {
 	setStr := func(dst *string, v *string) {
 		if v != nil {
 			*dst = *v
@@ -280,24 +300,37 @@ func (s *settings) apply(h *Host, origins map[string]string) {
 	for k, v := range s.vars {
 		h.Vars[k] = v
 	}
-	if origins == nil {
-		return
+}
+
+// isSet says whether s sets the attribute name (not labels or vars).
+func (s *settings) isSet(name string) bool {
+	switch name {
+	case "user":
+		return s.user != nil
+	case "key":
+		return s.key != nil
+	case "known_hosts":
+		return s.knownHosts != nil
+	case "proxy_jump":
+		return s.proxyJump != nil
+	case "become_user":
+		return s.becomeUser != nil
+	case "backup_root":
+		return s.backupRoot != nil
+	case "address":
+		return s.address != nil
+	case "port":
+		return s.port != nil
+	case "trust_on_first_use":
+		return s.tofu != nil
+	case "become":
+		return s.become != nil
+	case "local":
+		return s.local != nil
+	case "connect_timeout":
+		return s.timeout != nil
 	}
-	set := map[string]bool{"user": s.user != nil, "key": s.key != nil, "known_hosts": s.knownHosts != nil,
-		"proxy_jump": s.proxyJump != nil, "become_user": s.becomeUser != nil, "backup_root": s.backupRoot != nil,
-		"address": s.address != nil, "port": s.port != nil, "trust_on_first_use": s.tofu != nil,
-		"become": s.become != nil, "local": s.local != nil, "connect_timeout": s.timeout != nil}
-	for k, ok := range set {
-		if ok {
-			origins[k] = s.from + " at " + s.at[k]
-		}
-	}
-	for k := range s.labels {
-		origins["labels."+k] = s.from + " at " + s.at["labels"]
-	}
-	for k := range s.vars {
-		origins["vars."+k] = s.from + " at " + s.at["vars"]
-	}
+	return false
 }
 
 type ref struct {
@@ -346,7 +379,10 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	var groups, dupGroups []*groupDecl
 	groupByName := map[string]*groupDecl{}
 
-	for _, b := range content.Blocks {
+	for i, b := range content.Blocks {
+		// Dropped once read: unless the caller keeps the parser, a large
+		// file's syntax tree is then freed as it is read.
+		content.Blocks[i] = nil
 		switch b.Type {
 		case "defaults":
 			if defaults != nil {
@@ -356,15 +392,13 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 			}
 			c, d := b.Body.Content(defaultsSchema)
 			p.diags = append(p.diags, d...)
-			defaults = &hclDefaults{def: b.DefRange, s: p.settings(c)}
-			defaults.s.from = "defaults"
+			defaults = &hclDefaults{def: b.DefRange, s: p.settings(c, b)}
 		case "host":
 			name := b.Labels[0]
 			p.checkName("host", name, b.LabelRanges[0])
 			c, d := b.Body.Content(hostSchema)
 			p.diags = append(p.diags, d...)
-			h := &hostDecl{name: name, def: b.DefRange, s: p.settings(c)}
-			h.s.from = fmt.Sprintf("host %q", name)
+			h := &hostDecl{name: name, def: b.DefRange, s: p.settings(c, b)}
 			if prev, dup := hostByName[name]; dup {
 				p.errorf(b.LabelRanges[0], fmt.Sprintf("Duplicate host %q", name),
 					"previous definition was at %s", at(prev.def))
@@ -377,8 +411,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 			p.checkName("group", name, b.LabelRanges[0])
 			c, d := b.Body.Content(groupSchema)
 			p.diags = append(p.diags, d...)
-			g := &groupDecl{name: name, def: b.DefRange, s: p.settings(c)}
-			g.s.from = fmt.Sprintf("group %q", name)
+			g := &groupDecl{name: name, def: b.DefRange, s: p.settings(c, b)}
 			if a, ok := c.Attributes["hosts"]; ok {
 				g.hosts = p.names(a)
 			}
@@ -425,7 +458,7 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	p.checkCycles(groups, groupByName)
 
 	inv := &Inventory{Groups: map[string]*Group{}, File: filename, byName: make(map[string]*Host, len(hosts)),
-		origins: make(map[string]map[string]string, len(hosts))}
+		origins: make(map[string][]*source, len(hosts))}
 	for _, g := range groups {
 		grp := &Group{Name: g.name, Vars: map[string]cty.Value{}}
 		for _, h := range g.hosts {
@@ -449,15 +482,17 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 	for _, hd := range hosts {
 		order := gr.groupsOf(direct[hd.name])
 		h := &Host{Name: hd.name, Labels: map[string]string{}, Vars: map[string]cty.Value{}}
-		origins := map[string]string{}
-		inv.origins[h.Name] = origins
+		srcs := make([]*source, 0, len(order)+2)
 		if defaults != nil {
-			defaults.s.apply(h, origins)
+			defaults.s.apply(h)
+			srcs = append(srcs, defaults.s.src)
 		}
 		for _, n := range order {
-			groupByName[n].s.apply(h, origins)
+			groupByName[n].s.apply(h)
+			srcs = append(srcs, groupByName[n].s.src)
 		}
-		hd.s.apply(h, origins)
+		hd.s.apply(h)
+		inv.origins[h.Name] = append(srcs, hd.s.src)
 		h.Groups = append([]string{AllGroup}, order...)
 		fillDefaults(h)
 		inv.Hosts = append(inv.Hosts, h)
@@ -894,16 +929,19 @@ func (p *parser) boolean(a *hcl.Attribute) *bool {
 	return &b
 }
 
-func (p *parser) settings(c *hcl.BodyContent) settings {
+// settings reads the attributes block b sets, in c.
+func (p *parser) settings(c *hcl.BodyContent, b *hcl.Block) settings {
 	var s settings
 	attrs := make([]*hcl.Attribute, 0, len(c.Attributes))
 	for _, a := range c.Attributes {
 		attrs = append(attrs, a)
 	}
 	sort.Slice(attrs, func(i, j int) bool { return attrs[i].Range.Start.Byte < attrs[j].Range.Start.Byte })
-	s.at = make(map[string]string, len(attrs))
+	s.src = &source{kind: b.Type, file: b.DefRange.Filename}
+	if len(b.Labels) > 0 {
+		s.src.name = b.Labels[0]
+	}
 	for _, a := range attrs {
-		s.at[a.Name] = at(a.Range)
 		switch a.Name {
 		case "user":
 			s.user = p.str(a)
@@ -1012,6 +1050,21 @@ func (p *parser) settings(c *hcl.BodyContent) settings {
 				k, e := it.Element()
 				s.vars[k.AsString()] = e
 			}
+		}
+	}
+	for _, a := range attrs {
+		line := a.Range.Start.Line
+		switch {
+		case a.Name == "labels":
+			for k := range s.labels {
+				s.src.set = append(s.src.set, origin{"labels.", k, line})
+			}
+		case a.Name == "vars":
+			for k := range s.vars {
+				s.src.set = append(s.src.set, origin{"vars.", k, line})
+			}
+		case s.isSet(a.Name):
+			s.src.set = append(s.src.set, origin{a.Name, "", line})
 		}
 	}
 	return s

@@ -690,3 +690,35 @@ func TestZeroInventory(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, []string{"a"}, names(got))
 }
+
+// Origins names, for every setting the file made, the block that won and
+// its file:line.
+func TestOrigins(t *testing.T) {
+	src := `defaults {
+  user = "d"
+  port = 2222
+  vars = { a = 1, b = 2 }
+}
+group "g" {
+  hosts = ["h1"]
+  user  = "g"
+  labels = { role = "web" }
+}
+host "h1" {
+  vars = { b = 3 }
+}
+host "h2" {}
+`
+	inv, diags := Parse([]byte(src), "o.hcl")
+	require.False(t, diags.HasErrors(), diags.Error())
+	require.Equal(t, map[string]string{
+		"user":        `group "g" at o.hcl:8`,
+		"port":        "defaults at o.hcl:3",
+		"vars.a":      "defaults at o.hcl:4",
+		"vars.b":      `host "h1" at o.hcl:12`,
+		"labels.role": `group "g" at o.hcl:9`,
+	}, inv.Origins("h1"))
+	require.Equal(t, map[string]string{"user": "defaults at o.hcl:2", "port": "defaults at o.hcl:3",
+		"vars.a": "defaults at o.hcl:4", "vars.b": "defaults at o.hcl:4"}, inv.Origins("h2"))
+	require.Nil(t, inv.Origins("h3"))
+}

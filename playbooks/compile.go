@@ -95,6 +95,9 @@ type compiler struct {
 	validateCtx map[string]*hcl.EvalContext
 	localDiags  *hostDiags
 	localHosts  map[string]bool
+	// per module name and struct type, so that each is worked out once
+	modErr   map[string]error
+	modTypes map[reflect.Type]*schemaTypes
 }
 
 // Compile evaluates a parsed playbook into a runner.Playbook and validates
@@ -124,6 +127,8 @@ func Compile(f *File, opts Options) (*runner.Playbook, hcl.Diagnostics) {
 		validateCtx: map[string]*hcl.EvalContext{},
 		localDiags:  newHostDiags(0),
 		localHosts:  map[string]bool{},
+		modErr:      map[string]error{},
+		modTypes:    map[reflect.Type]*schemaTypes{},
 	}
 	if c.secrets == nil {
 		c.secrets = modules.NewSecrets()
@@ -753,7 +758,12 @@ func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registe
 		c.errorf(s.ModuleRange, "Unknown module", "There is no module named %q.%s", s.Module, suggestion(s.Module, c.reg.Names()))
 	}
 	if known {
-		if err := CheckModule(info); err != nil {
+		err, done := c.modErr[s.Module]
+		if !done {
+			err = CheckModule(info)
+			c.modErr[s.Module] = err
+		}
+		if err != nil {
 			c.errorf(s.ModuleRange, "Unusable module", "%s; the module must rename it.", err)
 			known = false
 		}
@@ -911,7 +921,7 @@ func whenDiag(expr hcl.Expression, ctx *hcl.EvalContext, detail string) hcl.Diag
 // validateArgs decodes a step's module arguments for one host, with results
 // unknown, and runs the module's Validate when every argument is known.
 func (c *compiler) validateArgs(s *Step, info modules.Info, args hcl.Body, ctx *hcl.EvalContext, precheck func(hcl.Expression) bool) hcl.Diagnostics {
-	st := &evalState{validate: true, precheck: precheck}
+	st := &evalState{validate: true, precheck: precheck, types: c.modTypes}
 	m, diags := decodeModule(info, args, ctx, st)
 	c.secrets.Add(st.sensitive...)
 	suggestMetaArgs(diags)

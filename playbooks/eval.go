@@ -108,6 +108,8 @@ type evalState struct {
 	failed map[hcl.Range]bool
 	// sensitive collects the values marked sensitive.
 	sensitive []string
+	// types, when set, keeps typesOf's answers, shared by a compile's steps.
+	types map[reflect.Type]*schemaTypes
 }
 
 // argBody wraps a step body so that gohcl decodes evaluated, unmarked values:
@@ -465,7 +467,14 @@ func decodeModule(info modules.Info, body hcl.Body, ctx *hcl.EvalContext, st *ev
 	if st.failed == nil {
 		st.failed = map[hcl.Range]bool{}
 	}
-	wrapped := &argBody{body: body, ctx: ctx, types: typesOf(rv.Type()), st: st}
+	types, ok := st.types[rv.Type()]
+	if !ok {
+		types = typesOf(rv.Type())
+		if st.types != nil {
+			st.types[rv.Type()] = types
+		}
+	}
+	wrapped := &argBody{body: body, ctx: ctx, types: types, st: st}
 	diags := gohcl.DecodeBody(wrapped, nil, m)
 	// gohcl adds "Unsuitable value type" for an expression that had already
 	// failed to evaluate; keep the first error only.

@@ -7,7 +7,8 @@
 // Parse cuts a large file at the newlines that end its top-level items (and
 // a large block's body at its items' ends, recursively) and parses each
 // piece on its own, with its true start position, so every range is the one
-// a whole-file parse gives. It falls back to the whole-file parse when a
+// a whole-file parse gives. The pieces are parsed concurrently, then merged
+// in file order. It falls back to the whole-file parse when a
 // piece fails to parse or a cut point is in doubt, so invalid files get
 // hclsyntax's own diagnostics.
 package hclchunk
@@ -15,10 +16,13 @@ package hclchunk
 import (
 	"bytes"
 	"fmt"
+	"runtime"
+	"sync/atomic"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
 	"github.com/hashicorp/hcl/v2/hclsyntax"
+	"github.com/sourcegraph/conc/pool"
 )
 
 const (
@@ -52,7 +56,14 @@ func parse(src []byte, filename string, min, piece int) (*hcl.File, hcl.Diagnost
 	if len(src) < min || bytes.HasPrefix(src, []byte("\xef\xbb\xbf")) {
 		return hclsyntax.ParseConfig(src, filename, start)
 	}
-	c := &chunker{src: src, filename: filename, min: min, piece: piece}
+	// A first walk only plans the pieces; they are parsed, and the second
+	// walk merges them (or parses one now, after a failure changed the cuts).
+	c := &chunker{src: src, filename: filename, min: min, piece: piece, planning: true}
+	if _, _, _, ok := c.body(0, len(src), true); !ok {
+		return hclsyntax.ParseConfig(src, filename, start)
+	}
+	c.parseAll()
+	c.planning = false
 	body, first, last, ok := c.body(0, len(src), true)
 	if !ok {
 		return hclsyntax.ParseConfig(src, filename, start)
@@ -70,6 +81,53 @@ type chunker struct {
 	diags      hcl.Diagnostics // warnings only: an error falls back
 
 	lineOff, line int // a cursor for lineAt
+
+	planning bool            // parsePiece only records its piece
+	planned  []*piece        // in file order
+	parsed   map[span]*piece // by span, once parsed
+}
+
+type span struct{ lo, hi int }
+
+// piece is src[lo:hi] parsed on its own.
+type piece struct {
+	span
+	start hcl.Pos
+	body  *hclsyntax.Body
+	diags hcl.Diagnostics
+}
+
+func (pc *piece) parse(src []byte, filename string) {
+	f, diags := hclsyntax.ParseConfig(src[pc.lo:pc.hi:pc.hi], filename, pc.start)
+	pc.body, pc.diags = f.Body.(*hclsyntax.Body), diags
+}
+
+// parseAll parses the planned pieces, one per CPU at a time. Each writes
+// only its own piece, so the result does not depend on scheduling. After
+// an error the rest are skipped: the file is parsed whole anyway, or a
+// piece that is still needed is parsed when merged.
+func (c *chunker) parseAll() {
+	var failed atomic.Bool
+	p := pool.New().WithMaxGoroutines(runtime.GOMAXPROCS(0))
+	for _, pc := range c.planned {
+		p.Go(func() {
+			if failed.Load() {
+				return
+			}
+			pc.parse(c.src, c.filename)
+			if pc.diags.HasErrors() {
+				failed.Store(true)
+			}
+		})
+	}
+	p.Wait()
+	c.parsed = make(map[span]*piece, len(c.planned))
+	for _, pc := range c.planned {
+		if pc.body != nil {
+			c.parsed[pc.span] = pc
+		}
+	}
+	c.planned = nil
 }
 
 // lineAt returns the line number of the byte at off.
@@ -82,14 +140,23 @@ func (c *chunker) lineAt(off int) int {
 	return c.line
 }
 
-// parsePiece parses src[lo:hi], lo at the start of a line.
+// parsePiece returns src[lo:hi] parsed, lo at the start of a line; while
+// planning, an empty body.
 func (c *chunker) parsePiece(lo, hi int) (*hclsyntax.Body, bool) {
-	f, diags := hclsyntax.ParseConfig(c.src[lo:hi:hi], c.filename, hcl.Pos{Line: c.lineAt(lo), Column: 1, Byte: lo})
-	if diags.HasErrors() {
+	pc := c.parsed[span{lo, hi}]
+	if pc == nil {
+		pc = &piece{span: span{lo, hi}, start: hcl.Pos{Line: c.lineAt(lo), Column: 1, Byte: lo}}
+		if c.planning {
+			c.planned = append(c.planned, pc)
+			return &hclsyntax.Body{Attributes: hclsyntax.Attributes{}}, true
+		}
+		pc.parse(c.src, c.filename)
+	}
+	if pc.diags.HasErrors() {
 		return nil, false
 	}
-	c.diags = append(c.diags, diags...)
-	return f.Body.(*hclsyntax.Body), true
+	c.diags = append(c.diags, pc.diags...)
+	return pc.body, true
 }
 
 // body parses the items in src[lo:hi] (lo at a line start) piece by piece

@@ -106,6 +106,32 @@ func TestLargeGenerated(t *testing.T) {
 	assert.Equal(t, `host "h1"`, cs.ContextString(strings.Index(b.String(), `"10.0.0.1"`)))
 }
 
+// Pieces are parsed concurrently: errors in several of them still give the
+// whole-file parse's diagnostics, on every run.
+func TestErrorsInSeveralPieces(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("play \"p\" {\n")
+	for i := range 400 {
+		switch i % 97 {
+		case 10:
+			fmt.Fprintf(&b, "  step \"s%d\" {\n    x = = 1\n  }\n", i) // a syntax error
+		case 50:
+			fmt.Fprintf(&b, "  step \"s%d\" {\n    x = \"unclosed\n  }\n", i)
+		default:
+			fmt.Fprintf(&b, "  step \"s%d\" {\n    x = %d\n  }\n", i, i)
+		}
+	}
+	b.WriteString("}\na = 1\nb = 2\na = 3\n")
+	src := []byte(b.String())
+	whole, wd := hclsyntax.ParseConfig(src, "errs.hcl", hcl.Pos{Line: 1, Column: 1})
+	require.True(t, wd.HasErrors())
+	for range 20 {
+		got, gd := parse(src, "errs.hcl", 512, 256)
+		require.Equal(t, wd.Error(), gd.Error())
+		require.True(t, reflect.DeepEqual(whole.Body, got.Body), "the body differs from the whole-file parse")
+	}
+}
+
 func FuzzPieces(f *testing.F) {
 	for _, s := range []string{"a = 1\nb {\n  c = \"${d}\"\n}\n", "x = <<E\n}\nE\n", "p {\n  q {\n    r = [1,\n2]\n  }\n}\n"} {
 		f.Add([]byte(s))
