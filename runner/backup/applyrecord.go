@@ -20,10 +20,16 @@ var _ runner.ScriptRecorder = (*Recorder)(nil)
 // ScriptApply's files: nothing was recorded or changed.
 const noFilesExit = 97
 
+// maxInlineFile is the largest file receiveFiles takes with the shell's
+// read, which costs a system call per byte, rather than with dd.
+const maxInlineFile = 4 << 10
+
 // receiveFiles writes the script lines that take files, one after the
-// other, off the script's stdin (dd reads exactly their sizes, the record's
-// tar follows them), each created with the rw bits of its mode. An EXIT trap removes
-// them if the script ends before renaming them into place.
+// other, off the script's stdin (the record and its tar follow them), each
+// created with the rw bits of its mode. A small text file (whole lines, no
+// NUL) is read by the shell itself, a program less; others by dd, which
+// reads exactly their sizes. An EXIT trap removes them if the script ends
+// before renaming them into place.
 func receiveFiles(sb *strings.Builder, files []modules.ScriptFile) {
 	if len(files) == 0 {
 		return
@@ -38,12 +44,24 @@ func receiveFiles(sb *strings.Builder, files []modules.ScriptFile) {
 		fmt.Fprintf(&vars, " \"$_iktmp%d\"", i)
 	}
 	fmt.Fprintf(sb, "trap 'for _f in%s; do if [ -e \"$_f\" ]; then rm -f -- \"$_f\"; fi; done' EXIT\n", vars.String())
+	quit := fmt.Sprintf("exit %d", noFilesExit)
 	for _, f := range files {
 		// Created with its mode (rw bits only) through the umask: no chmod.
-		fmt.Fprintf(sb, "umask %04o; dd of=%s bs=65536 iflag=fullblock,count_bytes count=%d status=none || exit %d\n",
-			0o777&^(f.Mode&0o666), remote.Quote(f.Path), len(f.Data), noFilesExit)
+		fmt.Fprintf(sb, "umask %04o\n", 0o777&^(f.Mode&0o666))
+		if len(f.Data) <= maxInlineFile && bytes.IndexByte(f.Data, 0) < 0 && (len(f.Data) == 0 || f.Data[len(f.Data)-1] == '\n') {
+			readLines(sb, "_ikd", bytes.Count(f.Data, []byte("\n")), quit)
+			fmt.Fprintf(sb, "printf '%%s' \"$_ikd\" > %s || %s\n", remote.Quote(f.Path), quit)
+			continue
+		}
+		fmt.Fprintf(sb, "dd of=%s bs=65536 iflag=fullblock,count_bytes count=%d status=none || %s\n", remote.Quote(f.Path), len(f.Data), quit)
 	}
 	sb.WriteString("umask 077\n")
+}
+
+// readLines writes the sh that reads n lines off stdin into the variable v
+// with builtins only, and runs fail when stdin ends first.
+func readLines(sb *strings.Builder, v string, n int, fail string) {
+	fmt.Fprintf(sb, "%s=; _ikn=%d\nwhile [ $_ikn -gt 0 ] && IFS= read -r _ikl; do %s=\"$%s$_ikl\n\"; _ikn=$((_ikn-1)); done\n[ $_ikn = 0 ] || %s\n", v, n, v, v, fail)
 }
 
 // RecordApply implements runner.ScriptRecorder: the script of Before, then

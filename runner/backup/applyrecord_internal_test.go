@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -62,6 +64,61 @@ func TestReceiveFilesTrapWithSpacesInPaths(t *testing.T) {
 			require.NoError(t, err, "%s: the file named by the path's part before its space is untouched", shell)
 			require.Equal(t, "keep\n", string(b))
 		}
+	}
+}
+
+// TestReceiveFilesByteExact runs receiveFiles' script in dash and bash: small
+// text files (odd bytes and whitespace included, and an empty one) are read
+// by the shell, others (no final newline, a NUL, too large) by dd, and every
+// file is written byte-exact with its mode. A stdin that ends early exits
+// noFilesExit.
+func TestReceiveFilesByteExact(t *testing.T) {
+	texts := [][]byte{
+		[]byte("  lead and trail \t \r\n\n\\ back\\slash \\n\n%s -n -e\n\xc3\xa9 \xff\x01\n"),
+		{},
+	}
+	others := [][]byte{
+		[]byte("no final newline"),
+		[]byte("a\x00nul\n"),
+		bytes.Repeat([]byte("0123456789abcde\n"), maxInlineFile/16+1),
+	}
+	for _, shell := range []string{"/bin/sh", "/bin/bash"} {
+		dir := t.TempDir()
+		var files []modules.ScriptFile
+		var stdin bytes.Buffer
+		for i, data := range slices.Concat(texts, others) {
+			files = append(files, modules.ScriptFile{Path: filepath.Join(dir, strconv.Itoa(i)), Data: data, Mode: 0o640})
+			stdin.Write(data)
+		}
+		var sb strings.Builder
+		receiveFiles(&sb, files)
+		require.Equal(t, len(others), strings.Count(sb.String(), "dd of="), "dd only for what the shell cannot read")
+		for _, f := range files { // into place, as an apply does; the EXIT trap removes the rest
+			sb.WriteString("mv -f -- " + remote.Quote(f.Path) + " " + remote.Quote(f.Path+".got") + "\n")
+		}
+		cmd := exec.Command(shell, "-c", sb.String())
+		cmd.Stdin = bytes.NewReader(stdin.Bytes())
+		out, err := cmd.CombinedOutput()
+		require.NoError(t, err, "%s: %s", shell, out)
+		for _, f := range files {
+			got, err := os.ReadFile(f.Path + ".got")
+			require.NoError(t, err)
+			require.Equal(t, f.Data, got, "%s: %s", shell, f.Path)
+			fi, err := os.Stat(f.Path + ".got")
+			require.NoError(t, err)
+			require.Equal(t, os.FileMode(0o640), fi.Mode().Perm())
+		}
+
+		short := []modules.ScriptFile{{Path: filepath.Join(dir, "short"), Data: texts[0], Mode: 0o600}}
+		sb.Reset()
+		receiveFiles(&sb, short)
+		cmd = exec.Command(shell, "-c", sb.String())
+		cmd.Stdin = bytes.NewReader(texts[0][:len(texts[0])/2])
+		err = cmd.Run()
+		var exit *exec.ExitError
+		require.ErrorAs(t, err, &exit, shell)
+		require.Equal(t, noFilesExit, exit.ExitCode(), shell)
+		require.NoFileExists(t, short[0].Path, "%s: nothing half-written is left", shell)
 	}
 }
 

@@ -326,8 +326,7 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 `, seq, tmp, seq, seq, r.tok)
 	receiveFiles(sb, files)
 	if inline {
-		fmt.Fprintf(sb, "_ikrec=; _ikn=%d\nwhile [ $_ikn -gt 0 ] && IFS= read -r _ikl; do _ikrec=\"$_ikrec$_ikl\n\"; _ikn=$((_ikn-1)); done\n", bytes.Count(red, []byte("\n")))
-		sb.WriteString("[ $_ikn = 0 ] || iklim_fail \"the change record came short\"\n")
+		readLines(sb, "_ikrec", bytes.Count(red, []byte("\n")), `iklim_fail "the change record came short"`)
 	}
 	if first {
 		sb.WriteString("[ -d \"$R\" ] || mkdir -p -- \"$R\" || iklim_fail \"cannot create $R\"\n")
