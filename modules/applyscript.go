@@ -17,6 +17,17 @@ type ScriptApply struct {
 	// recorded (the checks of the steps after). Like Script it must not
 	// exit; its output and status are the recorder's ScriptOutcome.Then.
 	Then string
+	// Dirs are directories Script makes, with the shell's owner and group
+	// and their Mode's permission bits exactly (mkdir -m or chmod). The
+	// recorder records their state after from these where the host agrees
+	// (owner, group and special bits, read with shell builtins).
+	Dirs []ScriptDir
+}
+
+// ScriptDir is a directory a ScriptApply makes.
+type ScriptDir struct {
+	Path string
+	Mode uint32 // permission and setuid/setgid/sticky bits
 }
 
 // ScriptFile is content a ScriptApply writes to the host.

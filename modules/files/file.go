@@ -48,7 +48,8 @@ type File struct {
 	Recurse bool   `hcl:"recurse,optional" doc:"with state = \"directory\", set mode/owner/group on everything under path too"`
 	Force   bool   `hcl:"force,optional" doc:"with state = \"link\", replace a regular file at path by the link"`
 
-	apply   string // the sh script Apply runs
+	apply   string             // the sh script Apply runs
+	made    *modules.ScriptDir // the directory apply makes, for its after state
 	changed bool
 }
 
@@ -149,6 +150,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 	p, q := m.Path, remote.Quote(m.Path)
 	before := fileBefore{Path: p}
 	ch := &modules.Change{}
+	m.made = nil
 	state := m.state()
 	switch state {
 	case "absent":
@@ -198,6 +200,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 				// appeared meanwhile, or the parent is missing, the
 				// longer way.
 				m.apply = fmt.Sprintf("{ mkdir -m %04o -- %s 2>/dev/null || { %s; }; }", mode, q, m.apply)
+				m.made = &modules.ScriptDir{Path: p, Mode: mode}
 			}
 			break
 		}
@@ -296,7 +299,13 @@ func (m *File) Apply(ctx context.Context, c modules.Conn, _ *modules.Change) err
 }
 
 // ApplyScript implements modules.ScriptApplier: Apply's script.
-func (m *File) ApplyScript(*modules.Change) *modules.ScriptApply { return remote.ScriptOnly(m.apply) }
+func (m *File) ApplyScript(*modules.Change) *modules.ScriptApply {
+	ap := remote.ScriptOnly(m.apply)
+	if ap != nil && m.made != nil {
+		ap.Dirs = []modules.ScriptDir{*m.made}
+	}
+	return ap
+}
 
 // ScriptApplied implements modules.ScriptApplier.
 func (m *File) ScriptApplied() { m.changed = true }

@@ -76,7 +76,7 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 	if err != nil {
 		return runner.ScriptOutcome{}, err
 	}
-	after, err := r.afterScript(h, rec, nil, "return", ap.Files...)
+	after, err := r.afterScript(h, rec, nil, "return", ap)
 	if err != nil {
 		return runner.ScriptOutcome{}, err
 	}
@@ -135,7 +135,7 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 // if so, records it as failed, in one more command.
 func (r *Recorder) unknownOutcome(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, b *beforeScript, rec *runner.ChangeRecord, runErr error) (runner.ScriptOutcome, error) {
 	err := fmt.Errorf("%s: %s: %w", b.where, b.dir, runErr)
-	after, aerr := r.afterScript(h, rec, runErr, "exit")
+	after, aerr := r.afterScript(h, rec, runErr, "exit", nil)
 	if aerr != nil {
 		return runner.ScriptOutcome{}, err
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -249,5 +250,72 @@ func TestAfterStateOfWrittenFilesIsWhatIsThere(t *testing.T) {
 		var want FileMeta
 		require.NoError(t, json.Unmarshal([]byte(res.Stdout), &want))
 		require.Equal(t, []FileMeta{want}, got.Files, "%04o %s:%s", tc.mode, tc.owner, tc.group)
+	}
+}
+
+// TestAfterStateOfMadeDirectoriesIsWhatIsThere: the after state recorded
+// for a directory a script says it made equals reading it back, also where
+// the host differs from what the script said: a setgid parent passes its
+// bit on, and a chown after the mkdir gives it another owner.
+func TestAfterStateOfMadeDirectoriesIsWhatIsThere(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: one case makes a directory for another owner")
+	}
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	ctx := context.Background()
+	root, dir := t.TempDir(), t.TempDir()
+	shared := filepath.Join(dir, "shared")
+	require.NoError(t, os.Mkdir(shared, 0o755))
+	require.NoError(t, os.Chmod(shared, 0o775|os.ModeSetgid))
+	// A stat that notes each call: a directory whose state is known needs
+	// none.
+	bin, statLog := t.TempDir(), filepath.Join(t.TempDir(), "stat.log")
+	real, err := exec.LookPath("stat")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "stat"), []byte("#!/bin/sh\necho x >> "+remote.Quote(statLog)+"\nexec "+real+" \"$@\"\n"), 0o755))
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	id, err := ClaimRunID(time.Now())
+	require.NoError(t, err)
+	h := &inventories.Host{Name: "h1", BackupRoot: root, Local: true}
+	conn := transport.NewLocalConn("h1")
+	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
+	mkdir := func(p string, mode uint32) string { return fmt.Sprintf("mkdir -m %04o -- %s", mode, remote.Quote(p)) }
+	a, b, c, d, e := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(shared, "c"), filepath.Join(dir, "d"), filepath.Join(shared, "e")
+	for i, tc := range []struct {
+		path   string
+		mode   uint32
+		script string
+		known  bool
+	}{
+		{a, 0o750, mkdir(a, 0o750), true},
+		{b, 0o3751, mkdir(b, 0o3751), true},
+		// A setgid parent passes its bit on, and neither mkdir -m nor chmod
+		// clears it: 2750 on the host.
+		{c, 0o750, mkdir(c, 0o750), false},
+		{e, 0o750, "mkdir -- " + remote.Quote(e) + " && chmod 0750 -- " + remote.Quote(e), false},
+		{d, 0o700, mkdir(d, 0o700) + " && chown 1234:4321 -- " + remote.Quote(d), false},
+	} {
+		ap := &modules.ScriptApply{Script: tc.script + "\n", Dirs: []modules.ScriptDir{{Path: tc.path, Mode: tc.mode}}}
+		rec := &runner.ChangeRecord{RunID: id, Seq: i + 1, Host: "h1", Step: "mkdir", Module: "file",
+			Change: &modules.Change{Summary: "create directory " + tc.path, Files: []string{tc.path}}}
+		require.NoError(t, os.WriteFile(statLog, nil, 0o644))
+		out, err := r.RecordApply(ctx, conn, h, rec, ap)
+		require.NoError(t, err)
+		require.NoError(t, out.ApplyErr)
+		require.True(t, out.AfterDone)
+		calls, err := os.ReadFile(statLog)
+		require.NoError(t, err)
+		require.Equal(t, tc.known, len(calls) == 0, "%s: stat ran %d times", tc.path, len(calls))
+
+		b, err := os.ReadFile(filepath.Join(RunDir(root, "h1", id), "changes", seqName(i+1)+".after.json"))
+		require.NoError(t, err)
+		var got AfterRecord
+		require.NoError(t, json.Unmarshal(b, &got))
+		res, err := conn.Run(ctx, shPrelude+"iklim_st "+jsq(tc.path)+" "+remote.Quote(tc.path))
+		require.NoError(t, err)
+		require.Zero(t, res.ExitCode, res.Stderr)
+		var want FileMeta
+		require.NoError(t, json.Unmarshal([]byte(res.Stdout), &want))
+		require.Equal(t, []FileMeta{want}, got.Files, "%s %04o", tc.path, tc.mode)
 	}
 }

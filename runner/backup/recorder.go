@@ -499,7 +499,7 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 	if rec == nil || rec.Change == nil {
 		return errors.New("backup: empty change record")
 	}
-	script, err := r.afterScript(h, rec, applyErr, "exit")
+	script, err := r.afterScript(h, rec, applyErr, "exit", nil)
 	if err != nil {
 		return err
 	}
@@ -516,8 +516,9 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 
 // afterScript is the script (after shPrelude) that writes rec's after
 // record; it ends with quit 1 ("exit", or "return" in a function) when it
-// cannot.
-func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, applyErr error, quit string, wrote ...modules.ScriptFile) (string, error) {
+// cannot. ap, when the change was applied by that script, tells what it
+// wrote.
+func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, applyErr error, quit string, ap *modules.ScriptApply) (string, error) {
 	sec := r.runSecrets()
 	ar := AfterRecord{Seq: rec.Seq, Outcome: "applied", Time: time.Now().UTC(), Files: []FileMeta{}}
 	if applyErr != nil {
@@ -544,12 +545,18 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 	// it could tell the outcome).
 	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), remote.Quote(pre))
 	known := map[string]modules.ScriptFile{}
-	for _, f := range wrote {
-		if f.Dest != "" {
-			known[f.Dest] = f
+	dirs := map[string]uint32{}
+	if ap != nil {
+		for _, f := range ap.Files {
+			if f.Dest != "" {
+				known[f.Dest] = f
+			}
+		}
+		for _, d := range ap.Dirs {
+			dirs[d.Path] = d.Mode & 0o7777
 		}
 	}
-	if len(known) > 0 {
+	if len(known)+len(dirs) > 0 {
 		sb.WriteString(remote.ShellIDs + "\n")
 	}
 	for i, p := range rec.Change.Files {
@@ -557,18 +564,42 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 			sb.WriteString("printf ,\n")
 		}
 		st := fmt.Sprintf("iklim_st %s %s || %s 1", jsq(p), remote.Quote(p), quit)
+		q := remote.Quote(p)
+		owned := fmt.Sprintf(`[ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n "$_iku" ] && [ -n "$_ikg" ]`, q, q, q)
 		if f, ok := known[p]; ok {
 			// What the apply wrote, as iklim_st prints it, when the file is
 			// there and the shell's own (else its owner is read too).
-			q := remote.Quote(p)
 			sum := sha256.Sum256(f.Data)
-			st = fmt.Sprintf(`if [ -f %s ] && [ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n "$_iku" ] && [ -n "$_ikg" ]; then printf '{"path":%%s,"exists":true,"type":"file","mode":"%o","uid":%%s,"gid":%%s,"sha256":"%s"}' %s "$_iku" "$_ikg"; else %s; fi`,
-				q, q, q, q, f.DestMode&0o7777, hex.EncodeToString(sum[:]), jsq(p), st)
+			st = fmt.Sprintf(`if [ -f %s ] && %s; then printf '{"path":%%s,"exists":true,"type":"file","mode":"%o","uid":%%s,"gid":%%s,"sha256":"%s"}' %s "$_iku" "$_ikg"; else %s; fi`,
+				q, owned, f.DestMode&0o7777, hex.EncodeToString(sum[:]), jsq(p), st)
+		} else if mode, ok := dirs[p]; ok {
+			// Likewise a directory made with its permission bits; the
+			// special ones may differ (a setgid parent passes its bit on,
+			// chmod keeps a directory's), so they are tested.
+			st = fmt.Sprintf(`if [ -d %s ] && %s && %s; then printf '{"path":%%s,"exists":true,"type":"dir","mode":"%o","uid":%%s,"gid":%%s}' %s "$_iku" "$_ikg"; else %s; fi`,
+				q, owned, specialBits(q, mode), mode, jsq(p), st)
 		}
 		sb.WriteString(st + "\n")
 	}
 	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A\" || { rm -f -- \"$A\"; %s 1; }\n", remote.Quote(post), quit)
 	return sb.String(), nil
+}
+
+// specialBits is an sh test, builtins only, that the setuid, setgid and
+// sticky bits of the path q (quoted) are those of mode.
+func specialBits(q string, mode uint32) string {
+	var tests []string
+	for _, b := range []struct {
+		bit  uint32
+		test string
+	}{{0o4000, "-u"}, {0o2000, "-g"}, {0o1000, "-k"}} {
+		not := "! "
+		if mode&b.bit != 0 {
+			not = ""
+		}
+		tests = append(tests, fmt.Sprintf("[ %s%s %s ]", not, b.test, q))
+	}
+	return strings.Join(tests, " && ")
 }
 
 // Finish implements runner.Recorder: it writes the host's final run.json
