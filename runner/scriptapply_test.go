@@ -287,21 +287,7 @@ func TestPrefetchChecksNextStepsInTheApplysRoundTrip(t *testing.T) {
 	}}}}
 	run := func() (string, map[string]runner.Status, int) {
 		cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
-		id, err := backup.ClaimRunID(time.Now())
-		require.NoError(t, err)
-		info := runner.RunInfo{ID: id, User: "prefetch@test", Started: time.Now().UTC(), Playbook: pb.File}
-		got := map[string]runner.Status{}
-		recap, err := runner.Run(context.Background(), pb, runner.Options{
-			Inventory: f.inv, Connector: cc, Run: info, Control: f.control,
-			Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
-			Events: func(ev runner.Event) {
-				if ev.Type == runner.EventHostResult {
-					got[ev.Step] = ev.Status
-				}
-			},
-		})
-		require.NoError(t, err)
-		require.Zero(t, recap.Hosts[0].Failed, recap.Hosts[0].Error)
+		id, got := f.runRecorded(pb, cc)
 		return id, got, cc.count("h1")
 	}
 	ch, ok := runner.StatusChanged, runner.StatusOK
@@ -373,22 +359,8 @@ func TestGatedCheckAfterPrefetchWaitsForItsTurnOffTheHost(t *testing.T) {
 	}}}}
 	run := func() (map[string]runner.Status, int) {
 		rev++
-		id, err := backup.ClaimRunID(time.Now())
-		require.NoError(t, err)
-		info := runner.RunInfo{ID: id, User: "gate@test", Started: time.Now().UTC(), Playbook: pb.File}
-		got := map[string]runner.Status{}
 		before := srv.SettledSessions(t)
-		recap, err := runner.Run(context.Background(), pb, runner.Options{
-			Inventory: f.inv, Connector: f.conn, Run: info, Control: f.control,
-			Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
-			Events: func(ev runner.Event) {
-				if ev.Type == runner.EventHostResult {
-					got[ev.Step] = ev.Status
-				}
-			},
-		})
-		require.NoError(t, err)
-		require.Zero(t, recap.Hosts[0].Failed, recap.Hosts[0].Error)
+		_, got := f.runRecorded(pb, f.conn)
 		return got, srv.SettledSessions(t) - before
 	}
 	ch, ok := runner.StatusChanged, runner.StatusOK
@@ -406,4 +378,28 @@ func TestGatedCheckAfterPrefetchWaitsForItsTurnOffTheHost(t *testing.T) {
 	b, err := os.ReadFile(log)
 	require.NoError(t, err)
 	require.Equal(t, "kernel\npresent\nnoop\n", string(b), "each command ran once, in its turn")
+}
+
+// runRecorded runs pb on the one host of f through connector, with the
+// backup recorder, requires that it did not fail, and returns the run's id
+// and each step's status.
+func (f *faultHosts) runRecorded(pb *runner.Playbook, connector runner.Connector) (string, map[string]runner.Status) {
+	t := f.t
+	t.Helper()
+	id, err := backup.ClaimRunID(time.Now())
+	require.NoError(t, err)
+	info := runner.RunInfo{ID: id, User: "test@" + pb.File, Started: time.Now().UTC(), Playbook: pb.File}
+	got := map[string]runner.Status{}
+	recap, err := runner.Run(context.Background(), pb, runner.Options{
+		Inventory: f.inv, Connector: connector, Run: info, Control: f.control,
+		Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
+		Events: func(ev runner.Event) {
+			if ev.Type == runner.EventHostResult {
+				got[ev.Step] = ev.Status
+			}
+		},
+	})
+	require.NoError(t, err)
+	require.Zero(t, recap.Hosts[0].Failed, recap.Hosts[0].Error)
+	return id, got
 }

@@ -240,16 +240,7 @@ func TestAfterStateOfWrittenFilesIsWhatIsThere(t *testing.T) {
 		require.NoError(t, out.ApplyErr)
 		require.True(t, out.AfterDone)
 
-		b, err := os.ReadFile(filepath.Join(RunDir(root, "h1", id), "changes", seqName(i+1)+".after.json"))
-		require.NoError(t, err)
-		var got AfterRecord
-		require.NoError(t, json.Unmarshal(b, &got))
-		res, err := conn.Run(ctx, shPrelude+"iklim_st "+jsq(dest)+" "+remote.Quote(dest))
-		require.NoError(t, err)
-		require.Zero(t, res.ExitCode, res.Stderr)
-		var want FileMeta
-		require.NoError(t, json.Unmarshal([]byte(res.Stdout), &want))
-		require.Equal(t, []FileMeta{want}, got.Files, "%04o %s:%s", tc.mode, tc.owner, tc.group)
+		requireAfterIsReadBack(t, conn, RunDir(root, "h1", id), i+1, dest)
 	}
 }
 
@@ -307,15 +298,23 @@ func TestAfterStateOfMadeDirectoriesIsWhatIsThere(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.known, len(calls) == 0, "%s: stat ran %d times", tc.path, len(calls))
 
-		b, err := os.ReadFile(filepath.Join(RunDir(root, "h1", id), "changes", seqName(i+1)+".after.json"))
-		require.NoError(t, err)
-		var got AfterRecord
-		require.NoError(t, json.Unmarshal(b, &got))
-		res, err := conn.Run(ctx, shPrelude+"iklim_st "+jsq(tc.path)+" "+remote.Quote(tc.path))
-		require.NoError(t, err)
-		require.Zero(t, res.ExitCode, res.Stderr)
-		var want FileMeta
-		require.NoError(t, json.Unmarshal([]byte(res.Stdout), &want))
-		require.Equal(t, []FileMeta{want}, got.Files, "%s %04o", tc.path, tc.mode)
+		requireAfterIsReadBack(t, conn, RunDir(root, "h1", id), i+1, tc.path)
 	}
+}
+
+// requireAfterIsReadBack requires that the after record of change seq in
+// the run directory dir holds, for its one path p, what iklim_st reads on
+// the host now.
+func requireAfterIsReadBack(t *testing.T, conn modules.Conn, dir string, seq int, p string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "changes", seqName(seq)+".after.json"))
+	require.NoError(t, err)
+	var got AfterRecord
+	require.NoError(t, json.Unmarshal(b, &got))
+	res, err := conn.Run(context.Background(), shPrelude+"iklim_st "+jsq(p)+" "+remote.Quote(p))
+	require.NoError(t, err)
+	require.Zero(t, res.ExitCode, res.Stderr)
+	var want FileMeta
+	require.NoError(t, json.Unmarshal([]byte(res.Stdout), &want))
+	require.Equal(t, []FileMeta{want}, got.Files, p)
 }
