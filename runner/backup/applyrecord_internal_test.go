@@ -318,3 +318,42 @@ func requireAfterIsReadBack(t *testing.T, conn modules.Conn, dir string, seq int
 	require.NoError(t, json.Unmarshal([]byte(res.Stdout), &want))
 	require.Equal(t, []FileMeta{want}, got.Files, p)
 }
+
+// TestSnapshotHashIsReadWithTheRun: a snapshot's meta is recorded without
+// the content's hash (a program less per change); reading the run gives it
+// from the data, equal to what iklim_st says of the path itself, for a file
+// and a symlink (the hash of readlink's line).
+func TestSnapshotHashIsReadWithTheRun(t *testing.T) {
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	ctx := context.Background()
+	root, dir := t.TempDir(), t.TempDir()
+	file, link := filepath.Join(dir, "app.conf"), filepath.Join(dir, "current")
+	require.NoError(t, os.WriteFile(file, []byte("port = 80\n"), 0o640))
+	require.NoError(t, os.Symlink("releases/7", link))
+	id, err := ClaimRunID(time.Now())
+	require.NoError(t, err)
+	h := &inventories.Host{Name: "h1", BackupRoot: root, Local: true}
+	conn := transport.NewLocalConn("h1")
+	var want []FileMeta
+	for _, p := range []string{file, link} {
+		res, err := conn.Run(ctx, shPrelude+"iklim_st "+jsq(p)+" "+remote.Quote(p))
+		require.NoError(t, err)
+		var m FileMeta
+		require.NoError(t, json.Unmarshal([]byte(res.Stdout), &m))
+		require.Len(t, m.SHA256, 64)
+		want = append(want, m)
+	}
+
+	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
+	rec := &runner.ChangeRecord{RunID: id, Seq: 1, Host: "h1", Step: "s", Module: "x",
+		Change: &modules.Change{Summary: "change", Files: []string{file, link}}}
+	require.NoError(t, r.Before(ctx, conn, h, rec))
+	meta, err := os.ReadFile(filepath.Join(RunDir(root, "h1", id), "files", "0001-2.meta.json"))
+	require.NoError(t, err)
+	require.NotContains(t, string(meta), "sha256")
+
+	hr, err := ReadHostRecords(ctx, conn, root, "h1", id)
+	require.NoError(t, err)
+	require.Len(t, hr.Changes, 1)
+	require.Equal(t, want, hr.Changes[0].Snapshots)
+}

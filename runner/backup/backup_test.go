@@ -79,7 +79,11 @@ func TestRestoreChangedCreatedDeleted(t *testing.T) {
 	var meta backup.FileMeta
 	mb, _ := os.ReadFile(filepath.Join(dir, "files", "0001-1.meta.json"))
 	require.NoError(t, json.Unmarshal(mb, &meta))
-	require.Equal(t, backup.FileMeta{Path: a(h), Exists: true, Type: "file", Mode: "640", SHA256: sha(old)}, meta)
+	// The hash is the data's, taken when the run is read, not when recorded.
+	require.Equal(t, backup.FileMeta{Path: a(h), Exists: true, Type: "file", Mode: "640"}, meta)
+	hr, err := backup.ReadHostRecords(context.Background(), transport.NewLocalConn(h.Name), h.BackupRoot, h.Name, id)
+	require.NoError(t, err)
+	require.Equal(t, []backup.FileMeta{{Path: a(h), Exists: true, Type: "file", Mode: "640", SHA256: sha(old)}}, hr.Changes[0].Snapshots)
 	mb, _ = os.ReadFile(filepath.Join(dir, "files", "0002-1.meta.json"))
 	var meta2 backup.FileMeta
 	require.NoError(t, json.Unmarshal(mb, &meta2))
@@ -637,6 +641,13 @@ func testRestoreWithFileModule(t *testing.T, dirPerChange bool) {
 			toDirPerChange(t, filepath.Join(backup.RunDir(h.BackupRoot, h.Name, id), "files"))
 		}
 	}
+	// A snapshot is read with its data's hash, in either layout.
+	h0 := e.hosts[0]
+	hr, err := backup.ReadHostRecords(context.Background(), transport.NewLocalConn(h0.Name), h0.BackupRoot, h0.Name, id)
+	require.NoError(t, err)
+	require.Equal(t, "rm plain", hr.Changes[3].Step)
+	require.Equal(t, []backup.FileMeta{{Path: e.path(h0, "plain.conf"), Exists: true, Type: "file", Mode: "644", SHA256: sha([]byte("plain\n"))}},
+		hr.Changes[3].Snapshots)
 	for _, h := range e.hosts {
 		require.NoDirExists(t, e.path(h, "tree"))
 		require.Equal(t, "target2", stateOf(t, e.path(h, "lnk")).Content)

@@ -154,10 +154,12 @@ func jsq(s string) string {
 
 // shPrelude defines the helpers every backup script uses.
 //
-// iklim_st JSONPATH PATH [CONTENT] prints PATH's FileMeta as one JSON line;
-// CONTENT is a copy of a regular file to hash instead of PATH.
+// iklim_st JSONPATH PATH [-] prints PATH's FileMeta as one JSON line; with
+// -, a file's or link's without its sha256.
 // iklim_snap JSONPATH PATH DIR NAME snapshots PATH into DIR/NAME.{path,data,meta.json};
 // a directory's whole tree goes into DIR/NAME.tar (numeric owners, modes).
+// The meta has no sha256: it is the data's, which readRun hashes when it
+// reads the run (a program less per change recorded, one per run read).
 // iklim_tar PATH writes a tar of PATH's tree to stdout.
 // iklim_list DIR prints every run directory under DIR (a host directory,
 // or a root of the old layout), framed; its small text files are read with
@@ -165,25 +167,29 @@ func jsq(s string) string {
 // without one), as the C locale counts their bytes.
 const shPrelude = `umask 077; LC_ALL=C; export LC_ALL
 iklim_st() {
+  _h=
   if [ -L "$2" ]; then
-    _h=$(readlink -- "$2" | sha256sum); _h=${_h%% *}
-    _s=$(stat -c '%a %u %g' -- "$2") || return 1
-    set -- "$1" "$_h" $_s
-    printf '{"path":%s,"exists":true,"type":"symlink","mode":"%s","uid":%s,"gid":%s,"sha256":"%s"}' "$1" "$3" "$4" "$5" "$2"
+    _t=symlink
+    if [ "$3" != - ]; then _h=$(readlink -- "$2" | sha256sum); _h=${_h%% *}; fi
   elif [ -f "$2" ]; then
-    _h=$(sha256sum < "${3:-$2}") || return 1
-    _h=${_h%% *}
-    [ ${#_h} -eq 64 ] || return 1
-    _s=$(stat -c '%a %u %g' -- "$2") || return 1
-    set -- "$1" "$_h" $_s
-    printf '{"path":%s,"exists":true,"type":"file","mode":"%s","uid":%s,"gid":%s,"sha256":"%s"}' "$1" "$3" "$4" "$5" "$2"
+    _t=file
+    if [ "$3" != - ]; then
+      _h=$(sha256sum < "$2") || return 1
+      _h=${_h%% *}
+      [ ${#_h} -eq 64 ] || return 1
+    fi
   elif [ -e "$2" ]; then
     _t=other; [ -d "$2" ] && _t=dir
-    _s=$(stat -c '%a %u %g' -- "$2") || return 1
-    set -- "$1" "$_t" $_s
-    printf '{"path":%s,"exists":true,"type":"%s","mode":"%s","uid":%s,"gid":%s}' "$1" "$2" "$3" "$4" "$5"
   else
     printf '{"path":%s,"exists":false}' "$1"
+    return 0
+  fi
+  _s=$(stat -c '%a %u %g' -- "$2") || return 1
+  set -- "$1" "$_t" $_s
+  if [ -n "$_h" ]; then
+    printf '{"path":%s,"exists":true,"type":"%s","mode":"%s","uid":%s,"gid":%s,"sha256":"%s"}' "$1" "$2" "$3" "$4" "$5" "$_h"
+  else
+    printf '{"path":%s,"exists":true,"type":"%s","mode":"%s","uid":%s,"gid":%s}' "$1" "$2" "$3" "$4" "$5"
   fi
 }
 iklim_snap() {
@@ -192,7 +198,7 @@ iklim_snap() {
   elif [ -f "$2" ]; then cat -- "$2" > "$3/$4.data" || return 1
   elif [ -d "$2" ]; then iklim_tar "$2" > "$3/$4.tar" || return 1
   fi
-  iklim_st "$1" "$2" "$3/$4.data" > "$3/$4.meta.json" || return 1
+  iklim_st "$1" "$2" - > "$3/$4.meta.json" || return 1
 }
 iklim_tar() {
   tar -C "$(dirname -- "$1")" --numeric-owner -cpf - -- "$(basename -- "$1")"
@@ -226,13 +232,13 @@ iklim_list() {
 
 // frame is one item of a framed script output.
 type frame struct {
-	Kind string // F (file content), C (current state), R (run), N (count), or a bare word
+	Kind string // F (file content), C (current state), H (a data file's sha256), R (run), N (count), or a bare word
 	Name string
 	Data []byte
 }
 
 // parseFrames reads the output of backup scripts: "F name len\n<len bytes>\n",
-// "C name json\n", "R id\n", "N n\n", or a bare word.
+// "C name json\n", "H name sha256\n", "R id\n", "N n\n", or a bare word.
 func parseFrames(out string) ([]frame, error) {
 	r := bufio.NewReader(strings.NewReader(out))
 	var frames []frame

@@ -428,6 +428,8 @@ for f in files/*.path files/*/*.path; do
   s=$(iklim_st '""' "$(cat "$f")") || s='{"path":"","exists":false,"type":"error"}'
   printf 'C %s %s\n' "$f" "$s"
 done
+set --; for f in files/*.data files/*/*.data; do [ -f "$f" ] && set -- "$@" "$f"; done
+[ $# -eq 0 ] || sha256sum -- "$@" | while read -r h f; do printf 'H %s %s\n' "$f" "$h"; done
 exit 0
 `)
 	res, err := c.Run(ctx, sb.String())
@@ -443,6 +445,7 @@ exit 0
 	}
 	s := &rbSite{conn: c, root: root, dir: dir, cur: map[string]FileMeta{}}
 	bySeq := map[int]*rbEntry{}
+	sums := map[string]string{} // snapshot → its data's sha256
 	entry := func(seq int) *rbEntry {
 		e, ok := bySeq[seq]
 		if !ok {
@@ -507,6 +510,11 @@ exit 0
 			case "data.enc", "tar.enc":
 				e.enc[n] = f.Data
 			}
+		case f.Kind == "H":
+			name, sum, _ := strings.Cut(name, " ")
+			if _, _, snap, kind, ok := parseFileRef(name); ok && kind == "data" {
+				sums[snap] = sum
+			}
 		case f.Kind == "C":
 			seq, n, _, _, ok := parseFileRef(name)
 			if !ok {
@@ -521,6 +529,12 @@ exit 0
 	for _, e := range bySeq {
 		if e.rec.Change == nil {
 			continue // snapshot without a record: Before never returned
+		}
+		for n, m := range e.metas {
+			// Recorded without it: the content's is the data's.
+			if m.SHA256 == "" && !m.Encrypted && (m.Type == "file" || m.Type == "symlink") {
+				m.SHA256 = sums[e.snaps[n]]
+			}
 		}
 		s.entries = append(s.entries, e)
 	}
