@@ -239,7 +239,12 @@ func (m *NodeLabel) setLabels(ctx context.Context, c modules.Conn, b nodeLabelBe
 	m.want = want(have)
 	m.nodeID = b.NodeID
 	if cmd := labelUpdate(b.NodeID, have, m.want); cmd != "" {
-		if _, err := dockerRun(ctx, mc, "docker node update", cmd); err != nil {
+		// A node that has just joined is still updated by the swarm (its
+		// status), so the CLI's read-modify-write may be refused as "update
+		// out of sequence"; it reads the node again on the next try.
+		if _, err := retryTransient(ctx, func() (modules.Result, error) {
+			return dockerRun(ctx, mc, "docker node update", cmd)
+		}); err != nil {
 			return fmt.Errorf("node_label: %w", err)
 		}
 	}

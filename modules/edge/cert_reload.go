@@ -721,21 +721,32 @@ func verifyServed(ctx context.Context, c modules.Conn, v *certVerify, want strin
 	start := time.Now()
 	deadline := start.Add(wait)
 	var last string
+	// nginx's old workers may still take a connection for a moment after
+	// a reload: the new certificate counts once servedInARow connections
+	// in a row get it.
+	const servedInARow = 3
+	good := 0
 	for {
 		fp, err := servedFingerprint(ctx, d, v.Addr, v.Name)
-		if err == nil && fp == want {
-			return nil
-		}
-		if err != nil {
-			last = err.Error()
-		} else {
-			last = "it served " + fp
+		switch {
+		case err == nil && fp == want:
+			if good++; good == servedInARow {
+				return nil
+			}
+		case err != nil:
+			good, last = 0, err.Error()
+		default:
+			good, last = 0, "it served "+fp
 		}
 		if time.Now().After(deadline) {
 			return fmt.Errorf("verify %s (SNI %q): %s not served within %s; last: %s", v.Addr, v.Name, want, wait, last)
 		}
 		modules.ReportStatus(c, modules.Status{Text: "waiting for " + v.Addr + " to serve the new certificate: " + last, Since: start, Max: wait})
-		t := time.NewTimer(250 * time.Millisecond)
+		pause := 250 * time.Millisecond
+		if good > 0 {
+			pause = 50 * time.Millisecond
+		}
+		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
