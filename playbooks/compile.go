@@ -96,7 +96,7 @@ type compiler struct {
 	localDiags  *hostDiags
 	localHosts  map[string]bool
 	// per module name and struct type, so that each is worked out once
-	modErr   map[string]error
+	modInfo  map[string]*checkedModule
 	modTypes map[reflect.Type]*schemaTypes
 }
 
@@ -127,7 +127,7 @@ func Compile(f *File, opts Options) (*runner.Playbook, hcl.Diagnostics) {
 		validateCtx: map[string]*hcl.EvalContext{},
 		localDiags:  newHostDiags(0),
 		localHosts:  map[string]bool{},
-		modErr:      map[string]error{},
+		modInfo:     map[string]*checkedModule{},
 		modTypes:    map[reflect.Type]*schemaTypes{},
 	}
 	if c.secrets == nil {
@@ -495,7 +495,7 @@ func readsRoot(root string, expr hcl.Expression, body hcl.Body) bool {
 	if body == nil {
 		return false
 	}
-	sb, ok := body.(*hclsyntax.Body)
+	sb, ok := syntaxBody(body)
 	if !ok {
 		return true
 	}
@@ -669,6 +669,7 @@ func (c *compiler) compilePlay(p *Play, regs *registers) runner.Play {
 	if len(hosts) == 0 {
 		hosts = []*inventories.Host{nil} // check against an unknown host
 	}
+	rp.Steps = make([]runner.Step, 0, len(p.Steps))
 	for _, s := range p.Steps {
 		rp.Steps = append(rp.Steps, c.compileStep(s, hosts, regs))
 	}
@@ -685,6 +686,19 @@ var metaSchema = func() *hcl.BodySchema {
 	}
 	return s
 }()
+
+// stepArgsSchema is what a step's module arguments are not: module and the
+// meta-arguments.
+var stepArgsSchema = &hcl.BodySchema{Attributes: append([]hcl.AttributeSchema{stepModuleSchema.Attributes[0]}, metaSchema.Attributes...)}
+
+// stepArgs is a step's body (from Load, without module) without the
+// meta-arguments: the module's arguments.
+func stepArgs(body hcl.Body) hcl.Body {
+	if h, ok := body.(*hiddenBody); ok && h.hide == stepModuleSchema {
+		return &hiddenBody{body: h.body, hide: stepArgsSchema}
+	}
+	return &hiddenBody{body: body, hide: metaSchema}
+}
 
 // ReservedArgs are the step attribute names no module argument may have:
 // module and the step meta-arguments.
@@ -750,26 +764,37 @@ func allRegisters(f *File) map[string]stepRef {
 	return all
 }
 
+// checkedModule is a registered module and what CheckModule says of it,
+// worked out once per module name; the steps share it.
+type checkedModule struct {
+	info  modules.Info
+	known bool
+	err   error
+}
+
 func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registers) runner.Step {
 	rs := runner.Step{Name: s.Name, Module: s.Module, Source: rangeLine(s.DeclRange)}
 	regs.current = s.DeclRange
-	info, known := c.reg.Lookup(s.Module)
+	mod, done := c.modInfo[s.Module]
+	if !done {
+		mod = &checkedModule{}
+		mod.info, mod.known = c.reg.Lookup(s.Module)
+		if mod.known {
+			mod.err = CheckModule(mod.info)
+		}
+		c.modInfo[s.Module] = mod
+	}
+	info, known := &mod.info, mod.known
 	if s.Module != "" && !known {
 		c.errorf(s.ModuleRange, "Unknown module", "There is no module named %q.%s", s.Module, suggestion(s.Module, c.reg.Names()))
 	}
-	if known {
-		err, done := c.modErr[s.Module]
-		if !done {
-			err = CheckModule(info)
-			c.modErr[s.Module] = err
-		}
-		if err != nil {
-			c.errorf(s.ModuleRange, "Unusable module", "%s; the module must rename it.", err)
-			known = false
-		}
+	if known && mod.err != nil {
+		c.errorf(s.ModuleRange, "Unusable module", "%s; the module must rename it.", mod.err)
+		known = false
 	}
-	content, args, d := s.Body.PartialContent(metaSchema)
+	content, _, d := s.Body.PartialContent(metaSchema)
 	c.diags = append(c.diags, d...)
+	args := stepArgs(s.Body)
 	attrs := content.Attributes
 	if a, ok := attrs["register"]; ok {
 		if name, ok := c.staticString(a.Expr, "register"); ok {
@@ -835,14 +860,14 @@ func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registe
 		}
 		validated++
 		if known {
-			collected.add(name, c.validateArgs(s, info, args, ctx, precheck))
+			collected.add(name, c.validateArgs(s, *info, args, ctx, precheck))
 		}
 	}
 	if validated == 0 && known {
 		// No host runs the step as far as Compile can tell; still check its
 		// arguments against an unknown host.
 		ctx, _ := c.evalContext(nil, cty.DynamicVal, cty.DynamicVal, cty.UnknownVal(cty.Bool))
-		collected.add("", c.validateArgs(s, info, args, ctx, precheck))
+		collected.add("", c.validateArgs(s, *info, args, ctx, precheck))
 	}
 	c.diags = append(c.diags, collected.flush()...)
 	rs.Barrier = rs.Barrier || readsPeers
@@ -966,7 +991,7 @@ func validateDiag(s *Step, info modules.Info, args hcl.Body, err error) *hcl.Dia
 // argRange is the source range of a step's argument (an attribute's
 // expression or a block's header) by its HCL name.
 func argRange(args hcl.Body, name string) (hcl.Range, bool) {
-	sb, ok := args.(*hclsyntax.Body)
+	sb, ok := syntaxBody(args)
 	if !ok {
 		return hcl.Range{}, false
 	}
@@ -1019,7 +1044,7 @@ func (c *compiler) checkHostArgs(s *Step, info modules.Info, args hcl.Body, hn m
 // elementRange is the range of the literal element equal to value in the
 // list (or the literal string) that argument arg is written as.
 func elementRange(args hcl.Body, arg, value string) (hcl.Range, bool) {
-	sb, ok := args.(*hclsyntax.Body)
+	sb, ok := syntaxBody(args)
 	if !ok {
 		return hcl.Range{}, false
 	}
@@ -1044,13 +1069,13 @@ func elementRange(args hcl.Body, arg, value string) (hcl.Range, bool) {
 }
 
 // build makes the module of a step for one host at run time.
-func (c *compiler) build(s *Step, info modules.Info, args hcl.Body, sc *runner.StepContext, readsResult bool) (modules.Module, error) {
+func (c *compiler) build(s *Step, info *modules.Info, args hcl.Body, sc *runner.StepContext, readsResult bool) (modules.Module, error) {
 	ctx, diags := c.runtimeContext(sc, readsResult)
 	if diags.HasErrors() {
 		return nil, c.evalError(diags)
 	}
 	st := &evalState{}
-	m, diags := decodeModule(info, args, ctx, st)
+	m, diags := decodeModule(*info, args, ctx, st)
 	c.secrets.Add(st.sensitive...)
 	if diags.HasErrors() {
 		return nil, c.evalError(diags)
@@ -1069,7 +1094,7 @@ func (c *compiler) build(s *Step, info modules.Info, args hcl.Body, sc *runner.S
 		}
 	}
 	if hn, ok := m.(modules.HostNamer); ok && c.inv != nil {
-		if d := c.checkHostArgs(s, info, args, hn); d.HasErrors() {
+		if d := c.checkHostArgs(s, *info, args, hn); d.HasErrors() {
 			return nil, c.evalError(d)
 		}
 	}

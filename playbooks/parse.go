@@ -148,6 +148,45 @@ type Step struct {
 	DeclRange hcl.Range
 }
 
+// hiddenBody is body without the attributes of hide. hclsyntax hides by
+// copying the body and a map of the hidden names, which a step would keep
+// for its life (twice: module, then the meta-arguments); this hides on each
+// read instead, and the copy is garbage at once. The diagnostics are
+// hclsyntax's own, as both go through its PartialContent.
+type hiddenBody struct {
+	body hcl.Body
+	hide *hcl.BodySchema
+}
+
+func (h *hiddenBody) remain() hcl.Body {
+	_, r, _ := h.body.PartialContent(h.hide) // reported when the step was parsed or compiled
+	return r
+}
+
+func (h *hiddenBody) Content(schema *hcl.BodySchema) (*hcl.BodyContent, hcl.Diagnostics) {
+	return h.remain().Content(schema)
+}
+
+func (h *hiddenBody) PartialContent(schema *hcl.BodySchema) (*hcl.BodyContent, hcl.Body, hcl.Diagnostics) {
+	return h.remain().PartialContent(schema)
+}
+
+func (h *hiddenBody) JustAttributes() (hcl.Attributes, hcl.Diagnostics) {
+	return h.remain().JustAttributes()
+}
+
+func (h *hiddenBody) MissingItemRange() hcl.Range { return h.body.MissingItemRange() }
+
+// syntaxBody is the native-syntax body under b's hiding, for reading where
+// its attributes are written.
+func syntaxBody(b hcl.Body) (*hclsyntax.Body, bool) {
+	if h, ok := b.(*hiddenBody); ok {
+		b = h.body
+	}
+	sb, ok := b.(*hclsyntax.Body)
+	return sb, ok
+}
+
 // Sources maps file names to the parsed files, for hcl.NewDiagnosticTextWriter.
 func (f *File) Sources() map[string]*hcl.File {
 	if f == nil || f.parser == nil {
@@ -375,9 +414,9 @@ func parsePlay(b *hcl.Block) (*Play, hcl.Diagnostics) {
 			continue
 		}
 		s := &Step{Name: sb.Labels[0], DeclRange: sb.DefRange}
-		sc, remain, d := sb.Body.PartialContent(stepModuleSchema)
+		sc, _, d := sb.Body.PartialContent(stepModuleSchema)
 		diags = append(diags, d...)
-		s.Body = remain
+		s.Body = &hiddenBody{body: sb.Body, hide: stepModuleSchema}
 		if a, ok := sc.Attributes["module"]; ok {
 			s.ModuleRange = a.Expr.Range()
 			val, d := a.Expr.Value(nil)
