@@ -18,6 +18,7 @@ import (
 	"github.com/agext/levenshtein"
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
+	"github.com/hashicorp/hcl/v2/hclsyntax"
 	"github.com/zclconf/go-cty/cty"
 	"github.com/zclconf/go-cty/cty/convert"
 	"github.com/zclconf/go-cty/cty/function"
@@ -90,12 +91,18 @@ func ParseWith(p *hclparse.Parser, src []byte, filename string) (*Inventory, hcl
 	if diags := CheckSource(src, filename); diags.HasErrors() {
 		return nil, diags
 	}
-	f, diags := hclchunk.Parse(p, src, filename)
-	if diags.HasErrors() || f == nil {
+	if f := p.Files()[filename]; f != nil {
+		src = f.Bytes // as hclchunk.Each reads it
+	}
+	ps := &parser{src: src, ctx: &hcl.EvalContext{Functions: Functions()}}
+	ps.reset()
+	// Read a piece at a time: a large file's syntax tree is never all in
+	// memory, and the parser p keeps none of it.
+	_, diags := hclchunk.Each(p, src, filename, ps.read, ps.reset)
+	if diags.HasErrors() {
 		return nil, diags
 	}
-	ps := &parser{src: f.Bytes, ctx: &hcl.EvalContext{Functions: Functions()}}
-	inv := ps.parse(f.Body, filename)
+	inv := ps.finish(filename)
 	diags = append(diags, sortDiags(ps.diags)...)
 	if diags.HasErrors() {
 		return nil, diags
@@ -356,6 +363,13 @@ type parser struct {
 	src   []byte
 	ctx   *hcl.EvalContext
 	diags hcl.Diagnostics
+
+	// what read has read so far
+	defaults          *hclDefaults
+	hosts             []*hostDecl
+	hostByName        map[string]*hostDecl
+	groups, dupGroups []*groupDecl
+	groupByName       map[string]*groupDecl
 }
 
 func (p *parser) errorf(subject hcl.Range, summary, format string, args ...any) {
@@ -369,43 +383,43 @@ func (p *parser) errorf(subject hcl.Range, summary, format string, args ...any) 
 
 func at(r hcl.Range) string { return fmt.Sprintf("%s:%d", r.Filename, r.Start.Line) }
 
-func (p *parser) parse(body hcl.Body, filename string) *Inventory {
+// reset forgets what read has read.
+func (p *parser) reset() {
+	p.diags = nil
+	p.defaults = nil
+	p.hosts, p.groups, p.dupGroups = nil, nil, nil
+	p.hostByName = map[string]*hostDecl{}
+	p.groupByName = map[string]*groupDecl{}
+}
+
+// read takes the top-level blocks of one piece of the file.
+func (p *parser) read(body *hclsyntax.Body) {
 	content, d := body.Content(topSchema)
 	p.diags = append(p.diags, d...)
-
-	var defaults *hclDefaults
-	var hosts []*hostDecl
-	hostByName := map[string]*hostDecl{}
-	var groups, dupGroups []*groupDecl
-	groupByName := map[string]*groupDecl{}
-
-	for i, b := range content.Blocks {
-		// Dropped once read: unless the caller keeps the parser, a large
-		// file's syntax tree is then freed as it is read.
-		content.Blocks[i] = nil
+	for _, b := range content.Blocks {
 		switch b.Type {
 		case "defaults":
-			if defaults != nil {
+			if p.defaults != nil {
 				p.errorf(b.DefRange, "Duplicate defaults block",
-					"Only one defaults block is allowed; previous definition was at %s.", at(defaults.def))
+					"Only one defaults block is allowed; previous definition was at %s.", at(p.defaults.def))
 				continue
 			}
 			c, d := b.Body.Content(defaultsSchema)
 			p.diags = append(p.diags, d...)
-			defaults = &hclDefaults{def: b.DefRange, s: p.settings(c, b)}
+			p.defaults = &hclDefaults{def: b.DefRange, s: p.settings(c, b)}
 		case "host":
 			name := b.Labels[0]
 			p.checkName("host", name, b.LabelRanges[0])
 			c, d := b.Body.Content(hostSchema)
 			p.diags = append(p.diags, d...)
 			h := &hostDecl{name: name, def: b.DefRange, s: p.settings(c, b)}
-			if prev, dup := hostByName[name]; dup {
+			if prev, dup := p.hostByName[name]; dup {
 				p.errorf(b.LabelRanges[0], fmt.Sprintf("Duplicate host %q", name),
 					"previous definition was at %s", at(prev.def))
 				continue
 			}
-			hostByName[name] = h
-			hosts = append(hosts, h)
+			p.hostByName[name] = h
+			p.hosts = append(p.hosts, h)
 		case "group":
 			name := b.Labels[0]
 			p.checkName("group", name, b.LabelRanges[0])
@@ -418,16 +432,22 @@ func (p *parser) parse(body hcl.Body, filename string) *Inventory {
 			if a, ok := c.Attributes["children"]; ok {
 				g.children = p.names(a)
 			}
-			if prev, dup := groupByName[name]; dup {
+			if prev, dup := p.groupByName[name]; dup {
 				p.errorf(b.LabelRanges[0], fmt.Sprintf("Duplicate group %q", name),
 					"previous definition was at %s", at(prev.def))
-				dupGroups = append(dupGroups, g) // still checked below
+				p.dupGroups = append(p.dupGroups, g) // still checked in finish
 				continue
 			}
-			groupByName[name] = g
-			groups = append(groups, g)
+			p.groupByName[name] = g
+			p.groups = append(p.groups, g)
 		}
 	}
+}
+
+// finish resolves what read has read into the inventory.
+func (p *parser) finish(filename string) *Inventory {
+	defaults, hosts, groups, dupGroups := p.defaults, p.hosts, p.groups, p.dupGroups
+	hostByName, groupByName := p.hostByName, p.groupByName
 
 	// A name that is both a host and a group selects both in a pattern.
 	for _, g := range groups {

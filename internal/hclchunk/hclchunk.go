@@ -17,6 +17,8 @@ import (
 	"bytes"
 	"fmt"
 	"runtime"
+	"sort"
+	"sync"
 	"sync/atomic"
 
 	"github.com/hashicorp/hcl/v2"
@@ -51,27 +53,111 @@ func ParseConfig(src []byte, filename string) (*hcl.File, hcl.Diagnostics) {
 	return parse(src, filename, minSplit, pieceSize)
 }
 
+// Each parses src as Parse does, but hands the file's top-level items to
+// read a piece at a time, in file order, as they are parsed, instead of
+// merging them into one body: a reader that keeps only what it takes from
+// each piece never has the whole syntax tree in memory. The file recorded
+// in p (a filename already there is read again from its recorded source)
+// names the top-level block an offset is in, for diagnostics, but has an
+// empty body. When the pieces cannot stand for the file, it is parsed whole,
+// as Parse does: reset is called if read has been, and read gets the whole
+// body unless it has errors. Errors are hclsyntax's own either way.
+func Each(p *hclparse.Parser, src []byte, filename string, read func(*hclsyntax.Body), reset func()) (*hcl.File, hcl.Diagnostics) {
+	record := true
+	if f := p.Files()[filename]; f != nil {
+		src, record = f.Bytes, false
+	}
+	f, diags := each(src, filename, minSplit, pieceSize, read, reset)
+	if record {
+		p.AddFile(filename, f)
+	}
+	return f, diags
+}
+
 func parse(src []byte, filename string, min, piece int) (*hcl.File, hcl.Diagnostics) {
-	start := hcl.Pos{Line: 1, Column: 1, Byte: 0}
-	if len(src) < min || bytes.HasPrefix(src, []byte("\xef\xbb\xbf")) {
-		return hclsyntax.ParseConfig(src, filename, start)
-	}
-	// A first walk only plans the pieces; they are parsed, and the second
-	// walk merges them (or parses one now, after a failure changed the cuts).
-	c := &chunker{src: src, filename: filename, min: min, piece: piece, planning: true}
-	if _, _, _, ok := c.body(0, len(src), true); !ok {
-		return hclsyntax.ParseConfig(src, filename, start)
-	}
-	c.parseAll()
-	c.planning = false
-	body, first, last, ok := c.body(0, len(src), true)
+	c, ok := plan(src, filename, min, piece)
 	if !ok {
-		return hclsyntax.ParseConfig(src, filename, start)
+		return hclsyntax.ParseConfig(src, filename, fileStart)
+	}
+	body, first, last, ok := c.body(0, len(src), true)
+	c.feed.stop()
+	if !ok {
+		return hclsyntax.ParseConfig(src, filename, fileStart)
 	}
 	// As hclsyntax: from the file's first token to its end.
 	body.SrcRange = hcl.RangeBetween(first, last.SrcRange)
 	body.EndRange = last.EndRange
 	return &hcl.File{Body: body, Bytes: src, Nav: nav{body}}, c.diags
+}
+
+func each(src []byte, filename string, min, piece int, read func(*hclsyntax.Body), reset func()) (*hcl.File, hcl.Diagnostics) {
+	read1 := false
+	whole := func() (*hcl.File, hcl.Diagnostics) {
+		f, diags := hclsyntax.ParseConfig(src, filename, fileStart)
+		if read1 {
+			reset()
+		}
+		if !diags.HasErrors() {
+			read(f.Body.(*hclsyntax.Body))
+		}
+		return f, diags
+	}
+	c, ok := plan(src, filename, min, piece)
+	if !ok {
+		return whole()
+	}
+	var first hcl.Range
+	var heads heads
+	attrs := map[string]bool{}
+	last, ok := c.items(0, len(src), true, func(b *hclsyntax.Body, r hcl.Range) bool {
+		for name := range b.Attributes {
+			if attrs[name] {
+				return false // "Attribute redefined": the whole parse says so
+			}
+			attrs[name] = true
+		}
+		if !read1 {
+			first = r
+		}
+		heads = heads.add(b.Blocks)
+		read(b)
+		read1 = true
+		return true
+	})
+	c.feed.stop()
+	if !ok {
+		return whole()
+	}
+	body := &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, Blocks: hclsyntax.Blocks{},
+		SrcRange: hcl.RangeBetween(first, last.SrcRange), EndRange: last.EndRange}
+	return &hcl.File{Body: body, Bytes: src, Nav: heads}, c.diags
+}
+
+var fileStart = hcl.Pos{Line: 1, Column: 1, Byte: 0}
+
+// plan cuts src into pieces and starts parsing them; ok is false when src
+// is to be parsed whole: it is small, starts with a byte order mark, or
+// its items are not understood.
+func plan(src []byte, filename string, min, size int) (c *chunker, ok bool) {
+	if len(src) < min || bytes.HasPrefix(src, []byte("\xef\xbb\xbf")) {
+		return nil, false
+	}
+	// A first walk only plans the pieces; they are parsed meanwhile, as the
+	// second walk takes them (or parses one itself, after a failure changed
+	// the cuts).
+	c = &chunker{src: src, filename: filename, min: min, piece: size, planning: true}
+	if _, _, _, ok := c.body(0, len(src), true); !ok {
+		return nil, false
+	}
+	c.planning = false
+	c.parsed = make(map[span]*piece, len(c.planned))
+	for i, pc := range c.planned {
+		pc.index, pc.done = i, make(chan struct{})
+		c.parsed[pc.span] = pc
+	}
+	c.feed = c.startFeeding()
+	c.planned = nil
+	return c, true
 }
 
 type chunker struct {
@@ -84,7 +170,8 @@ type chunker struct {
 
 	planning bool            // parsePiece only records its piece
 	planned  []*piece        // in file order
-	parsed   map[span]*piece // by span, once parsed
+	parsed   map[span]*piece // by span, until taken
+	feed     *feeder
 }
 
 type span struct{ lo, hi int }
@@ -92,9 +179,11 @@ type span struct{ lo, hi int }
 // piece is src[lo:hi] parsed on its own.
 type piece struct {
 	span
+	index int // in file order
 	start hcl.Pos
 	body  *hclsyntax.Body
 	diags hcl.Diagnostics
+	done  chan struct{} // closed once parsed, or skipped after a failure
 }
 
 func (pc *piece) parse(src []byte, filename string) {
@@ -102,32 +191,80 @@ func (pc *piece) parse(src []byte, filename string) {
 	pc.body, pc.diags = f.Body.(*hclsyntax.Body), diags
 }
 
-// parseAll parses the planned pieces, one per CPU at a time. Each writes
-// only its own piece, so the result does not depend on scheduling. After
-// an error the rest are skipped: the file is parsed whole anyway, or a
-// piece that is still needed is parsed when merged.
-func (c *chunker) parseAll() {
-	var failed atomic.Bool
-	p := pool.New().WithMaxGoroutines(runtime.GOMAXPROCS(0))
-	for _, pc := range c.planned {
-		p.Go(func() {
-			if failed.Load() {
-				return
+// feeder parses the planned pieces in file order, one per CPU at a time,
+// and no further ahead of the piece the merge is at than it takes to keep
+// the CPUs busy: pieces that are read and dropped one by one are then never
+// all in memory. Each piece writes only itself, so the result does not
+// depend on scheduling. After an error the rest are skipped: the file is
+// parsed whole anyway, or a piece that is still needed is parsed when taken.
+type feeder struct {
+	mu    sync.Mutex
+	cond  sync.Cond
+	at    int // the merge is at this piece: those before it are done with
+	ahead int
+	quit  bool
+	done  chan struct{}
+}
+
+func (c *chunker) startFeeding() *feeder {
+	procs := runtime.GOMAXPROCS(0)
+	f := &feeder{ahead: 2*procs + 2, done: make(chan struct{})}
+	f.cond.L = &f.mu
+	planned := c.planned
+	go func() {
+		defer close(f.done)
+		var failed atomic.Bool
+		p := pool.New().WithMaxGoroutines(procs)
+		for i, pc := range planned {
+			if !f.wait(pc.index) {
+				break
 			}
-			pc.parse(c.src, c.filename)
-			if pc.diags.HasErrors() {
-				failed.Store(true)
-			}
-		})
-	}
-	p.Wait()
-	c.parsed = make(map[span]*piece, len(c.planned))
-	for _, pc := range c.planned {
-		if pc.body != nil {
-			c.parsed[pc.span] = pc
+			planned[i] = nil // the merge drops it once taken
+			p.Go(func() {
+				defer close(pc.done)
+				if failed.Load() {
+					return
+				}
+				pc.parse(c.src, c.filename)
+				if pc.diags.HasErrors() {
+					failed.Store(true)
+				}
+			})
 		}
+		p.Wait()
+	}()
+	return f
+}
+
+// wait blocks until piece i may be parsed; false once stopped.
+func (f *feeder) wait(i int) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for !f.quit && i >= f.at+f.ahead {
+		f.cond.Wait()
 	}
-	c.planned = nil
+	return !f.quit
+}
+
+// reach says the merge is at piece i. It may skip pieces (those of a large
+// block that failed to parse in pieces), so it is told before it waits for
+// one, not only after.
+func (f *feeder) reach(i int) {
+	f.mu.Lock()
+	if i > f.at {
+		f.at = i
+		f.cond.Broadcast()
+	}
+	f.mu.Unlock()
+}
+
+// stop ends the parsing of pieces not started and waits for the others.
+func (f *feeder) stop() {
+	f.mu.Lock()
+	f.quit = true
+	f.cond.Broadcast()
+	f.mu.Unlock()
+	<-f.done
 }
 
 // lineAt returns the line number of the byte at off.
@@ -144,32 +281,37 @@ func (c *chunker) lineAt(off int) int {
 // planning, an empty body.
 func (c *chunker) parsePiece(lo, hi int) (*hclsyntax.Body, bool) {
 	pc := c.parsed[span{lo, hi}]
-	if pc == nil {
-		pc = &piece{span: span{lo, hi}, start: hcl.Pos{Line: c.lineAt(lo), Column: 1, Byte: lo}}
-		if c.planning {
-			c.planned = append(c.planned, pc)
-			return &hclsyntax.Body{Attributes: hclsyntax.Attributes{}}, true
+	switch {
+	case pc != nil:
+		delete(c.parsed, pc.span)
+		c.feed.reach(pc.index)
+		<-pc.done
+		c.feed.reach(pc.index + 1)
+		if pc.body == nil && !pc.diags.HasErrors() { // skipped after another piece failed
+			pc.parse(c.src, c.filename)
 		}
+	case c.planning:
+		pc = &piece{span: span{lo, hi}, start: hcl.Pos{Line: c.lineAt(lo), Column: 1, Byte: lo}}
+		c.planned = append(c.planned, pc)
+		return &hclsyntax.Body{Attributes: hclsyntax.Attributes{}}, true
+	default:
+		pc = &piece{span: span{lo, hi}, start: hcl.Pos{Line: c.lineAt(lo), Column: 1, Byte: lo}}
 		pc.parse(c.src, c.filename)
 	}
 	if pc.diags.HasErrors() {
 		return nil, false
 	}
 	c.diags = append(c.diags, pc.diags...)
-	return pc.body, true
+	return pc.body, true // the only reference to it once taken
 }
 
 // body parses the items in src[lo:hi] (lo at a line start) piece by piece
 // and merges them. first is the range of the first piece's body start, last
 // the last piece's body (with top, always a parsed piece ending at hi).
 func (c *chunker) body(lo, hi int, top bool) (body *hclsyntax.Body, first hcl.Range, last *hclsyntax.Body, ok bool) {
-	ends, ok := scan(c.src, lo, hi)
-	if !ok {
-		return nil, first, nil, false
-	}
 	body = &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, Blocks: hclsyntax.Blocks{}}
 	haveFirst := false
-	add := func(b *hclsyntax.Body, r hcl.Range) bool {
+	last, ok = c.items(lo, hi, top, func(b *hclsyntax.Body, r hcl.Range) bool {
 		for name, a := range b.Attributes {
 			if _, dup := body.Attributes[name]; dup {
 				return false // "Attribute redefined": the whole parse says so
@@ -181,6 +323,21 @@ func (c *chunker) body(lo, hi int, top bool) (body *hclsyntax.Body, first hcl.Ra
 			first, haveFirst = r, true
 		}
 		return true
+	})
+	if !ok {
+		return nil, first, nil, false
+	}
+	return body, first, last, true
+}
+
+// items parses the items in src[lo:hi] (lo at a line start) piece by piece
+// and hands each piece's body to add in file order, with the range where a
+// body starting with it would start; add may refuse it. last is the last
+// piece's body (with top, always a parsed piece ending at hi).
+func (c *chunker) items(lo, hi int, top bool, add func(b *hclsyntax.Body, r hcl.Range) bool) (last *hclsyntax.Body, ok bool) {
+	ends, ok := scan(c.src, lo, hi)
+	if !ok {
+		return nil, false
 	}
 	flush := func(a, b int) bool {
 		if a == b && !(top && b == hi) {
@@ -198,17 +355,17 @@ func (c *chunker) body(lo, hi int, top bool) (body *hclsyntax.Body, first hcl.Ra
 		if end-prev >= c.min && c.src[end-1] == '\n' {
 			// One large item: a block whose body is cut in turn.
 			if !flush(from, prev) {
-				return nil, first, nil, false
+				return nil, false
 			}
 			blk, head, ok := c.block(prev, end)
 			if !ok {
 				if !flush(prev, end) {
-					return nil, first, nil, false
+					return nil, false
 				}
 			} else {
 				b := &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, Blocks: hclsyntax.Blocks{blk}}
 				if !add(b, head) {
-					return nil, first, nil, false
+					return nil, false
 				}
 			}
 			from, prev = end, end
@@ -216,16 +373,16 @@ func (c *chunker) body(lo, hi int, top bool) (body *hclsyntax.Body, first hcl.Ra
 		}
 		if end-from >= c.piece && end < hi { // the last piece ends at hi
 			if !flush(from, end) {
-				return nil, first, nil, false
+				return nil, false
 			}
 			from = end
 		}
 		prev = end
 	}
 	if !flush(from, hi) {
-		return nil, first, nil, false
+		return nil, false
 	}
-	return body, first, last, true
+	return last, true
 }
 
 // block parses the item src[lo:hi], which ends with a newline, as a block
@@ -435,15 +592,10 @@ func (n nav) block(offset int) *hclsyntax.Block {
 
 // ContextString names the top-level block holding offset: TYPE "LABEL"….
 func (n nav) ContextString(offset int) string {
-	b := n.block(offset)
-	if b == nil {
-		return ""
+	if b := n.block(offset); b != nil {
+		return contextString(b.Type, b.Labels)
 	}
-	s := b.Type
-	for _, l := range b.Labels {
-		s += fmt.Sprintf(" %q", l)
-	}
-	return s
+	return ""
 }
 
 // ContextDefRange is the definition range of the top-level block holding
@@ -453,4 +605,51 @@ func (n nav) ContextDefRange(offset int) hcl.Range {
 		return b.DefRange()
 	}
 	return hcl.Range{}
+}
+
+// heads is nav for a file read piece by piece (Each): the top-level
+// blocks' headers in file order, without their bodies.
+type heads []head
+
+type head struct {
+	typ      string
+	labels   []string
+	rng, def hcl.Range
+}
+
+func (hs heads) add(blocks hclsyntax.Blocks) heads {
+	for _, b := range blocks {
+		hs = append(hs, head{typ: b.Type, labels: b.Labels, rng: b.Range(), def: b.DefRange()})
+	}
+	return hs
+}
+
+func (hs heads) block(offset int) (head, bool) {
+	i := sort.Search(len(hs), func(i int) bool { return hs[i].rng.End.Byte > offset })
+	if i < len(hs) && hs[i].rng.ContainsOffset(offset) {
+		return hs[i], true
+	}
+	return head{}, false
+}
+
+// ContextString is nav's.
+func (hs heads) ContextString(offset int) string {
+	if h, ok := hs.block(offset); ok {
+		return contextString(h.typ, h.labels)
+	}
+	return ""
+}
+
+// ContextDefRange is nav's.
+func (hs heads) ContextDefRange(offset int) hcl.Range {
+	h, _ := hs.block(offset)
+	return h.def
+}
+
+func contextString(typ string, labels []string) string {
+	s := typ
+	for _, l := range labels {
+		s += fmt.Sprintf(" %q", l)
+	}
+	return s
 }

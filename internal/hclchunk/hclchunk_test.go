@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/hashicorp/hcl/v2/hclparse"
@@ -31,7 +32,37 @@ func same(t *testing.T, name string, src []byte, pieces ...int) {
 				t.Fatalf("%s: min %d piece %d: the body differs from the whole-file parse", name, min, piece)
 			}
 			require.Equal(t, src, got.Bytes)
+			sameRead(t, src, name, min, piece, whole.Body.(*hclsyntax.Body), wd)
 		}
+	}
+}
+
+// sameRead requires each to read, across its pieces, the items and
+// diagnostics of the whole-file parse; it reads nothing when that has
+// errors.
+func sameRead(t *testing.T, src []byte, name string, min, piece int, whole *hclsyntax.Body, wd hcl.Diagnostics) {
+	t.Helper()
+	merged := &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, Blocks: hclsyntax.Blocks{}}
+	reads := 0
+	f, diags := each(src, name, min, piece, func(b *hclsyntax.Body) {
+		reads++
+		for n, a := range b.Attributes {
+			merged.Attributes[n] = a
+		}
+		merged.Blocks = append(merged.Blocks, b.Blocks...)
+	}, func() {
+		merged = &hclsyntax.Body{Attributes: hclsyntax.Attributes{}, Blocks: hclsyntax.Blocks{}}
+	})
+	require.Equal(t, wd.Error(), diags.Error(), "%s: min %d piece %d: diagnostics of each", name, min, piece)
+	require.Equal(t, src, f.Bytes)
+	if wd.HasErrors() {
+		require.Empty(t, merged.Attributes)
+		require.Empty(t, merged.Blocks)
+		return
+	}
+	require.NotZero(t, reads)
+	if !reflect.DeepEqual(whole.Attributes, merged.Attributes) || !reflect.DeepEqual(whole.Blocks, merged.Blocks) {
+		t.Fatalf("%s: min %d piece %d: each read other items than the whole-file parse has", name, min, piece)
 	}
 }
 
@@ -129,6 +160,7 @@ func TestErrorsInSeveralPieces(t *testing.T) {
 		got, gd := parse(src, "errs.hcl", 512, 256)
 		require.Equal(t, wd.Error(), gd.Error())
 		require.True(t, reflect.DeepEqual(whole.Body, got.Body), "the body differs from the whole-file parse")
+		sameRead(t, src, "errs.hcl", 512, 256, whole.Body.(*hclsyntax.Body), wd)
 	}
 }
 
@@ -148,5 +180,75 @@ func FuzzPieces(f *testing.F) {
 		if !wd.HasErrors() && !reflect.DeepEqual(whole.Body, got.Body) {
 			t.Fatal("the body differs from the whole-file parse")
 		}
+		sameRead(t, src, "f.hcl", 8, 16, whole.Body.(*hclsyntax.Body), wd)
 	})
+}
+
+// Each reads a large file piece by piece, with the pieces parsed ahead of
+// the reader only as far as the CPUs need, and records a file without the
+// syntax tree that still names the block of an offset.
+func TestEachReadsAsItParses(t *testing.T) {
+	var b strings.Builder
+	for i := range 8000 {
+		fmt.Fprintf(&b, "host \"h%d\" {\n  address = \"10.0.%d.%d\"\n}\n", i, i/250, i%250)
+	}
+	src := []byte(b.String())
+
+	c, ok := plan(src, "big.hcl", minSplit, 512)
+	require.True(t, ok)
+	pieces := len(c.parsed)
+	require.Greater(t, pieces, 4*c.feed.ahead, "enough pieces for the bound to matter")
+	most, reads := 0, 0
+	_, ok = c.items(0, len(src), true, func(*hclsyntax.Body, hcl.Range) bool {
+		if reads == 0 {
+			time.Sleep(100 * time.Millisecond) // time for the feeder to run as far ahead as it may
+		}
+		reads++
+		ready := 0
+		for _, pc := range c.parsed {
+			select {
+			case <-pc.done:
+				ready++
+			default:
+			}
+		}
+		most = max(most, ready)
+		return true
+	})
+	c.feed.stop()
+	require.True(t, ok)
+	assert.Equal(t, pieces, reads)
+	assert.LessOrEqual(t, most, c.feed.ahead, "parsed pieces waiting for the reader")
+	assert.Positive(t, most)
+
+	p := hclparse.NewParser()
+	var hosts []string
+	read := func(body *hclsyntax.Body) {
+		for _, blk := range body.Blocks {
+			hosts = append(hosts, blk.Labels[0])
+		}
+	}
+	f, diags := Each(p, src, "big.hcl", read, func() { t.Fatal("reset without a fallback") })
+	require.False(t, diags.HasErrors(), diags.Error())
+	require.Len(t, hosts, 8000)
+	assert.Equal(t, "h7999", hosts[7999])
+	assert.Same(t, f, p.Files()["big.hcl"])
+	assert.Empty(t, f.Body.(*hclsyntax.Body).Blocks, "the file keeps no syntax tree")
+	cs, ok := f.Nav.(interface {
+		ContextString(int) string
+		ContextDefRange(int) hcl.Range
+	})
+	require.True(t, ok)
+	at := strings.Index(b.String(), `"10.0.4.17"`)
+	assert.Equal(t, `host "h1017"`, cs.ContextString(at))
+	assert.Equal(t, 3*1017+1, cs.ContextDefRange(at).Start.Line)
+	assert.Empty(t, cs.ContextString(len(src)))
+
+	// A file already recorded is read again from its recorded source.
+	hosts = nil
+	again, diags := Each(p, []byte("other"), "big.hcl", read, func() {})
+	require.False(t, diags.HasErrors())
+	assert.Same(t, f, p.Files()["big.hcl"])
+	assert.Equal(t, f.Bytes, again.Bytes)
+	assert.Len(t, hosts, 8000)
 }
