@@ -88,7 +88,8 @@ func ProbeFunc(name string, ps []Probe) string {
 }
 
 func probeScript(ps []Probe, quit string) string {
-	paths, sums, contents := probeSets(ps)
+	set := probeSets(ps)
+	paths, sums, contents := set.paths, set.sums, set.contents
 	var b strings.Builder
 	// _ikt prints a type letter per path; _iks stats the paths that exist,
 	// _ikf runs a program on the regular files (not symlinks), _ikr reads
@@ -111,9 +112,8 @@ _ikr() { _n=$#; for _p do if [ -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shi
 	}
 	b.WriteString("echo\n")
 	fmt.Fprintf(&b, "_ikr %s || %s 3\necho\n", all, quit)
-	read := contentSet(contents)
 	for _, p := range ps {
-		if p.DiffWant == "" || read[p.Path] {
+		if p.DiffWant == "" || set.read[p.Path] {
 			continue // the content read below serves the diff too
 		}
 		q := Quote(p.Path)
@@ -127,9 +127,16 @@ _ikr() { _n=$#; for _p do if [ -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shi
 	return b.String()
 }
 
-// probeSets lists the distinct paths of ps, those whose sum is wanted, and
-// those whose content is wanted, each in first-seen order.
-func probeSets(ps []Probe) (paths, sums, contents []string) {
+// probeSet is what a probe script asks of ps: the distinct paths, those
+// whose sum is wanted and those whose whole content is read, each in
+// first-seen order; read holds the last as a set.
+type probeSet struct {
+	paths, sums, contents []string
+	read                  map[string]bool
+}
+
+func probeSets(ps []Probe) probeSet {
+	var set probeSet
 	seen := map[string]bool{}
 	add := func(list *[]string, kind, p string) {
 		if !seen[kind+p] {
@@ -138,24 +145,19 @@ func probeSets(ps []Probe) (paths, sums, contents []string) {
 		}
 	}
 	for _, p := range ps {
-		add(&paths, "p", p.Path)
+		add(&set.paths, "p", p.Path)
 		if p.Sum || p.Content || p.DiffWant != "" {
-			add(&sums, "s", p.Path)
+			add(&set.sums, "s", p.Path)
 		}
 		if p.Content {
-			add(&contents, "c", p.Path)
+			add(&set.contents, "c", p.Path)
 		}
 	}
-	return paths, sums, contents
-}
-
-// contentSet is the paths whose whole content a probe script reads.
-func contentSet(contents []string) map[string]bool {
-	m := make(map[string]bool, len(contents))
-	for _, p := range contents {
-		m[p] = true
+	set.read = make(map[string]bool, len(set.contents))
+	for _, p := range set.contents {
+		set.read[p] = true
 	}
-	return m
+	return set
 }
 
 func quoteAll(ps []string) string {
@@ -171,7 +173,8 @@ func quoteAll(ps []string) string {
 // read): the probes are to be answered another way. A probe of a symlink
 // that wants content gets ErrNoProbe in errs (the check resolves it).
 func ParseProbes(ps []Probe, out string) (res []ProbeResult, errs []error, err error) {
-	paths, sums, contents := probeSets(ps)
+	set := probeSets(ps)
+	paths, sums, contents, read := set.paths, set.sums, set.contents, set.read
 	bad := func(what string) ([]ProbeResult, []error, error) {
 		return nil, nil, fmt.Errorf("probe output: %s", what)
 	}
@@ -239,7 +242,6 @@ func ParseProbes(ps []Probe, out string) (res []ProbeResult, errs []error, err e
 	}
 	res = make([]ProbeResult, len(ps))
 	errs = make([]error, len(ps))
-	read := contentSet(contents)
 	for i, p := range ps {
 		if p.DiffWant == "" || read[p.Path] {
 			continue

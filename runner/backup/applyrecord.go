@@ -48,7 +48,7 @@ func receiveFiles(sb *strings.Builder, files []modules.ScriptFile) {
 	for _, f := range files {
 		// Created with its mode (rw bits only) through the umask: no chmod.
 		fmt.Fprintf(sb, "umask %04o\n", 0o777&^(f.Mode&0o666))
-		if len(f.Data) <= maxInlineFile && bytes.IndexByte(f.Data, 0) < 0 && (len(f.Data) == 0 || f.Data[len(f.Data)-1] == '\n') {
+		if readByShell(f.Data) {
 			readLines(sb, "_ikd", bytes.Count(f.Data, []byte("\n")), quit)
 			fmt.Fprintf(sb, "printf '%%s' \"$_ikd\" > %s || %s\n", remote.Quote(f.Path), quit)
 			continue
@@ -56,6 +56,13 @@ func receiveFiles(sb *strings.Builder, files []modules.ScriptFile) {
 		fmt.Fprintf(sb, "dd of=%s bs=65536 iflag=fullblock,count_bytes count=%d status=none || %s\n", remote.Quote(f.Path), len(f.Data), quit)
 	}
 	sb.WriteString("umask 077\n")
+}
+
+// readByShell reports whether the shell's read builtin takes data whole:
+// small, whole lines, and no NUL (sh variables cannot hold one). Other data
+// goes through dd.
+func readByShell(data []byte) bool {
+	return len(data) <= maxInlineFile && bytes.IndexByte(data, 0) < 0 && (len(data) == 0 || data[len(data)-1] == '\n')
 }
 
 // readLines writes the sh that reads n lines off stdin into the variable v
