@@ -58,6 +58,7 @@ func TestLargeInventoryInPieces(t *testing.T) {
 	var sb strings.Builder
 	require.NoError(t, hcl.NewDiagnosticTextWriter(&sb, p.Files(), 80, false).WriteDiagnostics(diags))
 	require.Contains(t, sb.String(), fmt.Sprintf("on big.hcl line %d, in host \"h03217\":", line))
+	require.Empty(t, p.Files()["big.hcl"].Body.(*hclsyntax.Body).Blocks, "the parser kept for diagnostics holds no syntax tree")
 
 	// A syntax error: the whole file's own diagnostics.
 	src, _ = largeInventory(4000, 2500, "  port = [1,")

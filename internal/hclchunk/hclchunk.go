@@ -7,10 +7,10 @@
 // Parse cuts a large file at the newlines that end its top-level items (and
 // a large block's body at its items' ends, recursively) and parses each
 // piece on its own, with its true start position, so every range is the one
-// a whole-file parse gives. The pieces are parsed concurrently, then merged
-// in file order. It falls back to the whole-file parse when a
-// piece fails to parse or a cut point is in doubt, so invalid files get
-// hclsyntax's own diagnostics.
+// a whole-file parse gives. The pieces are parsed concurrently, a few ahead
+// of where the merge (or Each's reader) is, and taken in file order. It
+// falls back to the whole-file parse when a piece fails to parse or a cut
+// point is in doubt, so invalid files get hclsyntax's own diagnostics.
 package hclchunk
 
 import (
@@ -79,8 +79,8 @@ func parse(src []byte, filename string, min, piece int) (*hcl.File, hcl.Diagnost
 	if !ok {
 		return hclsyntax.ParseConfig(src, filename, fileStart)
 	}
+	defer c.feed.stop()
 	body, first, last, ok := c.body(0, len(src), true)
-	c.feed.stop()
 	if !ok {
 		return hclsyntax.ParseConfig(src, filename, fileStart)
 	}
@@ -91,10 +91,10 @@ func parse(src []byte, filename string, min, piece int) (*hcl.File, hcl.Diagnost
 }
 
 func each(src []byte, filename string, min, piece int, read func(*hclsyntax.Body), reset func()) (*hcl.File, hcl.Diagnostics) {
-	read1 := false
+	readSome := false
 	whole := func() (*hcl.File, hcl.Diagnostics) {
 		f, diags := hclsyntax.ParseConfig(src, filename, fileStart)
-		if read1 {
+		if readSome {
 			reset()
 		}
 		if !diags.HasErrors() {
@@ -106,6 +106,7 @@ func each(src []byte, filename string, min, piece int, read func(*hclsyntax.Body
 	if !ok {
 		return whole()
 	}
+	defer c.feed.stop()
 	var first hcl.Range
 	var heads heads
 	attrs := map[string]bool{}
@@ -116,15 +117,14 @@ func each(src []byte, filename string, min, piece int, read func(*hclsyntax.Body
 			}
 			attrs[name] = true
 		}
-		if !read1 {
+		if !readSome {
 			first = r
 		}
 		heads = heads.add(b.Blocks)
 		read(b)
-		read1 = true
+		readSome = true
 		return true
 	})
-	c.feed.stop()
 	if !ok {
 		return whole()
 	}
@@ -219,7 +219,7 @@ func (c *chunker) startFeeding() *feeder {
 			if !f.wait(pc.index) {
 				break
 			}
-			planned[i] = nil // the merge drops it once taken
+			planned[i] = nil // not kept here: the merge drops it once taken
 			p.Go(func() {
 				defer close(pc.done)
 				if failed.Load() {
