@@ -22,6 +22,16 @@ type ScriptApply struct {
 	// recorder records their state after from these where the host agrees
 	// (owner, group and special bits, read with shell builtins).
 	Dirs []ScriptDir
+	// Links are symlinks Script makes (or replaces), each pointing at its
+	// Target: the recorder takes a link's hash after from Target rather
+	// than read the link back (three programs less per link).
+	Links []ScriptLink
+}
+
+// ScriptLink is a symlink a ScriptApply makes.
+type ScriptLink struct {
+	Path   string
+	Target string
 }
 
 // ScriptDir is a directory a ScriptApply makes.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"strconv"
 	"strings"
 
@@ -48,8 +49,9 @@ type File struct {
 	Recurse bool   `hcl:"recurse,optional" doc:"with state = \"directory\", set mode/owner/group on everything under path too"`
 	Force   bool   `hcl:"force,optional" doc:"with state = \"link\", replace a regular file at path by the link"`
 
-	apply   string             // the sh script Apply runs
-	made    *modules.ScriptDir // the directory apply makes, for its after state
+	apply   string              // the sh script Apply runs
+	made    *modules.ScriptDir  // the directory apply makes, for its after state
+	linked  *modules.ScriptLink // the link apply makes, likewise
 	changed bool
 }
 
@@ -150,7 +152,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 	p, q := m.Path, remote.Quote(m.Path)
 	before := fileBefore{Path: p}
 	ch := &modules.Change{}
-	m.made = nil
+	m.made, m.linked = nil, nil
 	state := m.state()
 	switch state {
 	case "absent":
@@ -195,11 +197,13 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 			ch.Files = []string{p}
 			m.apply = joinCmds("mkdir -p -- "+q, a.Script(p, m.Recurse, false))
 			if mode, err := remote.ParseMode(a.Mode); err == nil && a.Owner == "" && a.Group == "" {
-				// One program where the parent is there: mkdir sets the
-				// mode itself, whatever the umask. If the directory
-				// appeared meanwhile, or the parent is missing, the
-				// longer way.
-				m.apply = fmt.Sprintf("{ mkdir -m %04o -- %s 2>/dev/null || { %s; }; }", mode, q, m.apply)
+				// One program where the parent is there (two where it is
+				// made first, as mkdir -p would): mkdir sets the mode
+				// itself, whatever the umask. If the directory appeared
+				// meanwhile, the longer way.
+				parent := remote.Quote(path.Dir(p))
+				m.apply = fmt.Sprintf("{ { [ -d %s ] || mkdir -p -- %s 2>/dev/null; } && mkdir -m %04o -- %s 2>/dev/null || { %s; }; }",
+					parent, parent, mode, q, m.apply)
 				m.made = &modules.ScriptDir{Path: p, Mode: mode}
 			}
 			break
@@ -241,6 +245,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 			// there meanwhile.
 			link := "{ ln -sT -- " + remote.Quote(m.Src) + " " + q + " 2>/dev/null || { " + relink + "; }; }"
 			m.apply = joinCmds(link, setOwner)
+			m.linked = &modules.ScriptLink{Path: p, Target: m.Src}
 		case st.Type == "link" && st.LinkTarget == m.Src:
 			drift := a.Drift(st)
 			if len(drift) == 0 {
@@ -254,6 +259,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 			before.LinkTarget = st.LinkTarget
 			before.Attrs = []fileAttr{{Path: p, UID: st.UID, GID: st.GID, Link: true}}
 			m.apply = joinCmds(relink, setOwner)
+			m.linked = &modules.ScriptLink{Path: p, Target: m.Src}
 		case st.Type == "directory":
 			return nil, fmt.Errorf("file %s: is a directory; remove it before linking", p)
 		case !m.Force:
@@ -262,6 +268,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 			ch.Summary = fmt.Sprintf("replace %s %s by a link -> %s", st.Type, p, m.Src)
 			ch.Files = []string{p}
 			m.apply = joinCmds(relink, setOwner)
+			m.linked = &modules.ScriptLink{Path: p, Target: m.Src}
 		}
 	}
 	if err := ch.SetBefore(before); err != nil {
@@ -303,6 +310,9 @@ func (m *File) ApplyScript(*modules.Change) *modules.ScriptApply {
 	ap := remote.ScriptOnly(m.apply)
 	if ap != nil && m.made != nil {
 		ap.Dirs = []modules.ScriptDir{*m.made}
+	}
+	if ap != nil && m.linked != nil {
+		ap.Links = []modules.ScriptLink{*m.linked}
 	}
 	return ap
 }

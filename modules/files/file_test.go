@@ -182,6 +182,32 @@ func TestFileDiffAndFiles(t *testing.T) {
 	require.Equal(t, []string{dir + "/new"}, ch.Files)
 }
 
+// A change that writes a link tells the recorder its target, whose hash
+// is the link's after it (no readlink); one that only sets the link's
+// owner does not.
+func TestFileLinkApplyScriptNamesItsTarget(t *testing.T) {
+	dir := t.TempDir()
+	require.NoError(t, os.Symlink("old", dir+"/was"))
+	require.NoError(t, os.Symlink("same", dir+"/same"))
+	modtest.WriteFile(t, dir+"/file", "data", 0o644)
+	for _, tc := range []struct {
+		m    *files.File
+		want []modules.ScriptLink
+	}{
+		{&files.File{Path: dir + "/new", State: "link", Src: "t1"}, []modules.ScriptLink{{Path: dir + "/new", Target: "t1"}}},
+		{&files.File{Path: dir + "/was", State: "link", Src: "t2"}, []modules.ScriptLink{{Path: dir + "/was", Target: "t2"}}},
+		{&files.File{Path: dir + "/file", State: "link", Src: "t3", Force: true}, []modules.ScriptLink{{Path: dir + "/file", Target: "t3"}}},
+		{&files.File{Path: dir + "/same", State: "link", Src: "same", Owner: "nobody"}, nil},
+	} {
+		ch, err := tc.m.Check(context.Background(), modtest.NewCountConn())
+		require.NoError(t, err)
+		require.NotNil(t, ch, tc.m.Path)
+		ap := tc.m.ApplyScript(ch)
+		require.NotNil(t, ap, tc.m.Path)
+		require.Equal(t, tc.want, ap.Links, tc.m.Path)
+	}
+}
+
 func TestFileRecurseAndRollback(t *testing.T) {
 	dir := t.TempDir()
 	root := dir + "/tree"

@@ -302,6 +302,56 @@ func TestAfterStateOfMadeDirectoriesIsWhatIsThere(t *testing.T) {
 	}
 }
 
+// TestAfterStateOfMadeLinksIsWhatIsThere: the after state of a link the
+// apply made takes its hash from the target written, without readlink and
+// sha256sum, and equals reading the link back; where the path is not a link
+// after all, it is read back.
+func TestAfterStateOfMadeLinksIsWhatIsThere(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: one case gives a link another owner")
+	}
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	ctx := context.Background()
+	root, dir := t.TempDir(), t.TempDir()
+	// readlink and sha256sum that note each call.
+	bin, log := t.TempDir(), filepath.Join(t.TempDir(), "calls.log")
+	for _, name := range []string{"readlink", "sha256sum"} {
+		real, err := exec.LookPath(name)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\necho "+name+" >> "+remote.Quote(log)+"\nexec "+real+" \"$@\"\n"), 0o755))
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	id, err := ClaimRunID(time.Now())
+	require.NoError(t, err)
+	h := &inventories.Host{Name: "h1", BackupRoot: root, Local: true}
+	conn := transport.NewLocalConn("h1")
+	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
+	ln := func(target, p string) string { return "ln -sT -- " + remote.Quote(target) + " " + remote.Quote(p) }
+	a, b, c := filepath.Join(dir, "current"), filepath.Join(dir, "odd"), filepath.Join(dir, "notalink")
+	for i, tc := range []struct {
+		path, target, script string
+		known                bool
+	}{
+		{a, "releases/7", ln("releases/7", a), true},
+		{b, "/srv/a b/$x'\\", ln("/srv/a b/$x'\\", b) + " && chown -h 1234:4321 -- " + remote.Quote(b), true},
+		{c, "elsewhere", "echo data > " + remote.Quote(c), false},
+	} {
+		ap := &modules.ScriptApply{Script: tc.script + "\n", Links: []modules.ScriptLink{{Path: tc.path, Target: tc.target}}}
+		rec := &runner.ChangeRecord{RunID: id, Seq: i + 1, Host: "h1", Step: "link", Module: "file",
+			Change: &modules.Change{Summary: "link " + tc.path, Files: []string{tc.path}}}
+		require.NoError(t, os.WriteFile(log, nil, 0o644))
+		out, err := r.RecordApply(ctx, conn, h, rec, ap)
+		require.NoError(t, err)
+		require.NoError(t, out.ApplyErr)
+		require.True(t, out.AfterDone)
+		calls, err := os.ReadFile(log)
+		require.NoError(t, err)
+		require.Equal(t, tc.known, len(calls) == 0, "%s: %s", tc.path, calls)
+
+		requireAfterIsReadBack(t, conn, RunDir(root, "h1", id), i+1, tc.path)
+	}
+}
+
 // requireAfterIsReadBack requires that the after record of change seq in
 // the run directory dir holds, for its one path p, what iklim_st reads on
 // the host now.

@@ -154,8 +154,9 @@ func jsq(s string) string {
 
 // shPrelude defines the helpers every backup script uses.
 //
-// iklim_st JSONPATH PATH [-] prints PATH's FileMeta as one JSON line; with
-// -, a file's or link's without its sha256.
+// iklim_st JSONPATH PATH [-|SHA256] prints PATH's FileMeta as one JSON line;
+// with -, a file's or link's without its sha256; with a sha256, a link's is
+// that one (of the target its caller has just written).
 // iklim_snap JSONPATH PATH DIR NAME snapshots PATH into DIR/NAME.{path,data,meta.json};
 // a directory's whole tree goes into DIR/NAME.tar (numeric owners, modes).
 // The meta has no sha256: it is the data's, which readRun hashes when it
@@ -170,7 +171,11 @@ iklim_st() {
   _h=
   if [ -L "$2" ]; then
     _t=symlink
-    if [ "$3" != - ]; then _h=$(readlink -- "$2" | sha256sum); _h=${_h%% *}; fi
+    case $3 in
+      -) ;;
+      ?*) _h=$3 ;;
+      *) _h=$(readlink -- "$2" | sha256sum); _h=${_h%% *} ;;
+    esac
   elif [ -f "$2" ]; then
     _t=file
     if [ "$3" != - ]; then
