@@ -252,24 +252,11 @@ func TestAfterStateOfMadeDirectoriesIsWhatIsThere(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: one case makes a directory for another owner")
 	}
-	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
-	ctx := context.Background()
-	root, dir := t.TempDir(), t.TempDir()
+	lr := newLoggedRecorder(t, "stat") // a directory whose state is known needs no stat
+	dir := t.TempDir()
 	shared := filepath.Join(dir, "shared")
 	require.NoError(t, os.Mkdir(shared, 0o755))
 	require.NoError(t, os.Chmod(shared, 0o775|os.ModeSetgid))
-	// A stat that notes each call: a directory whose state is known needs
-	// none.
-	bin, statLog := t.TempDir(), filepath.Join(t.TempDir(), "stat.log")
-	real, err := exec.LookPath("stat")
-	require.NoError(t, err)
-	require.NoError(t, os.WriteFile(filepath.Join(bin, "stat"), []byte("#!/bin/sh\necho x >> "+remote.Quote(statLog)+"\nexec "+real+" \"$@\"\n"), 0o755))
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-	id, err := ClaimRunID(time.Now())
-	require.NoError(t, err)
-	h := &inventories.Host{Name: "h1", BackupRoot: root, Local: true}
-	conn := transport.NewLocalConn("h1")
-	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
 	mkdir := func(p string, mode uint32) string { return fmt.Sprintf("mkdir -m %04o -- %s", mode, remote.Quote(p)) }
 	a, b, c, d, e := filepath.Join(dir, "a"), filepath.Join(dir, "b"), filepath.Join(shared, "c"), filepath.Join(dir, "d"), filepath.Join(shared, "e")
 	for i, tc := range []struct {
@@ -287,18 +274,9 @@ func TestAfterStateOfMadeDirectoriesIsWhatIsThere(t *testing.T) {
 		{d, 0o700, mkdir(d, 0o700) + " && chown 1234:4321 -- " + remote.Quote(d), false},
 	} {
 		ap := &modules.ScriptApply{Script: tc.script + "\n", Dirs: []modules.ScriptDir{{Path: tc.path, Mode: tc.mode}}}
-		rec := &runner.ChangeRecord{RunID: id, Seq: i + 1, Host: "h1", Step: "mkdir", Module: "file",
-			Change: &modules.Change{Summary: "create directory " + tc.path, Files: []string{tc.path}}}
-		require.NoError(t, os.WriteFile(statLog, nil, 0o644))
-		out, err := r.RecordApply(ctx, conn, h, rec, ap)
-		require.NoError(t, err)
-		require.NoError(t, out.ApplyErr)
-		require.True(t, out.AfterDone)
-		calls, err := os.ReadFile(statLog)
-		require.NoError(t, err)
-		require.Equal(t, tc.known, len(calls) == 0, "%s: stat ran %d times", tc.path, len(calls))
-
-		requireAfterIsReadBack(t, conn, RunDir(root, "h1", id), i+1, tc.path)
+		calls := lr.recordApply(i+1, tc.path, ap)
+		require.Equal(t, tc.known, calls == "", "%s: %s", tc.path, calls)
+		requireAfterIsReadBack(t, lr.conn, lr.dir(), i+1, tc.path)
 	}
 }
 
@@ -310,22 +288,8 @@ func TestAfterStateOfMadeLinksIsWhatIsThere(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: one case gives a link another owner")
 	}
-	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
-	ctx := context.Background()
-	root, dir := t.TempDir(), t.TempDir()
-	// readlink and sha256sum that note each call.
-	bin, log := t.TempDir(), filepath.Join(t.TempDir(), "calls.log")
-	for _, name := range []string{"readlink", "sha256sum"} {
-		real, err := exec.LookPath(name)
-		require.NoError(t, err)
-		require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\necho "+name+" >> "+remote.Quote(log)+"\nexec "+real+" \"$@\"\n"), 0o755))
-	}
-	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
-	id, err := ClaimRunID(time.Now())
-	require.NoError(t, err)
-	h := &inventories.Host{Name: "h1", BackupRoot: root, Local: true}
-	conn := transport.NewLocalConn("h1")
-	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
+	lr := newLoggedRecorder(t, "readlink", "sha256sum")
+	dir := t.TempDir()
 	ln := func(target, p string) string { return "ln -sT -- " + remote.Quote(target) + " " + remote.Quote(p) }
 	a, b, c := filepath.Join(dir, "current"), filepath.Join(dir, "odd"), filepath.Join(dir, "notalink")
 	for i, tc := range []struct {
@@ -337,19 +301,61 @@ func TestAfterStateOfMadeLinksIsWhatIsThere(t *testing.T) {
 		{c, "elsewhere", "echo data > " + remote.Quote(c), false},
 	} {
 		ap := &modules.ScriptApply{Script: tc.script + "\n", Links: []modules.ScriptLink{{Path: tc.path, Target: tc.target}}}
-		rec := &runner.ChangeRecord{RunID: id, Seq: i + 1, Host: "h1", Step: "link", Module: "file",
-			Change: &modules.Change{Summary: "link " + tc.path, Files: []string{tc.path}}}
-		require.NoError(t, os.WriteFile(log, nil, 0o644))
-		out, err := r.RecordApply(ctx, conn, h, rec, ap)
-		require.NoError(t, err)
-		require.NoError(t, out.ApplyErr)
-		require.True(t, out.AfterDone)
-		calls, err := os.ReadFile(log)
-		require.NoError(t, err)
-		require.Equal(t, tc.known, len(calls) == 0, "%s: %s", tc.path, calls)
-
-		requireAfterIsReadBack(t, conn, RunDir(root, "h1", id), i+1, tc.path)
+		calls := lr.recordApply(i+1, tc.path, ap)
+		require.Equal(t, tc.known, calls == "", "%s: %s", tc.path, calls)
+		requireAfterIsReadBack(t, lr.conn, lr.dir(), i+1, tc.path)
 	}
+}
+
+// loggedRecorder is a recorder of one run on the local host h1, with
+// wrappers of some programs first in PATH that note each call in log.
+type loggedRecorder struct {
+	t        *testing.T
+	id, root string
+	log      string
+	h        *inventories.Host
+	conn     modules.Conn
+	r        *Recorder
+}
+
+func newLoggedRecorder(t *testing.T, programs ...string) *loggedRecorder {
+	t.Helper()
+	t.Setenv("IKLIM_STATE_DIR", t.TempDir())
+	bin, log := t.TempDir(), filepath.Join(t.TempDir(), "calls.log")
+	for _, name := range programs {
+		real, err := exec.LookPath(name)
+		require.NoError(t, err)
+		require.NoError(t, os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\necho "+name+" >> "+remote.Quote(log)+"\nexec "+real+" \"$@\"\n"), 0o755))
+	}
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	id, err := ClaimRunID(time.Now())
+	require.NoError(t, err)
+	root := t.TempDir()
+	return &loggedRecorder{t: t, id: id, root: root, log: log,
+		h:    &inventories.Host{Name: "h1", BackupRoot: root, Local: true},
+		conn: transport.NewLocalConn("h1"),
+		r:    NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})}
+}
+
+// dir is the run's directory on h1.
+func (lr *loggedRecorder) dir() string { return RunDir(lr.root, "h1", lr.id) }
+
+// recordApply applies ap as change seq, which replaces path, through
+// RecordApply; it requires that the change was applied and its outcome
+// recorded, and returns the logged calls meanwhile.
+func (lr *loggedRecorder) recordApply(seq int, path string, ap *modules.ScriptApply) string {
+	t := lr.t
+	t.Helper()
+	rec := &runner.ChangeRecord{RunID: lr.id, Seq: seq, Host: "h1", Step: "s", Module: "file",
+		Change: &modules.Change{Summary: "change " + path, Files: []string{path}}}
+	require.NoError(t, os.WriteFile(lr.log, nil, 0o644))
+	out, err := lr.r.RecordApply(context.Background(), lr.conn, lr.h, rec, ap)
+	require.NoError(t, err)
+	require.NoError(t, out.ApplyErr)
+	require.True(t, out.AfterDone)
+	calls, err := os.ReadFile(lr.log)
+	require.NoError(t, err)
+	return string(calls)
 }
 
 // requireAfterIsReadBack requires that the after record of change seq in
