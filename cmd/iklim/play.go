@@ -16,6 +16,7 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/playbooks"
 	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/runner/transport"
 	"github.com/urfave/cli/v2"
 )
@@ -46,6 +47,8 @@ var playCommand = &cli.Command{
 		&cli.StringFlag{Name: "output", Value: "text", Usage: "text or json (one event per line)"},
 		colorFlag, stillWaitingFlag,
 		&cli.IntFlag{Name: "keep", Value: 5, Usage: "backup runs kept per host"},
+		&cli.IntFlag{Name: "keep-journals", Value: backup.DefaultKeepJournals,
+			Usage: "runs whose journal the control machine keeps ($IKLIM_STATE_DIR/runs), at least 1; -1 keeps all"},
 		&cli.IntFlag{Name: "max-handshakes", Value: 8, EnvVars: []string{"IKLIM_MAX_HANDSHAKES"},
 			Usage: "SSH handshakes in progress at once; keep it below the servers' MaxStartups (OpenSSH's default is 10)"},
 		&cli.BoolFlag{Name: "check-ahead", Value: true,
@@ -72,6 +75,9 @@ func playAction(c *cli.Context) error {
 	extra, err := parseExtraVars(c.StringSlice("extra-vars"))
 	if err != nil {
 		return cli.Exit(err.Error(), exitInvalid)
+	}
+	if k := c.Int("keep-journals"); k == 0 || k < -1 {
+		return cli.Exit(fmt.Sprintf("iklim: --keep-journals must be at least 1, or -1 to keep all; got %d", k), exitInvalid)
 	}
 	dry := c.Bool("syntax-check") || c.Bool("list-hosts") || c.Bool("list-steps")
 	var ask *stepper

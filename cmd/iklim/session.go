@@ -54,7 +54,7 @@ func newSession(c *cli.Context) (*cliSession, error) {
 	}
 	s, err := session.New(session.Options{
 		Inventory: inv, InventoryPath: path, Modules: moduleRegistry(c.App), Events: events,
-		Keep: c.Int("keep"), ControlName: os.Getenv("IKLIM_CONTROL_NAME"),
+		Keep: c.Int("keep"), KeepJournals: c.Int("keep-journals"), ControlName: os.Getenv("IKLIM_CONTROL_NAME"),
 		SSH: transport.SSHOptions{
 			MaxHandshakes:     c.Int("max-handshakes"),
 			KeepaliveInterval: c.Duration("keepalive-interval"),

@@ -49,6 +49,9 @@ type Options struct {
 	Events func(runner.Event)
 	// Keep is how many runs each host keeps (0: backup.DefaultKeep).
 	Keep int
+	// KeepJournals is how many runs' journals the control machine keeps
+	// (0: backup.DefaultKeepJournals; negative: all).
+	KeepJournals int
 	// Control is the control machine, for delegated steps and their
 	// records; nil means backup.ControlHost().
 	Control *inventories.Host
@@ -164,7 +167,8 @@ func (s *Session) Play(ctx context.Context, pb *runner.Playbook, po PlayOptions)
 	}
 	var rec *backup.Recorder
 	if !po.Check {
-		rec = backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: s.opts.Keep, Secrets: s.opts.Secrets, Control: s.opts.ControlName})
+		rec = backup.NewRecorder(backup.RecorderOptions{Info: info, Keep: s.opts.Keep, KeepJournals: s.opts.KeepJournals,
+			Secrets: s.opts.Secrets, Control: s.opts.ControlName})
 		opts.Recorder = rec
 		// The step log keeps each step's time and (redacted) diff beside
 		// the journal, for iklim report; the sink sees diffs only when asked.
