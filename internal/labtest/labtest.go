@@ -120,18 +120,29 @@ func Require(t testing.TB) *Lab {
 	// Every lab test shares the lab; a test that cuts a host off takes it
 	// alone (LockExclusive), so no other package's test sees that host gone.
 	lab.shared = flockWait(t, filepath.Join(lab.Dir, labLockFile), syscall.LOCK_SH)
-	if err := lab.check(); err != nil {
+	if err := lab.checkUp(t); err != nil {
 		if mode != modeStart {
 			unusable("lab is not up: %v", err)
 		}
 		if err := startLab(t); err != nil {
 			unusable("lab was down and `lab.sh up` failed: %v", err)
 		}
-		if err := lab.check(); err != nil {
+		if err := lab.checkUp(t); err != nil {
 			unusable("lab is not up after `lab.sh up`: %v", err)
 		}
 	}
 	return lab
+}
+
+// checkUp is check between dockerd restarts: lab.sh restart-dockerd (a
+// swarm test's ResetSwarm, or TestRestartWaitsForDockerdUsers) holds
+// .dockerd.lock alone while a host's dockerd, and its pid file, are gone,
+// and a test starting then must not be told the lab is down.
+func (l *Lab) checkUp(t testing.TB) error {
+	t.Helper()
+	f := flockWait(t, filepath.Join(l.Dir, DockerdLockFile), syscall.LOCK_SH)
+	defer f.Close() // released now: a test that restarts a dockerd itself must not wait for its own hold
+	return l.check()
 }
 
 // labLockFile, under the lab's state directory, is shared by every lab test

@@ -50,3 +50,23 @@ func TestRestartWaitsForDockerdUsers(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, host, out)
 }
+
+// TestRequireChecksBetweenDockerdRestarts holds the dockerd users' lock
+// alone, as lab.sh restart-dockerd does while a host's dockerd and its pid
+// file are gone: Require's look at the lab must wait for it to end rather
+// than find a dockerd missing (it told a test starting then that the lab
+// was down).
+func TestRequireChecksBetweenDockerdRestarts(t *testing.T) {
+	lab := Require(t)
+	f := flockWait(t, filepath.Join(lab.Dir, DockerdLockFile), syscall.LOCK_EX)
+	done := make(chan error, 1)
+	go func() { done <- lab.checkUp(t) }()
+	// Not a speed claim: a check that does not wait is done well before.
+	select {
+	case err := <-done:
+		t.Fatalf("the check did not wait for the restart's hold (err %v)", err)
+	case <-time.After(2 * time.Second):
+	}
+	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_UN))
+	require.NoError(t, <-done)
+}
