@@ -91,10 +91,7 @@ func ParseWith(p *hclparse.Parser, src []byte, filename string) (*Inventory, hcl
 	if diags := CheckSource(src, filename); diags.HasErrors() {
 		return nil, diags
 	}
-	if f := p.Files()[filename]; f != nil {
-		src = f.Bytes // as hclchunk.Each reads it
-	}
-	ps := &parser{src: src, ctx: &hcl.EvalContext{Functions: Functions()}}
+	ps := &parser{src: hclchunk.Source(p, src, filename), ctx: &hcl.EvalContext{Functions: Functions()}}
 	ps.reset()
 	// Read a piece at a time: a large file's syntax tree is never all in
 	// memory, and the parser p keeps none of it.

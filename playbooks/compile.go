@@ -689,7 +689,7 @@ var metaSchema = func() *hcl.BodySchema {
 
 // stepArgsSchema is what a step's module arguments are not: module and the
 // meta-arguments.
-var stepArgsSchema = &hcl.BodySchema{Attributes: append([]hcl.AttributeSchema{stepModuleSchema.Attributes[0]}, metaSchema.Attributes...)}
+var stepArgsSchema = &hcl.BodySchema{Attributes: append([]hcl.AttributeSchema{{Name: "module"}}, metaSchema.Attributes...)}
 
 // stepArgs is a step's body (from Load, without module) without the
 // meta-arguments: the module's arguments.

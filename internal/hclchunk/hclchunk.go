@@ -63,15 +63,21 @@ func ParseConfig(src []byte, filename string) (*hcl.File, hcl.Diagnostics) {
 // as Parse does: reset is called if read has been, and read gets the whole
 // body unless it has errors. Errors are hclsyntax's own either way.
 func Each(p *hclparse.Parser, src []byte, filename string, read func(*hclsyntax.Body), reset func()) (*hcl.File, hcl.Diagnostics) {
-	record := true
-	if f := p.Files()[filename]; f != nil {
-		src, record = f.Bytes, false
-	}
-	f, diags := each(src, filename, minSplit, pieceSize, read, reset)
-	if record {
+	_, recorded := p.Files()[filename]
+	f, diags := each(Source(p, src, filename), filename, minSplit, pieceSize, read, reset)
+	if !recorded {
 		p.AddFile(filename, f)
 	}
 	return f, diags
+}
+
+// Source is what Each reads: the source recorded in p under filename, else
+// src.
+func Source(p *hclparse.Parser, src []byte, filename string) []byte {
+	if f := p.Files()[filename]; f != nil {
+		return f.Bytes
+	}
+	return src
 }
 
 func parse(src []byte, filename string, min, piece int) (*hcl.File, hcl.Diagnostics) {
@@ -106,7 +112,7 @@ func each(src []byte, filename string, min, piece int, read func(*hclsyntax.Body
 	if !ok {
 		return whole()
 	}
-	defer c.feed.stop()
+	defer c.feed.stop() // a panicking reader too; stop may be called twice
 	var first hcl.Range
 	var heads heads
 	attrs := map[string]bool{}
@@ -125,6 +131,7 @@ func each(src []byte, filename string, min, piece int, read func(*hclsyntax.Body
 		readSome = true
 		return true
 	})
+	c.feed.stop() // before a whole-file parse, which needs no pieces
 	if !ok {
 		return whole()
 	}
