@@ -687,16 +687,9 @@ var metaSchema = func() *hcl.BodySchema {
 	return s
 }()
 
-// stepArgsSchema is what a step's module arguments are not: module and the
-// meta-arguments.
-var stepArgsSchema = &hcl.BodySchema{Attributes: append([]hcl.AttributeSchema{{Name: "module"}}, metaSchema.Attributes...)}
-
 // stepArgs is a step's body (from Load, without module) without the
 // meta-arguments: the module's arguments.
 func stepArgs(body hcl.Body) hcl.Body {
-	if h, ok := body.(*hiddenBody); ok && h.hide == stepModuleSchema {
-		return &hiddenBody{body: h.body, hide: stepArgsSchema}
-	}
 	return &hiddenBody{body: body, hide: metaSchema}
 }
 

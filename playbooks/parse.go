@@ -148,6 +148,18 @@ type Step struct {
 	DeclRange hcl.Range
 }
 
+// withoutModule is a step's body without its module attribute, which
+// Step.Module holds. The attribute is taken out of the parsed body, which
+// only the step keeps: hiding it would keep it for the step's life.
+func withoutModule(b hcl.Body) hcl.Body {
+	if sb, ok := b.(*hclsyntax.Body); ok {
+		delete(sb.Attributes, "module")
+		return sb
+	}
+	_, rest, _ := b.PartialContent(stepModuleSchema)
+	return rest
+}
+
 // hiddenBody is body without the attributes of hide. hclsyntax hides by
 // copying the body and a map of the hidden names, which a step would keep
 // for its life (twice: module, then the meta-arguments); this hides on each
@@ -271,48 +283,83 @@ func ParseWith(p *hclparse.Parser, src []byte, filename string) (*File, hcl.Diag
 	if diags := inventories.CheckSource(src, filename); diags.HasErrors() {
 		return f, diags
 	}
-	hf, diags := hclchunk.Parse(p, src, filename)
-	if diags.HasErrors() || hf == nil {
+	// Read a piece at a time: the parser p keeps no syntax tree, and what
+	// the steps keep of it is their bodies, not the blocks around them.
+	r := &fileReader{f: f}
+	r.reset()
+	_, diags := hclchunk.Each(p, src, filename, r.read, r.reset)
+	if diags.HasErrors() {
 		return f, diags
 	}
-	content, d := hf.Body.Content(fileSchema)
-	diags = append(diags, d...)
+	// In file order, where hclsyntax gives the arguments in map order.
+	sort.SliceStable(r.structure, func(i, j int) bool { return startByte(r.structure[i]) < startByte(r.structure[j]) })
+	diags = append(diags, r.structure...)
+	return f, append(diags, r.diags...)
+}
 
-	vars := map[string]*Variable{}
-	locals := map[string]*Local{}
-	plays := map[string]*Play{}
+func startByte(d *hcl.Diagnostic) int {
+	if d.Subject == nil {
+		return -1
+	}
+	return d.Subject.Start.Byte
+}
+
+// fileReader reads a playbook's top-level items into f, a piece of the
+// file at a time, in file order.
+type fileReader struct {
+	f      *File
+	vars   map[string]*Variable
+	locals map[string]*Local
+	plays  map[string]*Play
+	// structure holds the unexpected items of every piece, reported
+	// before anything in the blocks, as for a file read whole.
+	structure, diags hcl.Diagnostics
+}
+
+// reset forgets what was read, for hclchunk.Each to read the file again.
+func (r *fileReader) reset() {
+	f := r.f
+	f.Variables, f.Locals, f.Lock, f.Plays = nil, nil, nil, nil
+	r.vars, r.locals, r.plays = map[string]*Variable{}, map[string]*Local{}, map[string]*Play{}
+	r.structure, r.diags = nil, nil
+}
+
+func (r *fileReader) read(body *hclsyntax.Body) {
+	f := r.f
+	content, d := body.Content(fileSchema)
+	r.structure = append(r.structure, d...)
 	for _, b := range content.Blocks {
 		if d := checkLabels(b); d != nil {
-			diags = append(diags, d...)
+			r.diags = append(r.diags, d...)
 			continue
 		}
 		switch b.Type {
 		case "variable":
 			v, d := parseVariable(b)
-			diags = append(diags, d...)
-			if prev, dup := vars[v.Name]; dup {
-				diags = append(diags, duplicate("variable", v.Name, "Variable names must be unique.", v.DeclRange, prev.DeclRange))
+			r.diags = append(r.diags, d...)
+			if prev, dup := r.vars[v.Name]; dup {
+				r.diags = append(r.diags, duplicate("variable", v.Name, "Variable names must be unique.", v.DeclRange, prev.DeclRange))
 				continue
 			}
-			vars[v.Name] = v
+			r.vars[v.Name] = v
 			f.Variables = append(f.Variables, v)
 		case "locals":
 			attrs, d := b.Body.JustAttributes()
-			diags = append(diags, d...)
+			r.diags = append(r.diags, d...)
 			for _, a := range sortedAttrs(attrs) {
 				l := &Local{Name: a.Name, Expr: a.Expr, Range: a.Range}
-				if prev, dup := locals[l.Name]; dup {
-					diags = append(diags, duplicate("local value", l.Name, "Local value names must be unique across all locals blocks.", a.NameRange, prev.Range))
+				if prev, dup := r.locals[l.Name]; dup {
+					r.diags = append(r.diags, duplicate("local value", l.Name, "Local value names must be unique across all locals blocks.", a.NameRange, prev.Range))
 					continue
 				}
-				locals[l.Name] = l
+				r.locals[l.Name] = l
 				f.Locals = append(f.Locals, l)
 			}
 		case "lock":
 			l, d := parseLock(b)
-			diags = append(diags, d...)
+			r.diags = append(r.diags, d...)
 			if f.Lock != nil {
-				diags = append(diags, &hcl.Diagnostic{
+				r.diags = append(r.diags, &hcl.Diagnostic{
 					Severity: hcl.DiagError,
 					Summary:  "Duplicate lock block",
 					Detail:   fmt.Sprintf("A playbook holds at most one lock; previous definition was at %s.", rangeLine(f.Lock.DeclRange)),
@@ -323,16 +370,15 @@ func ParseWith(p *hclparse.Parser, src []byte, filename string) (*File, hcl.Diag
 			f.Lock = l
 		case "play":
 			p, d := parsePlay(b)
-			diags = append(diags, d...)
-			if prev, dup := plays[p.Name]; dup {
-				diags = append(diags, duplicate("play", p.Name, "Play names must be unique.", p.DeclRange, prev.DeclRange))
+			r.diags = append(r.diags, d...)
+			if prev, dup := r.plays[p.Name]; dup {
+				r.diags = append(r.diags, duplicate("play", p.Name, "Play names must be unique.", p.DeclRange, prev.DeclRange))
 				continue
 			}
-			plays[p.Name] = p
+			r.plays[p.Name] = p
 			f.Plays = append(f.Plays, p)
 		}
 	}
-	return f, diags
 }
 
 func parseVariable(b *hcl.Block) (*Variable, hcl.Diagnostics) {
@@ -416,7 +462,7 @@ func parsePlay(b *hcl.Block) (*Play, hcl.Diagnostics) {
 		s := &Step{Name: sb.Labels[0], DeclRange: sb.DefRange}
 		sc, _, d := sb.Body.PartialContent(stepModuleSchema)
 		diags = append(diags, d...)
-		s.Body = &hiddenBody{body: sb.Body, hide: stepModuleSchema}
+		s.Body = withoutModule(sb.Body)
 		if a, ok := sc.Attributes["module"]; ok {
 			s.ModuleRange = a.Expr.Range()
 			val, d := a.Expr.Value(nil)

@@ -4,13 +4,14 @@
 // slice grows by append, a quarter at a time once it is large, so a file of
 // n tokens allocates and copies about five times its final size (96 bytes
 // a token): for a 10k-host inventory, most of the parse's time and memory.
-// Parse cuts a large file at the newlines that end its top-level items (and
+// Each cuts a large file at the newlines that end its top-level items (and
 // a large block's body at its items' ends, recursively) and parses each
 // piece on its own, with its true start position, so every range is the one
 // a whole-file parse gives. The pieces are parsed concurrently, a few ahead
-// of where the merge (or Each's reader) is, and taken in file order. It
-// falls back to the whole-file parse when a piece fails to parse or a cut
-// point is in doubt, so invalid files get hclsyntax's own diagnostics.
+// of where Each's reader (or the merge of a large block's body) is, and
+// taken in file order. It falls back to the whole-file parse when a piece
+// fails to parse or a cut point is in doubt, so invalid files get
+// hclsyntax's own diagnostics.
 package hclchunk
 
 import (
@@ -35,32 +36,15 @@ const (
 	pieceSize = 8 << 10
 )
 
-// Parse is hclparse.Parser.ParseHCL for large files: it parses src (in
-// pieces when that is worth it), records the file in p under filename and
-// returns it; a filename already in p returns the recorded file.
-func Parse(p *hclparse.Parser, src []byte, filename string) (*hcl.File, hcl.Diagnostics) {
-	if f := p.Files()[filename]; f != nil {
-		return f, nil
-	}
-	f, diags := ParseConfig(src, filename)
-	p.AddFile(filename, f)
-	return f, diags
-}
-
-// ParseConfig is hclsyntax.ParseConfig from the start of src, in pieces
-// when src is large.
-func ParseConfig(src []byte, filename string) (*hcl.File, hcl.Diagnostics) {
-	return parse(src, filename, minSplit, pieceSize)
-}
-
-// Each parses src as Parse does, but hands the file's top-level items to
-// read a piece at a time, in file order, as they are parsed, instead of
-// merging them into one body: a reader that keeps only what it takes from
-// each piece never has the whole syntax tree in memory. The file recorded
-// in p (a filename already there is read again from its recorded source)
-// names the top-level block an offset is in, for diagnostics, but has an
-// empty body. When the pieces cannot stand for the file, it is parsed whole,
-// as Parse does: reset is called if read has been, and read gets the whole
+// Each parses src as hclparse.Parser.ParseHCL does, in pieces when src is
+// large, and hands the file's top-level items to read a piece at a time, in
+// file order, as they are parsed, instead of merging them into one body: a
+// reader that keeps only what it takes from each piece never has the whole
+// syntax tree in memory. The file recorded in p (a filename already there
+// is read again from its recorded source) names the top-level block an
+// offset is in, for diagnostics, but has an empty body. When the pieces
+// cannot stand for the file, it is parsed whole and recorded with its
+// syntax tree: reset is called if read has been, and read gets the whole
 // body unless it has errors. Errors are hclsyntax's own either way.
 func Each(p *hclparse.Parser, src []byte, filename string, read func(*hclsyntax.Body), reset func()) (*hcl.File, hcl.Diagnostics) {
 	_, recorded := p.Files()[filename]
@@ -78,22 +62,6 @@ func Source(p *hclparse.Parser, src []byte, filename string) []byte {
 		return f.Bytes
 	}
 	return src
-}
-
-func parse(src []byte, filename string, min, piece int) (*hcl.File, hcl.Diagnostics) {
-	c, ok := plan(src, filename, min, piece)
-	if !ok {
-		return hclsyntax.ParseConfig(src, filename, fileStart)
-	}
-	defer c.feed.stop()
-	body, first, last, ok := c.body(0, len(src), true)
-	if !ok {
-		return hclsyntax.ParseConfig(src, filename, fileStart)
-	}
-	// As hclsyntax: from the file's first token to its end.
-	body.SrcRange = hcl.RangeBetween(first, last.SrcRange)
-	body.EndRange = last.EndRange
-	return &hcl.File{Body: body, Bytes: src, Nav: nav{body}}, c.diags
 }
 
 func each(src []byte, filename string, min, piece int, read func(*hclsyntax.Body), reset func()) (*hcl.File, hcl.Diagnostics) {
@@ -584,37 +552,8 @@ func heredoc(src []byte, i, hi int) (int, bool) {
 	return 0, false
 }
 
-// nav is hclsyntax's navigation for a file parsed in pieces: it names the
-// top-level block holding an offset in diagnostics.
-type nav struct{ root *hclsyntax.Body }
-
-func (n nav) block(offset int) *hclsyntax.Block {
-	for _, b := range n.root.Blocks {
-		if b.Range().ContainsOffset(offset) {
-			return b
-		}
-	}
-	return nil
-}
-
-// ContextString names the top-level block holding offset: TYPE "LABEL"….
-func (n nav) ContextString(offset int) string {
-	if b := n.block(offset); b != nil {
-		return contextString(b.Type, b.Labels)
-	}
-	return ""
-}
-
-// ContextDefRange is the definition range of the top-level block holding
-// offset.
-func (n nav) ContextDefRange(offset int) hcl.Range {
-	if b := n.block(offset); b != nil {
-		return b.DefRange()
-	}
-	return hcl.Range{}
-}
-
-// heads is nav for a file read piece by piece (Each): the top-level
+// heads is the navigation of a file read piece by piece (Each), which names
+// the top-level block holding an offset in diagnostics: the top-level
 // blocks' headers in file order, without their bodies.
 type heads []head
 
@@ -639,7 +578,7 @@ func (hs heads) block(offset int) (head, bool) {
 	return head{}, false
 }
 
-// ContextString is nav's.
+// ContextString names the top-level block holding offset: TYPE "LABEL"….
 func (hs heads) ContextString(offset int) string {
 	if h, ok := hs.block(offset); ok {
 		return contextString(h.typ, h.labels)
@@ -647,7 +586,8 @@ func (hs heads) ContextString(offset int) string {
 	return ""
 }
 
-// ContextDefRange is nav's.
+// ContextDefRange is the definition range of the top-level block holding
+// offset.
 func (hs heads) ContextDefRange(offset int) hcl.Range {
 	h, _ := hs.block(offset)
 	return h.def
