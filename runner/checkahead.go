@@ -67,8 +67,8 @@ type checked struct {
 	done    chan struct{}  // closed when the check has returned
 	ch      *modules.Change
 	err     error
-	pf      *probeAnswers  // answers its check may take (prefetch.go)
-	then    []remote.Probe // probes its apply answers for the steps after
+	pf      *probeAnswers // answers its check may take (prefetch.go)
+	then    []probeGroup  // probes its apply answers for the steps after
 }
 
 // runHost runs the steps of a segment on one host, batching checks where it
@@ -191,7 +191,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		stops := !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check)
 		if stops {
 			b.closeGates() // nothing runs ahead of a change being applied
-			c.then = b.probesBefore(k+1, pre)
+			c.then = b.probesBefore(k+1, pre, steps)
 			c.pf = pf
 		}
 		st := e.commit(ctx, p, s, h, h.Name, c)
@@ -234,13 +234,13 @@ func firstNotReadOnly(pre []*checked, from int) int {
 }
 
 // probesBefore is the probes asked by the read-only checks of pre from
-// order from on, up to the first that is not read-only.
-func (b *batchConn) probesBefore(from int, pre []*checked) []remote.Probe {
+// order from on, up to the first that is not read-only, by step.
+func (b *batchConn) probesBefore(from int, pre []*checked, steps []Step) []probeGroup {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []remote.Probe
+	var out []probeGroup
 	for k, end := from, firstNotReadOnly(pre, from); k < end; k++ {
-		out = append(out, b.asked[k]...)
+		out = append(out, probeGroup{step: steps[k].Name, probes: b.asked[k], check: pre[k]})
 	}
 	return out
 }

@@ -10,7 +10,6 @@ import (
 
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
-	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner/transport"
 	"github.com/sourcegraph/conc/pool"
 	"github.com/zclconf/go-cty/cty"
@@ -431,11 +430,11 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 
 	// The change makes what was answered for the host stale; the probes not
 	// taken go with this apply again.
-	then := thenProbes(c.then, c.pf.left())
-	e.takeAnswers(target.Name)
-	if s.Delegate || e.opts.NoCheckAhead {
-		then = nil
+	var then thenAsk
+	if !s.Delegate && !e.opts.NoCheckAhead {
+		then = thenProbes(c.then, c.pf.left(s.Name))
 	}
+	e.takeAnswers(target.Name)
 	rec := e.newRecord(p, s, m, name, recHost.Name, ch)
 	applyErr, done, afterDone, err := e.recordApply(sctx, conn, recHost, rec, m, target.Name, then)
 	if err != nil {
@@ -477,7 +476,7 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 //
 // then are probes to answer in the same round trip once the change is
 // applied; their answers are kept for target's next step (prefetch.go).
-func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, m modules.Module, target string, then []remote.Probe) (applyErr error, done, afterDone bool, err error) {
+func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, m modules.Module, target string, then thenAsk) (applyErr error, done, afterDone bool, err error) {
 	sr, ok := e.opts.Recorder.(ScriptRecorder)
 	if !ok {
 		return nil, false, false, nil
@@ -490,9 +489,9 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventor
 	if ap == nil {
 		return nil, false, false, nil
 	}
-	if len(then) > 0 {
+	if len(then.probes) > 0 {
 		withThen := *ap
-		withThen.Then = thenScript(then)
+		withThen.Then = thenScript(then.probes)
 		ap = &withThen
 	}
 	out, err := sr.RecordApply(ctx, conn, h, rec, ap)
@@ -504,7 +503,7 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventor
 	}
 	if out.ApplyErr == nil {
 		sa.ScriptApplied()
-		e.putAnswers(target, answersFrom(then, out.Then, out.ThenOK))
+		e.putAnswers(target, answersFrom(then.asked, then.later, out.Then, out.ThenOK))
 	}
 	return out.ApplyErr, true, out.AfterDone, nil
 }

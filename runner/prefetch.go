@@ -12,20 +12,53 @@ package runner
 // take them, each answer once, and only checks that come before any user
 // command. Any later change on the host discards them; the probes not taken
 // go with the next change's apply again.
+//
+// An apply asks the probes of the steps after it up to the first one whose
+// check (when it was checked ahead, and has returned) found a change to
+// make: that step will most likely be applied next, and its apply asks the
+// rest. So a first run, where step after step changes, reads a path about
+// once, after the last change before the step that reads it, not after
+// every change. A wrong guess costs the step after a round trip of its own.
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 
 	"github.com/iklimco/iklim/modules/remote"
 )
 
-// probeAnswers are probes answered after an apply, each to be taken once.
+// probeGroup is the probes one step's check asked.
+type probeGroup struct {
+	step   string
+	probes []remote.Probe
+	check  *checked // the check that asked them
+}
+
+// changes reports whether the group's check found a change to make (or
+// failed) on the host as it was. One still running is taken to find none:
+// its step's probes are asked, as they would be without the guess.
+func (g probeGroup) changes() bool {
+	c := g.check
+	if c == nil {
+		return false
+	}
+	select {
+	case <-c.done:
+		return !c.skip && (c.ch != nil || c.err != nil && !errors.Is(c.err, errNotAhead))
+	default:
+		return false
+	}
+}
+
+// probeAnswers are probes answered after an apply, each to be taken once,
+// and the probes of the steps further on, which that apply did not ask.
 type probeAnswers struct {
 	mu      sync.Mutex
-	probes  []remote.Probe // in the order asked, answered or not
+	groups  []probeGroup // answered, in the order asked; taken probes leave
 	answers map[remote.Probe]remote.ProbeResult
+	later   []probeGroup // not asked: for the next apply
 }
 
 // take returns p's answer and forgets it.
@@ -38,33 +71,62 @@ func (a *probeAnswers) take(p remote.Probe) (remote.ProbeResult, bool) {
 	res, ok := a.answers[p]
 	if ok {
 		delete(a.answers, p)
-		a.probes = slices.DeleteFunc(a.probes, func(q remote.Probe) bool { return q == p })
+		for i := range a.groups {
+			a.groups[i].probes = slices.DeleteFunc(slices.Clone(a.groups[i].probes), func(q remote.Probe) bool { return q == p })
+		}
 	}
 	return res, ok
 }
 
-// left is the probes not taken.
-func (a *probeAnswers) left() []remote.Probe {
+// left is the probes not taken, answered or not, by step in order, but
+// those of the step named done, which has been checked.
+func (a *probeAnswers) left(done string) []probeGroup {
 	if a == nil {
 		return nil
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return slices.Clone(a.probes)
-}
-
-// thenProbes is the probes an apply answers: those of want, then those of
-// more, each once.
-func thenProbes(want, more []remote.Probe) []remote.Probe {
-	var out []remote.Probe
-	seen := make(map[remote.Probe]bool, len(want)+len(more))
-	for _, p := range slices.Concat(want, more) {
-		if remote.Probeable(p) && !seen[p] {
-			seen[p] = true
-			out = append(out, p)
+	var out []probeGroup
+	for _, g := range slices.Concat(a.groups, a.later) {
+		if len(g.probes) > 0 && g.step != done {
+			out = append(out, g)
 		}
 	}
 	return out
+}
+
+// thenProbes is what an apply asks after it, from the groups of want and
+// then of more, each probe once: up to the first group that found a change.
+// The groups after it are left for later.
+func thenProbes(want, more []probeGroup) thenAsk {
+	var t thenAsk
+	all := slices.Concat(want, more)
+	seen := map[remote.Probe]bool{}
+	for i, g := range all {
+		var ps []remote.Probe
+		for _, p := range g.probes {
+			if remote.Probeable(p) && !seen[p] {
+				seen[p] = true
+				ps = append(ps, p)
+			}
+		}
+		if len(ps) > 0 {
+			t.probes = append(t.probes, ps...)
+			t.asked = append(t.asked, probeGroup{step: g.step, probes: ps, check: g.check})
+		}
+		if g.changes() {
+			t.later = all[i+1:]
+			break
+		}
+	}
+	return t
+}
+
+// thenAsk is what an apply asks after it (thenProbes), and what it leaves
+// for the next one.
+type thenAsk struct {
+	probes       []remote.Probe
+	asked, later []probeGroup
 }
 
 // thenScript answers ps after an apply: a function, called, whose status
@@ -76,22 +138,31 @@ func thenScript(ps []remote.Probe) string {
 	return remote.ProbeFunc("_ikthen", ps) + "_ikthen"
 }
 
-// answersFrom reads the output of thenScript(ps); nil when it does not
-// answer them.
-func answersFrom(ps []remote.Probe, out string, ok bool) *probeAnswers {
-	if !ok || len(ps) == 0 {
-		return nil
+// answersFrom reads the output of thenScript of the probes of asked, and
+// keeps later for the next apply; nil when there is nothing to keep.
+func answersFrom(asked, later []probeGroup, out string, ok bool) *probeAnswers {
+	a := &probeAnswers{answers: map[remote.Probe]remote.ProbeResult{}, later: later}
+	var ps []remote.Probe
+	for _, g := range asked {
+		ps = append(ps, g.probes...)
 	}
-	res, errs, err := remote.ParseProbes(ps, out)
-	if err != nil {
-		return nil
-	}
-	a := &probeAnswers{answers: map[remote.Probe]remote.ProbeResult{}}
-	for i, p := range ps {
-		if errs[i] == nil {
-			a.probes = append(a.probes, p)
-			a.answers[p] = res[i]
+	if ok && len(ps) > 0 {
+		if res, errs, err := remote.ParseProbes(ps, out); err == nil {
+			for i, p := range ps {
+				if errs[i] == nil {
+					a.answers[p] = res[i]
+				}
+			}
 		}
+	}
+	for _, g := range asked {
+		answered := slices.DeleteFunc(slices.Clone(g.probes), func(p remote.Probe) bool { _, ok := a.answers[p]; return !ok })
+		if len(answered) > 0 {
+			a.groups = append(a.groups, probeGroup{step: g.step, probes: answered, check: g.check})
+		}
+	}
+	if len(a.groups) == 0 && len(a.later) == 0 {
+		return nil
 	}
 	return a
 }

@@ -32,8 +32,9 @@ import (
 // runs (a wrapper: check-ahead batches nothing through it).
 type countingConnector struct {
 	runner.Connector
-	mu sync.Mutex
-	n  map[string]int
+	mu      sync.Mutex
+	n       map[string]int
+	scripts []string // every command run, in order
 }
 
 func (c *countingConnector) Connect(ctx context.Context, h *inventories.Host) (modules.Conn, error) {
@@ -63,6 +64,9 @@ func (cc *countingConn) add() {
 
 func (cc *countingConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
 	cc.add()
+	cc.c.mu.Lock()
+	cc.c.scripts = append(cc.c.scripts, cmd)
+	cc.c.mu.Unlock()
 	return cc.Conn.Run(ctx, cmd, opts...)
 }
 
@@ -312,6 +316,63 @@ func TestPrefetchChecksNextStepsInTheApplysRoundTrip(t *testing.T) {
 	_, got, n = run()
 	require.Equal(t, map[string]runner.Status{"a": ch, "b": ok, "line": ch, "c": ok, "d": ok}, got)
 	require.Equal(t, 4, n, "commands on the host")
+}
+
+// TestPrefetchAsksAPathOnceOnAFirstRun: on a first run, where step after
+// step changes, an apply asks the probes of the steps after it only up to
+// the next one whose check found a change: a stat after three changes
+// reads its file after the last of them, not after each. (The first apply
+// may still ask past the next step, whose check may not have returned:
+// then it is not known to change.) When the guess is wrong, as when the
+// next step finds nothing left to do, the stat still sees the host as it is.
+func TestPrefetchAsksAPathOnceOnAFirstRun(t *testing.T) {
+	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
+	f.writeFile("h1", "x.conf", "x = 1\n")
+	content := func(s string) *string { return &s }
+	copyStep := func(name, file, text string) runner.Step {
+		return step(name, func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, file), Content: content(text)}
+		})
+	}
+	var seen *files.Stat
+	stat := step("stat", func(h *inventories.Host) modules.Module {
+		seen = &files.Stat{Path: f.file(h.Name, "x.conf")}
+		return seen
+	})
+	run := func(steps ...runner.Step) (map[string]runner.Status, []string) {
+		pb := &runner.Playbook{File: "first.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: steps}}}
+		cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
+		_, got := f.runRecorded(pb, cc)
+		return got, cc.scripts
+	}
+	// readsAfterApply counts the applies whose probes after the change
+	// read x.conf.
+	readsAfterApply := func(scripts []string) int {
+		n := 0
+		for _, s := range scripts {
+			if _, then, ok := strings.Cut(s, "IKLIM-THEN "); ok && strings.Contains(then, f.file("h1", "x.conf")) {
+				n++
+			}
+		}
+		return n
+	}
+	ch, ok := runner.StatusChanged, runner.StatusOK
+
+	got, scripts := run(copyStep("a", "a.conf", "a\n"), copyStep("b", "b.conf", "b\n"), copyStep("c", "c.conf", "c\n"), stat)
+	require.Equal(t, map[string]runner.Status{"a": ch, "b": ch, "c": ch, "stat": ok}, got)
+	// A batch of the four checks, three applies, the run's end: the stat
+	// took its answers from c's apply.
+	require.Len(t, scripts, 5, "commands on the host")
+	reads := readsAfterApply(scripts)
+	require.Contains(t, []int{1, 2}, reads, "x.conf read after c's apply (and a's when b's check had not returned), not after each of the three")
+	require.Equal(t, remote.SHA256String("x = 1\n"), seen.Output()["sha256"])
+
+	// d writes what e then finds already there, though e's check on the
+	// host as it was found a change: the stat sees x.conf as it is now.
+	f.writeFile("h1", "x.conf", "x = 2\n")
+	got, _ = run(copyStep("d", "e.conf", "e\n"), copyStep("e", "e.conf", "e\n"), stat)
+	require.Equal(t, map[string]runner.Status{"d": ch, "e": ok, "stat": ok}, got)
+	require.Equal(t, remote.SHA256String("x = 2\n"), seen.Output()["sha256"], "the stat read the file as it is now")
 }
 
 // TestGatedCheckAfterPrefetchWaitsForItsTurnOffTheHost: the bench's
