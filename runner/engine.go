@@ -429,7 +429,8 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 	}
 
 	// The change makes what was answered for the host stale; the probes not
-	// taken go with this apply again.
+	// taken (but this step's own) go with this apply again, as far as
+	// thenProbes asks them.
 	var then thenAsk
 	if !s.Delegate && !e.opts.NoCheckAhead {
 		then = thenProbes(c.then, c.pf.left(s.Name))
