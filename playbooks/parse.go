@@ -161,9 +161,10 @@ func withoutModule(b hcl.Body) hcl.Body {
 }
 
 // hiddenBody is body without the attributes of hide. hclsyntax hides by
-// copying the body and a map of the hidden names, which a step would keep
-// for its life (twice: module, then the meta-arguments); this hides on each
-// read instead, and the copy is garbage at once. The diagnostics are
+// copying the body and a map of the hidden names, which a step's module
+// arguments (its body without the meta-arguments) would keep for the
+// step's life; this hides on each read instead, and the copy is garbage at
+// once. The diagnostics are
 // hclsyntax's own, as both go through its PartialContent.
 type hiddenBody struct {
 	body hcl.Body
