@@ -69,6 +69,7 @@ type checked struct {
 	err     error
 	pf      *probeAnswers // answers its check may take (prefetch.go)
 	then    []probeGroup  // probes its apply answers for the steps after
+	found   *verdict      // what its check found, for the probes it asked
 }
 
 // runHost runs the steps of a segment on one host, batching checks where it
@@ -155,6 +156,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		}
 	}
 	for k, c := range pre {
+		c.found = &verdict{done: c.done}
 		if c.skip {
 			close(c.done)
 			continue
@@ -167,6 +169,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 			defer wg.Done()
 			defer close(c.done)
 			c.ch, c.err = c.m.Check(ctx, &batchView{b: b, order: k, gated: c.gated})
+			c.found.changes = c.ch != nil || c.err != nil && !errors.Is(c.err, errNotAhead)
 			b.finished()
 		}()
 	}
@@ -240,7 +243,7 @@ func (b *batchConn) probesBefore(from int, pre []*checked, steps []Step) []probe
 	defer b.mu.Unlock()
 	var out []probeGroup
 	for k, end := from, firstNotReadOnly(pre, from); k < end; k++ {
-		out = append(out, probeGroup{step: steps[k].Name, probes: b.asked[k], check: pre[k]})
+		out = append(out, probeGroup{step: steps[k].Name, probes: b.asked[k], found: pre[k].found})
 	}
 	return out
 }

@@ -22,7 +22,6 @@ package runner
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 
@@ -33,20 +32,27 @@ import (
 type probeGroup struct {
 	step   string
 	probes []remote.Probe
-	check  *checked // the check that asked them
+	found  *verdict // what the check that asked them found
 }
 
-// changes reports whether the group's check found a change to make (or
-// failed) on the host as it was. One still running is taken to find none:
-// its step's probes are asked, as they would be without the guess.
+// verdict is whether a check made ahead found a change to make (or
+// failed), known once done is closed. The probes carried past their batch
+// keep it rather than the check, whose module and change may be large.
+type verdict struct {
+	done    <-chan struct{}
+	changes bool
+}
+
+// changes reports whether the group's check found a change to make. One
+// still running is taken to find none: its step's probes are asked, as
+// they would be without the guess.
 func (g probeGroup) changes() bool {
-	c := g.check
-	if c == nil {
+	if g.found == nil {
 		return false
 	}
 	select {
-	case <-c.done:
-		return !c.skip && (c.ch != nil || c.err != nil && !errors.Is(c.err, errNotAhead))
+	case <-g.found.done:
+		return g.found.changes
 	default:
 		return false
 	}
@@ -112,7 +118,7 @@ func thenProbes(want, more []probeGroup) thenAsk {
 		}
 		if len(ps) > 0 {
 			t.probes = append(t.probes, ps...)
-			t.asked = append(t.asked, probeGroup{step: g.step, probes: ps, check: g.check})
+			t.asked = append(t.asked, probeGroup{step: g.step, probes: ps, found: g.found})
 		}
 		if g.changes() {
 			t.later = all[i+1:]
@@ -158,7 +164,7 @@ func answersFrom(asked, later []probeGroup, out string, ok bool) *probeAnswers {
 	for _, g := range asked {
 		answered := slices.DeleteFunc(slices.Clone(g.probes), func(p remote.Probe) bool { _, ok := a.answers[p]; return !ok })
 		if len(answered) > 0 {
-			a.groups = append(a.groups, probeGroup{step: g.step, probes: answered, check: g.check})
+			a.groups = append(a.groups, probeGroup{step: g.step, probes: answered, found: g.found})
 		}
 	}
 	if len(a.groups) == 0 && len(a.later) == 0 {
