@@ -446,7 +446,14 @@ func (v *batchView) Probe(ctx context.Context, p remote.Probe) (remote.ProbeResu
 	if v.gated || !remote.Probeable(p) {
 		return remote.ProbeResult{}, remote.ErrNoProbe
 	}
+	// Once the batch is cut, a check neither asks nor takes an answer: the
+	// apply that cut it asks again what was asked, and what was not is
+	// still in pf, for the next apply (probesBefore, probeAnswers.left).
 	v.b.mu.Lock()
+	if v.b.closed {
+		v.b.mu.Unlock()
+		return remote.ProbeResult{}, errNotAhead
+	}
 	v.b.asked[v.order] = append(v.b.asked[v.order], p)
 	v.b.mu.Unlock()
 	if v.order < v.b.pfBefore {

@@ -237,3 +237,31 @@ func TestBatchConnGateDecidedBeforeItsScriptStarts(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchConnCutTakesNoAnswer: once a batch is cut, a check that probes
+// late neither takes an answer prefetched for it nor is recorded as asking:
+// the apply that cut the batch asks what was recorded, and the rest is still
+// in the answers for the next apply. (A check that took an answer between
+// the two readings had its probe asked by neither, and the step after paid
+// a round trip of its own.)
+func TestBatchConnCutTakesNoAnswer(t *testing.T) {
+	p := remote.Probe{Path: "/etc/hostname", Sum: true}
+	answered := func() *probeAnswers {
+		return &probeAnswers{groups: []probeGroup{{step: "c", probes: []remote.Probe{p}}},
+			answers: map[remote.Probe]remote.ProbeResult{p: {}}}
+	}
+	b := newBatchConn(context.Background(), transport.NewLocalConn("h1"))
+	b.pf, b.pfBefore = answered(), 10
+	_, err := (&batchView{b: b, order: 2}).Probe(context.Background(), p)
+	require.NoError(t, err, "before the cut the answer is taken")
+	require.Equal(t, []remote.Probe{p}, b.asked[2])
+	require.Empty(t, b.pf.left(""))
+
+	b = newBatchConn(context.Background(), transport.NewLocalConn("h1"))
+	b.pf, b.pfBefore = answered(), 10
+	b.closeGates()
+	_, err = (&batchView{b: b, order: 2}).Probe(context.Background(), p)
+	require.ErrorIs(t, err, errNotAhead)
+	require.Empty(t, b.asked[2])
+	require.Equal(t, []probeGroup{{step: "c", probes: []remote.Probe{p}}}, b.pf.left(""), "the answer is left for the next apply")
+}
