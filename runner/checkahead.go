@@ -169,7 +169,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 			defer wg.Done()
 			defer close(c.done)
 			c.ch, c.err = c.m.Check(ctx, &batchView{b: b, order: k, gated: c.gated})
-			c.found.changes = c.ch != nil || c.err != nil && !errors.Is(c.err, errNotAhead)
+			c.found.changes = c.foundChange()
 			b.finished()
 		}()
 	}
@@ -217,11 +217,17 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 // batch: every step in it is checked again.
 func nextBatch(rest []*checked) int {
 	for k, c := range rest {
-		if !c.skip && !errors.Is(c.err, errNotAhead) && (c.err != nil || c.ch != nil) {
+		if c.foundChange() {
 			return k + 1
 		}
 	}
 	return max(len(rest), 1)
+}
+
+// foundChange reports whether a check made ahead, once returned, found a
+// change to make or failed; one cut short (errNotAhead) found nothing.
+func (c *checked) foundChange() bool {
+	return !c.skip && (c.ch != nil || c.err != nil && !errors.Is(c.err, errNotAhead))
 }
 
 // firstNotReadOnly is the order of the first check of pre from order from

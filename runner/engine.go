@@ -490,9 +490,9 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventor
 	if ap == nil {
 		return nil, false, false, nil
 	}
-	if len(then.probes) > 0 {
+	if ps := then.probes(); len(ps) > 0 {
 		withThen := *ap
-		withThen.Then = thenScript(then.probes)
+		withThen.Then = thenScript(ps)
 		ap = &withThen
 	}
 	out, err := sr.RecordApply(ctx, conn, h, rec, ap)
@@ -504,7 +504,7 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventor
 	}
 	if out.ApplyErr == nil {
 		sa.ScriptApplied()
-		e.putAnswers(target, answersFrom(then.asked, then.later, out.Then, out.ThenOK))
+		e.putAnswers(target, answersFrom(then, out.Then, out.ThenOK))
 	}
 	return out.ApplyErr, true, out.AfterDone, nil
 }

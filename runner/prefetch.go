@@ -77,8 +77,10 @@ func (a *probeAnswers) take(p remote.Probe) (remote.ProbeResult, bool) {
 	res, ok := a.answers[p]
 	if ok {
 		delete(a.answers, p)
-		for i := range a.groups {
-			a.groups[i].probes = slices.DeleteFunc(slices.Clone(a.groups[i].probes), func(q remote.Probe) bool { return q == p })
+		for i, g := range a.groups {
+			if slices.Contains(g.probes, p) { // a copy: the slice may be a batch's own
+				a.groups[i].probes = slices.DeleteFunc(slices.Clone(g.probes), func(q remote.Probe) bool { return q == p })
+			}
 		}
 	}
 	return res, ok
@@ -117,7 +119,6 @@ func thenProbes(want, more []probeGroup) thenAsk {
 			}
 		}
 		if len(ps) > 0 {
-			t.probes = append(t.probes, ps...)
 			t.asked = append(t.asked, probeGroup{step: g.step, probes: ps, found: g.found})
 		}
 		if g.changes() {
@@ -131,8 +132,16 @@ func thenProbes(want, more []probeGroup) thenAsk {
 // thenAsk is what an apply asks after it (thenProbes), and what it leaves
 // for the next one.
 type thenAsk struct {
-	probes       []remote.Probe
 	asked, later []probeGroup
+}
+
+// probes is what is asked, in order.
+func (t thenAsk) probes() []remote.Probe {
+	var ps []remote.Probe
+	for _, g := range t.asked {
+		ps = append(ps, g.probes...)
+	}
+	return ps
 }
 
 // thenScript answers ps after an apply: a function, called, whose status
@@ -144,14 +153,11 @@ func thenScript(ps []remote.Probe) string {
 	return remote.ProbeFunc("_ikthen", ps) + "_ikthen"
 }
 
-// answersFrom reads the output of thenScript of the probes of asked, and
-// keeps later for the next apply; nil when there is nothing to keep.
-func answersFrom(asked, later []probeGroup, out string, ok bool) *probeAnswers {
-	a := &probeAnswers{answers: map[remote.Probe]remote.ProbeResult{}, later: later}
-	var ps []remote.Probe
-	for _, g := range asked {
-		ps = append(ps, g.probes...)
-	}
+// answersFrom reads the output of thenScript(t.probes()), and keeps
+// t.later for the next apply; nil when there is nothing to keep.
+func answersFrom(t thenAsk, out string, ok bool) *probeAnswers {
+	a := &probeAnswers{answers: map[remote.Probe]remote.ProbeResult{}, later: t.later}
+	ps := t.probes()
 	if ok && len(ps) > 0 {
 		if res, errs, err := remote.ParseProbes(ps, out); err == nil {
 			for i, p := range ps {
@@ -161,7 +167,7 @@ func answersFrom(asked, later []probeGroup, out string, ok bool) *probeAnswers {
 			}
 		}
 	}
-	for _, g := range asked {
+	for _, g := range t.asked {
 		answered := slices.DeleteFunc(slices.Clone(g.probes), func(p remote.Probe) bool { _, ok := a.answers[p]; return !ok })
 		if len(answered) > 0 {
 			a.groups = append(a.groups, probeGroup{step: g.step, probes: answered, found: g.found})

@@ -28,19 +28,9 @@ func TestRestartWaitsForDockerdUsers(t *testing.T) {
 	}
 	before := pid()
 
-	f, err := os.OpenFile(filepath.Join(lab.Dir, DockerdLockFile), os.O_CREATE|os.O_RDWR, 0o644)
-	require.NoError(t, err)
+	f := flockWait(t, filepath.Join(lab.Dir, DockerdLockFile), syscall.LOCK_SH)
 	defer f.Close()
-	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_SH))
-
-	done := make(chan error, 1)
-	go func() { done <- lab.RestartDockerd(host) }()
-	// Not a speed claim: an unlocked restart would be done well before.
-	select {
-	case err := <-done:
-		t.Fatalf("the restart did not wait for the shared hold (err %v)", err)
-	case <-time.After(5 * time.Second):
-	}
+	done := waitsForHold(t, "the restart", 5*time.Second, func() error { return lab.RestartDockerd(host) })
 	require.Equal(t, before, pid(), "dockerd restarted while a test used it")
 
 	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_UN))
@@ -59,14 +49,24 @@ func TestRestartWaitsForDockerdUsers(t *testing.T) {
 func TestRequireChecksBetweenDockerdRestarts(t *testing.T) {
 	lab := Require(t)
 	f := flockWait(t, filepath.Join(lab.Dir, DockerdLockFile), syscall.LOCK_EX)
-	done := make(chan error, 1)
-	go func() { done <- lab.checkUp(t) }()
-	// Not a speed claim: a check that does not wait is done well before.
-	select {
-	case err := <-done:
-		t.Fatalf("the check did not wait for the restart's hold (err %v)", err)
-	case <-time.After(2 * time.Second):
-	}
+	defer f.Close()
+	done := waitsForHold(t, "the check", 2*time.Second, func() error { return lab.checkUp(t) })
 	require.NoError(t, syscall.Flock(int(f.Fd()), syscall.LOCK_UN))
 	require.NoError(t, <-done)
+}
+
+// waitsForHold starts fn and requires that it has not returned after d,
+// since a lock the test holds must keep it waiting; its error comes on the
+// channel once the test lets go. Not a speed claim: fn done without
+// waiting returns well before d.
+func waitsForHold(t *testing.T, what string, d time.Duration, fn func() error) <-chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	select {
+	case err := <-done:
+		t.Fatalf("%s did not wait for the hold (err %v)", what, err)
+	case <-time.After(d):
+	}
+	return done
 }
