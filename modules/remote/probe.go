@@ -101,11 +101,25 @@ _ikr() { _n=$#; for _p do if [ -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shi
 `)
 	all := quoteAll(paths)
 	fmt.Fprintf(&b, "_ikt %s\n_iks %s || %s 3\necho\n", all, all, quit)
-	diffs := slices.ContainsFunc(ps, func(p Probe) bool { return p.DiffWant != "" })
+	// The paths whose diff needs the sums: the content read below serves
+	// the others.
+	var diffs []string
+	for _, p := range ps {
+		if p.DiffWant != "" && !set.read[p.Path] && !slices.Contains(diffs, p.Path) {
+			diffs = append(diffs, p.Path)
+		}
+	}
 	switch {
-	case len(sums) > 0 && diffs:
-		// Kept for the diffs below, then printed.
-		fmt.Fprintf(&b, "_ikh=$(_ikf sha256sum %s) || %s 3\n[ -z \"$_ikh\" ] || printf '%%s\\n' \"$_ikh\"\n", quoteAll(sums), quit)
+	case len(sums) > 0 && len(diffs) > 0:
+		// Kept for the diffs below, then printed; only when one of them is
+		// a regular file, since a command substitution is a fork.
+		var regular []string
+		for _, p := range diffs {
+			q := Quote(p)
+			regular = append(regular, "{ [ -f "+q+" ] && [ ! -L "+q+" ]; }")
+		}
+		fmt.Fprintf(&b, "if %s; then\n_ikh=$(_ikf sha256sum %s) || %s 3\n[ -z \"$_ikh\" ] || printf '%%s\\n' \"$_ikh\"\nelse _ikh=; _ikf sha256sum %s || %s 3; fi\n",
+			strings.Join(regular, " || "), quoteAll(sums), quit, quoteAll(sums), quit)
 	case len(sums) > 0:
 		// Straight out: a command substitution is a fork.
 		fmt.Fprintf(&b, "_ikf sha256sum %s || %s 3\n", quoteAll(sums), quit)

@@ -106,6 +106,7 @@ func TestProbeScriptDiffOfAFileWhoseContentIsAskedReadsItOnce(t *testing.T) {
 	ps := append([]remote.Probe{{Path: small, Content: true}, {Path: big, Content: true}}, diffs...)
 	script := remote.ProbeScript(ps)
 	require.NotContains(t, script, "head -c", "the content is read once")
+	require.NotContains(t, script, "$(", "and the sums are not kept: a command substitution is a fork")
 	res, errs, err := remote.ParseProbes(ps, runSh(t, script))
 	require.NoError(t, err)
 	for i, p := range diffs {
@@ -117,6 +118,42 @@ func TestProbeScriptDiffOfAFileWhoseContentIsAskedReadsItOnce(t *testing.T) {
 	require.Equal(t, "rev = 1\n", string(res[2].Content))
 	require.Nil(t, res[3].Content)
 	require.Nil(t, res[4].Content)
+}
+
+// TestProbeScriptDiffOfNoRegularFile: the diffs of paths that are absent,
+// directories or links need no sums kept (the script prints them straight,
+// without the fork of a command substitution), and answer as each alone.
+func TestProbeScriptDiffOfNoRegularFile(t *testing.T) {
+	dir := t.TempDir()
+	conf, sub, link := filepath.Join(dir, "app.conf"), filepath.Join(dir, "sub"), filepath.Join(dir, "cur")
+	require.NoError(t, os.WriteFile(conf, []byte("rev = 1\n"), 0o644))
+	require.NoError(t, os.Mkdir(sub, 0o755))
+	require.NoError(t, os.Symlink(conf, link))
+	want := remote.SHA256String("rev = 2\n")
+	ps := []remote.Probe{
+		{Path: conf, Sum: true},
+		{Path: filepath.Join(dir, "absent"), DiffWant: want},
+		{Path: sub, DiffWant: want},
+		{Path: link, DiffWant: want},
+	}
+	res, errs, err := remote.ParseProbes(ps, runSh(t, remote.ProbeScript(ps)))
+	require.NoError(t, err)
+	for i, p := range ps {
+		alone, aloneErrs, err := remote.ParseProbes([]remote.Probe{p}, runSh(t, remote.ProbeScript([]remote.Probe{p})))
+		require.NoError(t, err)
+		require.Equal(t, aloneErrs[0], errs[i])
+		require.Equal(t, alone[0], res[i], p.Path)
+	}
+	require.Equal(t, remote.SHA256String("rev = 1\n"), res[0].Stat.SHA256)
+	for _, r := range res[1:] {
+		require.Nil(t, r.Content)
+	}
+
+	// Once one of them is a regular file that differs, its content comes.
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "absent"), []byte("rev = 0\n"), 0o644))
+	res, _, err = remote.ParseProbes(ps, runSh(t, remote.ProbeScript(ps)))
+	require.NoError(t, err)
+	require.Equal(t, "rev = 0\n", string(res[1].Content))
 }
 
 // TestProbeScriptChangedFileIsNotTrusted: output that does not add up (a

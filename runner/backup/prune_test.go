@@ -96,6 +96,19 @@ func TestRunDirClaimedOnce(t *testing.T) {
 	require.NoError(t, err)
 	require.Contains(t, string(rr), `"changes": 2`)
 	require.Contains(t, string(rr), `"status": "ok"`)
+
+	// A run directory another run has claimed but not filled yet gets
+	// nothing from this one: not even the subdirectories.
+	info2 := runner.RunInfo{ID: "2026-11-21T10-15-05Z"}
+	dir := RunDir(h.BackupRoot, "h", info2.ID)
+	require.NoError(t, os.Mkdir(dir, 0o700))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "owner"), []byte("elsewhere pid 1 0123456789abcdef\n"), 0o600))
+	rec2 := &runner.ChangeRecord{RunID: info2.ID, Seq: 1, Host: "h", Module: "x", Change: modules.Changef("change")}
+	require.ErrorContains(t, NewRecorder(RecorderOptions{Info: info2}).Before(ctx, conn, h, rec2), "belongs to another run")
+	left, err := os.ReadDir(dir)
+	require.NoError(t, err)
+	require.Len(t, left, 1)
+	require.Equal(t, "owner", left[0].Name())
 }
 
 // countConn counts the commands run through it: round trips to the host.

@@ -227,15 +227,13 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 		}
 	}
 	first := !st.initialized
+	var runJSON []byte
 	if first {
 		rr := r.runRecord(h, st, StatusRunning)
 		if rollbackOf != "" {
 			rr.RollbackOf = rollbackOf
 		}
-		b, _ := marshal(rr)
-		// Written in place: if this command fails, the run directory it
-		// created goes with it.
-		tw.add("run.json", b)
+		runJSON, _ = marshal(rr)
 	}
 	// A record of up to maxInlineRecord comes on stdin ahead of the tar,
 	// read by the shell's read (never in argv, where ps shows it), and is
@@ -243,9 +241,7 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 	// short it is not JSON, which readers take for a change never applied
 	// (as they do a missing one), so it needs no temp file and no mv.
 	inline := len(red) <= maxInlineRecord && bytes.HasSuffix(red, []byte("\n"))
-	if inline {
-		tw.addDir("changes")
-	} else {
+	if !inline {
 		tw.add(tmp, red)
 	}
 	var key []byte
@@ -290,12 +286,9 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 			sealed[i] = true
 		}
 	}
-	// The run's first record makes changes/ and files/; a later one needs
-	// the tar only for what it carries besides an inline record.
-	untar := first || tw.files > 0
-	if first {
-		tw.addDir("files")
-	}
+	// The run's first record makes changes/ and files/ with mkdir; the tar
+	// is only for what a record carries besides an inline one.
+	untar := tw.files > 0
 	payload, err := tw.bytes()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", where, err)
@@ -332,9 +325,27 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 		sb.WriteString("[ -d \"$R\" ] || mkdir -p -- \"$R\" || iklim_fail \"cannot create $R\"\n")
 		sb.WriteString(ownerScript(hostDirName(h.Name), hostDirName(r.control), r.tok))
 		// Claim the run directory: run ids are unique per control machine,
-		// so two control machines could pick the same one.
-		fmt.Fprintf(sb, "O=%s\nif mkdir -- \"$D\" 2>/dev/null; then DC=1; printf '%%s\\n' \"$O\" > \"$D/owner\" || iklim_fail \"cannot write $D/owner\"\n", remote.Quote(r.owner))
-		sb.WriteString("else DX=; { IFS= read -r DX < \"$D/owner\"; } 2>/dev/null; [ \"$DX\" = \"$O\" ] || { echo \"$D belongs to another run: $DX\" >&2; exit 1; }; fi\n")
+		// so two control machines could pick the same one. The claim is its
+		// owner file, made with noclobber (O_EXCL), so that one mkdir makes
+		// the directory and both subdirectories. An existing one is only
+		// read: nothing is made in another run's. A mkdir that fails
+		// halfway takes back what it made (rmdir: empty directories only).
+		fmt.Fprintf(sb, "O=%s; DX=\n", remote.Quote(r.owner))
+		sb.WriteString(`if [ -e "$D" ] || [ -L "$D" ]; then { IFS= read -r DX < "$D/owner"; } 2>/dev/null
+else
+  mkdir -p -- "$D/changes" "$F" || { rmdir -- "$D/changes" "$F" "$D" 2>/dev/null; iklim_fail "cannot create $D"; }
+  set -C; { printf '%s\n' "$O" > "$D/owner"; } 2>/dev/null && DC=1; set +C
+  if [ -z "$DC" ]; then
+    { IFS= read -r DX < "$D/owner"; } 2>/dev/null
+    [ -n "$DX" ] || { DC=1; iklim_fail "cannot write $D/owner"; } # made, not filled: a full disk
+  fi
+fi
+[ -n "$DC" ] || [ "$DX" = "$O" ] || { echo "$D belongs to another run: $DX" >&2; exit 1; }
+[ -d "$D/changes" ] && [ -d "$F" ] || mkdir -p -- "$D/changes" "$F" || iklim_fail "cannot create $D"
+`)
+		// Written in place: if this command fails, the run directory it
+		// created goes with it.
+		fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$D/run.json\" || iklim_fail \"cannot write $D/run.json\"\n", remote.Quote(strings.TrimRight(string(runJSON), "\n")))
 	}
 	if untar {
 		sb.WriteString("tar -xf - -C \"$D\" || iklim_fail \"cannot write the change record into $D\"\n")
