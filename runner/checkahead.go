@@ -73,16 +73,20 @@ type checked struct {
 }
 
 // runHost runs the steps of a segment on one host, batching checks where it
-// may.
-func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories.Host) {
+// may; last tells that the segment ends the host's work in the run.
+func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories.Host, last bool) {
 	ahead := len(seg)
 	for i := 0; i < len(seg); {
 		if ctx.Err() != nil || e.isDead(h.Name) {
 			return
 		}
 		pf := e.takeAnswers(h.Name) // for this unit only
-		if !e.opts.NoCheckAhead && ahead > 1 {
-			if n, clean, next := e.runAhead(ctx, p, seg[i:min(i+ahead, len(seg))], h, pf); n > 0 {
+		end := min(i+ahead, len(seg))
+		// A unit that would end the host's work may take its finish
+		// (finish.go): a batch, even of one step.
+		ends := last && end == len(seg)
+		if !e.opts.NoCheckAhead && (ahead > 1 || ends) {
+			if n, clean, next := e.runAhead(ctx, p, seg[i:end], h, pf, ends); n > 0 {
 				i += n
 				if clean {
 					ahead = min(2*ahead, len(seg))
@@ -106,8 +110,9 @@ func (e *engine) runHost(ctx context.Context, p Play, seg []Step, h *inventories
 // round trip, then finishes them in order. It returns how many steps it
 // finished (0: none could be batched, run steps[0] the usual way), whether
 // all of those ended without changing the host, and when not, the size of
-// the next batch (nextBatch).
-func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventories.Host, pf *probeAnswers) (n int, clean bool, next int) {
+// the next batch (nextBatch). ends tells that steps end the host's work:
+// the batch then takes the host's finish when it can (finish.go).
+func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventories.Host, pf *probeAnswers, ends bool) (n int, clean bool, next int) {
 	conn, err := e.connect(ctx, h)
 	if err != nil {
 		return 0, false, 1 // runStep reports it
@@ -141,7 +146,12 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		pre = append(pre, c)
 		registered = registered || s.Register != ""
 	}
-	if len(pre) < 2 {
+	var fin *ScriptFinish
+	var finReq *batchReq
+	if ends && len(pre) == len(steps) && b.stream != nil {
+		fin = e.scriptFinish(h)
+	}
+	if len(pre) == 0 || len(pre) < 2 && fin == nil {
 		return 0, false, 1
 	}
 	// Prefetched answers hold until the first check that is not read-only:
@@ -153,6 +163,19 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 	for _, c := range pre {
 		if !c.skip {
 			b.active++ // before any check starts: each takes itself off
+		}
+	}
+	if fin != nil {
+		// Waiting from the start, as a check would be: it goes with the
+		// first round, and the script waits at its gate for the rest.
+		b.gates[len(pre)] = &gate{decided: make(chan struct{})}
+		finReq = &batchReq{order: len(pre), cmd: fin.Script, gated: true, payload: true, done: make(chan struct{})}
+		b.mu.Lock()
+		b.pending = append(b.pending, finReq)
+		reqs := b.take() // when every step is skipped, no check takes it
+		b.mu.Unlock()
+		if reqs != nil {
+			go b.send(reqs)
 		}
 	}
 	for k, c := range pre {
@@ -206,6 +229,9 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 			wg.Wait()
 			return k + 1, false, nextBatch(pre[k+1:])
 		}
+	}
+	if fin != nil {
+		e.finishIn(ctx, b, finReq, fin, h)
 	}
 	return len(pre), true, 0
 }
@@ -326,13 +352,23 @@ type gate struct {
 	decided chan struct{}
 	ok      bool
 	pipe    *os.File // the stdin of the script waiting at this gate, if any
+	payload string   // what an opened gate writes after its 1 (payloadLines)
+}
+
+// word is what the script waiting at g reads once it is decided.
+func (g *gate) word() string {
+	if g.ok {
+		return "1\n" + g.payload
+	}
+	return "0\n"
 }
 
 type batchReq struct {
-	order int
-	cmd   string
-	env   map[string]string
-	gated bool
+	order   int
+	cmd     string
+	env     map[string]string
+	gated   bool
+	payload bool // cmd reads its gate's payload (FinishPayloadVar)
 	probe *remote.Probe // a probe instead of cmd: answered in pres
 	done  chan struct{}
 	res   modules.Result
@@ -370,12 +406,17 @@ func (b *batchConn) decideLocked(order int, ok bool) {
 	g.ok = ok
 	close(g.decided)
 	if g.pipe != nil {
-		if ok {
-			_, _ = g.pipe.WriteString("1\n")
-		} else {
-			_, _ = g.pipe.WriteString("0\n")
-		}
+		_, _ = g.pipe.WriteString(g.word())
 	}
+}
+
+// openWith opens the gate of a command that takes a payload (the finish,
+// at step order).
+func (b *batchConn) openWith(order int, payload string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.gates[order].payload = payloadLines(payload)
+	b.decideLocked(order, true)
 }
 
 // closeGates shuts every gate not opened yet, and cuts the batch: the
@@ -568,7 +609,8 @@ func (b *batchConn) send(reqs []*batchReq) {
 					b.mu.Lock()
 					continue
 				}
-				r.gated = false
+				// Its payload comes through the gate all the same.
+				r.gated = r.payload
 			default:
 			}
 		}
@@ -613,7 +655,15 @@ func (b *batchConn) runAlone(r *batchReq) {
 	if len(r.env) > 0 {
 		opts = append(opts, modules.WithEnv(r.env))
 	}
-	r.res, r.err = b.conn.Run(b.ctx, r.cmd, opts...)
+	cmd := r.cmd
+	if r.payload {
+		b.mu.Lock()
+		payload := b.gates[r.order].payload
+		b.mu.Unlock()
+		cmd = payloadRead + cmd
+		opts = append(opts, modules.WithStdin(strings.NewReader(payload)))
+	}
+	r.res, r.err = b.conn.Run(b.ctx, cmd, opts...)
 }
 
 // sendBatch runs reqs in one script, delivering each result as it comes
@@ -635,6 +685,9 @@ func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 		if r.gated {
 			gated = true
 			sb.WriteString("read _ikgo || exit 0\n[ \"$_ikgo\" = 1 ] || exit 0\n")
+			if r.payload {
+				sb.WriteString(payloadRead)
+			}
 		}
 		switch {
 		case u.probe:
@@ -678,11 +731,7 @@ func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 				case <-g.decided:
 					// Decided since send looked, with no pipe to tell:
 					// the script reads it now.
-					if g.ok {
-						_, _ = pw.WriteString("1\n")
-					} else {
-						_, _ = pw.WriteString("0\n")
-					}
+					_, _ = pw.WriteString(g.word())
 				default:
 				}
 			}

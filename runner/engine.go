@@ -88,6 +88,8 @@ type engine struct {
 	seq      map[string]int                  // host → number of changes recorded
 	dead     map[string]bool                 // hosts that failed or were unreachable
 	recorded map[string]*inventories.Host    // hosts (and control) with records
+	finished map[string]bool                 // hosts whose records a batch finished (finish.go)
+	lastPlay map[string]int                  // host → the last play with steps for it
 	serial   map[string]*sync.Mutex          // Peers.Serialize's locks, by key
 	prefetch map[string]*probeAnswers        // host → probes answered by its last apply (prefetch.go)
 	phase    int                             // current ChangeRecord.Phase
@@ -130,7 +132,7 @@ func newEngine(pb *Playbook, opts Options) (*engine, error) {
 	e := &engine{
 		pb: pb, opts: opts, control: control, local: transport.NewLocalConn(control.Name),
 		recaps: map[string]*HostRecap{}, results: map[string]map[string]cty.Value{},
-		seq: map[string]int{}, dead: map[string]bool{}, recorded: map[string]*inventories.Host{},
+		seq: map[string]int{}, dead: map[string]bool{}, recorded: map[string]*inventories.Host{}, finished: map[string]bool{},
 		serial:   map[string]*sync.Mutex{},
 		prefetch: map[string]*probeAnswers{},
 	}
@@ -179,8 +181,9 @@ func (e *engine) run(ctx context.Context) (*Recap, error) {
 		}()
 	}
 
+	e.lastPlay = e.lastPlays()
 	for i, p := range e.pb.Plays {
-		if err := e.runPlay(ctx, p, e.plays[i]); err != nil {
+		if err := e.runPlay(ctx, i, p, e.plays[i]); err != nil {
 			runErr = err
 			break
 		}
@@ -208,7 +211,7 @@ func (e *engine) acquireLock(ctx context.Context) (func(context.Context) error, 
 // runPlay runs a play batch by batch (serial), and within a batch segment by
 // segment: a segment is a run of steps that hosts may go through at their own
 // pace; barrier and run_once steps start a new segment.
-func (e *engine) runPlay(ctx context.Context, p Play, hosts []*inventories.Host) error {
+func (e *engine) runPlay(ctx context.Context, index int, p Play, hosts []*inventories.Host) error {
 	names := make([]string, len(hosts))
 	for i, h := range hosts {
 		names[i] = h.Name
@@ -225,7 +228,8 @@ func (e *engine) runPlay(ctx context.Context, p Play, hosts []*inventories.Host)
 	}
 	for lo := 0; lo < len(hosts); lo += size {
 		batch := hosts[lo:min(lo+size, len(hosts))]
-		for _, seg := range segments(steps) {
+		segs := segments(steps)
+		for si, seg := range segs {
 			if err := ctx.Err(); err != nil {
 				return err
 			}
@@ -240,7 +244,11 @@ func (e *engine) runPlay(ctx context.Context, p Play, hosts []*inventories.Host)
 				e.runOnce(ctx, p, seg[0], live)
 				continue
 			}
-			e.runSegment(ctx, p, seg, live)
+			// The play's last segment ends the work of the hosts it is the
+			// last play of.
+			e.runSegment(ctx, p, seg, live, func(h *inventories.Host) bool {
+				return si == len(segs)-1 && e.lastPlay[h.Name] == index
+			})
 		}
 		// Ansible stops a serial rollout when a whole batch failed.
 		if len(e.live(batch)) == 0 {
@@ -271,10 +279,10 @@ func segments(steps []Step) [][]Step {
 	return out
 }
 
-func (e *engine) runSegment(ctx context.Context, p Play, seg []Step, hosts []*inventories.Host) {
+func (e *engine) runSegment(ctx context.Context, p Play, seg []Step, hosts []*inventories.Host, last func(*inventories.Host) bool) {
 	wp := pool.New().WithMaxGoroutines(min(e.opts.Forks, len(hosts)))
 	for _, h := range hosts {
-		wp.Go(func() { e.runHost(ctx, p, seg, h) })
+		wp.Go(func() { e.runHost(ctx, p, seg, h, last(h)) })
 	}
 	wp.Wait()
 }
@@ -581,8 +589,10 @@ func (e *engine) finishRecords(ctx context.Context) {
 	defer cancel()
 	e.mu.Lock()
 	hosts := make([]*inventories.Host, 0, len(e.recorded))
-	for _, h := range e.recorded {
-		hosts = append(hosts, h)
+	for name, h := range e.recorded {
+		if !e.finished[name] {
+			hosts = append(hosts, h)
+		}
 	}
 	e.mu.Unlock()
 	wp := pool.New().WithMaxGoroutines(e.opts.Forks)

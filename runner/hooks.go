@@ -72,6 +72,29 @@ type Recorder interface {
 	Finish(ctx context.Context, conn modules.Conn, h *inventories.Host, res HostRecap) error
 }
 
+// ScriptFinisher is a Recorder that can also finish a host's record in a
+// script the runner runs on the host anyway (the batch of its last checks,
+// finish.go) instead of in a command of its own after the plays.
+type ScriptFinisher interface {
+	Recorder
+	// FinishScript is Finish as a command, made before the host's result
+	// is known; nil when the host needs Finish itself.
+	FinishScript(h *inventories.Host) *ScriptFinish
+}
+
+// ScriptFinish is a command that records a host's final result, which it
+// reads from the shell variable FinishPayloadVar.
+type ScriptFinish struct {
+	Script string
+	// Payload is the variable's value (whole lines) for the host's result.
+	Payload func(res HostRecap) (string, error)
+	// Done reads the command's result: nil when the host is finished.
+	Done func(res modules.Result) error
+}
+
+// FinishPayloadVar is the shell variable holding a ScriptFinish's payload.
+const FinishPayloadVar = "_ikpay"
+
 // Locker holds a playbook's deploy lock for the length of a run.
 type Locker interface {
 	// Acquire takes the lock (waiting up to spec.Wait) and returns a release

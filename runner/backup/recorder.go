@@ -629,41 +629,18 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	sec := r.runSecrets()
-
-	status := StatusOK
-	switch {
-	case res.Error == "interrupted" || ctx.Err() != nil:
-		status = StatusInterrupted
-	case res.Failed > 0 || res.Unreachable > 0:
-		status = StatusFailed
-	}
-	now := time.Now().UTC()
-	rr := r.runRecord(h, st, status)
-	rr.Finished = &now
-	res.Error = sec.Redact(res.Error)
-	rr.Result = &res
-	body, err := marshal(rr)
+	body, prune, err := r.finalRecord(h, st, res, ctx.Err() != nil)
 	if err != nil {
 		return err
 	}
-	keep := r.keepFor(h)
-	prune := status == StatusOK && keep > 0
-
-	root := hostRoot(h)
-	hdir := HostDir(root, h.Name)
-	dir := RunDir(root, h.Name, r.opts.Info.ID)
+	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
-	fmt.Fprintf(&sb, "R=%s; HD=%s; D=%s; T=\"$D/.run.json.%s.tmp\"\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir), r.tok)
-	// No run directory: the one change a cut-off command may have recorded
-	// was not (and a directory made here would have no owner marker).
-	sb.WriteString("[ -d \"$D\" ] || exit 0\n")
 	// In the script (it is redacted), not on stdin: printf is a builtin.
-	fmt.Fprintf(&sb, "printf '%%s\\n' %s > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; exit 1; }\n", remote.Quote(strings.TrimRight(string(body), "\n")))
+	r.finishScript(&sb, h, remote.Quote(strings.TrimRight(string(body), "\n")))
 	switch {
 	case prune && st.listed:
-		sb.WriteString(pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, keep)))
+		sb.WriteString(r.listedPrune(h, st))
 	case prune:
 		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
 	}
@@ -678,12 +655,13 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 		return nil
 	}
 	// No Before listed the runs (a caller that finishes without changes).
+	hdir := HostDir(hostRoot(h), h.Name)
 	_, list, _ := strings.Cut(out.Stdout, "LIST\n")
-	runs, err := parseRunList(list, hdir, root)
+	runs, err := parseRunList(list, hdir, hostRoot(h))
 	if err != nil {
 		return fmt.Errorf("backup on %s: list runs in %s: %w", h.Name, hdir, err)
 	}
-	script := pruneScript(pruneDirs(ownRuns(runs, h.Name, true), r.opts.Info.ID, st.rollbackOf, keep))
+	script := pruneScript(pruneDirs(ownRuns(runs, h.Name, true), r.opts.Info.ID, st.rollbackOf, r.keepFor(h)))
 	if script == "" {
 		return nil
 	}
@@ -695,6 +673,91 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 		return fmt.Errorf("backup on %s: %w", h.Name, err)
 	}
 	return nil
+}
+
+var _ runner.ScriptFinisher = (*Recorder)(nil)
+
+// FinishScript implements runner.ScriptFinisher: Finish as a command that
+// takes the final run.json from its payload, whose first line says whether
+// to prune. A host whose runs no Before listed needs Finish itself.
+func (r *Recorder) FinishScript(h *inventories.Host) *runner.ScriptFinish {
+	st := r.site(h)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if !st.initialized || r.keepFor(h) > 0 && !st.listed {
+		return nil
+	}
+	v := runner.FinishPayloadVar
+	var sb strings.Builder
+	fmt.Fprintf(&sb, "_ikprune=${%s%%%%\"$_iknl\"*}; _ikbody=${%s#*\"$_iknl\"}; _ikbody=${_ikbody%%\"$_iknl\"}\n", v, v)
+	r.finishScript(&sb, h, "\"$_ikbody\"")
+	if prune := r.listedPrune(h, st); prune != "" {
+		fmt.Fprintf(&sb, "if [ \"$_ikprune\" = prune ]; then\n%sfi\n", prune)
+	}
+	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
+	return &runner.ScriptFinish{
+		Script: "_iknl='\n'\n" + sb.String(),
+		Payload: func(res runner.HostRecap) (string, error) {
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			body, prune, err := r.finalRecord(h, st, res, false)
+			if err != nil {
+				return "", err
+			}
+			first := "keep\n"
+			if prune {
+				first = "prune\n"
+			}
+			return first + strings.TrimRight(string(body), "\n") + "\n", nil
+		},
+		Done: func(out modules.Result) error {
+			if err := out.Err(dir); err != nil {
+				return fmt.Errorf("backup on %s: %w", h.Name, err)
+			}
+			return nil
+		},
+	}
+}
+
+// finalRecord is h's final run.json for result res, and whether to prune
+// h's old runs; st.mu is held.
+func (r *Recorder) finalRecord(h *inventories.Host, st *siteState, res runner.HostRecap, interrupted bool) ([]byte, bool, error) {
+	status := StatusOK
+	switch {
+	case res.Error == "interrupted" || interrupted:
+		status = StatusInterrupted
+	case res.Failed > 0 || res.Unreachable > 0:
+		status = StatusFailed
+	}
+	now := time.Now().UTC()
+	rr := r.runRecord(h, st, status)
+	rr.Finished = &now
+	res.Error = r.runSecrets().Redact(res.Error)
+	rr.Result = &res
+	body, err := marshal(rr)
+	if err != nil {
+		return nil, false, err
+	}
+	return body, status == StatusOK && r.keepFor(h) > 0, nil
+}
+
+// finishScript writes the sh that replaces h's run.json with body (a shell
+// word), through a temp file; a host without the run directory has nothing
+// to finish.
+func (r *Recorder) finishScript(sb *strings.Builder, h *inventories.Host, body string) {
+	root := hostRoot(h)
+	fmt.Fprintf(sb, "R=%s; HD=%s; D=%s; T=\"$D/.run.json.%s.tmp\"\n", remote.Quote(root), remote.Quote(HostDir(root, h.Name)),
+		remote.Quote(RunDir(root, h.Name, r.opts.Info.ID)), r.tok)
+	// No run directory: the one change a cut-off command may have recorded
+	// was not (and a directory made here would have no owner marker).
+	sb.WriteString("[ -d \"$D\" ] || exit 0\n")
+	fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; exit 1; }\n", body)
+}
+
+// listedPrune is the sh that prunes the runs h's first Before listed; st.mu
+// is held.
+func (r *Recorder) listedPrune(h *inventories.Host, st *siteState) string {
+	return pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, r.keepFor(h)))
 }
 
 // pruneDirs is the directories of the runs pruneSet lets go, given the runs
