@@ -368,12 +368,12 @@ type batchReq struct {
 	cmd     string
 	env     map[string]string
 	gated   bool
-	payload bool // cmd reads its gate's payload (FinishPayloadVar)
-	probe *remote.Probe // a probe instead of cmd: answered in pres
-	done  chan struct{}
-	res   modules.Result
-	pres  remote.ProbeResult
-	err   error
+	payload bool          // cmd reads its gate's payload (FinishPayloadVar)
+	probe   *remote.Probe // a probe instead of cmd: answered in pres
+	done    chan struct{}
+	res     modules.Result
+	pres    remote.ProbeResult
+	err     error
 }
 
 func newBatchConn(ctx context.Context, conn modules.Conn) *batchConn {
