@@ -457,7 +457,11 @@ func (b *batchConn) finished() {
 // deliver wakes the checks of reqs, whose results are set.
 func (b *batchConn) deliver(reqs ...*batchReq) {
 	b.mu.Lock()
-	b.active += len(reqs)
+	for _, r := range reqs {
+		if !r.payload { // the finish has no check to wake
+			b.active++
+		}
+	}
 	b.mu.Unlock()
 	for _, r := range reqs {
 		close(r.done)
@@ -627,9 +631,10 @@ func (b *batchConn) send(reqs []*batchReq) {
 	}
 	left := b.sendBatch(run)
 	// What the batch could not tell (its script died early) runs alone, in
-	// order, each gated one once its gate has opened.
+	// order, each gated one once its gate has opened; but the finish, which
+	// the run's end does.
 	for _, r := range left {
-		if r.gated && !b.wait(r.order) || b.isClosed() {
+		if r.payload || r.gated && !b.wait(r.order) || b.isClosed() {
 			r.err = errNotAhead
 		} else {
 			b.runAlone(r)
@@ -655,15 +660,7 @@ func (b *batchConn) runAlone(r *batchReq) {
 	if len(r.env) > 0 {
 		opts = append(opts, modules.WithEnv(r.env))
 	}
-	cmd := r.cmd
-	if r.payload {
-		b.mu.Lock()
-		payload := b.gates[r.order].payload
-		b.mu.Unlock()
-		cmd = payloadRead + cmd
-		opts = append(opts, modules.WithStdin(strings.NewReader(payload)))
-	}
-	r.res, r.err = b.conn.Run(b.ctx, cmd, opts...)
+	r.res, r.err = b.conn.Run(b.ctx, r.cmd, opts...)
 }
 
 // sendBatch runs reqs in one script, delivering each result as it comes
@@ -690,6 +687,8 @@ func (b *batchConn) sendBatch(reqs []*batchReq) []*batchReq {
 			}
 		}
 		switch {
+		case r.payload:
+			sb.WriteString(payloadCall(r.cmd))
 		case u.probe:
 			// Our own script: a function, not a subshell (a fork).
 			ps := make([]remote.Probe, len(u.reqs))

@@ -265,3 +265,47 @@ func TestBatchConnCutTakesNoAnswer(t *testing.T) {
 	require.Empty(t, b.asked[2])
 	require.Equal(t, []probeGroup{{step: "c", probes: []remote.Probe{p}}}, b.pf.left(""), "the answer is left for the next apply")
 }
+
+// TestBatchConnPayloadGate: the finish's gate (finish.go) opens with a
+// payload that the script reads into FinishPayloadVar before running the
+// finish as a function; a script that dies before it leaves the finish to
+// the run's end at once, without waiting for its gate. The finish is no
+// check: delivering it wakes none.
+func TestBatchConnPayloadGate(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "payload")
+	b := newBatchConn(context.Background(), transport.NewLocalConn("h1"))
+	b.gates[0] = &gate{decided: make(chan struct{})}
+	b.gates[1] = &gate{decided: make(chan struct{})}
+	check := &batchReq{order: 0, cmd: "echo a", gated: true, done: make(chan struct{})}
+	fin := &batchReq{order: 1, cmd: `printf '%s' "$` + FinishPayloadVar + `" > ` + out + "; return 3", gated: true, payload: true, done: make(chan struct{})}
+	go b.send([]*batchReq{check, fin})
+	b.open(0, true)
+	<-check.done
+	require.Equal(t, modules.Result{Stdout: "a\n"}, check.res)
+	b.openWith(1, "keep\n{\"a\": \"b c\\\\n\"}")
+	<-fin.done
+	require.NoError(t, fin.err)
+	require.Equal(t, 3, fin.res.ExitCode)
+	b2, err := os.ReadFile(out)
+	require.NoError(t, err)
+	require.Equal(t, "keep\n{\"a\": \"b c\\\\n\"}\n", string(b2))
+	require.Equal(t, 1, b.active, "one check woken")
+
+	// The script dies before the finish's gate.
+	b = newBatchConn(context.Background(), transport.NewLocalConn("h1"))
+	b.gates[1] = &gate{decided: make(chan struct{})}
+	dies := &batchReq{order: 0, cmd: "kill -9 $$", done: make(chan struct{})}
+	fin = &batchReq{order: 1, cmd: "touch " + out + "2; return 0", gated: true, payload: true, done: make(chan struct{})}
+	go b.send([]*batchReq{dies, fin})
+	select {
+	case <-fin.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the finish waits for a gate its script can no longer read")
+	}
+	require.Error(t, fin.err)
+	<-dies.done
+	require.Equal(t, 1, b.active, "one check woken")
+	b.openWith(1, "keep\n")
+	require.NoFileExists(t, out+"2")
+}

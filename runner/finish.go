@@ -88,3 +88,10 @@ const payloadRead = `read _ikn || exit 1
 "; _ikn=$((_ikn-1)); done
 [ "$_ikn" = 0 ] || { echo "iklim: the payload came short" >&2; exit 1; }
 `
+
+// payloadCall runs body (a ScriptFinish's) as a function, not in a
+// subshell (a fork), with stdin from /dev/null, and leaves its status in
+// _ikst.
+func payloadCall(body string) string {
+	return "_ikfin() {\n" + strings.TrimRight(body, "\n") + "\n}\n_ikfin </dev/null; _ikst=$?; unset -f _ikfin\n"
+}

@@ -85,6 +85,8 @@ type ScriptFinisher interface {
 // ScriptFinish is a command that records a host's final result, which it
 // reads from the shell variable FinishPayloadVar.
 type ScriptFinish struct {
+	// Script is the body of a shell function, which the runner runs
+	// without a subshell (a fork): it ends with return, never exit.
 	Script string
 	// Payload is the variable's value (whole lines) for the host's result.
 	Payload func(res HostRecap) (string, error)

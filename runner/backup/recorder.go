@@ -637,10 +637,10 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	var sb strings.Builder
 	sb.WriteString(shPrelude)
 	// In the script (it is redacted), not on stdin: printf is a builtin.
-	r.finishScript(&sb, h, remote.Quote(strings.TrimRight(string(body), "\n")))
+	r.finishScript(&sb, h, remote.Quote(strings.TrimRight(string(body), "\n")), "exit")
 	switch {
 	case prune && st.listed:
-		sb.WriteString(r.listedPrune(h, st))
+		sb.WriteString(r.listedPrune(h, st, "exit"))
 	case prune:
 		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
 	}
@@ -661,7 +661,7 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	if err != nil {
 		return fmt.Errorf("backup on %s: list runs in %s: %w", h.Name, hdir, err)
 	}
-	script := pruneScript(pruneDirs(ownRuns(runs, h.Name, true), r.opts.Info.ID, st.rollbackOf, r.keepFor(h)))
+	script := pruneScript(pruneDirs(ownRuns(runs, h.Name, true), r.opts.Info.ID, st.rollbackOf, r.keepFor(h)), "exit")
 	if script == "" {
 		return nil
 	}
@@ -690,8 +690,8 @@ func (r *Recorder) FinishScript(h *inventories.Host) *runner.ScriptFinish {
 	v := runner.FinishPayloadVar
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "_ikprune=${%s%%%%\"$_iknl\"*}; _ikbody=${%s#*\"$_iknl\"}; _ikbody=${_ikbody%%\"$_iknl\"}\n", v, v)
-	r.finishScript(&sb, h, "\"$_ikbody\"")
-	if prune := r.listedPrune(h, st); prune != "" {
+	r.finishScript(&sb, h, "\"$_ikbody\"", "return")
+	if prune := r.listedPrune(h, st, "return"); prune != "" {
 		fmt.Fprintf(&sb, "if [ \"$_ikprune\" = prune ]; then\n%sfi\n", prune)
 	}
 	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
@@ -742,22 +742,23 @@ func (r *Recorder) finalRecord(h *inventories.Host, st *siteState, res runner.Ho
 }
 
 // finishScript writes the sh that replaces h's run.json with body (a shell
-// word), through a temp file; a host without the run directory has nothing
-// to finish.
-func (r *Recorder) finishScript(sb *strings.Builder, h *inventories.Host, body string) {
+// word), through a temp file, and ends with quit (exit, or return in a
+// function) when it fails; a host without the run directory has nothing to
+// finish.
+func (r *Recorder) finishScript(sb *strings.Builder, h *inventories.Host, body, quit string) {
 	root := hostRoot(h)
 	fmt.Fprintf(sb, "R=%s; HD=%s; D=%s; T=\"$D/.run.json.%s.tmp\"\n", remote.Quote(root), remote.Quote(HostDir(root, h.Name)),
 		remote.Quote(RunDir(root, h.Name, r.opts.Info.ID)), r.tok)
 	// No run directory: the one change a cut-off command may have recorded
 	// was not (and a directory made here would have no owner marker).
-	sb.WriteString("[ -d \"$D\" ] || exit 0\n")
-	fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; exit 1; }\n", body)
+	fmt.Fprintf(sb, "[ -d \"$D\" ] || %s 0\n", quit)
+	fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; %s 1; }\n", body, quit)
 }
 
 // listedPrune is the sh that prunes the runs h's first Before listed; st.mu
 // is held.
-func (r *Recorder) listedPrune(h *inventories.Host, st *siteState) string {
-	return pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, r.keepFor(h)))
+func (r *Recorder) listedPrune(h *inventories.Host, st *siteState, quit string) string {
+	return pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, r.keepFor(h)), quit)
 }
 
 // pruneDirs is the directories of the runs pruneSet lets go, given the runs
@@ -795,8 +796,9 @@ func pruneDirs(runs []runEntry, current, rollbackOf string, keep int) []string {
 
 // pruneScript removes run directories (full paths) unless a run of the host
 // directory $HD names one in its rollback_of, which a run that began after
-// the listing could have written.
-func pruneScript(dirs []string) string {
+// the listing could have written; a removal that fails ends it with quit
+// (exit, or return in a function).
+func pruneScript(dirs []string, quit string) string {
 	if len(dirs) == 0 {
 		return ""
 	}
@@ -807,7 +809,7 @@ func pruneScript(dirs []string) string {
 	}
 	sb.WriteString(`; do
   K=; for B in "$HD"/*/rollback_of; do [ -f "$B" ] || continue; X=; read -r X < "$B"; [ "$X" = "${P##*/}" ] && K=1; done
-  [ -n "$K" ] || rm -rf -- "$P" || exit 1
+  [ -n "$K" ] || rm -rf -- "$P" || ` + quit + ` 1
 done
 `)
 	return sb.String()
