@@ -465,3 +465,39 @@ func (f *faultHosts) runRecorded(pb *runner.Playbook, connector runner.Connector
 	require.Zero(t, recap.Hosts[0].Failed, recap.Hosts[0].Error)
 	return id, got
 }
+
+// TestScriptApplyRunsUnderTheSessionUmask: a recorded apply runs under the
+// session's umask, as the same apply alone does, while the records stay
+// private: a directory's missing parents are made as a plain mkdir -p on
+// the host makes them, not 0700 as the record's own umask would.
+func TestScriptApplyRunsUnderTheSessionUmask(t *testing.T) {
+	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
+	mode := func(p string) os.FileMode {
+		fi, err := os.Stat(p)
+		require.NoError(t, err)
+		return fi.Mode().Perm()
+	}
+	h, _ := f.inv.Host("h1")
+	conn, err := f.conn.Connect(context.Background(), h)
+	require.NoError(t, err)
+	plain := f.file("h1", "plain/sub")
+	res, err := conn.Run(context.Background(), "mkdir -p -- "+remote.Quote(plain))
+	require.NoError(t, err)
+	require.Zero(t, res.ExitCode, res.Stderr)
+	want := mode(filepath.Dir(plain))
+	require.NotEqual(t, os.FileMode(0o700), want, "the session's umask is not the records' 077")
+
+	dir := f.file("h1", "made/app")
+	id, got := f.runRecorded(&runner.Playbook{File: "umask.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		step("dir", func(h *inventories.Host) modules.Module { return &files.File{Path: dir, State: "directory", Mode: "0750"} }),
+	}}}}, f.conn)
+	require.Equal(t, map[string]runner.Status{"dir": runner.StatusChanged}, got)
+	require.Equal(t, want, mode(filepath.Dir(dir)), "the parent as mkdir -p makes it")
+	require.Equal(t, os.FileMode(0o750), mode(dir))
+	runDir := recordtest.RunDirs(t, h.BackupRoot, id)[0]
+	require.NoError(t, filepath.Walk(runDir, func(p string, fi os.FileInfo, err error) error {
+		require.NoError(t, err)
+		require.Zero(t, fi.Mode().Perm()&0o077, "%s is private", p)
+		return nil
+	}))
+}

@@ -71,6 +71,12 @@ func readLines(sb *strings.Builder, v string, n int, fail string) {
 	fmt.Fprintf(sb, "%s=; _ikn=%d\nwhile [ $_ikn -gt 0 ] && IFS= read -r _ikl; do %s=\"$%s$_ikl\n\"; _ikn=$((_ikn-1)); done\n[ $_ikn = 0 ] || %s\n", v, n, v, v, fail)
 }
 
+// loginUmask keeps the session's umask in _ikum before the prelude sets
+// 077: read off /proc with builtins (a command substitution is a fork).
+const loginUmask = `_ikum=; { while read -r _k _v; do case $_k in Umask:) _ikum=$_v; break ;; esac; done < /proc/self/status; } 2>/dev/null
+[ -n "$_ikum" ] || _ikum=$(umask)
+`
+
 // RecordApply implements runner.ScriptRecorder: the script of Before, then
 // ap's, then After's, in one command. ap's files travel on stdin ahead of the
 // record. The change record is complete (written whole) before ap runs,
@@ -90,7 +96,9 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 	recorded, applied := "IKLIM-RECORDED "+r.tok, "IKLIM-APPLIED "+r.tok
 	sb := &b.script
 	// No subshells: a fork each. The apply's status is its last command's.
-	fmt.Fprintf(sb, "printf '\\n%s\\n'\n{\n%s\n} </dev/null || exit\n", recorded, strings.TrimRight(ap.Script, "\n"))
+	// It runs under the session's umask, as it would alone (a directory's
+	// missing parents are made as mkdir -p makes them), the records under 077.
+	fmt.Fprintf(sb, "printf '\\n%s\\n'\numask \"$_ikum\"\n{\n%s\n} </dev/null || exit\numask 077\n", recorded, strings.TrimRight(ap.Script, "\n"))
 	// The outcome is recorded by a function: its failure is not the apply's.
 	fmt.Fprintf(sb, "_ikafter() {\n%s}\n_ikafter && printf '%s\\n'\n", after, applied)
 	then, thenEnd := "IKLIM-THEN "+r.tok, "IKLIM-THEN-END "+r.tok
@@ -104,7 +112,7 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 		stdin.Write(f.Data)
 	}
 	stdin.Write(b.payload)
-	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(&stdin))
+	res, err := conn.Run(ctx, loginUmask+sb.String(), modules.WithStdin(&stdin))
 	if err != nil {
 		return r.unknownOutcome(ctx, conn, h, st, b, rec, err)
 	}
