@@ -10,9 +10,10 @@
 # Environment:
 #   BENCH_SKIP_ANSIBLE=1   skip Ansible (at 500 hosts it takes ~10 minutes)
 #   BENCH_PORT=2299        first port tried for sshd (the next free one is used)
-#   BENCH_REPEAT=3         floor runs and iklim no-change runs, taken in turns
-#                          (so that both see the same background load); the
-#                          medians are reported
+#   BENCH_REPEAT=3         floor runs, iklim no-change and steady-state runs,
+#                          and further first runs on fresh hosts, taken in
+#                          turns (so that all see the same background load);
+#                          the medians are reported
 #   BENCH_KEEP=1           keep the temp dir (logs) instead of removing it
 #   BENCH_ANSIBLE_STRATEGY=linear  Ansible strategy (linear or free)
 #   BENCH_HANDSHAKES=64    iklim --max-handshakes (sshd here allows 400 at once)
@@ -162,6 +163,13 @@ for ((i = 0; i < HOSTS; i++)); do
   printf '%s ansible_host=%s ansible_port=%d\n' "$name" "$addr" "$port" >>"$TMP/hosts.ini"
 done
 chmod 644 "$TMP/known_hosts"
+# The first runs after iklim1 are on fresh hosts too: directories and
+# backup roots of their own (inventory-firstN.hcl).
+for ((r = 1; r <= REPEAT; r++)); do
+  sed "s#$TMP/backups/#$TMP/backups-first$r/#" "$TMP/inventory.hcl" >"$TMP/inventory-first$r.hcl"
+  mkdir -p "$TMP/backups-first$r" "$TMP/remote/first$r"
+  chown "$BENCH_USER" "$TMP/backups-first$r" "$TMP/remote/first$r"
+done
 
 cat >"$TMP/sshd_config" <<EOF
 ListenAddress 0.0.0.0
@@ -283,9 +291,10 @@ export IKLIM_STATE_DIR=$TMP/state
 iklim_play=("$TMP/bin/iklim" play -i "$TMP/inventory.hcl" $IKLIM_FLAGS -e base="$TMP/remote/iklim" "$ROOT/bench/workload.hcl")
 # shellcheck disable=SC2206
 steady_play=("$TMP/bin/iklim" play -i "$TMP/inventory.hcl" $IKLIM_FLAGS -e base="$TMP/remote/steady" "$ROOT/bench/workload-steady.hcl")
-# iklim1 is the first run; iklim2… are no-change runs, and steady1… steady
-# state runs (2 of 10 steps change), in turns with the floor. steady0 sets up
-# the steady-state hosts and is not reported.
+# iklim1 is the first run; iklim2… are no-change runs, steady1… steady state
+# runs (2 of 10 steps change) and first1… first runs on fresh hosts, in
+# turns with the floor. steady0 sets up the steady-state hosts and is not
+# reported.
 measure iklim1 "${iklim_play[@]}"
 measure steady0 "${steady_play[@]}" -e rev=0
 for ((r = 1; r <= REPEAT; r++)); do
@@ -293,6 +302,8 @@ for ((r = 1; r <= REPEAT; r++)); do
     -key "$TMP/id_ed25519" -known-hosts "$TMP/known_hosts" -n 10
   measure "iklim$((r + 1))" "${iklim_play[@]}"
   measure "steady$r" "${steady_play[@]}" -e rev="$r"
+  # shellcheck disable=SC2086
+  measure "first$r" "$TMP/bin/iklim" play -i "$TMP/inventory-first$r.hcl" $IKLIM_FLAGS -e base="$TMP/remote/first$r" "$ROOT/bench/workload.hcl"
 done
 
 if [[ $SKIP_ANSIBLE != 1 ]]; then
@@ -338,7 +349,7 @@ stop_sshd
 mkdir -p "$ROOT/bench/results"
 "$TMP/bin/report" -dir "$TMP" -hosts "$HOSTS" -repeat "$REPEAT" -shards "$SHARDS" -rtt-ms "$RTT_MS" -skip-ansible="$([[ $SKIP_ANSIBLE == 1 ]] && echo true || echo false)" \
   -repo "$ROOT" -out "$ROOT/bench/results" \
-  -setting "iklim=iklim play $IKLIM_FLAGS; first run, then $REPEAT no-change runs in turns with the floor (median)" \
+  -setting "iklim=iklim play $IKLIM_FLAGS; a first run, then $REPEAT no-change, steady-state and first runs (on fresh hosts) each, in turns with the floor (medians)" \
   -setting "ansible=$([[ $SKIP_ANSIBLE == 1 ]] && echo "skipped (BENCH_SKIP_ANSIBLE=1)" ||
     echo "ansible-core, forks=$HOSTS, strategy=$STRATEGY, pipelining, ControlPersist=60s (masters ended between runs), gathering=explicit, same key and known_hosts")" \
   -setting "sshd=$SHARDS OpenSSH sshd ($( ((SHARDS == 1)) && echo "one for all hosts" || echo "hosts sharded round-robin, at most $PER_SSHD per sshd, each on its own port")), MaxStartups 400:30:800, MaxSessions 20, UsePAM no, login shell /bin/sh; each sshd in a pid namespace of its own to count the processes it spawns" \

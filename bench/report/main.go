@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -79,6 +80,7 @@ type Results struct {
 	FloorRuns         []map[string]any  `json:"floor_runs"`
 	IklimNoChangeRuns []map[string]any  `json:"iklim_no_change_runs"`
 	IklimSteadyRuns   []map[string]any  `json:"iklim_steady_runs"`
+	IklimFirstRuns    []map[string]any  `json:"iklim_first_runs"`
 	Shards            int               `json:"sshd_shards"`
 	RTTMS             int               `json:"rtt_ms"`
 	AnsibleSkipped    bool              `json:"ansible_skipped"`
@@ -97,7 +99,7 @@ type Results struct {
 func main() {
 	dir := flag.String("dir", "", "bench temp dir (m/*.json, logs/*.log)")
 	hosts := flag.Int("hosts", 0, "number of hosts")
-	repeat := flag.Int("repeat", 3, "number of floor runs and of iklim no-change runs (iklim2…)")
+	repeat := flag.Int("repeat", 3, "number of floor runs and of each kind of iklim run taken in turns with them (iklim2…, steady1…, first1…)")
 	skipAnsible := flag.Bool("skip-ansible", false, "Ansible was skipped")
 	shards := flag.Int("shards", 1, "number of sshds the hosts were sharded over")
 	rttMS := flag.Int("rtt-ms", 0, "round-trip time the delaying proxy added, 0 for none")
@@ -195,50 +197,48 @@ func main() {
 		return row, true
 	}
 	byName := map[string]Row{}
-	if row, ok := loadRun("iklim1", "iklim", "first (all change)", false); ok {
-		byName["iklim1"] = row
-		res.Rows = append(res.Rows, row)
-	}
-	// The iklim no-change runs (iklim2…): the median by wall time.
-	var again []Row
-	for i := 2; i <= *repeat+1; i++ {
-		name := "iklim" + strconv.Itoa(i)
-		if row, ok := loadRun(name, "iklim", "", true); ok {
-			again = append(again, row)
-			res.IklimNoChangeRuns = append(res.IklimNoChangeRuns, map[string]any{
-				"run": name, "wall_s": row.WallS, "cpu_s": row.CPUS, "server_cpu_s": row.ServerCPUS,
-				"max_rss_mb": row.MaxRSSMB, "changed": row.Changed, "exit_code": row.ExitCode,
-			})
+	// runs loads the named runs and returns the median by wall time,
+	// labelled run, and each run's figures.
+	runs := func(names []string, run string, again, steady bool) (Row, []Row, []map[string]any) {
+		var rows []Row
+		var each []map[string]any
+		for _, name := range names {
+			if row, ok := loadRun(name, "iklim", "", again, steady); ok {
+				rows = append(rows, row)
+				each = append(each, map[string]any{
+					"run": name, "wall_s": row.WallS, "cpu_s": row.CPUS, "server_cpu_s": row.ServerCPUS,
+					"max_rss_mb": row.MaxRSSMB, "changed": row.Changed, "exit_code": row.ExitCode,
+					"remote_processes_per_host": row.RemoteProcsPerHost,
+				})
+			}
 		}
-	}
-	var ik Row
-	if len(again) > 0 {
-		sort.Slice(again, func(i, j int) bool { return again[i].WallS < again[j].WallS })
-		ik = again[len(again)/2]
-		ik.Run = fmt.Sprintf("second (no change), median of %d", len(again))
-		byName["iklim2"] = ik
-		res.Rows = append(res.Rows, ik)
-	}
-	// The iklim steady-state runs (steady1…): the median by wall time.
-	var steadies []Row
-	for i := 1; i <= *repeat; i++ {
-		name := "steady" + strconv.Itoa(i)
-		if row, ok := loadRun(name, "iklim", "", false, true); ok {
-			steadies = append(steadies, row)
-			res.IklimSteadyRuns = append(res.IklimSteadyRuns, map[string]any{
-				"run": name, "wall_s": row.WallS, "cpu_s": row.CPUS, "server_cpu_s": row.ServerCPUS,
-				"max_rss_mb": row.MaxRSSMB, "changed": row.Changed, "exit_code": row.ExitCode,
-				"remote_processes_per_host": row.RemoteProcsPerHost,
-			})
+		if len(rows) == 0 {
+			return Row{}, nil, each
 		}
+		sorted := slices.Clone(rows)
+		sort.Slice(sorted, func(i, j int) bool { return sorted[i].WallS < sorted[j].WallS })
+		med := sorted[len(sorted)/2]
+		med.Run = fmt.Sprintf("%s, median of %d", run, len(sorted))
+		res.Rows = append(res.Rows, med)
+		return med, rows, each
 	}
-	var st Row
-	if len(steadies) > 0 {
-		sort.Slice(steadies, func(i, j int) bool { return steadies[i].WallS < steadies[j].WallS })
-		st = steadies[len(steadies)/2]
-		st.Run = fmt.Sprintf("steady state (2 of 10 change), median of %d", len(steadies))
-		res.Rows = append(res.Rows, st)
+	named := func(prefix string, from, to int) []string {
+		var out []string
+		for i := from; i <= to; i++ {
+			out = append(out, prefix+strconv.Itoa(i))
+		}
+		return out
 	}
+	// The first runs: iklim1, then first1… on fresh hosts of their own; the
+	// no-change runs (iklim2…); the steady-state runs (steady1…).
+	first, firstRows, firstEach := runs(append([]string{"iklim1"}, named("first", 1, *repeat)...), "first (all change)", false, false)
+	byName["iklim1"] = first
+	res.IklimFirstRuns = firstEach
+	ik, again, noChange := runs(named("iklim", 2, *repeat+1), "second (no change)", true, false)
+	byName["iklim2"] = ik
+	res.IklimNoChangeRuns = noChange
+	st, steadies, steadyEach := runs(named("steady", 1, *repeat), "steady state (2 of 10 change)", false, true)
+	res.IklimSteadyRuns = steadyEach
 	for i, run := range []string{"first (all change)", "second (no change)"} {
 		name := "ansible" + strconv.Itoa(i+1)
 		if *skipAnsible {
@@ -259,7 +259,6 @@ func main() {
 	if ik.WallS > 0 {
 		res.RatioToFloor = round2(ik.WallS / floor.WallS)
 	}
-	first := byName["iklim1"]
 	if first.WallS > 0 {
 		res.RatioFirstToFloor = round2(first.WallS / floor.WallS)
 	}
@@ -294,8 +293,8 @@ func main() {
 		res.Targets["speedup_steady_vs_ansible_min"] = 30
 		res.Targets["speedup_steady_vs_ansible_met"] = *res.SpeedupSteady >= 30
 	}
-	maxRSS := first.MaxRSSMB
-	for _, r := range append(again, steadies...) {
+	maxRSS := 0.0
+	for _, r := range slices.Concat(firstRows, again, steadies) {
 		maxRSS = max(maxRSS, r.MaxRSSMB)
 	}
 	rssMax := 150.0
@@ -314,7 +313,7 @@ func main() {
 		"max_rss_mb: peak RSS of the largest single process of the tree (getrusage ru_maxrss); for iklim and the floor that is the whole tool.",
 		"tree_rss_peak_mb: peak of the tree's summed RSS, sampled every 50 ms; shared pages count once per process, so it overstates forked Ansible workers.",
 		"floor: one connection per host, all at once, one session per trivial command (true), 10 per host in sequence.",
-		"The floor, iklim's no-change run and iklim's steady-state run are run several times, taking turns, and the median (by wall time) is shown; the machine may be shared with other work.",
+		"The floor, iklim's no-change run, its steady-state run and its first run (on fresh hosts, with directories and backup roots of their own, after the very first) are run several times, taking turns, and the median (by wall time) is shown; the machine may be shared with other work.",
 		"steady state: bench/workload-steady.hcl (.yml), where a copy and a line edit the same file with a new rev each run: 2 of 10 steps change per host; Ansible's steady run follows its no-change run on the same hosts.",
 		"remote_processes_per_host: processes (and threads) spawned on the server side during the run, per host: every sshd runs as the init of a pid namespace of its own and pids are handed out in order, so the growth of the namespace's last pid counts them (per-connection sshd, sessions, shells, commands).",
 		"round_trips_per_host (with a delaying proxy): client-to-server chunks that follow server-to-client traffic on the same connection, summed over the run's connections (the SSH handshake's included), per host.",
