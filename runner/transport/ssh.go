@@ -313,7 +313,10 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 			}
 		}
 	}
-	if err == nil {
+	// Wait gives the input copy's error only after exit status 0: the
+	// command ended well without reading all of its input (a batch script
+	// stopped at a shut gate), and the rest met the closed channel.
+	if err == nil || stdin != nil && errors.Is(err, io.EOF) {
 		return 0, true, nil
 	}
 	var exitErr *ssh.ExitError

@@ -126,6 +126,31 @@ func TestSSHRunStdin(t *testing.T) {
 	require.Equal(t, "end\n", res.Stdout)
 }
 
+// TestSSHInputLeftUnread: a command that ends well before it has read all
+// its input (a batch script stopped at a shut gate, with more gate words on
+// their way) ends with its own status. The input still on its way met the
+// closed channel, and the run failed with "EOF".
+func TestSSHInputLeftUnread(t *testing.T) {
+	s := sshtest.Start(t)
+	c := sshConn(t, s.Hosts(1)[0])
+	// More than the channel's window: the rest is still being sent when the
+	// command has gone.
+	input := "first\n" + strings.Repeat("more\n", 2<<20)
+	for _, tt := range []struct {
+		script string
+		code   int
+	}{{"read l; echo \"$l\"", 0}, {"read l; echo \"$l\"; exit 3", 3}} {
+		res, err := c.Run(context.Background(), tt.script, modules.WithStdin(strings.NewReader(input)))
+		require.NoError(t, err, tt.script)
+		require.Equal(t, modules.Result{Stdout: "first\n", ExitCode: tt.code}, res, tt.script)
+		var out bytes.Buffer
+		code, err := c.Stream(context.Background(), tt.script, strings.NewReader(input), &out, io.Discard)
+		require.NoError(t, err, tt.script)
+		require.Equal(t, tt.code, code)
+		require.Equal(t, "first\n", out.String())
+	}
+}
+
 func TestSSHRunEnvQuoting(t *testing.T) {
 	s := sshtest.Start(t)
 	c := sshConn(t, s.Hosts(1)[0])
