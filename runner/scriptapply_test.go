@@ -489,7 +489,9 @@ func TestScriptApplyRunsUnderTheSessionUmask(t *testing.T) {
 
 	dir := f.file("h1", "made/app")
 	id, got := f.runRecorded(&runner.Playbook{File: "umask.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
-		step("dir", func(h *inventories.Host) modules.Module { return &files.File{Path: dir, State: "directory", Mode: "0750"} }),
+		step("dir", func(h *inventories.Host) modules.Module {
+			return &files.File{Path: dir, State: "directory", Mode: "0750"}
+		}),
 	}}}}, f.conn)
 	require.Equal(t, map[string]runner.Status{"dir": runner.StatusChanged}, got)
 	require.Equal(t, want, mode(filepath.Dir(dir)), "the parent as mkdir -p makes it")
