@@ -276,8 +276,11 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 			c.release(sess)
 		}
 	}()
+	var in io.WriteCloser
 	if stdin != nil {
-		sess.Stdin = readerWithContext(ctx, stdin)
+		if in, err = sess.StdinPipe(); err != nil {
+			return -1, true, err
+		}
 	}
 	var head *headWriter // the start of stderr, to tell why sudo refused
 	if become {
@@ -287,6 +290,9 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 	sess.Stdout, sess.Stderr = stdout, stderr
 	if err := sess.Start(full); err != nil {
 		return -1, true, err
+	}
+	if in != nil {
+		go sendInput(ctx, in, stdin)
 	}
 
 	if ctx.Done() == nil {
@@ -313,10 +319,7 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 			}
 		}
 	}
-	// Wait gives the input copy's error only after exit status 0: the
-	// command ended well without reading all of its input (a batch script
-	// stopped at a shut gate), and the rest met the closed channel.
-	if err == nil || stdin != nil && errors.Is(err, io.EOF) {
+	if err == nil {
 		return 0, true, nil
 	}
 	var exitErr *ssh.ExitError
@@ -336,6 +339,21 @@ func (c *SSHConn) exec(ctx context.Context, cmd string, env map[string]string, b
 		return -1, true, errors.New("the command ended without an exit status")
 	}
 	return -1, true, err
+}
+
+// sendInput writes stdin to a command's input and closes it. Its own copy,
+// not the session's: that one took two 32 KiB buffers per command, which a
+// thousand hosts applying at once held together, and gave its error (the
+// rest of the input meeting the channel a command closed once it had read
+// what it needed, as a batch script stopped at a shut gate) as the
+// command's. The command's status tells how it ended.
+func sendInput(ctx context.Context, in io.WriteCloser, stdin io.Reader) {
+	size := 2 << 10 // a live stream: gate words
+	if l, ok := stdin.(interface{ Len() int }); ok {
+		size = min(max(l.Len(), 512), 32<<10)
+	}
+	_, _ = io.CopyBuffer(in, readerWithContext(ctx, stdin), make([]byte, size))
+	_ = in.Close()
 }
 
 // killCancelled ends a cancelled command that outlived cancelGrace: SIGKILL
