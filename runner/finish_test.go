@@ -44,8 +44,12 @@ func TestFinishRidesTheLastBatch(t *testing.T) {
 		t.Helper()
 		dirs := recordtest.RunDirs(t, h.BackupRoot, id)
 		require.Len(t, dirs, 1)
-		b, err := os.ReadFile(filepath.Join(dirs[0], "run.json"))
+		p := filepath.Join(dirs[0], "run.json")
+		b, err := os.ReadFile(p)
 		require.NoError(t, err)
+		fi, err := os.Stat(p)
+		require.NoError(t, err)
+		require.Zero(t, fi.Mode().Perm()&0o077, "run.json is private")
 		var rr backup.RunRecord
 		require.NoError(t, json.Unmarshal(b, &rr), string(b))
 		return rr

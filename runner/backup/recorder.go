@@ -696,7 +696,8 @@ func (r *Recorder) FinishScript(h *inventories.Host) *runner.ScriptFinish {
 	}
 	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
 	return &runner.ScriptFinish{
-		Script: "_iknl='\n'\n" + sb.String(),
+		// The batch's shell has the session's umask; records are private.
+		Script: "umask 077; _iknl='\n'\n" + sb.String(),
 		Payload: func(res runner.HostRecap) (string, error) {
 			st.mu.Lock()
 			defer st.mu.Unlock()
