@@ -72,8 +72,9 @@ func readLines(sb *strings.Builder, v string, n int, fail string) {
 }
 
 // loginUmask keeps the session's umask in _ikum before the prelude sets
-// 077: read off /proc with builtins (a command substitution is a fork).
-const loginUmask = `_ikum=; { while read -r _k _v; do case $_k in Umask:) _ikum=$_v; break ;; esac; done < /proc/self/status; } 2>/dev/null
+// 077, and the shell's ids for the after record, in one read of /proc
+// with builtins (a command substitution is a fork).
+const loginUmask = remote.ShellState + `
 [ -n "$_ikum" ] || _ikum=$(umask)
 `
 

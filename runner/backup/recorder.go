@@ -527,8 +527,8 @@ func (r *Recorder) After(ctx context.Context, conn modules.Conn, h *inventories.
 
 // afterScript is the script (after shPrelude) that writes rec's after
 // record; it ends with quit 1 ("exit", or "return" in a function) when it
-// cannot. ap, when the change was applied by that script, tells what it
-// wrote.
+// cannot. ap, when the change was applied by that script (RecordApply's,
+// which set _iku and _ikg first), tells what it wrote.
 func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, applyErr error, quit string, ap *modules.ScriptApply) (string, error) {
 	sec := r.runSecrets()
 	ar := AfterRecord{Seq: rec.Seq, Outcome: "applied", Time: time.Now().UTC(), Files: []FileMeta{}}
@@ -570,9 +570,6 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 		for _, l := range ap.Links {
 			links[l.Path] = remote.SHA256String(l.Target + "\n") // as readlink prints it
 		}
-	}
-	if len(known)+len(dirs) > 0 {
-		sb.WriteString(remote.ShellIDs + "\n")
 	}
 	for i, p := range rec.Change.Files {
 		if i > 0 {
