@@ -147,7 +147,6 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		registered = registered || s.Register != ""
 	}
 	var fin *ScriptFinish
-	var finReq *batchReq
 	if ends && len(pre) == len(steps) && b.stream != nil {
 		fin = e.scriptFinish(h)
 	}
@@ -165,18 +164,9 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 			b.active++ // before any check starts: each takes itself off
 		}
 	}
+	var finReq *batchReq
 	if fin != nil {
-		// Waiting from the start, as a check would be: it goes with the
-		// first round, and the script waits at its gate for the rest.
-		b.gates[len(pre)] = &gate{decided: make(chan struct{})}
-		finReq = &batchReq{order: len(pre), cmd: fin.Script, gated: true, payload: true, done: make(chan struct{})}
-		b.mu.Lock()
-		b.pending = append(b.pending, finReq)
-		reqs := b.take() // when every step is skipped, no check takes it
-		b.mu.Unlock()
-		if reqs != nil {
-			go b.send(reqs)
-		}
+		finReq = b.queueFinish(len(pre), fin.Script)
 	}
 	for k, c := range pre {
 		c.found = &verdict{done: c.done}
