@@ -482,6 +482,12 @@ func (c *compiler) runtimeContext(sc *runner.StepContext, readsResult bool) (*hc
 	return c.evalContext(sc.Host, results, self, cty.BoolVal(sc.Check))
 }
 
+// readsResults reports whether expr or body (either may be nil) may read a
+// registered result: through self or result (locals cannot read them).
+func readsResults(expr hcl.Expression, body hcl.Body) bool {
+	return readsRoot(rootSelf, expr, body) || readsRoot(rootResult, expr, body)
+}
+
 // readsRoot reports whether expr, or any expression of body (nil for
 // none), reads the variable root; true when it cannot tell.
 func readsRoot(root string, expr hcl.Expression, body hcl.Body) bool {
@@ -870,6 +876,7 @@ func (c *compiler) compileStep(s *Step, hosts []*inventories.Host, regs *registe
 	} else if _, seen := regs.unregistered[s.Name]; !seen {
 		regs.unregistered[s.Name] = s.DeclRange
 	}
+	rs.ResultFree = !readsResults(when, nil) && !readsResults(nil, args)
 	if known {
 		readsResult := readsRoot(rootResult, nil, args)
 		rs.Build = func(sc *runner.StepContext) (modules.Module, error) {

@@ -151,6 +151,44 @@ play "later" {
 	require.Contains(t, err.Error(), "test.hcl:11")
 }
 
+// TestResultFree: a step is marked as reading no registered result only
+// when neither its arguments nor its when reads self or result.
+func TestResultFree(t *testing.T) {
+	src := `variable "dir" { default = "/srv" }
+locals {
+  plain = "/srv/${host.name}"
+}
+play "p" {
+  hosts = "all"
+  step "gen" {
+    module   = "test_echo"
+    message  = host.name
+    register = "gen"
+  }
+  step "plain" {
+    module  = "test_echo"
+    message = "${var.dir}/${local.plain}"
+    when    = !run.check
+  }
+  step "self arg" {
+    module  = "test_echo"
+    message = "x"
+    labels  = [self.gen.message]
+  }
+  step "result when" {
+    module  = "test_echo"
+    message = "x"
+    when    = result["app-01"].gen.message != ""
+  }
+}`
+	pb := mustCompile(t, src, playbooks.Options{})
+	free := map[string]bool{}
+	for _, s := range pb.Plays[0].Steps {
+		free[s.Name] = s.ResultFree
+	}
+	require.Equal(t, map[string]bool{"gen": true, "plain": true, "self arg": false, "result when": false}, free)
+}
+
 func TestBuildConcurrent(t *testing.T) {
 	src := `locals { greeting = "hi ${host.name}" }
 play "p" {

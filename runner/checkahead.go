@@ -11,7 +11,8 @@ package runner
 // which was made on the host as it was, and is applied; the checks after it
 // are thrown away and run again. A step whose arguments could have changed
 // because an earlier step of the batch registered a result is built again and
-// its checked copy kept only if the arguments are the same.
+// its checked copy kept only if the arguments are the same (a step that reads
+// no result, Step.ResultFree, cannot change so).
 //
 // A step whose check runs a command of the user's (command/shell with
 // changed = false, modules.CheckAheadLead) must run in its turn and once, so
@@ -134,7 +135,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 				break
 			}
 			c.gated = k > 0 && aheadMode(c.m) == modules.CheckAheadLead
-			if registered {
+			if registered && !s.ResultFree {
 				twin, err := s.Build(&StepContext{Host: h, Results: results, Check: e.opts.Check})
 				if err != nil {
 					break
@@ -194,7 +195,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 		s := steps[k]
 		// Before a gate opens too: a gated command built from results that
 		// have changed since must not run.
-		if k > 0 && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
+		if k > 0 && !s.ResultFree && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
 			return k, false, 1
 		}
 		if c.gated {

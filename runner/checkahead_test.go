@@ -144,6 +144,40 @@ func TestCheckAheadSameResultsFewerRoundTrips(t *testing.T) {
 	}
 }
 
+// TestCheckAheadResultFreeStepBuiltOnce: a step after one that registers a
+// result is built a second time to compare (and a third time when its turn
+// comes) unless it reads no result: then once per batch, and the run ends
+// the same.
+func TestCheckAheadResultFreeStepBuiltOnce(t *testing.T) {
+	for _, free := range []bool{false, true} {
+		base := t.TempDir()
+		var builds atomic.Int64
+		pb := &runner.Playbook{Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+			{Name: "echo", Module: "command", Register: "out", Source: "test.hcl:1",
+				Build: func(*runner.StepContext) (modules.Module, error) {
+					return &commands.Command{Argv: []string{"echo", "hi"}, Changed: ptr(false)}, nil
+				}},
+			{Name: "dir", Module: "file", Source: "test.hcl:2", ResultFree: free,
+				Build: func(sc *runner.StepContext) (modules.Module, error) {
+					builds.Add(1)
+					return &files.File{Path: filepath.Join(base, sc.Host.Name), State: "directory"}, nil
+				}},
+		}}}}
+		runPlaybook(t, pb, base, false, false) // makes the directories
+		builds.Store(0)
+		res := runPlaybook(t, pb, base, false, false)
+		want := int64(3 * 3)
+		if free {
+			want = 3
+		}
+		require.Equal(t, want, builds.Load(), "free=%v", free)
+		require.EqualValues(t, 3, res.runs, "one batch per host")
+		for _, st := range res.statuses["h1"] {
+			require.Contains(t, st, " ok ")
+		}
+	}
+}
+
 // TestCheckAheadGatedCommandRunsOnceInTurn: a read-only command of the
 // user's after a step that changes the host runs once per run, after that
 // change, also when it is batched behind a gate (local hosts stream).

@@ -55,6 +55,11 @@ type Step struct {
 	Barrier bool
 	// Source is "file:line" of the step's definition, for errors and records.
 	Source string
+	// ResultFree tells that Build and When read no registered result (in
+	// HCL, neither self nor result): a step checked ahead needs no second
+	// build when a step before it registers one. False, the safe default
+	// for Go callers, means they may.
+	ResultFree bool
 }
 
 // StepContext is what a step's Build and When see for one host.
