@@ -137,11 +137,17 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 	var rest string
 	probed := false
 	if a.Probe() == "" && !recurse {
-		res, ok, err := remote.ProbeStat(ctx, c, remote.Probe{Path: m.Path})
+		// A link without owner or group needs only its target, unless it
+		// is to be replaced: then its owner is recorded for rollback.
+		targetOnly := m.state() == "link" && a.Owner == "" && a.Group == ""
+		res, ok, err := remote.ProbeStat(ctx, c, remote.Probe{Path: m.Path, Target: targetOnly})
 		if err != nil {
 			return nil, fmt.Errorf("file: stat %s: %w", m.Path, err)
 		}
 		st, probed = res.Stat, ok
+		if targetOnly && st.Type == "link" && st.LinkTarget != m.Src {
+			probed = false
+		}
 	}
 	if !probed {
 		var err error

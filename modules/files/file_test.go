@@ -4,11 +4,13 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"syscall"
 	"testing"
 
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/modules/internal/modtest"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/stretchr/testify/require"
 )
 
@@ -356,4 +358,55 @@ func TestFileCreatesWhatAppearedMeanwhileAsWanted(t *testing.T) {
 	entries, err := os.ReadDir(dir + "/ld")
 	require.NoError(t, err)
 	require.Empty(t, entries, "no link made inside it")
+}
+
+// proberConn answers each probe with its own probe script, as a runner's
+// batch does for many at once.
+type proberConn struct{ *modtest.CountConn }
+
+func (c proberConn) Probe(ctx context.Context, p remote.Probe) (remote.ProbeResult, error) {
+	ps := []remote.Probe{p}
+	r, err := c.Run(ctx, remote.ProbeScript(ps))
+	if err != nil {
+		return remote.ProbeResult{}, err
+	}
+	res, errs, err := remote.ParseProbes(ps, r.Stdout)
+	if err != nil {
+		return remote.ProbeResult{}, err
+	}
+	return res[0], errs[0]
+}
+
+// TestFileLinkAsksOnlyItsTarget: a link step without owner or group asks a
+// prober only the link's target, so that a link already right costs no stat.
+// One to relink takes the full stat after all: the link's owner goes in the
+// record, and rollback gives it back.
+func TestFileLinkAsksOnlyItsTarget(t *testing.T) {
+	dir := t.TempDir()
+	l := dir + "/l"
+	require.NoError(t, os.Symlink("/old", l))
+	require.NoError(t, os.Lchown(l, modtest.Nobody, modtest.Nobody))
+	ctx := context.Background()
+
+	c := proberConn{modtest.NewCountConn()}
+	ch, err := (&files.File{Path: l, State: "link", Src: "/old"}).Check(ctx, c)
+	require.NoError(t, err)
+	require.Nil(t, ch)
+	require.EqualValues(t, 1, c.Runs.Load())
+
+	c = proberConn{modtest.NewCountConn()}
+	m := &files.File{Path: l, State: "link", Src: "/new"}
+	ch, err = m.Check(ctx, c)
+	require.NoError(t, err)
+	require.NotNil(t, ch)
+	require.EqualValues(t, 2, c.Runs.Load(), "the probe, then the stat for the record")
+	require.Contains(t, string(ch.Before), `"uid":65534,"gid":65534,"link":true`)
+	require.NoError(t, m.Apply(ctx, c, ch))
+	require.NoError(t, m.Rollback(ctx, c, ch))
+	target, err := os.Readlink(l)
+	require.NoError(t, err)
+	require.Equal(t, "/old", target)
+	fi, err := os.Lstat(l)
+	require.NoError(t, err)
+	require.EqualValues(t, modtest.Nobody, fi.Sys().(*syscall.Stat_t).Uid)
 }

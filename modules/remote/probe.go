@@ -28,6 +28,10 @@ type Probe struct {
 	// this one, when it is at most MaxDiff bytes (a diff's before side).
 	// Implies Sum.
 	DiffWant string
+	// Target asks only the type and, for a symlink, its target: a symlink
+	// asked for so alone is not stat'ed (its mode, owner and size stay
+	// zero), which saves a program where nothing else is stat'ed.
+	Target bool
 }
 
 // ProbeResult answers a Probe.
@@ -91,16 +95,24 @@ func probeScript(ps []Probe, quit string) string {
 	set := probeSets(ps)
 	paths, sums, contents := set.paths, set.sums, set.contents
 	var b strings.Builder
-	// _ikt prints a type letter per path; _iks stats the paths that exist,
-	// _ikf runs a program on the regular files (not symlinks), _ikr reads
-	// the symlinks: each builds its argument list in its own $@.
+	// _ikt prints a type letter per path; _iks stats the paths that exist
+	// (but a symlink after -l, asked only its target), _ikf runs a program
+	// on the regular files (not symlinks), _ikr reads the symlinks: each
+	// builds its argument list in its own $@.
 	b.WriteString(`_ikt() { for _p do if [ -L "$_p" ]; then printf l; elif [ -f "$_p" ]; then printf f; elif [ -d "$_p" ]; then printf d; elif [ -e "$_p" ]; then printf o; else printf -; fi; done; echo; }
-_iks() { _n=$#; for _p do if [ -e "$_p" ] || [ -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shift $_n; [ $# -eq 0 ] || stat -c '%f:%a:%u:%g:%U:%G:%s' -- "$@"; }
+_iks() { _n=$#; _l=; for _p do if [ "$_p" = -l ]; then _l=1; continue; fi; if [ -L "$_p" ]; then [ -n "$_l" ] || set -- "$@" "$_p"; elif [ -e "$_p" ]; then set -- "$@" "$_p"; fi; _l=; done; shift $_n; [ $# -eq 0 ] || stat -c '%f:%a:%u:%g:%U:%G:%s' -- "$@"; }
 _ikf() { _c=$1; shift; _n=$#; for _p do if [ -f "$_p" ] && [ ! -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shift $_n; [ $# -eq 0 ] || $_c -- "$@"; }
 _ikr() { _n=$#; for _p do if [ -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shift $_n; [ $# -eq 0 ] || readlink -- "$@"; }
 `)
 	all := quoteAll(paths)
-	fmt.Fprintf(&b, "_ikt %s\n_iks %s || %s 3\necho\n", all, all, quit)
+	statArgs := make([]string, 0, len(paths))
+	for _, p := range paths {
+		if set.targetOnly[p] {
+			statArgs = append(statArgs, "-l")
+		}
+		statArgs = append(statArgs, Quote(p))
+	}
+	fmt.Fprintf(&b, "_ikt %s\n_iks %s || %s 3\necho\n", all, strings.Join(statArgs, " "), quit)
 	// The paths whose diff needs the sums: the content read below serves
 	// the others.
 	var diffs []string
@@ -143,10 +155,11 @@ _ikr() { _n=$#; for _p do if [ -L "$_p" ]; then set -- "$@" "$_p"; fi; done; shi
 
 // probeSet is what a probe script asks of ps: the distinct paths, those
 // whose sum is wanted and those whose whole content is read, each in
-// first-seen order; read holds the last as a set.
+// first-seen order; read holds the last as a set, targetOnly the paths
+// every probe of which asks only Target.
 type probeSet struct {
 	paths, sums, contents []string
-	read                  map[string]bool
+	read, targetOnly      map[string]bool
 }
 
 func probeSets(ps []Probe) probeSet {
@@ -170,6 +183,18 @@ func probeSets(ps []Probe) probeSet {
 	set.read = make(map[string]bool, len(set.contents))
 	for _, p := range set.contents {
 		set.read[p] = true
+	}
+	stat := map[string]bool{}
+	for _, p := range ps {
+		if !p.Target || p.Sum || p.Content || p.DiffWant != "" {
+			stat[p.Path] = true
+		}
+	}
+	set.targetOnly = map[string]bool{}
+	for _, p := range set.paths {
+		if !stat[p] {
+			set.targetOnly[p] = true
+		}
 	}
 	return set
 }
@@ -205,6 +230,10 @@ func ParseProbes(ps []Probe, out string) (res []ProbeResult, errs []error, err e
 	for i, p := range paths {
 		if types[i] == '-' {
 			stats[p] = FileStat{}
+			continue
+		}
+		if types[i] == 'l' && set.targetOnly[p] {
+			stats[p] = FileStat{Exists: true, Type: "link"} // not stat'ed
 			continue
 		}
 		l, ok := line()

@@ -172,3 +172,48 @@ func TestProbeScriptChangedFileIsNotTrusted(t *testing.T) {
 	require.False(t, remote.Probeable(remote.Probe{Path: "/a\nb"}))
 	require.False(t, remote.Probeable(remote.Probe{Path: `/a"b`, DiffWant: remote.SHA256String("")}))
 }
+
+// TestProbeScriptTargetOnly: a symlink asked only its target is not stat'ed
+// (its lstat mode, 0777, stays zero), unless another probe of it asks more;
+// a path asked so that is not a symlink is stat'ed as any other. The answers
+// stay in step with the other paths'.
+func TestProbeScriptTargetOnly(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	require.NoError(t, os.WriteFile(file, []byte("x\n"), 0o640))
+	require.NoError(t, os.Chmod(file, 0o640))
+	link, both, notLink, dangling := filepath.Join(dir, "cur"), filepath.Join(dir, "both"), filepath.Join(dir, "dir"), filepath.Join(dir, "gone")
+	require.NoError(t, os.Symlink(file, link))
+	require.NoError(t, os.Symlink(file, both))
+	require.NoError(t, os.Mkdir(notLink, 0o750))
+	require.NoError(t, os.Chmod(notLink, 0o750))
+	require.NoError(t, os.Symlink(filepath.Join(dir, "nowhere"), dangling))
+
+	ps := []remote.Probe{
+		{Path: link, Target: true},
+		{Path: file, Sum: true},
+		{Path: both, Target: true},
+		{Path: both},
+		{Path: notLink, Target: true},
+		{Path: dangling, Target: true},
+		{Path: filepath.Join(dir, "absent"), Target: true},
+	}
+	script := remote.ProbeScript(ps)
+	res, errs, err := remote.ParseProbes(ps, runSh(t, script))
+	require.NoError(t, err)
+	for _, e := range errs {
+		require.NoError(t, e)
+	}
+	require.Equal(t, remote.FileStat{Exists: true, Type: "link", LinkTarget: file}, res[0].Stat, "not stat'ed")
+	require.Equal(t, uint32(0o640), res[1].Stat.Mode)
+	require.Equal(t, remote.SHA256String("x\n"), res[1].Stat.SHA256)
+	require.Equal(t, uint32(0o777), res[2].Stat.Mode, "stat'ed for the probe that asks more")
+	require.Equal(t, file, res[2].Stat.LinkTarget)
+	require.Equal(t, res[2].Stat, res[3].Stat)
+	require.Equal(t, "directory", res[4].Stat.Type)
+	require.Equal(t, uint32(0o750), res[4].Stat.Mode, "not a symlink: stat'ed")
+	require.Equal(t, remote.FileStat{Exists: true, Type: "link", LinkTarget: filepath.Join(dir, "nowhere")}, res[5].Stat)
+	require.False(t, res[6].Stat.Exists)
+	require.Contains(t, script, "-l "+remote.Quote(link))
+	require.NotContains(t, script, "-l "+remote.Quote(both))
+}
