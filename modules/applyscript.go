@@ -26,6 +26,18 @@ type ScriptApply struct {
 	// Target: the recorder takes a link's hash after from Target rather
 	// than read the link back (three programs less per link).
 	Links []ScriptLink
+	// Before is what the check read of some of the change's Files: the
+	// recorder snapshots such a file from it, with shell builtins instead
+	// of cat and stat, where the host still agrees (the same content, and
+	// owned by the shell's user and group). The mode is the check's.
+	Before []ScriptBefore
+}
+
+// ScriptBefore is a regular file as a check read it.
+type ScriptBefore struct {
+	Path string
+	Data []byte
+	Mode uint32 // permission and setuid/setgid/sticky bits
 }
 
 // ScriptLink is a symlink a ScriptApply makes.

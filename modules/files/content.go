@@ -99,6 +99,16 @@ func withAttrs(summary string, a remote.Attrs) string {
 	return summary
 }
 
+// knownBefore is what a check read of the file at p, for the recorder's
+// snapshot (modules.ScriptApply.Before): none unless data is the content
+// whose sum st holds.
+func knownBefore(p string, st remote.FileStat, data []byte) []modules.ScriptBefore {
+	if st.Type != "file" || data == nil || remote.SHA256String(string(data)) != st.SHA256 {
+		return nil
+	}
+	return []modules.ScriptBefore{{Path: p, Data: data, Mode: st.Mode}}
+}
+
 // changedOutput is the small Output of the file-type modules.
 func changedOutput(p string, changed bool) map[string]any {
 	return map[string]any{"path": p, "changed": changed}

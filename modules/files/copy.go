@@ -49,6 +49,7 @@ type Copy struct {
 
 	data          []byte
 	st            remote.FileStat
+	old           []byte // the content its check read, if it did
 	contentChange bool
 	changed       bool
 }
@@ -139,6 +140,14 @@ func (m *Copy) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 		return nil, fmt.Errorf("%s %s: exists as a %s, not a file", m.name(), m.Dest, st.Type)
 	}
 	m.contentChange = st.Type != "file" || st.SHA256 != want
+	m.old = nil
+	switch {
+	case m.sensitive():
+	case !m.contentChange:
+		m.old = m.data
+	case st.Type == "file" && st.Size <= remote.MaxDiff:
+		m.old = []byte(rest)
+	}
 	var drift []string
 	if st.Exists {
 		drift = a.Drift(st)
@@ -227,10 +236,16 @@ func (m *Copy) writeAttrs() (mode uint32, owner, group string) {
 // content delivered with it.
 func (m *Copy) ApplyScript(*modules.Change) *modules.ScriptApply {
 	if !m.contentChange {
-		return remote.ScriptOnly(m.attrs().Script(m.Dest, false, false))
+		ap := remote.ScriptOnly(m.attrs().Script(m.Dest, false, false))
+		if ap != nil {
+			ap.Before = knownBefore(m.Dest, m.st, m.old)
+		}
+		return ap
 	}
 	mode, owner, group := m.writeAttrs()
-	return remote.WriteFileApply(m.Dest, m.data, mode, owner, group)
+	ap := remote.WriteFileApply(m.Dest, m.data, mode, owner, group)
+	ap.Before = knownBefore(m.Dest, m.st, m.old)
+	return ap
 }
 
 // ScriptApplied implements modules.ScriptApplier.

@@ -10,6 +10,7 @@ import (
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
 	"github.com/iklimco/iklim/modules/internal/modtest"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/stretchr/testify/require"
 )
 
@@ -217,4 +218,40 @@ func TestCopyErrors(t *testing.T) {
 		})
 	}
 	require.NoFileExists(t, dir+"/new", "a bad owner is caught before anything is written")
+}
+
+// TestContentModulesTellWhatTheirCheckRead: copy and line hand the recorder
+// the content their check read of the file they replace, with its mode,
+// for its snapshot; none where the file was absent, too large to have been
+// read, or the content is sensitive.
+func TestContentModulesTellWhatTheirCheckRead(t *testing.T) {
+	dir := t.TempDir()
+	conf, big, secret := filepath.Join(dir, "app.conf"), filepath.Join(dir, "big"), filepath.Join(dir, "secret")
+	modtest.WriteFile(t, conf, "port = 80\n", 0o640)
+	modtest.WriteFile(t, big, strings.Repeat("x", remote.MaxDiff+1), 0o644)
+	modtest.WriteFile(t, secret, "old\n", 0o600)
+	secrets := modules.NewSecrets()
+	secrets.Add("hunter2-very-secret")
+	sensitive := &files.Copy{Dest: secret, Content: modtest.Strp("password=hunter2-very-secret\n")}
+	sensitive.UseSecrets(secrets)
+	for _, tc := range []struct {
+		name string
+		m    interface {
+			modules.Module
+			modules.ScriptApplier
+		}
+		want []modules.ScriptBefore
+	}{
+		{"copy", &files.Copy{Dest: conf, Content: modtest.Strp("port = 81\n")}, []modules.ScriptBefore{{Path: conf, Data: []byte("port = 80\n"), Mode: 0o640}}},
+		{"copy of the mode only", &files.Copy{Dest: conf, Content: modtest.Strp("port = 80\n"), Mode: "0600"}, []modules.ScriptBefore{{Path: conf, Data: []byte("port = 80\n"), Mode: 0o640}}},
+		{"line", &files.Line{Path: conf, Line: "max = 1"}, []modules.ScriptBefore{{Path: conf, Data: []byte("port = 80\n"), Mode: 0o640}}},
+		{"new file", &files.Copy{Dest: filepath.Join(dir, "new"), Content: modtest.Strp("x\n")}, nil},
+		{"too large", &files.Copy{Dest: big, Content: modtest.Strp("x\n")}, nil},
+		{"sensitive", sensitive, nil},
+	} {
+		ch, err := tc.m.Check(context.Background(), modtest.NewCountConn())
+		require.NoError(t, err, tc.name)
+		require.NotNil(t, ch, tc.name)
+		require.Equal(t, tc.want, tc.m.ApplyScript(ch).Before, tc.name)
+	}
 }

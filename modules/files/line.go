@@ -50,6 +50,7 @@ type Line struct {
 	target  string // path after following symlinks
 	st      remote.FileStat
 	content []byte // new content; nil when only the mode changes
+	old     []byte // the content its check read
 	changed bool
 }
 
@@ -116,7 +117,7 @@ func (m *Line) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 	if err != nil {
 		return nil, err
 	}
-	m.target, m.st = target, st
+	m.target, m.st, m.old = target, st, []byte(old)
 	if st.Exists && st.Type != "file" {
 		return nil, fmt.Errorf("line %s: %s is a %s, not a file", m.Path, target, st.Type)
 	}
@@ -263,14 +264,20 @@ func (m *Line) writeMode() uint32 {
 // ApplyScript implements modules.ScriptApplier: Apply as one script, the
 // content delivered with it.
 func (m *Line) ApplyScript(*modules.Change) *modules.ScriptApply {
+	var ap *modules.ScriptApply
 	if m.content == nil {
-		return remote.ScriptOnly(remote.Attrs{Mode: m.Mode}.Script(m.target, false, false))
+		ap = remote.ScriptOnly(remote.Attrs{Mode: m.Mode}.Script(m.target, false, false))
+	} else {
+		var owner, group string
+		if m.st.Exists {
+			owner, group = strconv.Itoa(m.st.UID), strconv.Itoa(m.st.GID)
+		}
+		ap = remote.WriteFileApply(m.target, m.content, m.writeMode(), owner, group)
 	}
-	var owner, group string
-	if m.st.Exists {
-		owner, group = strconv.Itoa(m.st.UID), strconv.Itoa(m.st.GID)
+	if ap != nil {
+		ap.Before = knownBefore(m.target, m.st, m.old)
 	}
-	return remote.WriteFileApply(m.target, m.content, m.writeMode(), owner, group)
+	return ap
 }
 
 // ScriptApplied implements modules.ScriptApplier.

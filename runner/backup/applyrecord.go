@@ -58,6 +58,33 @@ func receiveFiles(sb *strings.Builder, files []modules.ScriptFile) {
 	sb.WriteString("umask 077\n")
 }
 
+// maxKnownSnapshot is the largest file snapshotted from what its check read
+// (knownSnapshot): the shell reads the file back a byte per system call to
+// compare.
+const maxKnownSnapshot = 2 << 10
+
+// knownSnapshot writes the sh that snapshots path as iklim_snap does (into
+// "$F"/name.*, jpath its JSON string), from what the check read of it, kb,
+// whose data the script takes off stdin (the caller sends it): where the
+// file is still a regular file of the shell's user and group holding that
+// data, read back with builtins, no cat and no stat run. Elsewhere it is
+// iklim_snap. The mode recorded is the one the check read, and a file that
+// changed since by NUL bytes alone (which read drops) reads as unchanged:
+// the snapshot is then the file as its check saw it. ok is false where kb
+// cannot be used so: the caller runs iklim_snap.
+func knownSnapshot(sb *strings.Builder, jpath, path, name string, kb modules.ScriptBefore) (ok bool) {
+	if len(kb.Data) == 0 || len(kb.Data) > maxKnownSnapshot || !readByShell(kb.Data) {
+		return false
+	}
+	q, fail := remote.Quote(path), "iklim_fail "+remote.Quote("snapshot "+path+" failed")
+	readLines(sb, "_ikk", bytes.Count(kb.Data, []byte("\n")), `iklim_fail "the snapshot came short"`)
+	fmt.Fprintf(sb, "_ikc=-; if [ -f %s ] && [ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n \"$_iku\" ] && [ -n \"$_ikg\" ]; then _ikc=; _ikl=; while IFS= read -r _ikl; do _ikc=\"$_ikc$_ikl\n\"; done < %s; [ -z \"$_ikl\" ] || _ikc=-; fi 2>/dev/null\n", q, q, q, q, q)
+	fmt.Fprintf(sb, "if [ \"$_ikc\" = \"$_ikk\" ]; then { printf '%%s' %s > \"$F/%s.path\" && printf '%%s' \"$_ikc\" > \"$F/%s.data\" && printf '{\"path\":%%s,\"exists\":true,\"type\":\"file\",\"mode\":\"%o\",\"uid\":%%s,\"gid\":%%s}' %s \"$_iku\" \"$_ikg\" > \"$F/%s.meta.json\"; } || %s\n",
+		q, name, name, kb.Mode&0o7777, jpath, name, fail)
+	fmt.Fprintf(sb, "else iklim_snap %s %s \"$F\" %s || %s; fi\n_ikc=; _ikk=\n", jpath, q, name, fail)
+	return true
+}
+
 // readByShell reports whether the shell's read builtin takes data whole:
 // small, whole lines, and no NUL (sh variables cannot hold one). Other data
 // goes through dd.
@@ -86,7 +113,7 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b, err := r.before(ctx, conn, h, st, rec, ap.Files)
+	b, err := r.before(ctx, conn, h, st, rec, ap.Files, ap.Before)
 	if err != nil {
 		return runner.ScriptOutcome{}, err
 	}

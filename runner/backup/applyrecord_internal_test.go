@@ -149,7 +149,7 @@ func TestInlineRecordComesOnStdinAndCutShortCountsAsNeverRecorded(t *testing.T) 
 	// The first change: recorded through Before, over a real shell.
 	st := r.site(h)
 	st.mu.Lock()
-	b, err := r.before(ctx, conn, h, st, rec(1), nil)
+	b, err := r.before(ctx, conn, h, st, rec(1), nil, nil)
 	st.mu.Unlock()
 	require.NoError(t, err)
 	require.NotContains(t, b.script.String(), marker, "the record is not in the script")
@@ -167,7 +167,7 @@ func TestInlineRecordComesOnStdinAndCutShortCountsAsNeverRecorded(t *testing.T) 
 
 	// The second change's stdin ends inside its record.
 	st.mu.Lock()
-	b, err = r.before(ctx, conn, h, st, rec(2), nil)
+	b, err = r.before(ctx, conn, h, st, rec(2), nil, nil)
 	st.mu.Unlock()
 	require.NoError(t, err)
 	require.NotContains(t, b.script.String(), "tar -xf", "a later record of the run needs no tar (nor a directory of its own)")
@@ -413,4 +413,64 @@ func TestSnapshotHashIsReadWithTheRun(t *testing.T) {
 	require.NoError(t, err)
 	require.Len(t, hr.Changes, 1)
 	require.Equal(t, want, hr.Changes[0].Snapshots)
+}
+
+// TestSnapshotFromWhatTheCheckRead: a file whose content the check read is
+// snapshotted from it, with no cat and no stat, where the host still holds
+// that content in a file of the shell's user and group; the snapshot is
+// what iklim_snap makes of the file. Where the host differs (other content,
+// a last line without its newline, another owner, a symlink) or the data is
+// too large, iklim_snap runs.
+func TestSnapshotFromWhatTheCheckRead(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: one case is another owner's file")
+	}
+	lr := newLoggedRecorder(t, "cat", "stat")
+	dir := t.TempDir()
+	big := strings.Repeat("x = 1\n", maxKnownSnapshot/6+1)
+	for i, tc := range []struct {
+		name, onHost, known string
+		mode                uint32
+		prepare             func(p string)
+		fromCheck           bool
+	}{
+		{"same", "port = 80\n  x\\n\r\n", "port = 80\n  x\\n\r\n", 0o640, nil, true},
+		{"setuid", "a\n", "a\n", 0o4755, nil, true},
+		{"other content", "port = 81\n", "port = 80\n", 0o644, nil, false},
+		{"no last newline", "a\nb", "a\n", 0o644, nil, false},
+		{"other owner", "a\n", "a\n", 0o644, func(p string) { require.NoError(t, os.Chown(p, 1234, 4321)) }, false},
+		{"symlink", "a\n", "a\n", 0o644, func(p string) {
+			require.NoError(t, os.Rename(p, p+".real"))
+			require.NoError(t, os.Symlink(p+".real", p))
+		}, false},
+		{"too large", big, big, 0o644, nil, false},
+	} {
+		p := filepath.Join(dir, "f"+strconv.Itoa(i))
+		require.NoError(t, os.WriteFile(p, []byte(tc.onHost), 0o644))
+		require.NoError(t, os.Chmod(p, os.FileMode(tc.mode&0o777)|map[bool]os.FileMode{true: os.ModeSetuid}[tc.mode&0o4000 != 0]))
+		if tc.prepare != nil {
+			tc.prepare(p)
+		}
+		want := filepath.Join(t.TempDir(), "want")
+		res, err := lr.conn.Run(context.Background(), shPrelude+"iklim_snap "+jsq(p)+" "+remote.Quote(p)+" "+remote.Quote(filepath.Dir(want))+" want")
+		require.NoError(t, err)
+		require.Zero(t, res.ExitCode, res.Stderr)
+
+		ap := remote.WriteFileApply(p, []byte("new\n"), 0o644, "", "")
+		ap.Before = []modules.ScriptBefore{{Path: p, Data: []byte(tc.known), Mode: tc.mode}}
+		calls := lr.recordApply(i+1, p, ap)
+		snap := filepath.Join(lr.dir(), "files", snapName(seqName(i+1), 1))
+		if tc.fromCheck {
+			require.Empty(t, calls, tc.name)
+		} else {
+			require.Contains(t, calls, "stat", tc.name) // iklim_snap's
+		}
+		for _, ext := range []string{".path", ".data", ".meta.json"} {
+			got, err := os.ReadFile(snap + ext)
+			require.NoError(t, err, tc.name)
+			w, err := os.ReadFile(want + ext)
+			require.NoError(t, err, tc.name)
+			require.Equal(t, string(w), string(got), tc.name+ext)
+		}
+	}
 }

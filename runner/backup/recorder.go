@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"os"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -167,7 +168,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b, err := r.before(ctx, conn, h, st, rec, nil)
+	b, err := r.before(ctx, conn, h, st, rec, nil, nil)
 	if err != nil {
 		return err
 	}
@@ -190,7 +191,7 @@ type beforeScript struct {
 // before builds the script that records rec; st.mu is held. Its stdin is
 // files, the content a ScriptApply writes (see receiveFiles), then the
 // payload: the record when inline, then a tar.
-func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, rec *runner.ChangeRecord, files []modules.ScriptFile) (*beforeScript, error) {
+func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, rec *runner.ChangeRecord, files []modules.ScriptFile, known []modules.ScriptBefore) (*beforeScript, error) {
 	if rec == nil || rec.Change == nil {
 		return nil, errors.New("backup: empty change record")
 	}
@@ -359,6 +360,13 @@ fi
 			// It was not a regular file a moment ago; never store one in clear.
 			fmt.Fprintf(sb, "if { [ -f %s ] || [ -d %s ]; } && [ ! -L %s ]; then iklim_fail %s; fi\n",
 				remote.Quote(p), remote.Quote(p), remote.Quote(p), remote.Quote(p+" changed while being recorded"))
+		}
+		// What the check read comes on stdin after the record: only in a
+		// script with no tar, which would read stdin to its end.
+		if k := slices.IndexFunc(known, func(kb modules.ScriptBefore) bool { return kb.Path == p }); k >= 0 && !sensitive && !untar &&
+			knownSnapshot(sb, jsq(p), p, snapName(seq, n), known[k]) {
+			b.payload = append(b.payload, known[k].Data...)
+			continue
 		}
 		fmt.Fprintf(sb, "iklim_snap %s %s \"$F\" %s || iklim_fail %s\n",
 			jsq(p), remote.Quote(p), snapName(seq, n), remote.Quote("snapshot "+p+" failed"))
