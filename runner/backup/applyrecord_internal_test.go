@@ -474,3 +474,58 @@ func TestSnapshotFromWhatTheCheckRead(t *testing.T) {
 		}
 	}
 }
+
+// TestNewHostDirectoryClaim: the first record on a host whose backup root
+// is not there yet makes the root, the host directory and the run
+// directory with one mkdir, and links the host's owner marker from the run
+// directory: two programs, all directories private. A marker that another
+// control machine wrote meanwhile wins: the run directory goes, nothing is
+// applied, and the error names both owners.
+func TestNewHostDirectoryClaim(t *testing.T) {
+	lr := newLoggedRecorder(t, "mkdir", "ln", "rm", "mv", "stat")
+	lr.h.BackupRoot = filepath.Join(lr.root, "new")
+	dest := filepath.Join(t.TempDir(), "app.conf")
+	calls := lr.recordApply(1, dest, remote.WriteFileApply(dest, []byte("new\n"), 0o644, "", ""))
+	require.Equal(t, "mkdir\nln\nmv\n", calls, "mkdir -p, the marker's ln, the apply's mv")
+	hd := HostDir(lr.h.BackupRoot, "h1")
+	d := RunDir(lr.h.BackupRoot, "h1", lr.id)
+	for _, p := range []string{lr.h.BackupRoot, hd, d} {
+		fi, err := os.Stat(p)
+		require.NoError(t, err)
+		require.Equal(t, os.ModeDir|0o700, fi.Mode(), p)
+	}
+	marker, err := os.ReadFile(filepath.Join(hd, "owner"))
+	require.NoError(t, err)
+	require.Regexp(t, `^host=h1 machine=\S+ control=\S+\n$`, string(marker))
+	a, err := os.Stat(filepath.Join(hd, "owner"))
+	require.NoError(t, err)
+	b, err := os.Stat(filepath.Join(d, "host-owner"))
+	require.NoError(t, err)
+	require.True(t, os.SameFile(a, b), "the marker is a link of the run directory's copy")
+	require.Equal(t, os.FileMode(0o600), a.Mode())
+
+	// Another control machine's marker lands between the read and the ln.
+	bin := t.TempDir()
+	theirs := "host=h1 machine=m control=ctl-other"
+	ln, err := exec.LookPath("ln")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(bin, "ln"), []byte("#!/bin/sh\neval \"last=\\${$#}\"\nprintf '%s\\n' '"+theirs+"' > \"$last\"\nexec "+ln+" \"$@\"\n"), 0o755))
+	t.Setenv("PATH", bin+":"+os.Getenv("PATH"))
+	id, err := ClaimRunID(time.Now().Add(time.Second))
+	require.NoError(t, err)
+	h := &inventories.Host{Name: "h1", BackupRoot: filepath.Join(lr.root, "raced"), Local: true}
+	r := NewRecorder(RecorderOptions{Info: runner.RunInfo{ID: id}})
+	other := filepath.Join(t.TempDir(), "other.conf")
+	rec := &runner.ChangeRecord{RunID: id, Seq: 1, Host: "h1", Step: "s", Module: "file",
+		Change: &modules.Change{Summary: "change " + other, Files: []string{other}}}
+	_, err = r.RecordApply(context.Background(), lr.conn, h, rec, remote.WriteFileApply(other, []byte("new\n"), 0o644, "", ""))
+	require.ErrorIs(t, err, ErrOwnerConflict)
+	require.Contains(t, err.Error(), theirs)
+	_, err = os.Stat(other)
+	require.True(t, os.IsNotExist(err), "nothing applied")
+	_, err = os.Stat(RunDir(h.BackupRoot, "h1", id))
+	require.True(t, os.IsNotExist(err), "the run directory made is gone")
+	got, err := os.ReadFile(filepath.Join(HostDir(h.BackupRoot, "h1"), "owner"))
+	require.NoError(t, err)
+	require.Equal(t, theirs+"\n", string(got))
+}

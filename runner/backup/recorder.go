@@ -314,17 +314,20 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
   _a=$(df -Pk -- "$R" 2>/dev/null | awk 'NR==2 {print $4}')
   if [ "$_a" = 0 ]; then echo "No space left on device: the filesystem of $R is full" >&2; fi
   [ -n "$DC" ] && rm -rf -- "$D"
-  rm -rf -- "$F/%s-"* "$D/%s" "$D/changes/%s.json" "$D/changes/%s.json.enc" "$HD/.owner.%s" 2>/dev/null
+  rm -rf -- "$F/%s-"* "$D/%s" "$D/changes/%s.json" "$D/changes/%s.json.enc" 2>/dev/null
   exit 1
 }
-`, seq, tmp, seq, seq, r.tok)
+`, seq, tmp, seq, seq)
 	receiveFiles(sb, files)
 	if inline {
 		readLines(sb, "_ikrec", bytes.Count(red, []byte("\n")), `iklim_fail "the change record came short"`)
 	}
 	if first {
-		sb.WriteString("[ -d \"$R\" ] || mkdir -p -- \"$R\" || iklim_fail \"cannot create $R\"\n")
-		sb.WriteString(ownerScript(hostDirName(h.Name), hostDirName(r.control), r.tok))
+		// The host directory's owner marker is checked before anything is
+		// made; one without a marker (most likely not there yet) is claimed
+		// once the run directory is made in it, by the one mkdir -p that
+		// makes the root and the host directory too.
+		sb.WriteString(ownerScript(hostDirName(h.Name), hostDirName(r.control)))
 		// Claim the run directory: run ids are unique per control machine,
 		// so two control machines could pick the same one. The claim is its
 		// owner file, made with noclobber (O_EXCL), so that one mkdir makes
@@ -344,6 +347,7 @@ fi
 [ -n "$DC" ] || [ "$DX" = "$O" ] || { echo "$D belongs to another run: $DX" >&2; exit 1; }
 [ -d "$D/changes" ] && [ -d "$F" ] || mkdir -p -- "$D/changes" "$F" || iklim_fail "cannot create $D"
 `)
+		fmt.Fprintf(sb, claimHostScript, ownerConflictExit)
 		// Written in place: if this command fails, the run directory it
 		// created goes with it.
 		fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$D/run.json\" || iklim_fail \"cannot write $D/run.json\"\n", remote.Quote(strings.TrimRight(string(runJSON), "\n")))
@@ -417,26 +421,34 @@ func (r *Recorder) listed(st *siteState, b *beforeScript, stdout string) {
 // owner's marker in the host directory.
 const ownerConflictExit = 3
 
-// ownerScript checks the owner marker of the host directory $HD, creating
-// both when missing, and exits ownerConflictExit naming both owners when
-// the marker names another host, machine or control machine. The machine
-// is /etc/machine-id (else the kernel hostname), read with shell builtins.
-// The marker appears whole (link of a finished temp file) or not at all.
-func ownerScript(host, control, tok string) string {
+// ownerScript reads the owner marker of the host directory $HD and exits
+// ownerConflictExit naming both owners when it names another host, machine
+// or control machine; with no marker it sets HN, for claimHostScript. The
+// machine is /etc/machine-id (else the kernel hostname), read with shell
+// builtins.
+func ownerScript(host, control string) string {
 	return fmt.Sprintf(`M=; { read -r M < /etc/machine-id || read -r M < /var/lib/dbus/machine-id; } 2>/dev/null
 [ -n "$M" ] || { { read -r M < /proc/sys/kernel/hostname; } 2>/dev/null; M="hostname:$M"; }
-HO="host=%s machine=$M control=%s"; HX=
-[ -d "$HD" ] || mkdir -- "$HD" 2>/dev/null || [ -d "$HD" ] || iklim_fail "cannot create $HD"
+HO="host=%s machine=$M control=%s"; HX=; HN=
 { IFS= read -r HX < "$HD/owner"; } 2>/dev/null
-if [ -z "$HX" ] && [ ! -e "$HD/owner" ]; then
-  printf '%%s\n' "$HO" > "$HD/.owner.%[3]s" || iklim_fail "cannot write $HD/owner"
-  ln -- "$HD/.owner.%[3]s" "$HD/owner" 2>/dev/null || [ -e "$HD/owner" ] || mv -n -- "$HD/.owner.%[3]s" "$HD/owner"
-  rm -f -- "$HD/.owner.%[3]s"
-  { IFS= read -r HX < "$HD/owner"; } 2>/dev/null
-fi
-[ "$HX" = "$HO" ] || { printf 'OWNER %%s\nOURS %%s\n' "$HX" "$HO" >&2; exit %[4]d; }
-`, host, control, tok, ownerConflictExit)
+if [ -z "$HX" ] && [ ! -e "$HD/owner" ]; then HN=1
+elif [ "$HX" != "$HO" ]; then printf 'OWNER %%s\nOURS %%s\n' "$HX" "$HO" >&2; exit %d; fi
+`, host, control, ownerConflictExit)
 }
+
+// claimHostScript (a format of the exit status) writes the owner marker of
+// a host directory that had none (HN), once the run directory $D is made
+// in it: the marker appears whole (a link of a finished file, the run
+// directory's host-owner) or not at all. Where another recorder's marker
+// came first, the run directory this script made goes (DC) and the script
+// exits naming both owners.
+const claimHostScript = `if [ -n "$HN" ]; then
+  printf '%%s\n' "$HO" > "$D/host-owner" || iklim_fail "cannot write $HD/owner"
+  ln -- "$D/host-owner" "$HD/owner" 2>/dev/null || [ -e "$HD/owner" ] || mv -n -- "$D/host-owner" "$HD/owner"
+  { IFS= read -r HX < "$HD/owner"; } 2>/dev/null
+  [ "$HX" = "$HO" ] || { printf 'OWNER %%s\nOURS %%s\n' "$HX" "$HO" >&2; [ -n "$DC" ] && rm -rf -- "$D"; exit %d; }
+fi
+`
 
 // ErrOwnerConflict is wrapped by the error of a recorder that found another
 // host or control machine's owner marker in the host directory.

@@ -17,6 +17,8 @@
 //	<root>/<host>/<run-id>/run.json                 RunRecord: who, when, playbook, inventory,
 //	                                                git commit; status "running" until Finish
 //	<root>/<host>/<run-id>/owner                    the recorder that claimed the run directory
+//	<root>/<host>/<run-id>/host-owner               the host's owner, as the run that first
+//	                                                wrote it did (a link of <host>/owner)
 //	<root>/<host>/<run-id>/rollback_of              run id this run rolls back (rollback runs only)
 //	<root>/<host>/<run-id>/rolled_back              written when a rollback of this run succeeded
 //	<root>/<host>/<run-id>/changes/0001.json        runner.ChangeRecord, secrets redacted
