@@ -44,6 +44,10 @@ type ScriptBefore struct {
 type ScriptLink struct {
 	Path   string
 	Target string
+	// Own tells that Script leaves the link as the shell made it (no
+	// chown): the recorder then takes its owner from the shell's ids
+	// rather than stat it, where its directory passes no group on.
+	Own bool
 }
 
 // ScriptDir is a directory a ScriptApply makes.

@@ -251,7 +251,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 			// there meanwhile.
 			link := "{ ln -sT -- " + remote.Quote(m.Src) + " " + q + " 2>/dev/null || { " + relink + "; }; }"
 			m.apply = joinCmds(link, setOwner)
-			m.linked = &modules.ScriptLink{Path: p, Target: m.Src}
+			m.linked = &modules.ScriptLink{Path: p, Target: m.Src, Own: setOwner == ""}
 		case st.Type == "link" && st.LinkTarget == m.Src:
 			drift := a.Drift(st)
 			if len(drift) == 0 {
@@ -265,7 +265,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 			before.LinkTarget = st.LinkTarget
 			before.Attrs = []fileAttr{{Path: p, UID: st.UID, GID: st.GID, Link: true}}
 			m.apply = joinCmds(relink, setOwner)
-			m.linked = &modules.ScriptLink{Path: p, Target: m.Src}
+			m.linked = &modules.ScriptLink{Path: p, Target: m.Src, Own: setOwner == ""}
 		case st.Type == "directory":
 			return nil, fmt.Errorf("file %s: is a directory; remove it before linking", p)
 		case !m.Force:
@@ -274,7 +274,7 @@ func (m *File) Check(ctx context.Context, c modules.Conn) (*modules.Change, erro
 			ch.Summary = fmt.Sprintf("replace %s %s by a link -> %s", st.Type, p, m.Src)
 			ch.Files = []string{p}
 			m.apply = joinCmds(relink, setOwner)
-			m.linked = &modules.ScriptLink{Path: p, Target: m.Src}
+			m.linked = &modules.ScriptLink{Path: p, Target: m.Src, Own: setOwner == ""}
 		}
 	}
 	if err := ch.SetBefore(before); err != nil {

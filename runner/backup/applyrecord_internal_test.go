@@ -283,27 +283,35 @@ func TestAfterStateOfMadeDirectoriesIsWhatIsThere(t *testing.T) {
 
 // TestAfterStateOfMadeLinksIsWhatIsThere: the after state of a link the
 // apply made takes its hash from the target written, without readlink and
-// sha256sum, and equals reading the link back; where the path is not a link
-// after all, it is read back.
+// sha256sum, and its owner from the shell's ids where the apply left the
+// link as it made it, without stat; it equals reading the link back. A link
+// the apply chowned, one in a setgid directory (which passes its group on)
+// and a path that is not a link after all are read back.
 func TestAfterStateOfMadeLinksIsWhatIsThere(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: one case gives a link another owner")
 	}
-	lr := newLoggedRecorder(t, "readlink", "sha256sum")
+	lr := newLoggedRecorder(t, "readlink", "sha256sum", "stat")
 	dir := t.TempDir()
+	shared := filepath.Join(dir, "shared")
+	require.NoError(t, os.Mkdir(shared, 0o755))
+	require.NoError(t, os.Chown(shared, 0, 4321))
+	require.NoError(t, os.Chmod(shared, 0o775|os.ModeSetgid))
 	ln := func(target, p string) string { return "ln -sT -- " + remote.Quote(target) + " " + remote.Quote(p) }
-	a, b, c := filepath.Join(dir, "current"), filepath.Join(dir, "odd"), filepath.Join(dir, "notalink")
+	a, b, c, d := filepath.Join(dir, "current"), filepath.Join(dir, "odd"), filepath.Join(dir, "notalink"), filepath.Join(shared, "current")
 	for i, tc := range []struct {
 		path, target, script string
-		known                bool
+		own                  bool
+		calls                string
 	}{
-		{a, "releases/7", ln("releases/7", a), true},
-		{b, "/srv/a b/$x'\\", ln("/srv/a b/$x'\\", b) + " && chown -h 1234:4321 -- " + remote.Quote(b), true},
-		{c, "elsewhere", "echo data > " + remote.Quote(c), false},
+		{a, "releases/7", ln("releases/7", a), true, ""},
+		{b, "/srv/a b/$x'\\", ln("/srv/a b/$x'\\", b) + " && chown -h 1234:4321 -- " + remote.Quote(b), false, "stat\n"},
+		{c, "elsewhere", "echo data > " + remote.Quote(c), true, "sha256sum\nstat\n"},
+		{d, "releases/8", ln("releases/8", d), true, "stat\n"},
 	} {
-		ap := &modules.ScriptApply{Script: tc.script + "\n", Links: []modules.ScriptLink{{Path: tc.path, Target: tc.target}}}
+		ap := &modules.ScriptApply{Script: tc.script + "\n", Links: []modules.ScriptLink{{Path: tc.path, Target: tc.target, Own: tc.own}}}
 		calls := lr.recordApply(i+1, tc.path, ap)
-		require.Equal(t, tc.known, calls == "", "%s: %s", tc.path, calls)
+		require.Equal(t, tc.calls, calls, tc.path)
 		requireAfterIsReadBack(t, lr.conn, lr.dir(), i+1, tc.path)
 	}
 }

@@ -577,7 +577,7 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 	fmt.Fprintf(&sb, "A=%s\n{ printf '%%s' %s\n", remote.Quote(dir+"/changes/"+seq+".after.json"), remote.Quote(pre))
 	known := map[string]modules.ScriptFile{}
 	dirs := map[string]uint32{}
-	links := map[string]string{} // path → the sha256 of its target
+	links := map[string]modules.ScriptLink{}
 	if ap != nil {
 		for _, f := range ap.Files {
 			if f.Dest != "" {
@@ -588,7 +588,7 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 			dirs[d.Path] = d.Mode & 0o7777
 		}
 		for _, l := range ap.Links {
-			links[l.Path] = remote.SHA256String(l.Target + "\n") // as readlink prints it
+			links[l.Path] = l
 		}
 	}
 	for i, p := range rec.Change.Files {
@@ -604,10 +604,19 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 			sum := sha256.Sum256(f.Data)
 			st = fmt.Sprintf(`if [ -f %s ] && %s; then printf '{"path":%%s,"exists":true,"type":"file","mode":"%o","uid":%%s,"gid":%%s,"sha256":"%s"}' %s "$_iku" "$_ikg"; else %s; fi`,
 				q, owned, f.DestMode&0o7777, hex.EncodeToString(sum[:]), jsq(p), st)
-		} else if sum, ok := links[p]; ok {
+		} else if l, ok := links[p]; ok {
 			// A link's hash is its target's, which the apply has just
-			// written; its owner is read (test -O would follow the link).
-			st = fmt.Sprintf("if [ -L %s ]; then iklim_st %s %s %s || %s 1; else %s; fi", q, jsq(p), q, sum, quit, st)
+			// written (as readlink prints it). Its owner is read (test -O
+			// would follow the link), unless the shell made it and left it
+			// so: then it is the shell's, with the group of the directory
+			// where that is setgid.
+			sum := remote.SHA256String(l.Target + "\n")
+			read := fmt.Sprintf("iklim_st %s %s %s || %s 1", jsq(p), q, sum, quit)
+			if l.Own {
+				read = fmt.Sprintf(`if [ ! -g %s ] && [ -n "$_iku" ] && [ -n "$_ikg" ]; then printf '{"path":%%s,"exists":true,"type":"symlink","mode":"777","uid":%%s,"gid":%%s,"sha256":"%s"}' %s "$_iku" "$_ikg"; else %s; fi`,
+					remote.Quote(path.Dir(p)), sum, jsq(p), read)
+			}
+			st = fmt.Sprintf("if [ -L %s ]; then %s; else %s; fi", q, read, st)
 		} else if mode, ok := dirs[p]; ok {
 			// Likewise a directory made with its permission bits; the
 			// special ones may differ (a setgid parent passes its bit on,
