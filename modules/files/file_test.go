@@ -185,8 +185,8 @@ func TestFileDiffAndFiles(t *testing.T) {
 }
 
 // A change that writes a link tells the recorder its target, whose hash
-// is the link's after it (no readlink); one that only sets the link's
-// owner does not.
+// is the link's after it (no readlink), and whether it leaves the link as
+// made (no owner to set); one that only sets the link's owner does not.
 func TestFileLinkApplyScriptNamesItsTarget(t *testing.T) {
 	dir := t.TempDir()
 	require.NoError(t, os.Symlink("old", dir+"/was"))
@@ -196,9 +196,10 @@ func TestFileLinkApplyScriptNamesItsTarget(t *testing.T) {
 		m    *files.File
 		want []modules.ScriptLink
 	}{
-		{&files.File{Path: dir + "/new", State: "link", Src: "t1"}, []modules.ScriptLink{{Path: dir + "/new", Target: "t1"}}},
-		{&files.File{Path: dir + "/was", State: "link", Src: "t2"}, []modules.ScriptLink{{Path: dir + "/was", Target: "t2"}}},
-		{&files.File{Path: dir + "/file", State: "link", Src: "t3", Force: true}, []modules.ScriptLink{{Path: dir + "/file", Target: "t3"}}},
+		{&files.File{Path: dir + "/new", State: "link", Src: "t1"}, []modules.ScriptLink{{Path: dir + "/new", Target: "t1", Own: true}}},
+		{&files.File{Path: dir + "/was", State: "link", Src: "t2"}, []modules.ScriptLink{{Path: dir + "/was", Target: "t2", Own: true}}},
+		{&files.File{Path: dir + "/file", State: "link", Src: "t3", Force: true}, []modules.ScriptLink{{Path: dir + "/file", Target: "t3", Own: true}}},
+		{&files.File{Path: dir + "/new", State: "link", Src: "t4", Group: "nogroup"}, []modules.ScriptLink{{Path: dir + "/new", Target: "t4"}}},
 		{&files.File{Path: dir + "/same", State: "link", Src: "same", Owner: "nobody"}, nil},
 	} {
 		ch, err := tc.m.Check(context.Background(), modtest.NewCountConn())
