@@ -70,15 +70,17 @@ const maxKnownSnapshot = 2 << 10
 // data, read back with builtins, no cat and no stat run. Elsewhere it is
 // iklim_snap. The mode recorded is the one the check read, and a file that
 // changed since by NUL bytes alone (which read drops) reads as unchanged:
-// the snapshot is then the file as its check saw it. ok is false where kb
-// cannot be used so: the caller runs iklim_snap.
+// the snapshot is then the file as its check saw it. The read back stops
+// at the first line past kb's length (a file that grew since; one line
+// alone cannot be cut short). ok is false where kb cannot be used so: the
+// caller runs iklim_snap.
 func knownSnapshot(sb *strings.Builder, jpath, path, name string, kb modules.ScriptBefore) (ok bool) {
 	if len(kb.Data) == 0 || len(kb.Data) > maxKnownSnapshot || !readByShell(kb.Data) {
 		return false
 	}
 	q, fail := remote.Quote(path), "iklim_fail "+remote.Quote("snapshot "+path+" failed")
 	readLines(sb, "_ikk", bytes.Count(kb.Data, []byte("\n")), `iklim_fail "the snapshot came short"`)
-	fmt.Fprintf(sb, "_ikc=-; if [ -f %s ] && [ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n \"$_iku\" ] && [ -n \"$_ikg\" ]; then _ikc=; _ikl=; while IFS= read -r _ikl; do _ikc=\"$_ikc$_ikl\n\"; done < %s; [ -z \"$_ikl\" ] || _ikc=-; fi 2>/dev/null\n", q, q, q, q, q)
+	fmt.Fprintf(sb, "_ikc=-; if [ -f %s ] && [ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n \"$_iku\" ] && [ -n \"$_ikg\" ]; then _ikc=; _ikl=; while IFS= read -r _ikl; do _ikc=\"$_ikc$_ikl\n\"; [ ${#_ikc} -le %d ] || break; done < %s; [ -z \"$_ikl\" ] || _ikc=-; fi 2>/dev/null\n", q, q, q, q, len(kb.Data), q)
 	fmt.Fprintf(sb, "if [ \"$_ikc\" = \"$_ikk\" ]; then { printf '%%s' %s > \"$F/%s.path\" && printf '%%s' \"$_ikc\" > \"$F/%s.data\" && printf '{\"path\":%%s,\"exists\":true,\"type\":\"file\",\"mode\":\"%o\",\"uid\":%%s,\"gid\":%%s}' %s \"$_iku\" \"$_ikg\" > \"$F/%s.meta.json\"; } || %s\n",
 		q, name, name, kb.Mode&0o7777, jpath, name, fail)
 	fmt.Fprintf(sb, "else iklim_snap %s %s \"$F\" %s || %s; fi\n_ikc=; _ikk=\n", jpath, q, name, fail)

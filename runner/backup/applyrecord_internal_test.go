@@ -427,8 +427,8 @@ func TestSnapshotHashIsReadWithTheRun(t *testing.T) {
 // snapshotted from it, with no cat and no stat, where the host still holds
 // that content in a file of the shell's user and group; the snapshot is
 // what iklim_snap makes of the file. Where the host differs (other content,
-// a last line without its newline, another owner, a symlink) or the data is
-// too large, iklim_snap runs.
+// a last line without its newline, more lines, another owner, a symlink) or
+// the data is too large, iklim_snap runs.
 func TestSnapshotFromWhatTheCheckRead(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: one case is another owner's file")
@@ -446,6 +446,7 @@ func TestSnapshotFromWhatTheCheckRead(t *testing.T) {
 		{"setuid", "a\n", "a\n", 0o4755, nil, true},
 		{"other content", "port = 81\n", "port = 80\n", 0o644, nil, false},
 		{"no last newline", "a\nb", "a\n", 0o644, nil, false},
+		{"grown since", "a\n" + strings.Repeat("log line\n", 20000), "a\n", 0o644, nil, false},
 		{"other owner", "a\n", "a\n", 0o644, func(p string) { require.NoError(t, os.Chown(p, 1234, 4321)) }, false},
 		{"symlink", "a\n", "a\n", 0o644, func(p string) {
 			require.NoError(t, os.Rename(p, p+".real"))
