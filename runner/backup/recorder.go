@@ -608,8 +608,8 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 			// A link's hash is its target's, which the apply has just
 			// written (as readlink prints it). Its owner is read (test -O
 			// would follow the link), unless the shell made it and left it
-			// so: then it is the shell's, with the group of the directory
-			// where that is setgid.
+			// so: then it is the shell's, but in a setgid directory, whose
+			// group it takes.
 			sum := remote.SHA256String(l.Target + "\n")
 			read := fmt.Sprintf("iklim_st %s %s %s || %s 1", jsq(p), q, sum, quit)
 			if l.Own {
