@@ -115,7 +115,7 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b, err := r.before(ctx, conn, h, st, rec, ap.Files, ap.Before)
+	b, err := r.before(ctx, conn, h, st, rec, ap)
 	if err != nil {
 		return runner.ScriptOutcome{}, err
 	}
@@ -142,7 +142,7 @@ func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *invent
 		stdin.Write(f.Data)
 	}
 	stdin.Write(b.payload)
-	res, err := conn.Run(ctx, loginUmask+sb.String(), modules.WithStdin(&stdin))
+	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(&stdin))
 	if err != nil {
 		return r.unknownOutcome(ctx, conn, h, st, b, rec, err)
 	}

@@ -168,7 +168,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b, err := r.before(ctx, conn, h, st, rec, nil, nil)
+	b, err := r.before(ctx, conn, h, st, rec, nil)
 	if err != nil {
 		return err
 	}
@@ -188,10 +188,10 @@ type beforeScript struct {
 	payload                           []byte
 }
 
-// before builds the script that records rec; st.mu is held. Its stdin is
-// files, the content a ScriptApply writes (see receiveFiles), then the
-// payload: the record when inline, then a tar.
-func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, rec *runner.ChangeRecord, files []modules.ScriptFile, known []modules.ScriptBefore) (*beforeScript, error) {
+// before builds the script that records rec, ahead of ap's when ap is not
+// nil (RecordApply); st.mu is held. Its stdin is the files ap writes (see
+// receiveFiles), then the payload: the record when inline, then a tar.
+func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, rec *runner.ChangeRecord, ap *modules.ScriptApply) (*beforeScript, error) {
 	if rec == nil || rec.Change == nil {
 		return nil, errors.New("backup: empty change record")
 	}
@@ -303,6 +303,14 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 	}
 	b := &beforeScript{where: where, host: h.Name, root: root, hdir: hdir, dir: dir, seq: seq, first: first, rollbackOf: rollbackOf, payload: payload}
 	sb := &b.script
+	var files []modules.ScriptFile
+	var known []modules.ScriptBefore
+	if ap != nil {
+		// In the builder itself: the script is the largest thing a host
+		// holds while it applies, and a thousand hosts apply at once.
+		sb.WriteString(loginUmask)
+		files, known = ap.Files, ap.Before
+	}
 	sb.WriteString(shPrelude)
 	fmt.Fprintf(sb, "R=%s; HD=%s; D=%s; F=\"$D/files\"; DC=\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir))
 	// iklim_fail removes what this command wrote: the whole run directory
