@@ -610,8 +610,8 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 			// What the apply wrote, as iklim_st prints it, when the file is
 			// there and the shell's own (else its owner is read too).
 			sum := sha256.Sum256(f.Data)
-			st = fmt.Sprintf(`if [ -f %s ] && %s; then printf '{"path":%%s,"exists":true,"type":"file","mode":"%o","uid":%%s,"gid":%%s,"sha256":"%s"}' %s "$_iku" "$_ikg"; else %s; fi`,
-				q, owned, f.DestMode&0o7777, hex.EncodeToString(sum[:]), jsq(p), st)
+			st = fmt.Sprintf(`if [ -f %s ] && %s; then %s; else %s; fi`,
+				q, owned, shellsMeta(jsq(p), "file", f.DestMode, hex.EncodeToString(sum[:])), st)
 		} else if l, ok := links[p]; ok {
 			// A link's hash is its target's, which the apply has just
 			// written (as readlink prints it). Its owner is read (test -O
@@ -621,21 +621,32 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 			sum := remote.SHA256String(l.Target + "\n")
 			read := fmt.Sprintf("iklim_st %s %s %s || %s 1", jsq(p), q, sum, quit)
 			if l.Own {
-				read = fmt.Sprintf(`if [ ! -g %s ] && [ -n "$_iku" ] && [ -n "$_ikg" ]; then printf '{"path":%%s,"exists":true,"type":"symlink","mode":"777","uid":%%s,"gid":%%s,"sha256":"%s"}' %s "$_iku" "$_ikg"; else %s; fi`,
-					remote.Quote(path.Dir(p)), sum, jsq(p), read)
+				read = fmt.Sprintf(`if [ ! -g %s ] && [ -n "$_iku" ] && [ -n "$_ikg" ]; then %s; else %s; fi`,
+					remote.Quote(path.Dir(p)), shellsMeta(jsq(p), "symlink", 0o777, sum), read)
 			}
 			st = fmt.Sprintf("if [ -L %s ]; then %s; else %s; fi", q, read, st)
 		} else if mode, ok := dirs[p]; ok {
 			// Likewise a directory made with its permission bits; the
 			// special ones may differ (a setgid parent passes its bit on,
 			// chmod keeps a directory's), so they are tested.
-			st = fmt.Sprintf(`if [ -d %s ] && %s && %s; then printf '{"path":%%s,"exists":true,"type":"dir","mode":"%o","uid":%%s,"gid":%%s}' %s "$_iku" "$_ikg"; else %s; fi`,
-				q, owned, specialBits(q, mode), mode, jsq(p), st)
+			st = fmt.Sprintf(`if [ -d %s ] && %s && %s; then %s; else %s; fi`,
+				q, owned, specialBits(q, mode), shellsMeta(jsq(p), "dir", mode, ""), st)
 		}
 		sb.WriteString(st + "\n")
 	}
 	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A\" || { rm -f -- \"$A\"; %s 1; }\n", remote.Quote(post), quit)
 	return sb.String(), nil
+}
+
+// shellsMeta is the printf that prints the FileMeta of a path (jpath, its
+// JSON string quoted for sh) owned by the shell's ids, $_iku and $_ikg, as
+// iklim_st prints it: of type typ, with mode, and its sha256 unless sum is
+// "".
+func shellsMeta(jpath, typ string, mode uint32, sum string) string {
+	if sum != "" {
+		sum = `,"sha256":"` + sum + `"`
+	}
+	return fmt.Sprintf(`printf '{"path":%%s,"exists":true,"type":"%s","mode":"%o","uid":%%s,"gid":%%s%s}' %s "$_iku" "$_ikg"`, typ, mode&0o7777, sum, jpath)
 }
 
 // specialBits is an sh test, builtins only, that the setuid, setgid and
