@@ -414,7 +414,8 @@ func ownedByShell(p, owner, group string) string {
 		return ""
 	}
 	var b strings.Builder
-	b.WriteString(ShellIDs)
+	// Ids a recorded apply's shell has read already (ShellState) are taken.
+	b.WriteString(`{ [ -n "$_iku" ] && [ -n "$_ikg" ] || ` + ShellIDs + "; }")
 	if owner != "" {
 		fmt.Fprintf(&b, " && [ \"$_iku\" = %s ] && [ -O %s ]", owner, Quote(p))
 	}
