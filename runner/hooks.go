@@ -116,6 +116,36 @@ type ScriptRecorder interface {
 	RecordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, ap *modules.ScriptApply) (ScriptOutcome, error)
 }
 
+// ChainRecorder is a ScriptRecorder that can also record and apply several
+// changes, one after the other, in one round trip.
+type ChainRecorder interface {
+	ScriptRecorder
+	// RecordApplyChain does what RecordApply does for each link in turn,
+	// and stops at the first link that fails, or whose Guard does not
+	// hold when its turn comes. It returns an outcome for every link, in
+	// order: those of links not reached are zero (not recorded, not
+	// changed). The last link's Then runs once every link it reached was
+	// applied, after the last one.
+	RecordApplyChain(ctx context.Context, conn modules.Conn, h *inventories.Host, links []ChainLink) []ChainOutcome
+}
+
+// ChainLink is one change of a RecordApplyChain.
+type ChainLink struct {
+	Rec   *ChangeRecord
+	Apply *modules.ScriptApply
+	// Guard, of every link but the first, is an sh test, builtins only,
+	// that the paths its change was checked against are still as the check
+	// saw them, after the links before it.
+	Guard string
+}
+
+// ChainOutcome is what RecordApplyChain did with one link: its
+// ScriptOutcome, and Err as RecordApply's error.
+type ChainOutcome struct {
+	ScriptOutcome
+	Err error
+}
+
 // ScriptOutcome is what RecordApply did.
 type ScriptOutcome struct {
 	// Recorded is true once the change record was written; with an error,

@@ -14,7 +14,7 @@ import (
 	"github.com/iklimco/iklim/runner"
 )
 
-var _ runner.ScriptRecorder = (*Recorder)(nil)
+var _ runner.ChainRecorder = (*Recorder)(nil)
 
 // noFilesExit is the exit status of a script that could not write a
 // ScriptApply's files: nothing was recorded or changed.
@@ -107,72 +107,144 @@ const loginUmask = remote.ShellState + `
 [ -n "$_ikum" ] || _ikum=$(umask)
 `
 
-// RecordApply implements runner.ScriptRecorder: the script of Before, then
-// ap's, then After's, in one command. ap's files travel on stdin ahead of the
-// record. The change record is complete (written whole) before ap runs,
-// so a run that dies meanwhile leaves the same record as Before would.
+// RecordApply implements runner.ScriptRecorder: RecordApplyChain's command
+// for one change.
 func (r *Recorder) RecordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *runner.ChangeRecord, ap *modules.ScriptApply) (runner.ScriptOutcome, error) {
+	outs := r.RecordApplyChain(ctx, conn, h, []runner.ChainLink{{Rec: rec, Apply: ap}})
+	return outs[0].ScriptOutcome, outs[0].Err
+}
+
+// errNotChained is what before returns for a change that cannot follow
+// another in one command: the chain ends before it.
+var errNotChained = errors.New("backup: this change cannot be chained")
+
+// RecordApplyChain implements runner.ChainRecorder: for each link in turn,
+// the script of Before, then the link's apply, then After's, in one command.
+// Each link's files travel on stdin ahead of its record, the links' one
+// after the other. A change record is complete (written whole) before its
+// apply runs, so a run that dies meanwhile leaves the same records as
+// Before would. The chain ends early, before a link whose guard fails (its
+// paths are no longer as its check saw them), or whose change cannot be
+// chained (a sensitive one, read in a round trip of its own, or one after
+// a record sent as a tar, which reads stdin to its end): those links are
+// not recorded or changed.
+func (r *Recorder) RecordApplyChain(ctx context.Context, conn modules.Conn, h *inventories.Host, links []runner.ChainLink) []runner.ChainOutcome {
+	outs := make([]runner.ChainOutcome, len(links))
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b, err := r.before(ctx, conn, h, st, rec, ap)
-	if err != nil {
-		return runner.ScriptOutcome{}, err
+	tok := r.tok
+	var bs []*beforeScript
+	var stdin bytes.Buffer
+	var sb *strings.Builder
+	for i, l := range links {
+		if i > 0 && bs[i-1].untar {
+			break
+		}
+		b, err := r.before(ctx, conn, h, st, l.Rec, l.Apply, i > 0)
+		if errors.Is(err, errNotChained) {
+			break
+		}
+		if err != nil {
+			outs[i].Err = err
+			break
+		}
+		after, err := r.afterScript(h, l.Rec, nil, "return", l.Apply)
+		if err != nil {
+			outs[i].Err = err
+			break
+		}
+		bs = append(bs, b)
+		if i == 0 {
+			sb = &b.script
+		} else {
+			// A link whose paths are no longer as its check saw them ends
+			// the chain, its files and record unread on stdin.
+			fmt.Fprintf(sb, "if ! { %s; }; then printf '\\nIKLIM-STOP %s\\n'; exit 0; fi\n", l.Guard, tok)
+			sb.WriteString(b.script.String())
+		}
+		// No subshells: a fork each. The apply's status is its last
+		// command's. It runs under the session's umask, as it would alone
+		// (a directory's missing parents are made as mkdir -p makes them),
+		// the records under 077. The outcome is recorded by a function:
+		// its failure is not the apply's.
+		fmt.Fprintf(sb, "printf '\\nIKLIM-RECORDED %s %d\\n'\numask \"$_ikum\"\n{\n%s\n} </dev/null || exit\numask 077\n", tok, i, strings.TrimRight(l.Apply.Script, "\n"))
+		fmt.Fprintf(sb, "_ikafter() {\n%s}\n_ikafter; printf 'IKLIM-APPLIED %s %d %%d\\n' $?\n", after, tok, i)
+		for _, f := range l.Apply.Files {
+			stdin.Write(f.Data)
+		}
+		stdin.Write(b.payload)
 	}
-	after, err := r.afterScript(h, rec, nil, "return", ap)
-	if err != nil {
-		return runner.ScriptOutcome{}, err
+	if len(bs) == 0 {
+		return outs
 	}
-	recorded, applied := "IKLIM-RECORDED "+r.tok, "IKLIM-APPLIED "+r.tok
-	sb := &b.script
-	// No subshells: a fork each. The apply's status is its last command's.
-	// It runs under the session's umask, as it would alone (a directory's
-	// missing parents are made as mkdir -p makes them), the records under 077.
-	fmt.Fprintf(sb, "printf '\\n%s\\n'\numask \"$_ikum\"\n{\n%s\n} </dev/null || exit\numask 077\n", recorded, strings.TrimRight(ap.Script, "\n"))
-	// The outcome is recorded by a function: its failure is not the apply's.
-	fmt.Fprintf(sb, "_ikafter() {\n%s}\n_ikafter && printf '%s\\n'\n", after, applied)
-	then, thenEnd := "IKLIM-THEN "+r.tok, "IKLIM-THEN-END "+r.tok
-	if ap.Then != "" {
-		fmt.Fprintf(sb, "printf '\\n%s\\n'\n{\n%s\n} </dev/null\nprintf '\\n%s %%d\\n' $?\n", then, strings.TrimRight(ap.Then, "\n"), thenEnd)
+	then, thenEnd := "IKLIM-THEN "+tok, "IKLIM-THEN-END "+tok
+	if t := links[len(links)-1].Apply.Then; t != "" {
+		fmt.Fprintf(sb, "printf '\\n%s\\n'\n{\n%s\n} </dev/null\nprintf '\\n%s %%d\\n' $?\n", then, strings.TrimRight(t, "\n"), thenEnd)
 	}
 	sb.WriteString("exit 0\n")
 
-	var stdin bytes.Buffer
-	for _, f := range ap.Files {
-		stdin.Write(f.Data)
-	}
-	stdin.Write(b.payload)
 	res, err := conn.Run(ctx, sb.String(), modules.WithStdin(&stdin))
 	if err != nil {
-		return r.unknownOutcome(ctx, conn, h, st, b, rec, err)
+		r.unknownOutcomes(ctx, conn, h, st, bs, links, outs, err)
+		return outs
 	}
-	if res.ExitCode == noFilesExit && !strings.Contains(res.Stdout, recorded) {
-		return runner.ScriptOutcome{}, nil // nothing written: the caller records and applies the usual way
-	}
-	head, tail, ok := strings.Cut(res.Stdout, "\n"+recorded+"\n")
-	if !ok {
-		if res.ExitCode == 0 {
-			return runner.ScriptOutcome{}, fmt.Errorf("%s: %s: the record command ended early", b.where, b.dir)
+	rest := res.Stdout
+	for i, b := range bs {
+		recorded := fmt.Sprintf("\nIKLIM-RECORDED %s %d\n", tok, i)
+		if i == 0 && res.ExitCode == noFilesExit && !strings.Contains(rest, recorded) {
+			return outs // nothing written: the caller records and applies the usual way
 		}
-		return runner.ScriptOutcome{}, r.recorded(st, b, res)
-	}
-	r.listed(st, b, head)
-	out := runner.ScriptOutcome{Recorded: true}
-	if res.ExitCode != 0 {
-		res.Stdout = tail
-		out.ApplyErr = res.Err(rec.Module + " " + strings.Join(rec.Change.Files, " "))
-		if out.ApplyErr == nil {
-			out.ApplyErr = errors.New("apply failed")
+		head, tail, ok := strings.Cut(rest, recorded)
+		if !ok {
+			switch {
+			case i > 0:
+				// Stopped at its guard, or its record failed and was
+				// taken back: not recorded, not changed.
+			case res.ExitCode == 0:
+				outs[i].Err = fmt.Errorf("%s: %s: the record command ended early", b.where, b.dir)
+			default:
+				outs[i].Err = r.recorded(st, b, res)
+			}
+			return outs
 		}
-		return out, nil
+		r.listed(st, b, head)
+		outs[i].Recorded = true
+		// The marker tells the apply succeeded, and how its after record
+		// went.
+		_, tail, ok = strings.Cut(tail, fmt.Sprintf("IKLIM-APPLIED %s %d ", tok, i))
+		if !ok {
+			l := links[i]
+			res.Stdout = strings.TrimPrefix(rest, head+recorded)
+			outs[i].ApplyErr = res.Err(l.Rec.Module + " " + strings.Join(l.Rec.Change.Files, " "))
+			if outs[i].ApplyErr == nil {
+				outs[i].ApplyErr = errors.New("apply failed")
+			}
+			return outs
+		}
+		code, tail, _ := strings.Cut(tail, "\n")
+		outs[i].AfterDone = code == "0"
+		rest = tail
 	}
-	out.AfterDone = strings.Contains(tail, applied+"\n")
-	if _, t, ok := strings.Cut(tail, "\n"+then+"\n"); ok {
-		if t, st, ok := strings.Cut(t, "\n"+thenEnd+" "); ok && st == "0\n" {
-			out.Then, out.ThenOK = t, true
+	if _, t, ok := strings.Cut(rest, "\n"+then+"\n"); ok {
+		if t, code, ok := strings.Cut(t, "\n"+thenEnd+" "); ok && code == "0\n" {
+			last := &outs[len(bs)-1]
+			last.Then, last.ThenOK = t, true
 		}
 	}
-	return out, nil
+	return outs
+}
+
+// unknownOutcomes follows a RecordApplyChain whose command was cut off: each
+// link's record, in order, is looked for and, where found, its outcome
+// recorded as failed (unknownOutcome); the first link not recorded ends it.
+func (r *Recorder) unknownOutcomes(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, bs []*beforeScript, links []runner.ChainLink, outs []runner.ChainOutcome, runErr error) {
+	for i, b := range bs {
+		outs[i].ScriptOutcome, outs[i].Err = r.unknownOutcome(ctx, conn, h, st, b, links[i].Rec, runErr)
+		if !outs[i].Recorded || outs[i].Err != nil {
+			return
+		}
+	}
 }
 
 // unknownOutcome follows a RecordApply whose command was cut off (lost

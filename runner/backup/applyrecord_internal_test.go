@@ -149,7 +149,7 @@ func TestInlineRecordComesOnStdinAndCutShortCountsAsNeverRecorded(t *testing.T) 
 	// The first change: recorded through Before, over a real shell.
 	st := r.site(h)
 	st.mu.Lock()
-	b, err := r.before(ctx, conn, h, st, rec(1), nil)
+	b, err := r.before(ctx, conn, h, st, rec(1), nil, false)
 	st.mu.Unlock()
 	require.NoError(t, err)
 	require.NotContains(t, b.script.String(), marker, "the record is not in the script")
@@ -167,7 +167,7 @@ func TestInlineRecordComesOnStdinAndCutShortCountsAsNeverRecorded(t *testing.T) 
 
 	// The second change's stdin ends inside its record.
 	st.mu.Lock()
-	b, err = r.before(ctx, conn, h, st, rec(2), nil)
+	b, err = r.before(ctx, conn, h, st, rec(2), nil, false)
 	st.mu.Unlock()
 	require.NoError(t, err)
 	require.NotContains(t, b.script.String(), "tar -xf", "a later record of the run needs no tar (nor a directory of its own)")

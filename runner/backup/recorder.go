@@ -168,7 +168,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	b, err := r.before(ctx, conn, h, st, rec, nil)
+	b, err := r.before(ctx, conn, h, st, rec, nil, false)
 	if err != nil {
 		return err
 	}
@@ -183,6 +183,7 @@ func (r *Recorder) Before(ctx context.Context, conn modules.Conn, h *inventories
 type beforeScript struct {
 	where, host, root, hdir, dir, seq string
 	first                             bool
+	untar                             bool // the script reads its stdin to the end
 	rollbackOf                        string
 	script                            strings.Builder
 	payload                           []byte
@@ -191,7 +192,11 @@ type beforeScript struct {
 // before builds the script that records rec, ahead of ap's when ap is not
 // nil (RecordApply); st.mu is held. Its stdin is the files ap writes (see
 // receiveFiles), then the payload: the record when inline, then a tar.
-func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, rec *runner.ChangeRecord, ap *modules.ScriptApply) (*beforeScript, error) {
+// chained tells that the script follows another change's in the same
+// command (RecordApplyChain), which set up the shell and the run directory;
+// a sensitive change is then errNotChained, since its files are read in a
+// round trip of their own before the command.
+func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, rec *runner.ChangeRecord, ap *modules.ScriptApply, chained bool) (*beforeScript, error) {
 	if rec == nil || rec.Change == nil {
 		return nil, errors.New("backup: empty change record")
 	}
@@ -209,6 +214,9 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 		return nil, fmt.Errorf("%s: redact change record: %w", where, err)
 	}
 	sensitive := rec.Change.Sensitive || redacted || diffHasSecret(rec.Change.Diff, sec) || rec.SensitiveArgs
+	if chained && sensitive {
+		return nil, errNotChained
+	}
 
 	seq := seqName(rec.Seq)
 	root := hostRoot(h)
@@ -227,7 +235,7 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 			sensitive = sensitive || b.Sensitive
 		}
 	}
-	first := !st.initialized
+	first := !st.initialized && !chained
 	var runJSON []byte
 	if first {
 		rr := r.runRecord(h, st, StatusRunning)
@@ -301,17 +309,22 @@ func (r *Recorder) before(ctx context.Context, conn modules.Conn, h *inventories
 	if inline {
 		payload = append(red[:len(red):len(red)], payload...)
 	}
-	b := &beforeScript{where: where, host: h.Name, root: root, hdir: hdir, dir: dir, seq: seq, first: first, rollbackOf: rollbackOf, payload: payload}
+	b := &beforeScript{where: where, host: h.Name, root: root, hdir: hdir, dir: dir, seq: seq, first: first, untar: untar, rollbackOf: rollbackOf, payload: payload}
 	sb := &b.script
 	var files []modules.ScriptFile
 	var known []modules.ScriptBefore
 	if ap != nil {
-		// In the builder itself: the script is the largest thing a host
-		// holds while it applies, and a thousand hosts apply at once.
-		sb.WriteString(loginUmask)
 		files, known = ap.Files, ap.Before
 	}
-	sb.WriteString(shPrelude)
+	if !chained {
+		if ap != nil {
+			// In the builder itself: the script is the largest thing a
+			// host holds while it applies, and a thousand hosts apply at
+			// once.
+			sb.WriteString(loginUmask)
+		}
+		sb.WriteString(shPrelude)
+	}
 	fmt.Fprintf(sb, "R=%s; HD=%s; D=%s; F=\"$D/files\"; DC=\n", remote.Quote(root), remote.Quote(hdir), remote.Quote(dir))
 	// iklim_fail removes what this command wrote: the whole run directory
 	// when it created it, else this change's files.
