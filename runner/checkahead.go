@@ -71,6 +71,8 @@ type checked struct {
 	pf      *probeAnswers // answers its check may take (prefetch.go)
 	then    []probeGroup  // probes its apply answers for the steps after
 	found   *verdict      // what its check found, for the probes it asked
+	chain   []*checked    // the steps applied in its apply's round trip (chain.go)
+	link    *chainLink    // set when it is one of those
 }
 
 // runHost runs the steps of a segment on one host, batching checks where it
@@ -193,25 +195,32 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 	// Take the results in order while they still hold.
 	for k, c := range pre {
 		s := steps[k]
-		// Before a gate opens too: a gated command built from results that
-		// have changed since must not run.
-		if k > 0 && !s.ResultFree && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
-			return k, false, 1
-		}
-		if c.gated {
-			b.open(k, true)
-		}
-		<-c.done
-		if ctx.Err() != nil && c.err == nil {
-			return k, false, 1 // interrupted: as run one by one, start no more steps
-		}
-		stops := !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check)
-		if stops {
-			b.closeGates() // nothing runs ahead of a change being applied
-			c.then = b.probesBefore(k+1, pre, steps)
-			c.pf = pf
+		if c.link == nil {
+			// Before a gate opens too: a gated command built from results
+			// that have changed since must not run.
+			if k > 0 && !s.ResultFree && registeredBefore(steps[:k]) && !e.sameStep(s, c, h) {
+				return k, false, 1
+			}
+			if c.gated {
+				b.open(k, true)
+			}
+			<-c.done
+			if ctx.Err() != nil && c.err == nil {
+				return k, false, 1 // interrupted: as run one by one, start no more steps
+			}
+			if !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check) {
+				b.closeGates() // nothing runs ahead of a change being applied
+				if c.err == nil {
+					c.chain = e.chainAfter(k, pre, steps, h, b)
+				}
+				c.then = b.probesBefore(k+1+len(c.chain), pre, steps)
+				c.pf = pf
+			}
 		}
 		st := e.commit(ctx, p, s, h, h.Name, c)
+		if k+1 < len(pre) && pre[k+1].link.reached() {
+			continue // applied in this step's round trip: commit reports it next
+		}
 		switch {
 		case st == StatusOK || st == StatusSkipped:
 		case st == StatusChanged && e.opts.Check:
@@ -229,12 +238,13 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 
 // nextBatch is the size of the batch after one cut short before rest, from
 // what rest's checks found on the host as it was: the steps that found
-// nothing to do (or were skipped, or were not run, having been cut), and the
-// first one that found a change or failed, at least 1. It only sizes the
-// batch: every step in it is checked again.
+// nothing to do (or were skipped, or were not run, having been cut), the
+// first one that found a change or failed, and those right after it that
+// found one too (they may be applied together, chain.go); at least 1. It
+// only sizes the batch: every step in it is checked again.
 func nextBatch(rest []*checked) int {
 	for k, c := range rest {
-		if c.foundChange() {
+		if c.foundChange() && (k+1 == len(rest) || !rest[k+1].foundChange()) {
 			return k + 1
 		}
 	}
@@ -333,6 +343,7 @@ type batchConn struct {
 	gates   map[int]*gate          // by step order
 	closed  bool                   // closeGates was called: undecided gates are shut, and no more commands go
 	asked   map[int][]remote.Probe // probes asked, by step order
+	saw     map[int]bool           // by step order: the check found a path, or ran a command
 
 	pf       *probeAnswers // prefetched answers (prefetch.go)
 	pfBefore int           // only checks before this order take them
@@ -476,6 +487,7 @@ func (v *batchView) Run(ctx context.Context, cmd string, opts ...modules.RunOpti
 		v.direct(func() { res, err = v.b.conn.Run(ctx, cmd, opts...) }, &err)
 		return res, err
 	}
+	v.b.seen(v.order, true)
 	r := &batchReq{order: v.order, cmd: cmd, env: o.Env, gated: v.gated, done: make(chan struct{})}
 	v.b.queue(r)
 	<-r.done
@@ -500,13 +512,29 @@ func (v *batchView) Probe(ctx context.Context, p remote.Probe) (remote.ProbeResu
 	v.b.mu.Unlock()
 	if v.order < v.b.pfBefore {
 		if res, ok := v.b.pf.take(p); ok {
+			v.b.seen(v.order, res.Stat.Exists)
 			return res, nil
 		}
 	}
 	r := &batchReq{order: v.order, probe: &p, done: make(chan struct{})}
 	v.b.queue(r)
 	<-r.done
+	v.b.seen(v.order, r.err != nil || r.pres.Stat.Exists)
 	return r.pres, r.err
+}
+
+// seen notes that the check of step order found something on the host (a
+// path that is there, or a command's output) when found is true.
+func (b *batchConn) seen(order int, found bool) {
+	if !found {
+		return
+	}
+	b.mu.Lock()
+	if b.saw == nil {
+		b.saw = map[int]bool{}
+	}
+	b.saw[order] = true
+	b.mu.Unlock()
 }
 
 // queue adds r to the round and sends the round once no check is running.
@@ -540,6 +568,7 @@ func (v *batchView) Download(ctx context.Context, path string, w io.Writer) erro
 // other checks' commands may go. A shut gate sets *errp instead.
 func (v *batchView) direct(fn func(), errp *error) {
 	b := v.b
+	b.seen(v.order, true)
 	b.mu.Lock()
 	b.active--
 	reqs := b.take()

@@ -439,13 +439,21 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 	// The change makes what was answered for the host stale; the probes not
 	// taken (but this step's own) go with this apply again, as far as
 	// thenProbes asks them.
-	var then thenAsk
-	if !s.Delegate && !e.opts.NoCheckAhead {
-		then = thenProbes(c.then, c.pf.left(s.Name))
+	var rec *ChangeRecord
+	var applyErr error
+	var done, afterDone bool
+	if l := c.link; l != nil {
+		// Applied in the round trip of a step before it (chain.go).
+		rec, applyErr, done, afterDone, err = l.rec, l.out.ApplyErr, l.out.Recorded, l.out.AfterDone, l.out.Err
+	} else {
+		var then thenAsk
+		if !s.Delegate && !e.opts.NoCheckAhead {
+			then = thenProbes(c.then, c.pf.left(s.Name))
+		}
+		e.takeAnswers(target.Name)
+		rec = e.newRecord(p, s, m, name, recHost.Name, ch)
+		applyErr, done, afterDone, err = e.recordApply(sctx, conn, p, recHost, rec, m, target.Name, then, c.chain)
 	}
-	e.takeAnswers(target.Name)
-	rec := e.newRecord(p, s, m, name, recHost.Name, ch)
-	applyErr, done, afterDone, err := e.recordApply(sctx, conn, recHost, rec, m, target.Name, then)
 	if err != nil {
 		// Never change a host without a record that can undo it.
 		return finish(failStatus(err), ch.Summary, fmt.Errorf("record change before applying: %w", err))
@@ -485,7 +493,9 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 //
 // then are probes to answer in the same round trip once the change is
 // applied; their answers are kept for target's next step (prefetch.go).
-func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventories.Host, rec *ChangeRecord, m modules.Module, target string, then thenAsk) (applyErr error, done, afterDone bool, err error) {
+// chain are the steps after it to apply in that round trip too (chain.go):
+// their outcomes are left in their links.
+func (e *engine) recordApply(ctx context.Context, conn modules.Conn, p Play, h *inventories.Host, rec *ChangeRecord, m modules.Module, target string, then thenAsk, chain []*checked) (applyErr error, done, afterDone bool, err error) {
 	sr, ok := e.opts.Recorder.(ScriptRecorder)
 	if !ok {
 		return nil, false, false, nil
@@ -498,21 +508,40 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, h *inventor
 	if ap == nil {
 		return nil, false, false, nil
 	}
-	if ps := then.probes(); len(ps) > 0 {
-		withThen := *ap
-		withThen.Then = thenScript(ps)
-		ap = &withThen
+	links := []ChainLink{{Rec: rec, Apply: ap}}
+	cr, _ := sr.(ChainRecorder)
+	if cr != nil && len(chain) > 0 {
+		links = append(links, e.chainLinks(p, h, chain)...)
 	}
-	out, err := sr.RecordApply(ctx, conn, h, rec, ap)
+	if ps := then.probes(); len(ps) > 0 {
+		withThen := *links[len(links)-1].Apply
+		withThen.Then = thenScript(ps)
+		links[len(links)-1].Apply = &withThen
+	}
+	var outs []ChainOutcome
+	if len(links) > 1 {
+		outs = cr.RecordApplyChain(ctx, conn, h, links)
+		for i, c := range chain {
+			c.link.out = outs[i+1]
+			if o := c.link.out; o.Recorded && o.ApplyErr == nil {
+				c.m.(modules.ScriptApplier).ScriptApplied()
+			}
+		}
+		e.unchained(h, chain)
+	} else {
+		out, err := sr.RecordApply(ctx, conn, h, rec, links[0].Apply)
+		outs = []ChainOutcome{{ScriptOutcome: out, Err: err}}
+	}
+	out, last := outs[0], outs[len(outs)-1]
 	if out.Recorded {
 		e.markRecorded(h) // with an error too: Finish ends the run's record
 	}
-	if err != nil || !out.Recorded {
-		return nil, false, false, err
+	if out.Err != nil || !out.Recorded {
+		return nil, false, false, out.Err
 	}
 	if out.ApplyErr == nil {
 		sa.ScriptApplied()
-		e.putAnswers(target, answersFrom(then, out.Then, out.ThenOK))
+		e.putAnswers(target, answersFrom(then, last.Then, last.ThenOK))
 	}
 	return out.ApplyErr, true, out.AfterDone, nil
 }

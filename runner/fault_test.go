@@ -25,6 +25,7 @@ import (
 	"github.com/iklimco/iklim/internal/sshtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/stock"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/backup"
 	"github.com/iklimco/iklim/runner/transport"
@@ -92,6 +93,7 @@ type faultHosts struct {
 	control *inventories.Host
 	conn    *transport.SSHConnector
 	onEvent func(runner.Event) // sees every event as it is emitted
+	via     runner.Connector   // play's, when set, instead of conn
 }
 
 func newFaultHosts(t *testing.T, names []string, opts transport.SSHOptions, sshd ...sshtest.Option) *faultHosts {
@@ -151,12 +153,16 @@ func (f *faultHosts) play(pb *runner.Playbook, rec func(runner.Recorder) runner.
 	if rec != nil {
 		r = rec(r)
 	}
+	var connector runner.Connector = f.conn
+	if f.via != nil {
+		connector = f.via
+	}
 	var mu sync.Mutex
 	var events []runner.Event
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	recap, err := runner.Run(ctx, pb, runner.Options{
-		Inventory: f.inv, Connector: f.conn, Recorder: r, Run: info, Control: f.control,
+		Inventory: f.inv, Connector: connector, Recorder: r, Run: info, Control: f.control,
 		Events: func(ev runner.Event) {
 			if f.onEvent != nil {
 				f.onEvent(ev)
@@ -185,6 +191,7 @@ func (f *faultHosts) rollback(id, limit string) *runner.Recap {
 	recap, err := runner.Run(ctx, backup.RollbackPlaybook(id, false), runner.Options{
 		Inventory: f.inv, Connector: conn, Limit: limit, Run: info, Control: f.control,
 		Recorder: backup.NewRecorder(backup.RecorderOptions{Info: info}),
+		Modules:  stock.Registry(), // for the changes a module undoes (the file module's)
 	})
 	require.NoError(f.t, err)
 	return recap

@@ -15,10 +15,12 @@ package runner
 //
 // An apply asks the probes of the steps after it up to the first one whose
 // check (when it was checked ahead, and has returned) found a change to
-// make: that step will most likely be applied next, and its apply asks the
-// rest. So a first run, where step after step changes, reads a path about
-// once, after the last change before the step that reads it, not after
-// every change. A wrong guess costs the step after a round trip of its own.
+// make, and the ones right after that found one too: those steps will most
+// likely be applied next, together when they can (chain.go), and their
+// apply asks the rest. So a first run, where step after step changes, reads
+// a path about once, after the last change before the step that reads it,
+// not after every change. A wrong guess costs the step after a round trip
+// of its own.
 
 import (
 	"context"
@@ -104,8 +106,9 @@ func (a *probeAnswers) left(done string) []probeGroup {
 }
 
 // thenProbes is what an apply asks after it, from the groups of want and
-// then of more, each probe once: up to the first group that found a change.
-// The groups after it are left for later.
+// then of more, each probe once: up to the first group that found a change,
+// and those right after it that found one too (they may be applied in one
+// round trip, chain.go). The groups after them are left for later.
 func thenProbes(want, more []probeGroup) thenAsk {
 	var t thenAsk
 	all := slices.Concat(want, more)
@@ -121,7 +124,7 @@ func thenProbes(want, more []probeGroup) thenAsk {
 		if len(ps) > 0 {
 			t.asked = append(t.asked, probeGroup{step: g.step, probes: ps, found: g.found})
 		}
-		if g.changes() {
+		if g.changes() && (i+1 == len(all) || !all[i+1].changes()) {
 			t.later = all[i+1:]
 			break
 		}

@@ -1,0 +1,244 @@
+package runner_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/iklimco/iklim/internal/recordtest"
+	"github.com/iklimco/iklim/inventories"
+	"github.com/iklimco/iklim/modules"
+	"github.com/iklimco/iklim/modules/files"
+	"github.com/iklimco/iklim/runner"
+	"github.com/iklimco/iklim/runner/transport"
+)
+
+// fileStep is a step of the file module, which rollback undoes through
+// the run's registry.
+func fileStep(name string, build func() *files.File) runner.Step {
+	s := step(name, func(*inventories.Host) modules.Module { return build() })
+	s.Module = "file"
+	return s
+}
+
+// chainRecords is the change records of run id on h1, in order: "seq step
+// outcome", the outcome "none" when the change has no after record.
+func (f *faultHosts) chainRecords(id string) []string {
+	f.t.Helper()
+	dirs := recordtest.RunDirs(f.t, filepath.Join(f.dir, "backups", "h1"), id)
+	require.Len(f.t, dirs, 1)
+	recs, err := filepath.Glob(filepath.Join(dirs[0], "changes", "[0-9]*.json"))
+	require.NoError(f.t, err)
+	slices.Sort(recs)
+	var out []string
+	for _, r := range recs {
+		if strings.HasSuffix(r, ".after.json") {
+			continue
+		}
+		var rec struct {
+			Seq  int    `json:"seq"`
+			Step string `json:"step"`
+		}
+		b, err := os.ReadFile(r)
+		require.NoError(f.t, err)
+		require.NoError(f.t, json.Unmarshal(b, &rec))
+		outcome := "none"
+		if b, err := os.ReadFile(strings.TrimSuffix(r, ".json") + ".after.json"); err == nil {
+			var after struct {
+				Outcome string `json:"outcome"`
+			}
+			require.NoError(f.t, json.Unmarshal(b, &after))
+			outcome = after.Outcome
+		}
+		require.Equal(f.t, fmt.Sprintf("%04d.json", rec.Seq), filepath.Base(r))
+		out = append(out, fmt.Sprintf("%d %s %s", rec.Seq, rec.Step, outcome))
+	}
+	return out
+}
+
+// lstate is what is at p: "absent", "dir", "link to T" or the file's
+// content.
+func lstate(t *testing.T, p string) string {
+	t.Helper()
+	fi, err := os.Lstat(p)
+	switch {
+	case os.IsNotExist(err):
+		return "absent"
+	case err != nil:
+		t.Fatal(err)
+	case fi.Mode()&os.ModeSymlink != 0:
+		target, err := os.Readlink(p)
+		require.NoError(t, err)
+		return "link to " + target
+	case fi.IsDir():
+		return "dir"
+	}
+	b, err := os.ReadFile(p)
+	require.NoError(t, err)
+	return string(b)
+}
+
+// TestChainAppliesAFirstRunInOneCommand: on a first run, where each step
+// creates what is not there yet, the changes after the first go in its
+// round trip: one command for a batch of checks, one for the four applies
+// (each recorded whole before it runs, with its outcome after), one for the
+// run's end. Each step is reported in its turn. A second run changes
+// nothing, and rollback takes every path away again.
+func TestChainAppliesAFirstRunInOneCommand(t *testing.T) {
+	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
+	content := func(s string) *string { return &s }
+	app := f.file("h1", "app")
+	pb := &runner.Playbook{File: "chain.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		fileStep("app", func() *files.File {
+			return &files.File{Path: app, State: "directory", Mode: "0755"}
+		}),
+		step("a", func(*inventories.Host) modules.Module {
+			return &files.Copy{Dest: filepath.Join(app, "a.conf"), Content: content("a = 1\n"), Mode: "0640"}
+		}),
+		step("b", func(*inventories.Host) modules.Module {
+			return &files.Copy{Dest: filepath.Join(app, "b.conf"), Content: content("b = 1\n")}
+		}),
+		fileStep("current", func() *files.File {
+			return &files.File{Path: f.file("h1", "current"), State: "link", Src: app}
+		}),
+		step("stat", func(*inventories.Host) modules.Module {
+			return &files.Stat{Path: filepath.Join(app, "a.conf")}
+		}),
+	}}}}
+	var order []string
+	f.onEvent = func(ev runner.Event) {
+		if ev.Type == runner.EventHostResult {
+			order = append(order, ev.Step+" "+string(ev.Status))
+		}
+	}
+	id, recap, _, err := f.play(pb, nil)
+	require.NoError(t, err)
+	require.Zero(t, recap.Hosts[0].Failed, recap.Hosts[0].Error)
+	require.Equal(t, []string{"app changed", "a changed", "b changed", "current changed", "stat ok"}, order, "each step reported in its turn")
+	require.Equal(t, []string{"1 app applied", "2 a applied", "3 b applied", "4 current applied"}, f.chainRecords(id))
+	f.requireRecordsWhole(id, "h1")
+	require.Equal(t, "a = 1\n", lstate(t, filepath.Join(app, "a.conf")))
+	require.Equal(t, "b = 1\n", lstate(t, filepath.Join(app, "b.conf")))
+	require.Equal(t, "link to "+app, lstate(t, f.file("h1", "current")))
+	fi, err := os.Stat(filepath.Join(app, "a.conf"))
+	require.NoError(t, err)
+	require.Equal(t, os.FileMode(0o640), fi.Mode().Perm())
+
+	// The same first run again, counted: three commands.
+	require.NotZero(t, f.rollback(id, "").Hosts[0].Changed)
+	for _, p := range []string{app, f.file("h1", "current")} {
+		require.Equal(t, "absent", lstate(t, p), "rollback takes %s away", p)
+	}
+	cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
+	_, got := f.runRecorded(pb, cc)
+	ch := runner.StatusChanged
+	require.Equal(t, map[string]runner.Status{"app": ch, "a": ch, "b": ch, "current": ch, "stat": runner.StatusOK}, got)
+	require.Equal(t, 3, cc.count("h1"), "commands on the host: the checks, the four applies, the run's end")
+	chained := 0
+	for _, s := range cc.scripts {
+		chained = max(chained, strings.Count(s, "IKLIM-RECORDED "))
+	}
+	require.Equal(t, 4, chained, "the four changes in one command")
+
+	// Idempotent: nothing to change, one command.
+	cc = &countingConnector{Connector: f.conn, n: map[string]int{}}
+	_, got = f.runRecorded(pb, cc)
+	ok := runner.StatusOK
+	require.Equal(t, map[string]runner.Status{"app": ok, "a": ok, "b": ok, "current": ok, "stat": ok}, got)
+}
+
+// TestChainStopsWhereAPathAppeared: a change taken into a chain runs only
+// if its paths are still absent when its turn comes. Here the link made
+// before it puts the copy's path, absent when checked, through to a file
+// that exists: the chain stops there, unrecorded, and the copy is checked
+// again and replaces that file, with a record of what it held.
+func TestChainStopsWhereAPathAppeared(t *testing.T) {
+	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
+	content := func(s string) *string { return &s }
+	shared := f.file("h1", "shared")
+	require.NoError(t, os.Mkdir(shared, 0o777))
+	require.NoError(t, os.Chmod(shared, 0o777))
+	f.writeFile("h1", "shared/x.conf", "old\n")
+	via := f.file("h1", "via")
+	pb := &runner.Playbook{File: "guard.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		fileStep("link", func() *files.File {
+			return &files.File{Path: via, State: "link", Src: shared}
+		}),
+		step("copy", func(*inventories.Host) modules.Module {
+			return &files.Copy{Dest: filepath.Join(via, "x.conf"), Content: content("new\n")}
+		}),
+	}}}}
+	cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
+	id, got := f.runRecorded(pb, cc)
+	require.Equal(t, map[string]runner.Status{"link": runner.StatusChanged, "copy": runner.StatusChanged}, got)
+	stopped, alone := false, false
+	for _, s := range cc.scripts {
+		stopped = stopped || strings.Count(s, "IKLIM-RECORDED ") == 2
+		alone = alone || strings.Count(s, "IKLIM-RECORDED ") == 1 && strings.Contains(s, "x.conf")
+	}
+	require.True(t, stopped, "the copy went with the link's apply, behind its guard")
+	require.True(t, alone, "stopped at its guard, the copy was checked again and applied alone")
+	require.Equal(t, "new\n", lstate(t, filepath.Join(shared, "x.conf")))
+	// Numbered without a gap: the chain gave back the number it did not use.
+	require.Equal(t, []string{"1 link applied", "2 copy applied"}, f.chainRecords(id))
+	f.requireRecordsWhole(id, "h1")
+
+	rb := f.rollback(id, "")
+	require.Zero(t, rb.Hosts[0].Failed, rb.Hosts[0].Error)
+	require.Equal(t, "old\n", lstate(t, filepath.Join(shared, "x.conf")), "the file the copy replaced is back")
+	require.Equal(t, "absent", lstate(t, via))
+}
+
+// TestChainStopsAtAFailedApply: a change of a chain that fails is recorded
+// as failed; the chain and the host stop there, the changes before it
+// stay applied and recorded, the one after it is neither, and rollback
+// undoes what was applied.
+func TestChainStopsAtAFailedApply(t *testing.T) {
+	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
+	content := func(s string) *string { return &s }
+	locked := f.file("h1", "locked")
+	require.NoError(t, os.Mkdir(locked, 0o555)) // root's: the login user cannot write in it
+	pb := &runner.Playbook{File: "fail.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		step("a", func(*inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file("h1", "a.conf"), Content: content("a\n")}
+		}),
+		fileStep("sub", func() *files.File {
+			return &files.File{Path: filepath.Join(locked, "sub"), State: "directory"}
+		}),
+		step("c", func(*inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file("h1", "c.conf"), Content: content("c\n")}
+		}),
+	}}}}
+	var results []string
+	f.onEvent = func(ev runner.Event) {
+		if ev.Type == runner.EventHostResult {
+			results = append(results, ev.Step+" "+string(ev.Status))
+		}
+	}
+	cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
+	f.via = cc
+	id, recap, _, err := f.play(pb, nil)
+	require.NoError(t, err)
+	require.Equal(t, 1, recap.Hosts[0].Failed)
+	chained := 0
+	for _, s := range cc.scripts {
+		chained = max(chained, strings.Count(s, "IKLIM-RECORDED "))
+	}
+	require.Equal(t, 3, chained, "the three changes went in one command")
+	require.Contains(t, recap.Hosts[0].Error, "sub")
+	require.Equal(t, []string{"a changed", "sub failed"}, results)
+	require.Equal(t, []string{"1 a applied", "2 sub failed"}, f.chainRecords(id))
+	require.Equal(t, "a\n", lstate(t, f.file("h1", "a.conf")))
+	require.Equal(t, "absent", lstate(t, f.file("h1", "c.conf")))
+	f.requireRecordsWhole(id, "h1")
+
+	rb := f.rollback(id, "")
+	require.Zero(t, rb.Hosts[0].Failed, rb.Hosts[0].Error)
+	require.Equal(t, "absent", lstate(t, f.file("h1", "a.conf")))
+}
