@@ -124,8 +124,9 @@ type ChainRecorder interface {
 	// and stops at the first link that fails, or whose Guard does not
 	// hold when its turn comes. It returns an outcome for every link, in
 	// order: those of links not reached are zero (not recorded, not
-	// changed). The last link's Then runs once every link it reached was
-	// applied, after the last one.
+	// changed), and Err is set only on the first link or one recorded. The
+	// last link's Then runs after the last link applied, unless a guard
+	// stopped the chain or an apply failed.
 	RecordApplyChain(ctx context.Context, conn modules.Conn, h *inventories.Host, links []ChainLink) []ChainOutcome
 }
 

@@ -141,8 +141,10 @@ func (r *Recorder) RecordApplyChain(ctx context.Context, conn modules.Conn, h *i
 		if i > 0 && bs[i-1].untar {
 			break
 		}
+		// A link after the first that cannot be recorded so is left for
+		// the caller to record alone, which reports why.
 		b, err := r.before(ctx, conn, h, st, l.Rec, l.Apply, i > 0)
-		if errors.Is(err, errNotChained) {
+		if i > 0 && err != nil {
 			break
 		}
 		if err != nil {
@@ -150,6 +152,9 @@ func (r *Recorder) RecordApplyChain(ctx context.Context, conn modules.Conn, h *i
 			break
 		}
 		after, err := r.afterScript(h, l.Rec, nil, "return", l.Apply)
+		if i > 0 && err != nil {
+			break
+		}
 		if err != nil {
 			outs[i].Err = err
 			break
@@ -237,11 +242,16 @@ func (r *Recorder) RecordApplyChain(ctx context.Context, conn modules.Conn, h *i
 
 // unknownOutcomes follows a RecordApplyChain whose command was cut off: each
 // link's record, in order, is looked for and, where found, its outcome
-// recorded as failed (unknownOutcome); the first link not recorded ends it.
+// recorded as failed (unknownOutcome); the first link not recorded ends it,
+// and only the first link is told that error.
 func (r *Recorder) unknownOutcomes(ctx context.Context, conn modules.Conn, h *inventories.Host, st *siteState, bs []*beforeScript, links []runner.ChainLink, outs []runner.ChainOutcome, runErr error) {
 	for i, b := range bs {
-		outs[i].ScriptOutcome, outs[i].Err = r.unknownOutcome(ctx, conn, h, st, b, links[i].Rec, runErr)
-		if !outs[i].Recorded || outs[i].Err != nil {
+		out, err := r.unknownOutcome(ctx, conn, h, st, b, links[i].Rec, runErr)
+		if i > 0 && !out.Recorded {
+			return
+		}
+		outs[i] = runner.ChainOutcome{ScriptOutcome: out, Err: err}
+		if !out.Recorded || err != nil {
 			return
 		}
 	}

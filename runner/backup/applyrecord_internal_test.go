@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/iklimco/iklim/internal/recordtest"
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/remote"
@@ -537,4 +538,97 @@ func TestNewHostDirectoryClaim(t *testing.T) {
 	got, err := os.ReadFile(filepath.Join(HostDir(h.BackupRoot, "h1"), "owner"))
 	require.NoError(t, err)
 	require.Equal(t, theirs+"\n", string(got))
+}
+
+// TestRecordApplyChainEndsWhereALinkCannotGo: RecordApplyChain applies its
+// links in turn in one command, each recorded whole before it runs and its
+// outcome after, and ends the chain before a link whose guard fails, after
+// one whose apply fails, and before one that cannot follow another in a
+// command (sensitive, or after a record sent as a tar): the links not
+// reached are neither recorded nor applied, and the last link's Then runs
+// only after a chain that was not stopped.
+func TestRecordApplyChainEndsWhereALinkCannotGo(t *testing.T) {
+	type link struct {
+		guard, script string
+		sensitive     bool
+		bigRecord     bool
+	}
+	tests := []struct {
+		name    string
+		links   []link
+		applied int  // links applied, all recorded with their outcome
+		failed  bool // the link after them was recorded and failed
+		then    bool
+	}{
+		{name: "all", links: []link{{}, {guard: "true"}, {guard: "true"}}, applied: 3, then: true},
+		{name: "guard", links: []link{{}, {guard: "false"}, {guard: "true"}}, applied: 1},
+		{name: "apply fails", links: []link{{}, {guard: "true", script: "false"}, {guard: "true"}}, applied: 1, failed: true},
+		{name: "sensitive", links: []link{{}, {guard: "true", sensitive: true}}, applied: 1, then: true},
+		{name: "after a tar", links: []link{{bigRecord: true}, {guard: "true"}}, applied: 1, then: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lr := newLoggedRecorder(t)
+			dir := t.TempDir()
+			var links []runner.ChainLink
+			var dests []string
+			for i, l := range tt.links {
+				dest := filepath.Join(dir, fmt.Sprintf("f%d.conf", i))
+				dests = append(dests, dest)
+				ap := remote.WriteFileApply(dest, []byte(fmt.Sprintf("link %d\n", i)), 0o644, "", "")
+				ap.Files[0].Dest = dest
+				if l.script != "" {
+					ap.Script = l.script
+				}
+				ch := &modules.Change{Summary: "write " + dest, Files: []string{dest}, Sensitive: l.sensitive}
+				if l.bigRecord {
+					ch.Summary = strings.Repeat("x", maxInlineRecord)
+				}
+				links = append(links, runner.ChainLink{Guard: l.guard, Apply: ap,
+					Rec: &runner.ChangeRecord{RunID: lr.id, Seq: i + 1, Host: "h1", Step: fmt.Sprintf("s%d", i), Module: "copy", Change: ch}})
+			}
+			last := *links[len(links)-1].Apply
+			last.Then = "echo then ran"
+			links[len(links)-1].Apply = &last
+
+			outs := lr.r.RecordApplyChain(context.Background(), lr.conn, lr.h, links)
+			require.Len(t, outs, len(links))
+			for i, out := range outs {
+				_, err := os.Stat(filepath.Join(lr.dir(), "changes", seqName(i+1)+".json"))
+				switch {
+				case i < tt.applied:
+					require.NoError(t, out.Err)
+					require.True(t, out.Recorded && out.AfterDone, "link %d", i)
+					require.NoError(t, out.ApplyErr, "link %d", i)
+					got, err := os.ReadFile(dests[i])
+					require.NoError(t, err)
+					require.Equal(t, fmt.Sprintf("link %d\n", i), string(got))
+					requireAfterIsReadBack(t, lr.conn, lr.dir(), i+1, dests[i])
+				case i == tt.applied && tt.failed:
+					require.True(t, out.Recorded, "link %d", i)
+					require.Error(t, out.ApplyErr, "link %d", i)
+					require.NoError(t, err, "link %d recorded", i)
+					require.Equal(t, "absent", recordtest.FileState(t, dests[i]))
+				default:
+					require.Equal(t, runner.ChainOutcome{}, out, "link %d not reached", i)
+					require.True(t, os.IsNotExist(err), "link %d not recorded", i)
+					require.Equal(t, "absent", recordtest.FileState(t, dests[i]))
+				}
+			}
+			if tt.then {
+				require.True(t, outs[tt.applied-1].ThenOK)
+				require.Equal(t, "then ran\n", outs[tt.applied-1].Then)
+			}
+			for i, out := range outs {
+				if !tt.then || i != tt.applied-1 {
+					require.False(t, out.ThenOK, "link %d", i)
+					require.Empty(t, out.Then, "link %d", i)
+				}
+			}
+			matches, err := filepath.Glob(filepath.Join(dir, ".iklim-*"))
+			require.NoError(t, err)
+			require.Empty(t, matches, "no temp file left")
+			recordtest.RequireRunDirWhole(t, lr.dir())
+		})
+	}
 }
