@@ -42,8 +42,10 @@ func (l *chainLink) reached() bool {
 }
 
 // chainAfter is the steps after pre[k], a change about to be applied, that
-// may go in its round trip (see above). The batch's gates are closed: a
-// check still running ends at once, and so does the chain.
+// may go in its round trip (see above). It waits for their checks, which
+// have most likely returned with pre[k]'s, in the same round, before the
+// batch is cut: a check cut short would end the chain by chance. It stops
+// at a step behind a gate, which the checks before it never wait for.
 func (e *engine) chainAfter(k int, pre []*checked, steps []Step, h *inventories.Host, b *batchConn) []*checked {
 	if _, ok := e.opts.Recorder.(ChainRecorder); !ok || e.opts.Check || steps[k].Delegate {
 		return nil

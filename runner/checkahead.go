@@ -185,7 +185,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 			defer wg.Done()
 			defer close(c.done)
 			c.ch, c.err = c.m.Check(ctx, &batchView{b: b, order: k, gated: c.gated})
-			c.found.changes = c.foundChange()
+			c.found.changes, c.found.cut = c.foundChange(), errors.Is(c.err, errNotAhead)
 			b.finished()
 		}()
 	}
@@ -209,10 +209,10 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 				return k, false, 1 // interrupted: as run one by one, start no more steps
 			}
 			if !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check) {
-				b.closeGates() // nothing runs ahead of a change being applied
 				if c.err == nil {
 					c.chain = e.chainAfter(k, pre, steps, h, b)
 				}
+				b.closeGates() // nothing runs ahead of a change being applied
 				c.then = b.probesBefore(k+1+len(c.chain), pre, steps)
 				c.pf = pf
 			}
@@ -239,22 +239,30 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 // nextBatch is the size of the batch after one cut short before rest, from
 // what rest's checks found on the host as it was: the steps that found
 // nothing to do (or were skipped, or were not run, having been cut), the
-// first one that found a change or failed, and those right after it that
-// found one too (they may be applied together, chain.go); at least 1. It
-// only sizes the batch: every step in it is checked again.
+// first one that found a change or failed, and those right after it up to
+// one that found nothing (they may be applied together, chain.go); at
+// least 1. It only sizes the batch: every step in it is checked again.
 func nextBatch(rest []*checked) int {
-	for k, c := range rest {
-		if c.foundChange() && (k+1 == len(rest) || !rest[k+1].foundChange()) {
-			return k + 1
-		}
+	k := slices.IndexFunc(rest, (*checked).foundChange)
+	if k < 0 {
+		return max(len(rest), 1)
 	}
-	return max(len(rest), 1)
+	for k+1 < len(rest) && !rest[k+1].foundNothing() {
+		k++
+	}
+	return k + 1
 }
 
 // foundChange reports whether a check made ahead, once returned, found a
 // change to make or failed; one cut short (errNotAhead) found nothing.
 func (c *checked) foundChange() bool {
 	return !c.skip && (c.ch != nil || c.err != nil && !errors.Is(c.err, errNotAhead))
+}
+
+// foundNothing reports whether a check made ahead, once returned, found no
+// change to make (or its step was skipped); one cut short may have.
+func (c *checked) foundNothing() bool {
+	return c.skip || c.err == nil && c.ch == nil
 }
 
 // firstNotReadOnly is the order of the first check of pre from order from

@@ -43,6 +43,7 @@ type probeGroup struct {
 type verdict struct {
 	done    <-chan struct{}
 	changes bool
+	cut     bool // the batch cut the check short: it may find a change yet
 }
 
 // changes reports whether the group's check found a change to make. One
@@ -55,6 +56,20 @@ func (g probeGroup) changes() bool {
 	select {
 	case <-g.found.done:
 		return g.found.changes
+	default:
+		return false
+	}
+}
+
+// findsNothing reports whether the group's check has returned and found
+// no change to make.
+func (g probeGroup) findsNothing() bool {
+	if g.found == nil {
+		return false
+	}
+	select {
+	case <-g.found.done:
+		return !g.found.changes && !g.found.cut
 	default:
 		return false
 	}
@@ -107,8 +122,9 @@ func (a *probeAnswers) left(done string) []probeGroup {
 
 // thenProbes is what an apply asks after it, from the groups of want and
 // then of more, each probe once: up to the first group that found a change,
-// and those right after it that found one too (they may be applied in one
-// round trip, chain.go). The groups after them are left for later.
+// and those right after it up to one known to find nothing (they may be
+// applied in one round trip, chain.go). The groups after are left for
+// later.
 func thenProbes(want, more []probeGroup) thenAsk {
 	var t thenAsk
 	all := slices.Concat(want, more)
@@ -124,7 +140,7 @@ func thenProbes(want, more []probeGroup) thenAsk {
 		if len(ps) > 0 {
 			t.asked = append(t.asked, probeGroup{step: g.step, probes: ps, found: g.found})
 		}
-		if g.changes() && (i+1 == len(all) || !all[i+1].changes()) {
+		if g.changes() && (i+1 == len(all) || all[i+1].findsNothing()) {
 			t.later = all[i+1:]
 			break
 		}
