@@ -1,13 +1,16 @@
 package runner_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/iklimco/iklim/inventories"
 	"github.com/iklimco/iklim/modules"
 	"github.com/iklimco/iklim/modules/files"
+	"github.com/iklimco/iklim/modules/remote"
 	"github.com/iklimco/iklim/runner"
 	"github.com/iklimco/iklim/runner/transport"
 )
@@ -241,4 +245,101 @@ func TestChainStopsAtAFailedApply(t *testing.T) {
 	rb := f.rollback(id, "")
 	require.Zero(t, rb.Hosts[0].Failed, rb.Hosts[0].Error)
 	require.Equal(t, "absent", lstate(t, f.file("h1", "a.conf")))
+}
+
+// slowAbsent is a module a chain may take: its check asks only whether its
+// path is there; its apply script marks that it started, waits, then
+// writes its file only while its output still goes somewhere.
+type slowAbsent struct{ path, marker string }
+
+func (m *slowAbsent) CheckAhead() modules.CheckAhead { return modules.CheckAheadReadOnly }
+
+func (m *slowAbsent) Check(ctx context.Context, conn modules.Conn) (*modules.Change, error) {
+	res, ok, err := remote.ProbeStat(ctx, conn, remote.Probe{Path: m.path})
+	if err != nil || ok && res.Stat.Exists {
+		return nil, err
+	}
+	return &modules.Change{Summary: "slow " + m.path, Files: []string{m.path}}, nil
+}
+
+func (m *slowAbsent) Apply(context.Context, modules.Conn, *modules.Change) error {
+	panic("slowAbsent: Apply must not run: the recorder runs its script")
+}
+
+func (m *slowAbsent) ApplyScript(*modules.Change) *modules.ScriptApply {
+	return &modules.ScriptApply{Script: ": > " + remote.Quote(m.marker) + "\nsleep 3\necho alive || exit 1\nprintf 'applied\\n' > " + remote.Quote(m.path) + "\n"}
+}
+
+func (m *slowAbsent) ScriptApplied() {}
+
+// TestChainCutOffLeavesRecordsRollbackCanUse: the connection drops while a
+// chain's second change is being applied: the first stays applied with its
+// outcome recorded, the second is recorded (not applied), the third is
+// neither; the host is unreachable, the records are whole, and rollback
+// takes the first back.
+func TestChainCutOffLeavesRecordsRollbackCanUse(t *testing.T) {
+	f := newFaultHosts(t, []string{"victim"}, transport.SSHOptions{})
+	content := func(s string) *string { return &s }
+	marker := f.file("victim", "started")
+	cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
+	f.via = cc
+	pb := &runner.Playbook{File: "cut.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+		step("a", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "a.conf"), Content: content("a\n")}
+		}),
+		step("slow", func(h *inventories.Host) modules.Module {
+			return &slowAbsent{path: f.file(h.Name, "b.conf"), marker: marker}
+		}),
+		step("c", func(h *inventories.Host) modules.Module {
+			return &files.Copy{Dest: f.file(h.Name, "c.conf"), Content: content("c\n")}
+		}),
+	}}}}
+	dropped := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(marker); err == nil {
+				_, err := signalSSHD(f.servers["victim"], syscall.SIGKILL)
+				dropped <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		dropped <- os.ErrDeadlineExceeded
+	}()
+	id, _, evs, err := f.play(pb, nil)
+	require.NoError(t, err)
+	require.NoError(t, <-dropped)
+	chained := 0
+	for _, s := range cc.scripts {
+		chained = max(chained, strings.Count(s, "IKLIM-RECORDED "))
+	}
+	require.Equal(t, 3, chained, "the three changes went in one command")
+	ev, ok := eventFor(evs, "victim", "a")
+	require.True(t, ok)
+	require.Equal(t, runner.StatusUnreachable, ev.Status, "the host went away before a's outcome came back")
+	for _, step := range []string{"slow", "c"} {
+		_, ok := eventFor(evs, "victim", step)
+		require.False(t, ok, "%s is not reported: the run stopped on the host before its turn", step)
+	}
+
+	time.Sleep(4 * time.Second) // the cut-off script never writes (its output is gone)
+	require.Equal(t, "a\n", lstate(t, f.file("victim", "a.conf")))
+	require.Equal(t, "absent", lstate(t, f.file("victim", "b.conf")), "recorded, never applied")
+	require.Equal(t, "absent", lstate(t, f.file("victim", "c.conf")))
+	dirs := recordtest.RunDirs(t, filepath.Join(f.dir, "backups", "victim"), id)
+	require.Len(t, dirs, 1)
+	recordtest.RequireRunDirWhole(t, dirs[0])
+	recs, err := filepath.Glob(filepath.Join(dirs[0], "changes", "*.json"))
+	require.NoError(t, err)
+	for i := range recs {
+		recs[i] = filepath.Base(recs[i])
+	}
+	require.Equal(t, []string{"0001.after.json", "0001.json", "0002.json"}, recs, "a recorded with its outcome, slow recorded before its apply, c not at all")
+
+	rb := f.rollback(id, "")
+	require.Zero(t, rb.Hosts[0].Failed+rb.Hosts[0].Unreachable, rb.Hosts[0].Error)
+	for _, n := range []string{"a.conf", "b.conf", "c.conf"} {
+		require.Equal(t, "absent", lstate(t, f.file("victim", n)), n)
+	}
 }
