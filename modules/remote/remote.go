@@ -397,11 +397,15 @@ func WriteFileApply(p string, content []byte, mode uint32, owner, group string) 
 // shell's effective uid and gid from /proc/self/status, or to "" where
 // there is none. It stops at the Gid line: procfs makes every one-byte read
 // of the file anew, so the whole of it would cost more than a program.
-const ShellIDs = "{ _iku=; _ikg=; while read -r _k _r _e _x; do case $_k in Uid:) _iku=$_e ;; Gid:) _ikg=$_e; break ;; esac; done < /proc/self/status; } 2>/dev/null"
+const ShellIDs = "{ _iku=; _ikg=; while read -r _k _r _e _x; do case $_k in " + readIDs
 
 // ShellState is ShellIDs that also sets _ikum to the shell's umask, in the
 // same pass (the Umask line comes first), or to "" where there is none.
-const ShellState = "{ _ikum=; _iku=; _ikg=; while read -r _k _r _e _x; do case $_k in Umask:) _ikum=$_r ;; Uid:) _iku=$_e ;; Gid:) _ikg=$_e; break ;; esac; done < /proc/self/status; } 2>/dev/null"
+const ShellState = "{ _ikum=; _iku=; _ikg=; while read -r _k _r _e _x; do case $_k in Umask:) _ikum=$_r ;; " + readIDs
+
+// readIDs ends ShellIDs and ShellState: the cases that take the ids, and
+// the file they are read from.
+const readIDs = "Uid:) _iku=$_e ;; Gid:) _ikg=$_e; break ;; esac; done < /proc/self/status; } 2>/dev/null"
 
 // ownedByShell is an sh test, builtins only, that succeeds when the file p
 // the script just created already has the numeric owner and group wanted:

@@ -368,7 +368,7 @@ fi
 [ -n "$DC" ] || [ "$DX" = "$O" ] || { echo "$D belongs to another run: $DX" >&2; exit 1; }
 [ -d "$D/changes" ] && [ -d "$F" ] || mkdir -p -- "$D/changes" "$F" || iklim_fail "cannot create $D"
 `)
-		fmt.Fprintf(sb, claimHostScript, ownerConflictExit)
+		sb.WriteString(claimHostScript)
 		// Written in place: if this command fails, the run directory it
 		// created goes with it.
 		fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$D/run.json\" || iklim_fail \"cannot write $D/run.json\"\n", remote.Quote(strings.TrimRight(string(runJSON), "\n")))
@@ -443,31 +443,31 @@ func (r *Recorder) listed(st *siteState, b *beforeScript, stdout string) {
 const ownerConflictExit = 3
 
 // ownerScript reads the owner marker of the host directory $HD and exits
-// ownerConflictExit naming both owners when it names another host, machine
-// or control machine; with no marker it sets HN, for claimHostScript. The
-// machine is /etc/machine-id (else the kernel hostname), read with shell
-// builtins.
+// ownerConflictExit naming both owners (iklim_other) when it names another
+// host, machine or control machine; with no marker it sets HN, for
+// claimHostScript. The machine is /etc/machine-id (else the kernel
+// hostname), read with shell builtins.
 func ownerScript(host, control string) string {
-	return fmt.Sprintf(`M=; { read -r M < /etc/machine-id || read -r M < /var/lib/dbus/machine-id; } 2>/dev/null
+	return fmt.Sprintf(`iklim_other() { printf 'OWNER %%s\nOURS %%s\n' "$HX" "$HO" >&2; exit %d; }
+M=; { read -r M < /etc/machine-id || read -r M < /var/lib/dbus/machine-id; } 2>/dev/null
 [ -n "$M" ] || { { read -r M < /proc/sys/kernel/hostname; } 2>/dev/null; M="hostname:$M"; }
 HO="host=%s machine=$M control=%s"; HX=; HN=
 { IFS= read -r HX < "$HD/owner"; } 2>/dev/null
 if [ -z "$HX" ] && [ ! -e "$HD/owner" ]; then HN=1
-elif [ "$HX" != "$HO" ]; then printf 'OWNER %%s\nOURS %%s\n' "$HX" "$HO" >&2; exit %d; fi
-`, host, control, ownerConflictExit)
+elif [ "$HX" != "$HO" ]; then iklim_other; fi
+`, ownerConflictExit, host, control)
 }
 
-// claimHostScript (a format of the exit status) writes the owner marker of
-// a host directory that had none (HN), once the run directory $D is made
-// in it: the marker appears whole (a link of a finished file, the run
-// directory's host-owner) or not at all. Where another recorder's marker
-// came first, the run directory this script made goes (DC) and the script
-// exits naming both owners.
+// claimHostScript writes the owner marker of a host directory that had
+// none (HN), once the run directory $D is made in it: the marker appears
+// whole (a link of a finished file, the run directory's host-owner) or not
+// at all. Where another recorder's marker came first, the run directory
+// this script made goes (DC) and the script exits naming both owners.
 const claimHostScript = `if [ -n "$HN" ]; then
-  printf '%%s\n' "$HO" > "$D/host-owner" || iklim_fail "cannot write $HD/owner"
+  printf '%s\n' "$HO" > "$D/host-owner" || iklim_fail "cannot write $HD/owner"
   ln -- "$D/host-owner" "$HD/owner" 2>/dev/null || [ -e "$HD/owner" ] || mv -n -- "$D/host-owner" "$HD/owner"
   { IFS= read -r HX < "$HD/owner"; } 2>/dev/null
-  [ "$HX" = "$HO" ] || { printf 'OWNER %%s\nOURS %%s\n' "$HX" "$HO" >&2; [ -n "$DC" ] && rm -rf -- "$D"; exit %d; }
+  [ "$HX" = "$HO" ] || { [ -n "$DC" ] && rm -rf -- "$D"; iklim_other; }
 fi
 `
 
