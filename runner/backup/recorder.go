@@ -698,7 +698,7 @@ func (r *Recorder) Finish(ctx context.Context, conn modules.Conn, h *inventories
 	r.finishScript(&sb, h, remote.Quote(strings.TrimRight(string(body), "\n")), "exit")
 	switch {
 	case prune && st.listed:
-		sb.WriteString(r.listedPrune(h, st, "exit"))
+		sb.WriteString(r.listedPrune(st, r.keepFor(h), "exit"))
 	case prune:
 		sb.WriteString("echo LIST; iklim_list \"$HD\"; echo LEGACY; iklim_list \"$R\"\n")
 	}
@@ -742,14 +742,15 @@ func (r *Recorder) FinishScript(h *inventories.Host) *runner.ScriptFinish {
 	st := r.site(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if !st.initialized || r.keepFor(h) > 0 && !st.listed {
+	keep := r.keepFor(h)
+	if !st.initialized || keep > 0 && !st.listed {
 		return nil
 	}
 	v := runner.FinishPayloadVar
 	var sb strings.Builder
 	fmt.Fprintf(&sb, "_ikprune=${%s%%%%\"$_iknl\"*}; _ikbody=${%s#*\"$_iknl\"}; _ikbody=${_ikbody%%\"$_iknl\"}\n", v, v)
 	r.finishScript(&sb, h, "\"$_ikbody\"", "return")
-	if prune := r.listedPrune(h, st, "return"); prune != "" {
+	if prune := r.listedPrune(st, keep, "return"); prune != "" {
 		fmt.Fprintf(&sb, "if [ \"$_ikprune\" = prune ]; then\n%sfi\n", prune)
 	}
 	dir := RunDir(hostRoot(h), h.Name, r.opts.Info.ID)
@@ -814,10 +815,10 @@ func (r *Recorder) finishScript(sb *strings.Builder, h *inventories.Host, body, 
 	fmt.Fprintf(sb, "printf '%%s\\n' %s > \"$T\" && mv -f -- \"$T\" \"$D/run.json\" || { rm -f -- \"$T\"; %s 1; }\n", body, quit)
 }
 
-// listedPrune is the sh that prunes the runs h's first Before listed; st.mu
-// is held.
-func (r *Recorder) listedPrune(h *inventories.Host, st *siteState, quit string) string {
-	return pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, r.keepFor(h)), quit)
+// listedPrune is the sh that prunes the runs the host's first Before
+// listed, keeping keep; st.mu is held.
+func (r *Recorder) listedPrune(st *siteState, keep int, quit string) string {
+	return pruneScript(pruneDirs(st.runs, r.opts.Info.ID, st.rollbackOf, keep), quit)
 }
 
 // pruneDirs is the directories of the runs pruneSet lets go, given the runs
