@@ -80,7 +80,7 @@ func knownSnapshot(sb *strings.Builder, jpath, path, name string, kb modules.Scr
 	}
 	q, fail := remote.Quote(path), "iklim_fail "+remote.Quote("snapshot "+path+" failed")
 	readLines(sb, "_ikk", bytes.Count(kb.Data, []byte("\n")), `iklim_fail "the snapshot came short"`)
-	fmt.Fprintf(sb, "_ikc=-; if [ -f %s ] && [ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n \"$_iku\" ] && [ -n \"$_ikg\" ]; then _ikc=; _ikl=; while IFS= read -r _ikl; do _ikc=\"$_ikc$_ikl\n\"; [ ${#_ikc} -le %d ] || break; done < %s; [ -z \"$_ikl\" ] || _ikc=-; fi 2>/dev/null\n", q, q, q, q, len(kb.Data), q)
+	fmt.Fprintf(sb, "_ikc=-; if [ -f %s ] && %s; then _ikc=; _ikl=; while IFS= read -r _ikl; do _ikc=\"$_ikc$_ikl\n\"; [ ${#_ikc} -le %d ] || break; done < %s; [ -z \"$_ikl\" ] || _ikc=-; fi 2>/dev/null\n", q, shellsOwn(q), len(kb.Data), q)
 	fmt.Fprintf(sb, "if [ \"$_ikc\" = \"$_ikk\" ]; then { printf '%%s' %s > \"$F/%s.path\" && printf '%%s' \"$_ikc\" > \"$F/%s.data\" && %s > \"$F/%s.meta.json\"; } || %s\n",
 		q, name, name, shellsMeta(jpath, "file", kb.Mode, ""), name, fail)
 	fmt.Fprintf(sb, "else iklim_snap %s %s \"$F\" %s || %s; fi\n_ikc=; _ikk=\n", jpath, q, name, fail)

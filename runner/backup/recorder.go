@@ -618,7 +618,7 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 		}
 		st := fmt.Sprintf("iklim_st %s %s || %s 1", jsq(p), remote.Quote(p), quit)
 		q := remote.Quote(p)
-		owned := fmt.Sprintf(`[ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n "$_iku" ] && [ -n "$_ikg" ]`, q, q, q)
+		owned := shellsOwn(q)
 		if f, ok := known[p]; ok {
 			// What the apply wrote, as iklim_st prints it, when the file is
 			// there and the shell's own (else its owner is read too).
@@ -649,6 +649,13 @@ func (r *Recorder) afterScript(h *inventories.Host, rec *runner.ChangeRecord, ap
 	}
 	fmt.Fprintf(&sb, "printf '%%s\\n' %s; } > \"$A\" || { rm -f -- \"$A\"; %s 1; }\n", remote.Quote(post), quit)
 	return sb.String(), nil
+}
+
+// shellsOwn is an sh test, builtins only, that the path q (quoted) is not a
+// symlink and is owned by the shell's effective user and group, whose ids
+// ($_iku, $_ikg) the script has read.
+func shellsOwn(q string) string {
+	return fmt.Sprintf(`[ ! -L %s ] && [ -O %s ] && [ -G %s ] && [ -n "$_iku" ] && [ -n "$_ikg" ]`, q, q, q)
 }
 
 // shellsMeta is the printf that prints the FileMeta of a path (jpath, its
