@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -294,19 +293,7 @@ func TestChainCutOffLeavesRecordsRollbackCanUse(t *testing.T) {
 			return &files.Copy{Dest: f.file(h.Name, "c.conf"), Content: content("c\n")}
 		}),
 	}}}}
-	dropped := make(chan error, 1)
-	go func() {
-		deadline := time.Now().Add(time.Minute)
-		for time.Now().Before(deadline) {
-			if _, err := os.Stat(marker); err == nil {
-				_, err := signalSSHD(f.servers["victim"], syscall.SIGKILL)
-				dropped <- err
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		dropped <- os.ErrDeadlineExceeded
-	}()
+	dropped := f.dropWhenMarked("victim", marker)
 	id, _, evs, err := f.play(pb, nil)
 	require.NoError(t, err)
 	require.NoError(t, <-dropped)

@@ -209,6 +209,25 @@ func (f *faultHosts) requireRecordsWhole(id string, want ...string) {
 	}
 }
 
+// dropWhenMarked kills host's sshd connections once the file marker
+// appears (an apply script's first act), and tells how that went.
+func (f *faultHosts) dropWhenMarked(host, marker string) <-chan error {
+	dropped := make(chan error, 1)
+	go func() {
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			if _, err := os.Stat(marker); err == nil {
+				_, err := signalSSHD(f.servers[host], syscall.SIGKILL)
+				dropped <- err
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		dropped <- os.ErrDeadlineExceeded
+	}()
+	return dropped
+}
+
 // sshdProcs returns the connection processes of srv, an error if none.
 func sshdProcs(srv *sshtest.Server) ([]int, error) {
 	out, err := srv.Procs()

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -210,19 +209,7 @@ func TestScriptApplyConnectionDropsBetweenRecordAndApply(t *testing.T) {
 			return &slowApply{path: f.file(h.Name, "a.conf"), marker: marker(h.Name)}
 		}),
 	}}}}
-	dropped := make(chan error, 1)
-	go func() {
-		deadline := time.Now().Add(time.Minute)
-		for time.Now().Before(deadline) {
-			if _, err := os.Stat(marker("victim")); err == nil {
-				_, err := signalSSHD(f.servers["victim"], syscall.SIGKILL)
-				dropped <- err
-				return
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		dropped <- os.ErrDeadlineExceeded
-	}()
+	dropped := f.dropWhenMarked("victim", marker("victim"))
 	id, recap, evs, err := f.play(pb, nil)
 	require.NoError(t, err)
 	require.NoError(t, <-dropped)
