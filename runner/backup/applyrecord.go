@@ -144,19 +144,14 @@ func (r *Recorder) RecordApplyChain(ctx context.Context, conn modules.Conn, h *i
 		// A link after the first that cannot be recorded so is left for
 		// the caller to record alone, which reports why.
 		b, err := r.before(ctx, conn, h, st, l.Rec, l.Apply, i > 0)
-		if i > 0 && err != nil {
-			break
+		var after string
+		if err == nil {
+			after, err = r.afterScript(h, l.Rec, nil, "return", l.Apply)
 		}
 		if err != nil {
-			outs[i].Err = err
-			break
-		}
-		after, err := r.afterScript(h, l.Rec, nil, "return", l.Apply)
-		if i > 0 && err != nil {
-			break
-		}
-		if err != nil {
-			outs[i].Err = err
+			if i == 0 {
+				outs[0].Err = err
+			}
 			break
 		}
 		bs = append(bs, b)
