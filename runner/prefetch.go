@@ -46,33 +46,32 @@ type verdict struct {
 	cut     bool // the batch cut the check short: it may find a change yet
 }
 
+// returned is the group's verdict once its check has returned, else nil.
+func (g probeGroup) returned() *verdict {
+	if g.found == nil {
+		return nil
+	}
+	select {
+	case <-g.found.done:
+		return g.found
+	default:
+		return nil
+	}
+}
+
 // changes reports whether the group's check found a change to make. One
 // still running is taken to find none: its step's probes are asked, as
 // they would be without the guess.
 func (g probeGroup) changes() bool {
-	if g.found == nil {
-		return false
-	}
-	select {
-	case <-g.found.done:
-		return g.found.changes
-	default:
-		return false
-	}
+	v := g.returned()
+	return v != nil && v.changes
 }
 
 // findsNothing reports whether the group's check has returned and found
 // no change to make.
 func (g probeGroup) findsNothing() bool {
-	if g.found == nil {
-		return false
-	}
-	select {
-	case <-g.found.done:
-		return !g.found.changes && !g.found.cut
-	default:
-		return false
-	}
+	v := g.returned()
+	return v != nil && !v.changes && !v.cut
 }
 
 // probeAnswers are probes answered after an apply, each to be taken once,
