@@ -17,6 +17,11 @@ type ScriptApply struct {
 	// recorded (the checks of the steps after). Like Script it must not
 	// exit; its output and status are the recorder's ScriptOutcome.Then.
 	Then string
+	// Confined tells that Script changes the host nowhere but at the Dest
+	// of each of Files (and in its temporary files, which it renames or
+	// removes): the runner then tells what the checks after it will find
+	// of other paths from what they found before.
+	Confined bool
 	// Dirs are directories Script makes, with the shell's owner and group
 	// and their Mode's permission bits exactly (mkdir -m or chmod). The
 	// recorder records their state after from these where the host agrees

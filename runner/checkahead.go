@@ -41,6 +41,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"os"
 	"reflect"
 	"slices"
@@ -68,11 +69,12 @@ type checked struct {
 	done    chan struct{}  // closed when the check has returned
 	ch      *modules.Change
 	err     error
-	pf      *probeAnswers // answers its check may take (prefetch.go)
-	then    []probeGroup  // probes its apply answers for the steps after
-	found   *verdict      // what its check found, for the probes it asked
-	chain   []*checked    // the steps applied in its apply's round trip (chain.go)
-	link    *chainLink    // set when it is one of those
+	pf      *probeAnswers                       // answers its check may take (prefetch.go)
+	then    []probeGroup                        // probes its apply answers for the steps after
+	before  map[remote.Probe]remote.ProbeResult // what checks read of the host before its apply (known.go)
+	found   *verdict                            // what its check found, for the probes it asked
+	chain   []*checked                          // the steps applied in its apply's round trip (chain.go)
+	link    *chainLink                          // set when it is one of those
 }
 
 // runHost runs the steps of a segment on one host, batching checks where it
@@ -214,6 +216,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 				}
 				b.closeGates() // nothing runs ahead of a change being applied
 				c.then = b.probesBefore(k+1+len(c.chain), pre, steps)
+				c.before = b.readSince(k, pre)
 				c.pf = pf
 			}
 		}
@@ -348,10 +351,11 @@ type batchConn struct {
 	mu      sync.Mutex
 	active  int // checks running and not waiting for a command
 	pending []*batchReq
-	gates   map[int]*gate          // by step order
-	closed  bool                   // closeGates was called: undecided gates are shut, and no more commands go
-	asked   map[int][]remote.Probe // probes asked, by step order
-	saw     map[int]bool           // by step order: the check found a path, or ran a command
+	gates   map[int]*gate                               // by step order
+	closed  bool                                        // closeGates was called: undecided gates are shut, and no more commands go
+	asked   map[int][]remote.Probe                      // probes asked, by step order
+	saw     map[int]bool                                // by step order: the check found a path, or ran a command
+	read    map[int]map[remote.Probe]remote.ProbeResult // answers its checks took, by step order
 
 	pf       *probeAnswers // prefetched answers (prefetch.go)
 	pfBefore int           // only checks before this order take them
@@ -471,6 +475,9 @@ func (b *batchConn) deliver(reqs ...*batchReq) {
 		if !r.payload { // the finish has no check to wake
 			b.active++
 		}
+		if r.probe != nil && r.err == nil {
+			b.answeredLocked(r.order, *r.probe, r.pres)
+		}
 	}
 	b.mu.Unlock()
 	for _, r := range reqs {
@@ -517,18 +524,59 @@ func (v *batchView) Probe(ctx context.Context, p remote.Probe) (remote.ProbeResu
 		return remote.ProbeResult{}, errNotAhead
 	}
 	v.b.asked[v.order] = append(v.b.asked[v.order], p)
-	v.b.mu.Unlock()
+	var res remote.ProbeResult
+	took := false
 	if v.order < v.b.pfBefore {
-		if res, ok := v.b.pf.take(p); ok {
-			v.b.seen(v.order, res.Stat.Exists)
-			return res, nil
+		if res, took = v.b.pf.take(p); took {
+			v.b.answeredLocked(v.order, p, res)
 		}
+	}
+	v.b.mu.Unlock()
+	if took {
+		v.b.seen(v.order, res.Stat.Exists)
+		return res, nil
 	}
 	r := &batchReq{order: v.order, probe: &p, done: make(chan struct{})}
 	v.b.queue(r)
 	<-r.done
 	v.b.seen(v.order, r.err != nil || r.pres.Stat.Exists)
 	return r.pres, r.err
+}
+
+// answeredLocked keeps the answer the check of step order takes for p,
+// with b.mu held: as it is given, not once the check has it, so that
+// readSince has the answers given in the round of the check it is called
+// for.
+func (b *batchConn) answeredLocked(order int, p remote.Probe, res remote.ProbeResult) {
+	if b.read == nil {
+		b.read = map[int]map[remote.Probe]remote.ProbeResult{}
+	}
+	if b.read[order] == nil {
+		b.read[order] = map[remote.Probe]remote.ProbeResult{}
+	}
+	b.read[order][p] = res
+}
+
+// readSince is the answers the checks of pre took, but those made before
+// a user's command that ran ahead of pre[k] (a step that is not
+// read-only): that command may have changed what they read.
+func (b *batchConn) readSince(k int, pre []*checked) map[remote.Probe]remote.ProbeResult {
+	from := 0
+	for j := k - 1; j >= 0; j-- {
+		if c := pre[j]; !c.skip && aheadMode(c.m) != modules.CheckAheadReadOnly {
+			from = j + 1
+			break
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[remote.Probe]remote.ProbeResult{}
+	for order, rs := range b.read {
+		if order >= from {
+			maps.Copy(out, rs)
+		}
+	}
+	return out
 }
 
 // seen notes that the check of step order found something on the host (a

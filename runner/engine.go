@@ -449,6 +449,7 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 		var then thenAsk
 		if !s.Delegate && !e.opts.NoCheckAhead {
 			then = thenProbes(c.then, c.pf.left(s.Name))
+			then.before = c.before
 		}
 		e.takeAnswers(target.Name)
 		rec = e.newRecord(p, s, m, name, recHost.Name, ch)
@@ -514,8 +515,13 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, p Play, h *
 		links = append(links, e.chainLinks(p, h, chain)...)
 	}
 	if ps := then.probes(); len(ps) > 0 {
+		aps := make([]*modules.ScriptApply, len(links))
+		for i, l := range links {
+			aps[i] = l.Apply
+		}
+		then.guard, then.known = knownAfter(ps, aps, then.before)
 		withThen := *links[len(links)-1].Apply
-		withThen.Then = thenScript(ps)
+		withThen.Then = thenScript(ps, then.guard)
 		links[len(links)-1].Apply = &withThen
 	}
 	var outs []ChainOutcome

@@ -151,6 +151,12 @@ func thenProbes(want, more []probeGroup) thenAsk {
 // for the next one.
 type thenAsk struct {
 	asked, later []probeGroup
+	// before is what checks read of the host before the apply; known the
+	// answers to the probes asked, as knownAfter tells them where guard
+	// holds (known.go).
+	before map[remote.Probe]remote.ProbeResult
+	guard  string
+	known  []remote.ProbeResult
 }
 
 // probes is what is asked, in order.
@@ -163,20 +169,31 @@ func (t thenAsk) probes() []remote.Probe {
 }
 
 // thenScript answers ps after an apply: a function, called, whose status
-// is the last command's.
-func thenScript(ps []remote.Probe) string {
+// is the last command's; where guard holds, the answers are known
+// (known.go) and it prints knownMark instead.
+func thenScript(ps []remote.Probe, guard string) string {
 	if len(ps) == 0 {
 		return ""
 	}
-	return remote.ProbeFunc("_ikthen", ps) + "_ikthen"
+	probe := remote.ProbeFunc("_ikthen", ps) + "_ikthen"
+	if guard == "" {
+		return probe
+	}
+	return "if " + guard + "; then echo " + knownMark + "; else\n" + probe + "\nfi"
 }
 
-// answersFrom reads the output of thenScript(t.probes()), and keeps
+// answersFrom reads the output of thenScript(t.probes(), t.guard), and keeps
 // t.later for the next apply; nil when there is nothing to keep.
 func answersFrom(t thenAsk, out string, ok bool) *probeAnswers {
 	a := &probeAnswers{answers: map[remote.Probe]remote.ProbeResult{}, later: t.later}
 	ps := t.probes()
-	if ok && len(ps) > 0 {
+	switch {
+	case !ok || len(ps) == 0:
+	case t.guard != "" && out == knownMark+"\n":
+		for i, p := range ps {
+			a.answers[p] = t.known[i]
+		}
+	default:
 		if res, errs, err := remote.ParseProbes(ps, out); err == nil {
 			for i, p := range ps {
 				if errs[i] == nil {

@@ -34,6 +34,7 @@ type countingConnector struct {
 	mu      sync.Mutex
 	n       map[string]int
 	scripts []string // every command run, in order
+	outputs []string // their stdouts, likewise
 }
 
 func (c *countingConnector) Connect(ctx context.Context, h *inventories.Host) (modules.Conn, error) {
@@ -63,10 +64,12 @@ func (cc *countingConn) add() {
 
 func (cc *countingConn) Run(ctx context.Context, cmd string, opts ...modules.RunOption) (modules.Result, error) {
 	cc.add()
+	res, err := cc.Conn.Run(ctx, cmd, opts...)
 	cc.c.mu.Lock()
 	cc.c.scripts = append(cc.c.scripts, cmd)
+	cc.c.outputs = append(cc.c.outputs, res.Stdout)
 	cc.c.mu.Unlock()
-	return cc.Conn.Run(ctx, cmd, opts...)
+	return res, err
 }
 
 func (cc *countingConn) Upload(ctx context.Context, p string, r io.Reader, mode fs.FileMode) error {

@@ -332,27 +332,39 @@ func ParseProbes(ps []Probe, out string) (res []ProbeResult, errs []error, err e
 		return bad("trailing output")
 	}
 	for i, p := range ps {
-		st := stats[p.Path]
-		res[i].Stat = st
-		if !p.Sum && p.DiffWant == "" && !p.Content {
-			res[i].Stat.SHA256 = ""
+		data := res[i].Content // the diff's head, where one was read
+		if read[p.Path] {
+			data = content[p.Path]
 		}
-		if p.DiffWant != "" && read[p.Path] && st.Type == "file" && st.SHA256 != p.DiffWant && st.Size <= MaxDiff {
-			res[i].Content = content[p.Path] // as the diff's head would have read it
-		}
-		if p.Content {
-			switch st.Type {
-			case "link":
-				errs[i] = ErrNoProbe
-			case "file":
-				res[i].Content = content[p.Path]
-				if res[i].Content == nil {
-					res[i].Content = []byte{}
-				}
+		res[i], errs[i] = Answer(p, stats[p.Path], data)
+	}
+	return res, errs, nil
+}
+
+// Answer is the answer to p of a path with stat st and, for a regular
+// file, content data (all of it, or at least what a diff's head reads),
+// as ParseProbes gives it: the runner answers so the probes of a file it
+// has just written whole, without reading it back.
+func Answer(p Probe, st FileStat, data []byte) (ProbeResult, error) {
+	res := ProbeResult{Stat: st}
+	if !p.Sum && p.DiffWant == "" && !p.Content {
+		res.Stat.SHA256 = ""
+	}
+	if p.DiffWant != "" && st.Type == "file" && st.SHA256 != p.DiffWant && st.Size <= MaxDiff {
+		res.Content = data
+	}
+	if p.Content {
+		switch st.Type {
+		case "link":
+			return res, ErrNoProbe
+		case "file":
+			res.Content = data
+			if res.Content == nil {
+				res.Content = []byte{}
 			}
 		}
 	}
-	return res, errs, nil
+	return res, nil
 }
 
 func sha(s string) string {

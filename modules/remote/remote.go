@@ -388,8 +388,9 @@ func WriteFileApply(p string, content []byte, mode uint32, owner, group string) 
 	}
 	cmds = append(cmds, "mv -Tf -- "+t+" "+Quote(p))
 	return &modules.ScriptApply{
-		Files:  []modules.ScriptFile{{Path: tmp, Data: content, Mode: mode & 0o666, Dest: p, DestMode: mode & 0o7777}},
-		Script: strings.Join(cmds, " && ") + " || { rm -f -- " + t + "; false; }\n",
+		Files:    []modules.ScriptFile{{Path: tmp, Data: content, Mode: mode & 0o666, Dest: p, DestMode: mode & 0o7777}},
+		Script:   strings.Join(cmds, " && ") + " || { rm -f -- " + t + "; false; }\n",
+		Confined: true,
 	}
 }
 
