@@ -163,9 +163,12 @@ func jsq(s string) string {
 // reads the run (a program less per change recorded, one per run read).
 // iklim_tar PATH writes a tar of PATH's tree to stdout.
 // iklim_list DIR prints every run directory under DIR (a host directory,
-// or a root of the old layout), framed; its small text files are read with
-// shell builtins (iklim_tframe: lines, a newline added to a last line
-// without one), as the C locale counts their bytes.
+// or a root of the old layout), framed. Its glob names only what starts
+// like a run id: a root shared by many hosts holds a directory per host,
+// and a stat of each, on every host's first record of every run, grew with
+// hosts squared. Its small text files are read with shell builtins
+// (iklim_tframe: lines, a newline added to a last line without one), as
+// the C locale counts their bytes.
 const shPrelude = `umask 077; LC_ALL=C; export LC_ALL
 iklim_st() {
   _h=
@@ -217,7 +220,7 @@ iklim_tframe() {
   printf 'F %s %s\n%s\n' "$1" "${#_t}" "$_t"
 }
 iklim_list() {
-  for _d in "$1"/*/; do
+  for _d in "$1"/[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*/; do
     [ -d "$_d" ] || continue
     _id=${_d%/}; _id=${_id##*/}
     case $_id in [0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*Z|[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9]T*Z-*) ;; *) continue ;; esac
