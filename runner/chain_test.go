@@ -2,6 +2,8 @@ package runner_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -328,5 +330,62 @@ func TestChainCutOffLeavesRecordsRollbackCanUse(t *testing.T) {
 	require.Zero(t, rb.Hosts[0].Failed+rb.Hosts[0].Unreachable, rb.Hosts[0].Error)
 	for _, n := range []string{"a.conf", "b.conf", "c.conf"} {
 		require.Equal(t, "absent", lstate(t, f.file("victim", n)), n)
+	}
+}
+
+// TestToldChainStopsWhereAPathIsTheWrittenFile: a step whose check read a
+// path that a change before it in the chain writes under another name (a
+// symlinked directory) cannot be told: the guard of its link finds the
+// path is the written file, and the chain stops there. Here a copy
+// rewrites app.conf, then a stat and a line read it through alias/: told
+// from before the copy, the stat would report the old content and the
+// line would write the old content back with its line. Both are checked
+// again instead, on the file the copy wrote. The stat's link is quiet (it
+// changes nothing); its guard goes with the next link's, so it holds the
+// chain back even where that link's own guard holds (a line in another
+// file).
+func TestToldChainStopsWhereAPathIsTheWrittenFile(t *testing.T) {
+	for _, other := range []bool{false, true} {
+		name := map[bool]string{false: "the line reads it", true: "only the stat reads it"}[other]
+		t.Run(name, func(t *testing.T) {
+			f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
+			f.writeFile("h1", "app.conf", "old\nx = 1\n")
+			f.writeFile("h1", "b.conf", "b\n")
+			conf := f.file("h1", "app.conf")
+			alias := f.file("h1", "alias")
+			require.NoError(t, os.Symlink(filepath.Dir(conf), alias))
+			lined, want := filepath.Join(alias, "app.conf"), map[string]string{conf: "new\ny = 1\n"}
+			if other {
+				lined = f.file("h1", "b.conf")
+				want = map[string]string{conf: "new\n", lined: "b\ny = 1\n"}
+			}
+			var stat *files.Stat
+			pb := &runner.Playbook{File: "told.hcl", Plays: []runner.Play{{Name: "p", Hosts: "all", Steps: []runner.Step{
+				step("conf", func(*inventories.Host) modules.Module {
+					return &files.Copy{Dest: conf, Content: ptr("new\n")}
+				}),
+				step("stat", func(*inventories.Host) modules.Module {
+					stat = &files.Stat{Path: filepath.Join(alias, "app.conf")}
+					return stat
+				}),
+				step("line", func(*inventories.Host) modules.Module {
+					return &files.Line{Path: lined, Line: "y = 1"}
+				}),
+			}}}}
+			cc := &countingConnector{Connector: f.conn, n: map[string]int{}}
+			id, got := f.runRecorded(pb, cc)
+			ch := runner.StatusChanged
+			require.Equal(t, map[string]runner.Status{"conf": ch, "stat": runner.StatusOK, "line": ch}, got)
+			for p, content := range want {
+				require.Equal(t, content, lstate(t, p))
+			}
+			sum := sha256.Sum256([]byte("new\n"))
+			require.Equal(t, hex.EncodeToString(sum[:]), stat.Output()["sha256"], "the stat saw what the copy wrote")
+			guarded := slices.ContainsFunc(cc.scripts, func(s string) bool {
+				return strings.Count(s, "IKLIM-RECORDED ") == 2 && strings.Contains(s, " -ef ")
+			})
+			require.True(t, guarded, "the line was chained behind the copy, behind a guard")
+			require.Equal(t, []string{"1 conf applied", "2 line applied"}, f.chainRecords(id), "numbered without a gap")
+		})
 	}
 }

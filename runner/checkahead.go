@@ -74,6 +74,7 @@ type checked struct {
 	before  map[remote.Probe]remote.ProbeResult // what checks read of the host before its apply (known.go)
 	found   *verdict                            // what its check found, for the probes it asked
 	chain   []*checked                          // the steps applied in its apply's round trip (chain.go)
+	apply   *modules.ScriptApply                // its apply, made once for its chain
 	link    *chainLink                          // set when it is one of those
 }
 
@@ -212,7 +213,7 @@ func (e *engine) runAhead(ctx context.Context, p Play, steps []Step, h *inventor
 			}
 			if !c.skip && (c.err != nil || c.ch != nil && !e.opts.Check) {
 				if c.err == nil {
-					c.chain = e.chainAfter(k, pre, steps, h, b)
+					c.chain = e.chainAfter(ctx, k, pre, steps, h, b)
 				}
 				b.closeGates() // nothing runs ahead of a change being applied
 				c.then = b.probesBefore(k+1+len(c.chain), pre, steps)

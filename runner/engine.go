@@ -453,7 +453,7 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 		}
 		e.takeAnswers(target.Name)
 		rec = e.newRecord(p, s, m, name, recHost.Name, ch)
-		applyErr, done, afterDone, err = e.recordApply(sctx, conn, p, recHost, rec, m, target.Name, then, c.chain)
+		applyErr, done, afterDone, err = e.recordApply(sctx, conn, p, recHost, rec, m, target.Name, then, c)
 	}
 	if err != nil {
 		// Never change a host without a record that can undo it.
@@ -494,9 +494,9 @@ func (e *engine) commit(ctx context.Context, p Play, s Step, h *inventories.Host
 //
 // then are probes to answer in the same round trip once the change is
 // applied; their answers are kept for target's next step (prefetch.go).
-// chain are the steps after it to apply in that round trip too (chain.go):
-// their outcomes are left in their links.
-func (e *engine) recordApply(ctx context.Context, conn modules.Conn, p Play, h *inventories.Host, rec *ChangeRecord, m modules.Module, target string, then thenAsk, chain []*checked) (applyErr error, done, afterDone bool, err error) {
+// c.chain are the steps after it to apply in that round trip too
+// (chain.go): their outcomes are left in their links.
+func (e *engine) recordApply(ctx context.Context, conn modules.Conn, p Play, h *inventories.Host, rec *ChangeRecord, m modules.Module, target string, then thenAsk, c *checked) (applyErr error, done, afterDone bool, err error) {
 	sr, ok := e.opts.Recorder.(ScriptRecorder)
 	if !ok {
 		return nil, false, false, nil
@@ -505,14 +505,19 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, p Play, h *
 	if !ok {
 		return nil, false, false, nil
 	}
-	ap := sa.ApplyScript(rec.Change)
+	ap := c.apply // made for its chain, if it has one
+	if ap == nil {
+		ap = sa.ApplyScript(rec.Change)
+	}
 	if ap == nil {
 		return nil, false, false, nil
 	}
 	links := []ChainLink{{Rec: rec, Apply: ap}}
 	cr, _ := sr.(ChainRecorder)
-	if cr != nil && len(chain) > 0 {
-		links = append(links, e.chainLinks(p, h, chain)...)
+	var chain []*checked // the chain's changes, each a link
+	if cr != nil && len(c.chain) > 0 {
+		chain = applying(c.chain)
+		links = append(links, e.chainLinks(p, h, c.chain)...)
 	}
 	if ps := then.probes(); len(ps) > 0 {
 		aps := make([]*modules.ScriptApply, len(links))
@@ -527,13 +532,13 @@ func (e *engine) recordApply(ctx context.Context, conn modules.Conn, p Play, h *
 	var outs []ChainOutcome
 	if len(links) > 1 {
 		outs = cr.RecordApplyChain(ctx, conn, h, links)
-		for i, c := range chain {
-			c.link.out = outs[i+1]
-			if o := c.link.out; o.Recorded && o.ApplyErr == nil {
-				c.m.(modules.ScriptApplier).ScriptApplied()
+		for i, member := range chain {
+			member.link.out = outs[i+1]
+			if o := member.link.out; o.Recorded && o.ApplyErr == nil {
+				member.m.(modules.ScriptApplier).ScriptApplied()
 			}
 		}
-		e.unchained(h, chain)
+		e.unchained(h, c.chain)
 	} else {
 		out, err := sr.RecordApply(ctx, conn, h, rec, links[0].Apply)
 		outs = []ChainOutcome{{ScriptOutcome: out, Err: err}}

@@ -18,11 +18,11 @@ import (
 )
 
 // TestThenProbesOfAWrittenFileAreKnown: in a deploy where a copy rewrites
-// app.conf and a line then edits it, the probes the copy's apply answers
-// for the steps after it (the line, a copy of the file beside it, a stat)
-// are told from what was written, not read back (runner/known.go): the
-// apply's output says so. The line and the stat then act on the file as it
-// is on the host.
+// app.conf and a line then edits it, the line goes in the copy's round
+// trip (chain.go), and the probes that apply answers for the steps after
+// it (a copy of the file beside it, a stat) are told from what was
+// written, not read back (runner/known.go): the apply's output says so.
+// The stat then reports the file as it is on the host.
 func TestThenProbesOfAWrittenFileAreKnown(t *testing.T) {
 	f := newFaultHosts(t, []string{"h1"}, transport.SSHOptions{})
 	conf := f.file("h1", "app.conf")
@@ -56,7 +56,7 @@ func TestThenProbesOfAWrittenFileAreKnown(t *testing.T) {
 	for _, out := range cc.outputs {
 		known += strings.Count(out, "\nIKLIM-KNOWN\n")
 	}
-	require.Equal(t, 2, known, "the copy's and the line's applies told the probes after them")
+	require.Equal(t, 1, known, "the apply of the copy and the line (chained) told the probes after it")
 	want := "rev = 2\nmax = 100\n"
 	require.Equal(t, want, lstate(t, conf))
 	sum := sha256.Sum256([]byte(want))
