@@ -135,7 +135,7 @@ func untouchedGuard(p string, st remote.FileStat, dests []string) (guard string,
 	var tests []string
 	switch {
 	case !st.Exists:
-		return "[ ! -e " + q + " ] && [ ! -L " + q + " ]", true
+		return absentGuard([]string{p}), true
 	case st.Type == "file":
 		tests = append(tests, "[ -f "+q+" ] && [ ! -L "+q+" ]")
 		for _, d := range dests {
